@@ -1,0 +1,1 @@
+"""Pure predicates and annotators over Documents: each answers keep or drop, and why."""

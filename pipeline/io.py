@@ -1,0 +1,79 @@
+"""File helpers shared by every stage: input matching, decompression, atomic writes.
+
+Inputs go through Beam's `FileSystems`, so `gs://`, `s3://` and local paths are
+the same code (DESIGN.md, "Scale-out").
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import hashlib
+import lzma
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+_MAGIC = (
+    (b"\x1f\x8b", gzip.GzipFile),  # multi-member gzip (one member per WARC record) reads to the end
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
+
+
+def match_inputs(patterns: list[str]) -> list[str]:
+    """Expand file patterns through Beam's filesystems; sorted, de-duplicated paths.
+
+    A pattern that matches nothing is not an error here (the caller reports it).
+    """
+    paths: set[str] = set()
+    for pattern in patterns:
+        for result in FileSystems.match([pattern]):
+            paths.update(m.path for m in result.metadata_list)
+    return sorted(paths)
+
+
+def open_input(path: str) -> IO[bytes]:
+    """Open a file for binary reading, decompressing gzip, bzip2 or xz by magic bytes."""
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    head = raw.read(6)
+    raw.seek(0)
+    for magic, opener in _MAGIC:
+        if head.startswith(magic):
+            return opener(raw)
+    return raw
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Write to a temporary file beside `path`, then rename it into place.
+
+    A killed job never leaves a file under the final name that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,65 @@
+"""What every source reader shares: the Document constructor and the skip and
+dead-letter records.
+
+A reader is a generator `read(path, cfg) -> Iterator[dict | Skip | DeadLetter]`:
+- a Document is a plain dict with the fields of `pipeline.schema.DOCUMENT_SCHEMA`;
+- `Skip(source, reason)` says a record was read and deliberately left out
+  (a redirect, a licence not kept, a binary file); the Beam layer counts it;
+- `DeadLetter(source, path, record, reason)` says a record could not be parsed;
+  it goes to the dead-letter output, never crashes the job, never vanishes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from pipeline.schema import doc_id
+
+
+class Skip(NamedTuple):
+    """A record read and deliberately dropped, with its reason (counted)."""
+
+    source: str
+    reason: str
+
+
+class DeadLetter(NamedTuple):
+    """A record that could not be parsed: its file, native id or offset, and why."""
+
+    source: str
+    path: str
+    record: str
+    reason: str
+
+
+def make_document(
+    source: str,
+    native_id: str,
+    text: str,
+    url: str,
+    lang: str = "",
+    lang_score: float = 0.0,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build a Document row (see `pipeline.schema.DOCUMENT_SCHEMA`).
+
+    Args:
+        source: one of `pipeline.config.SOURCES`.
+        native_id: what identifies the record in its own format; hashed into `id`.
+        text: the cleaned UTF-8 text.
+        url: the record's URL, or its path for files.
+        lang, lang_score: set by readers that know the language (Wikipedia: the
+            dump's language, score 1.0); otherwise filled in by language ID.
+        meta: JSON-serialisable extras (licence, title, timestamp, ...), stored
+            as a JSON string with sorted keys so output bytes are reproducible.
+    """
+    return {
+        "id": doc_id(source, native_id),
+        "source": source,
+        "text": text,
+        "url": url,
+        "lang": lang,
+        "lang_score": float(lang_score),
+        "meta": json.dumps(meta or {}, sort_keys=True, ensure_ascii=False),
+    }

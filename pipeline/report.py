@@ -1,0 +1,110 @@
+"""The run report: what happened to the data, per source, from read to training.
+
+Reads only the stages' own outputs (clean manifest, shard manifest, training
+log), so it can be rebuilt at any time: `python -m pipeline report`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import SOURCES, Config
+from pipeline.io import atomic_write
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _losses(log_path: Path) -> list[dict[str, Any]]:
+    if not log_path.is_file():
+        return []
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+
+def funnel(counters: dict[str, int]) -> dict[str, Any]:
+    """Summarise one source's clean-job counters.
+
+    Returns {"records", "docs_read", "removed": {reason: n}, "dead_letter", "kept"}:
+    records = documents read + records skipped + dead letters; removed merges
+    reader skips (`skip.*`) and filter drops (`drop.*`).
+    """
+    removed = {
+        k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith(("skip.", "drop."))
+    }
+    skipped = sum(v for k, v in counters.items() if k.startswith("skip."))
+    dead = counters.get("dead_letter", 0)
+    return {
+        "records": counters.get("docs_read", 0) + skipped + dead,
+        "docs_read": counters.get("docs_read", 0),
+        "removed": dict(sorted(removed.items())),
+        "dead_letter": dead,
+        "kept": counters.get("docs_kept", 0),
+    }
+
+
+def build_report(cfg: Config) -> str:
+    """The report as Markdown text."""
+    clean = _load_json(Path(cfg.out_dir) / "clean" / "manifest.json")
+    shards = _load_json(Path(cfg.shards.out) / "manifest.json")
+    log = _losses(Path(cfg.trainer.out) / "log.jsonl")
+    lines = [f"# Run report: {cfg.name}", ""]
+    lines += ["## Data, per source", ""]
+    lines += [
+        "| source | input files | records | removed (reason: n) | dead letters | kept docs "
+        "| train tokens | epochs | target share | achieved share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    counters = (clean or {}).get("counters", {})
+    inputs = (clean or {}).get("inputs", {})
+    mix = (shards or {}).get("sources", {})
+    for source in SOURCES:
+        if source not in counters and source not in inputs:
+            continue
+        f = funnel(counters.get(source, {}))
+        removed = ", ".join(f"{k}: {v}" for k, v in f["removed"].items()) or "-"
+        m = mix.get(source, {})
+        lines.append(
+            f"| {source} | {len(inputs.get(source, []))} | {f['records']} | {removed} "
+            f"| {f['dead_letter']} | {f['kept']} | {m.get('tokens_written', 0)} "
+            f"| {m.get('epochs', 0):.2f} | {100 * m.get('share', 0):.1f}% "
+            f"(Table 1: {cfg.sources[source].share:.1f}%) | {100 * m.get('achieved_share', 0):.1f}% |"
+        )
+    if clean is None:
+        lines.append("\n(no clean manifest: run `python -m pipeline clean`)")
+    lines.append("")
+    if shards:
+        n_train = sum(1 for s in shards["shards"] if s["split"] == "train")
+        n_val = len(shards["shards"]) - n_train
+        lines += [
+            "## Token shards",
+            "",
+            f"- {n_train} train and {n_val} validation shards in `{cfg.shards.out}`,"
+            f" {shards['tokens_written']} training tokens (target {shards['total_tokens_target']:.0f})",
+            f"- tokenizer `{shards['tokenizer']['path']}` (vocab {shards['tokenizer']['vocab_size']},"
+            f" sha256 {shards['tokenizer']['sha256'][:16]})",
+            "",
+        ]
+    if log:
+        first, last = log[0], log[-1]
+        lines += [
+            "## Training",
+            "",
+            f"- steps logged: {len(log)}, last step {last['step']}",
+            f"- loss: first {first['loss']:.4f} (step {first['step']}),"
+            f" last {last['loss']:.4f} (step {last['step']}), ratio {last['loss'] / first['loss']:.3f}",
+            f"- log `{Path(cfg.trainer.out) / 'log.jsonl'}`, loss curve `{Path(cfg.trainer.out) / 'loss.png'}`",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_report(cfg: Config) -> tuple[Path, str]:
+    """Write `<out_dir>/report.md` atomically; returns (path, text)."""
+    text = build_report(cfg)
+    path = Path(cfg.out_dir) / "report.md"
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
+    return path, text

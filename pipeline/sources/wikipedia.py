@@ -1,0 +1,349 @@
+"""Wikipedia: MediaWiki `pages-articles` XML dumps to plain-text Documents.
+
+LLaMA (paper, 2.1): "Wikipedia dumps from the June-August 2022 period, covering
+20 languages [...]. We process the data to remove hyperlinks, comments and other
+formatting boilerplate." Here: articles only (namespace 0), no redirects; the
+wikitext goes through mwparserfromhell and a small renderer that keeps what a
+reader sees as prose (link labels, headings, list items) and drops templates,
+tables, references, comments, file and category links. The language is the
+dump's own (`<dbname>bgwiki</dbname>` -> "bg"), with score 1.0.
+
+The dump is streamed with `xml.etree.ElementTree.iterparse` and each finished
+`<page>` is cleared, so memory stays flat whatever the dump's size. Expat reads
+the encoding from the byte-order mark or the XML declaration, so the UTF-16LE
+dumps (with BOM) parse as they are. A dump cut mid-page yields every complete
+page, then one DeadLetter "truncated dump: ...".
+
+Known gap: a template removed mid-sentence (`{{convert|5|km}}`, `{{lang|...}}`)
+leaves a hole in the sentence; so does a removed `<math>` formula.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import re
+import xml.etree.ElementTree as ET
+from typing import Any, Iterator
+from xml.parsers import expat
+
+import mwparserfromhell
+from mwparserfromhell.nodes import (
+    Comment,
+    ExternalLink,
+    Heading,
+    HTMLEntity,
+    Tag,
+    Text,
+    Wikilink,
+)
+from mwparserfromhell.wikicode import Wikicode
+
+from pipeline.io import open_input
+from pipeline.sources.base import DeadLetter, Skip, make_document
+
+SOURCE = "wikipedia"
+
+ARTICLE_NS = 0  # MediaWiki's main (article) namespace
+FILE_NS = 6
+CATEGORY_NS = 14
+# Canonical English names work on every wiki, whatever its local names
+# (MediaWiki Help:Namespaces); "Image" is the legacy alias of File.
+CANONICAL_DROP_NAMESPACES = ("File", "Image", "Category")
+
+# Tags whose contents are not prose: references, media, formulas, code and
+# machine-readable blocks (mediawiki.org "Parser extension tags"), plus tables.
+DROP_TAGS = frozenset(
+    {
+        "ref", "references", "gallery", "math", "chem", "ce", "hiero", "score",
+        "timeline", "imagemap", "graph", "templatedata", "inputbox", "categorytree",
+        "section", "syntaxhighlight", "source", "mapframe", "maplink", "indicator",
+        "includeonly", "table", "noinclude",
+    }
+)
+
+# `#REDIRECT [[Target]]` and its localised magic words (#WEITERLEITUNG,
+# #ПРЕНАСОЧВАНЕ, #перенаправление, #পুনর্নির্দেশ...). Not `\w+`: Indic scripts
+# carry combining marks (category Mn) that `\w` does not match.
+_REDIRECT_RE = re.compile(r"^\s*#[^\s\[\]:|]+\s*:?\s*\[\[")
+_DBNAME_RE = re.compile(r"^([a-z][a-z0-9_]*?)wiki")
+_MAGIC_WORD_RE = re.compile(r"__[A-Z]+__")  # __NOTOC__, __TOC__...
+_BOLD_ITALIC_RE = re.compile(r"'{2,}")  # unbalanced '' / ''' the parser left as text
+_MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+
+# Expat errors that mean the input stopped early rather than being malformed.
+_TRUNCATION_ERRORS = frozenset(
+    expat.errors.codes[msg]
+    for msg in (
+        expat.errors.XML_ERROR_NO_ELEMENTS,
+        expat.errors.XML_ERROR_UNCLOSED_TOKEN,
+        expat.errors.XML_ERROR_PARTIAL_CHAR,
+        expat.errors.XML_ERROR_UNCLOSED_CDATA_SECTION,
+    )
+)
+
+
+def is_redirect_text(wikitext: str) -> bool:
+    """True if the wikitext is a redirect page (`#REDIRECT [[...]]` or a localised form).
+
+    MediaWiki (Help:Redirects) treats a page whose text starts with the `#REDIRECT`
+    magic word, or its translation, followed by a link as a redirect. Any `#word`
+    right before `[[` at the very start is taken as such a magic word, so no
+    per-language list is needed. Case-insensitive by construction.
+    """
+    return _REDIRECT_RE.match(wikitext) is not None
+
+
+def lang_from_dbname(dbname: str) -> str:
+    """Language code of a Wikipedia from its database name: "bgwiki" -> "bg".
+
+    Wikimedia database names write hyphens as underscores ("zh_min_nanwiki" is
+    zh-min-nan.wikipedia.org). Returns "" if the name does not end in "wiki".
+    """
+    m = _DBNAME_RE.match(dbname)
+    if m is None or not dbname.endswith("wiki"):
+        return ""
+    return dbname[: -len("wiki")].replace("_", "-")
+
+
+def dbname_from_filename(path: str) -> str:
+    """Database name from a dump's file name, the Wikimedia naming convention:
+    "bgwiki-latest-pages-articles.xml.bz2" -> "bgwiki"; "" if it does not apply."""
+    m = _DBNAME_RE.match(os.path.basename(path))
+    return f"{m.group(1)}wiki" if m else ""
+
+
+def _link_namespace(title: str) -> str:
+    """The namespace prefix of a link target, normalised ("File", " file :x" -> "file")."""
+    if ":" not in title:
+        return ""
+    return title.split(":", 1)[0].strip().replace("_", " ").casefold()
+
+
+def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
+    """Plain text of parsed wikitext: what a reader sees as prose (see module doc)."""
+    out: list[str] = []
+    for node in code.nodes:
+        if isinstance(node, Text):
+            out.append(node.value)
+        elif isinstance(node, Wikilink):
+            title = str(node.title).strip()
+            # [[:Category:X]] (leading colon) is a visible link; [[Category:X]] a marker
+            if not title.startswith(":") and _link_namespace(title) in drop_prefixes:
+                continue  # an image or a category marker, not prose
+            label = _render(node.text, drop_prefixes) if node.text is not None else ""
+            if not label.strip():  # [[Target]] and the pipe trick [[Target|]] show the target
+                label = _render(node.title, drop_prefixes).strip().removeprefix(":")
+            out.append(label)
+        elif isinstance(node, ExternalLink):
+            if node.title is not None:
+                out.append(_render(node.title, drop_prefixes))
+            elif not node.brackets:  # a bare URL is part of the visible text
+                out.append(str(node.url))
+        elif isinstance(node, Heading):
+            out.append(_render(node.title, drop_prefixes).strip())
+        elif isinstance(node, HTMLEntity):
+            out.append(node.normalize())
+        elif isinstance(node, Tag):
+            tag = str(node.tag).strip().lower()
+            if node.wiki_markup == "{|" or tag in DROP_TAGS:
+                continue
+            if tag == "br":
+                out.append("\n")
+            elif node.contents is not None and not node.self_closing:
+                out.append(_render(node.contents, drop_prefixes))
+            # list markers (* # : ;), ---- and other empty tags render as nothing
+        elif isinstance(node, Comment):
+            continue
+        # Template, Argument ({{{1}}}): dropped (LLaMA 2.1: "formatting boilerplate")
+    return "".join(out)
+
+
+def _drop_unclosed_tables(text: str) -> str:
+    """Drop table lines the parser left as text (a `{|` never closed by `|}`).
+
+    MediaWiki closes such a table at the end of the page, so everything from the
+    `{|` line to its `|}` (or to the end) belongs to the table.
+    """
+    if "{|" not in text:
+        return text
+    kept: list[str] = []
+    depth = 0
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith("{|"):
+            depth += 1
+            continue
+        if depth:
+            if stripped.startswith("|}"):
+                depth -= 1
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def default_drop_prefixes() -> frozenset[str]:
+    """Casefolded link prefixes removed when the dump has no `<namespaces>` list."""
+    return frozenset(n.casefold() for n in CANONICAL_DROP_NAMESPACES)
+
+
+def wikitext_to_text(wikitext: str, drop_prefixes: frozenset[str] | None = None) -> str:
+    """Convert MediaWiki wikitext to plain text (LLaMA 2.1: remove hyperlinks,
+    comments and other formatting boilerplate).
+
+    Wikilinks become their label (or target), external links their label,
+    templates, tables, `<ref>` and other non-prose tags, comments, and links
+    whose namespace prefix is in `drop_prefixes` (files, categories) are
+    removed; bold/italic markup and list markers are stripped; headings stay as
+    plain lines. Lines are stripped, 3+ newlines collapse to 2.
+
+    Args:
+        wikitext: the page source, as in `<text>` of the dump.
+        drop_prefixes: casefolded namespace names whose links are removed
+            (siteinfo names of namespaces 6 and 14 plus the canonical English
+            ones); None: only the canonical English names.
+    Returns:
+        The plain text, stripped; "" if nothing readable is left.
+    Raises:
+        mwparserfromhell.parser.ParserError: the parser gave up on the markup
+            (the reader turns it into a DeadLetter).
+    """
+    if drop_prefixes is None:
+        drop_prefixes = default_drop_prefixes()
+    text = _render(mwparserfromhell.parse(wikitext), drop_prefixes)
+    text = _drop_unclosed_tables(text)
+    text = _MAGIC_WORD_RE.sub("", text)
+    text = _BOLD_ITALIC_RE.sub("", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    return _MANY_NEWLINES_RE.sub("\n\n", text).strip()
+
+
+class _Dump:
+    """What the reader knows about the dump being read: its namespace URI and siteinfo."""
+
+    def __init__(self, path: str, root: ET.Element) -> None:
+        self.path = path
+        self.uri = root.tag[1 : root.tag.index("}")] if root.tag.startswith("{") else ""
+        self.xml_lang = root.get("{http://www.w3.org/XML/1998/namespace}lang", "")
+        self.dbname = ""
+        self.lang = ""
+        self.drop_prefixes = default_drop_prefixes()
+
+    def q(self, tag: str) -> str:
+        """Qualified tag name in the dump's export namespace (export-0.10, 0.11...)."""
+        return f"{{{self.uri}}}{tag}" if self.uri else tag
+
+    def read_siteinfo(self, siteinfo: ET.Element) -> None:
+        self.dbname = (siteinfo.findtext(self.q("dbname")) or "").strip()
+        names = set(self.drop_prefixes)
+        for ns in siteinfo.iter(self.q("namespace")):
+            if ns.get("key") in (str(FILE_NS), str(CATEGORY_NS)) and ns.text:
+                names.add(ns.text.strip().casefold())
+        self.drop_prefixes = frozenset(names)
+
+    def resolve_lang(self) -> None:
+        """Language from <dbname>, else from the file name, else the root's xml:lang."""
+        if not self.dbname:
+            self.dbname = dbname_from_filename(self.path)
+        self.lang = lang_from_dbname(self.dbname) or self.xml_lang
+        if not self.dbname and self.lang:
+            self.dbname = f"{self.lang.replace('-', '_')}wiki"
+
+
+def _page_record(page: ET.Element, dump: _Dump) -> dict[str, Any] | Skip | DeadLetter:
+    """One `<page>` element to a Document, a Skip or a DeadLetter."""
+    q = dump.q
+    page_id = (page.findtext(q("id")) or "").strip()
+    title = page.findtext(q("title")) or ""
+    try:
+        ns = int(page.findtext(q("ns")) or "")
+    except ValueError:
+        return DeadLetter(SOURCE, dump.path, f"page {page_id} {title!r}", "page without a valid <ns>")
+    if not page_id:
+        return DeadLetter(SOURCE, dump.path, f"page {title!r}", "page without an <id>")
+    if ns != ARTICLE_NS:
+        return Skip(SOURCE, "namespace")
+    revisions = page.findall(q("revision"))
+    revision = revisions[-1] if revisions else None  # the newest, if several
+    wikitext = (revision.findtext(q("text")) if revision is not None else None) or ""
+    if page.find(q("redirect")) is not None or is_redirect_text(wikitext):
+        return Skip(SOURCE, "redirect")
+    try:
+        text = wikitext_to_text(wikitext, dump.drop_prefixes)
+    except Exception as e:  # the parser's limits (ParserError, RecursionError) per page
+        return DeadLetter(SOURCE, dump.path, f"{dump.dbname}:{page_id}", f"wikitext: {type(e).__name__}: {e}")
+    if not text:
+        return Skip(SOURCE, "empty")
+    url = f"https://{dump.lang}.wikipedia.org/wiki/{title.replace(' ', '_')}" if dump.lang else dump.path
+    meta = {
+        "title": title,
+        "page_id": int(page_id) if page_id.isdigit() else page_id,
+        "revision_id": _int_or_none(revision.findtext(q("id")) if revision is not None else None),
+        "timestamp": (revision.findtext(q("timestamp")) if revision is not None else None) or "",
+    }
+    return make_document(SOURCE, f"{dump.dbname}:{page_id}", text, url, dump.lang, 1.0, meta)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    """Stream a MediaWiki XML dump; one Document, Skip or DeadLetter per `<page>`.
+
+    LLaMA 2.1 Wikipedia: articles of the dump's language, markup removed.
+    Skip reasons: "namespace" (not ns 0), "redirect" (`<redirect>` element or
+    `#REDIRECT`-like text), "empty" (nothing left after cleaning).
+    Documents: native_id "<dbname>:<page id>", url
+    "https://<lang>.wikipedia.org/wiki/<Title_with_underscores>", lang from the
+    dump, lang_score 1.0, meta {title, page_id, revision_id, timestamp}.
+
+    Args:
+        path: a dump file (.xml, .bz2, .gz, .xz; any Beam filesystem).
+        cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
+    Yields:
+        Documents, Skips, and DeadLetters for unparsable pages; a dump that ends
+        early or is malformed yields its complete pages, then one DeadLetter
+        whose reason starts "truncated dump:" or "malformed dump:".
+    Raises:
+        Nothing from the data: every failure becomes a DeadLetter.
+    """
+    try:
+        stream = open_input(path)
+    except OSError as e:
+        yield DeadLetter(SOURCE, path, "", f"cannot open: {e}")
+        return
+    with stream:
+        yield from _read_stream(stream, path)
+
+
+def _read_stream(stream: Any, path: str) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    dump: _Dump | None = None
+    page_tag = siteinfo_tag = ""
+    last = "before the first page"
+    try:
+        for event, elem in ET.iterparse(stream, events=("start", "end")):
+            if dump is None:  # the first event is the root's start: read its namespace
+                dump = _Dump(path, elem)
+                page_tag, siteinfo_tag = dump.q("page"), dump.q("siteinfo")
+                root = elem
+                continue
+            if event != "end":
+                continue
+            if elem.tag == siteinfo_tag:
+                dump.read_siteinfo(elem)
+            elif elem.tag == page_tag:
+                if not dump.lang:
+                    dump.resolve_lang()
+                record = _page_record(elem, dump)
+                last = f"after page {(elem.findtext(dump.q('id')) or '?').strip()}"
+                root.clear()  # drop finished pages: memory stays flat
+                yield record
+    except ET.ParseError as e:
+        kind = "truncated dump" if e.code in _TRUNCATION_ERRORS else "malformed dump"
+        yield DeadLetter(SOURCE, path, last, f"{kind}: {e}")
+    except EOFError as e:  # the compressed stream ends before its end marker
+        yield DeadLetter(SOURCE, path, last, f"truncated dump: {e}")
+    except (OSError, lzma.LZMAError) as e:
+        yield DeadLetter(SOURCE, path, last, f"unreadable compressed stream: {e}")

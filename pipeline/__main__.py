@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         _add_common(sub.add_parser(name, help=help_, description=help_))
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipeline").setLevel(logging.INFO)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:

@@ -70,5 +70,6 @@ def swap_into_place(tmp_dir: Path, final_dir: Path) -> None:
 
 def quiet_beam_logging() -> None:
     """Beam's INFO logging drowns the job's own report; keep warnings."""
-    for name in ("apache_beam", "root"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # the local job service re-logs every worker warning (start-up noise) as its own
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)

@@ -1,0 +1,118 @@
+"""Command line: `python -m tokenizer {train,encode,decode} ...` (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from tokenizer.train import train_tokenizer  # imports Beam: only for this command
+
+    cfg = load_config(args.config, args.set)
+    summary = train_tokenizer(cfg)
+    print(f"model: {summary['model']} (sha256 {summary['sha256']})")
+    print(f"vocab: {summary['vocab']} ({summary['vocab_size']} pieces)")
+    print(f"sample: {summary['sample']} ({summary['sentences']} lines given to the trainer)")
+    print(f"{'source':<14} {'share':>7} {'docs':>8} {'lines':>9} {'bytes':>12} {'target':>12}")
+    for name, s in summary["sample_stats"].items():
+        print(
+            f"{name:<14} {s['share']:>7.2%} {s['docs']:>8} {s['lines']:>9} "
+            f"{s['bytes']:>12} {s['target_bytes']:>12}"
+        )
+    print(
+        f"skipped lines: {summary['skipped_lines']}; sample {summary['sample_seconds']:.1f} s, "
+        f"training {summary['train_seconds']:.1f} s"
+    )
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from tokenizer import load
+
+    sp = load(args.model)
+    ids = sp.encode(args.text, out_type=int)
+    print(json.dumps({"ids": ids, "pieces": [sp.id_to_piece(i) for i in ids]}, ensure_ascii=False))
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from tokenizer import load
+
+    sp = load(args.model)
+    size = sp.get_piece_size()
+    bad = [i for i in args.ids if not 0 <= i < size]
+    if bad:
+        print(f"error: ids {bad} are outside [0, {size}) of {args.model}", file=sys.stderr)
+        return 2
+    print(sp.decode(args.ids))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m tokenizer`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tokenizer",
+        description="Train the LLaMA SentencePiece BPE tokenizer, encode and decode with it.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="sample the cleaned text and train the tokenizer",
+        description=(
+            "Read the cleaned Arrow files <out_dir>/clean/<source>/part-*.arrow, write a "
+            "mixture-weighted sample to <tokenizer.model_prefix>.sample.txt, train SentencePiece "
+            "BPE with LLaMA's settings and write <model_prefix>.model and .vocab. Prints the "
+            "model path and the sample per source."
+        ),
+    )
+    train.add_argument("--config", required=True, help="YAML config, e.g. configs/demo.yaml")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set tokenizer.vocab_size=500 (repeatable)",
+    )
+    train.set_defaults(run=_train)
+
+    encode = commands.add_parser(
+        "encode",
+        help="print the ids and pieces of a text",
+        description=(
+            'Encode TEXT (no BOS/EOS) and print one JSON line: {"ids": [...], "pieces": [...]}.'
+        ),
+    )
+    encode.add_argument("--model", required=True, help="a trained .model file")
+    encode.add_argument("text", help="the text to encode")
+    encode.set_defaults(run=_encode)
+
+    decode = commands.add_parser(
+        "decode",
+        help="print the text of token ids",
+        description="Decode token IDS with the model and print the text.",
+    )
+    decode.add_argument("--model", required=True, help="a trained .model file")
+    decode.add_argument("ids", nargs="+", type=int, help="token ids, e.g. 1 450 4996")
+    decode.set_defaults(run=_decode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tokenizer").setLevel(logging.INFO)  # ours, not Beam's import chatter
+    try:
+        return args.run(args)
+    except (OSError, ValueError) as e:  # bad config, missing or unreadable input: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _MAGIC = (
-    (b"\x1f\x8b", gzip.GzipFile),  # multi-member gzip (one member per WARC record) reads to the end
+    # multi-member gzip (one member per WARC record) reads to the end
+    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
     (b"BZh", bz2.BZ2File),
     (b"\xfd7zXZ\x00", lzma.LZMAFile),
 )

@@ -56,14 +56,15 @@ class Encode(beam.DoFn):
         self.val_fraction, self.seed = val_fraction, seed
 
     def setup(self) -> None:
-        import sentencepiece as spm
+        import tokenizer
 
-        self.sp = spm.SentencePieceProcessor(model_file=self.model_path)
+        self.sp = tokenizer.load(self.model_path)
+        self.encode = tokenizer.encode_batch
         self.dtype = np.uint16 if self.sp.vocab_size() <= 1 << 16 else np.uint32
         self.counters = Counters()
 
     def process(self, batch: list[tuple[str, str, str]]):
-        pieces = self.sp.encode([text for _, _, text in batch])
+        pieces = self.encode(self.sp, [text for _, _, text in batch], num_threads=1)
         bos = [self.sp.bos_id()] if self.add_bos else []
         eos = [self.sp.eos_id()] if self.add_eos else []
         for (source, doc_id, _), ids in zip(batch, pieces):
@@ -154,7 +155,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     Raises:
         ShardError: no clean manifest or tokenizer model, or no documents.
     """
-    import sentencepiece as spm
+    import tokenizer
 
     quiet_beam_logging()
     sc = cfg.shards
@@ -168,7 +169,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     files = [str(clean_manifest.parent / f["file"]) for f in clean["files"]]
     if not files:
         raise ShardError(f"{clean_manifest} lists no document files")
-    sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    sp = tokenizer.load(model_path)
     vocab_size = sp.vocab_size()
     tokenizer_info = {
         "path": str(model_path),

@@ -37,7 +37,6 @@ line, verbatim environments line by line.
 
 from __future__ import annotations
 
-import gzip
 import os
 import posixpath
 import re
@@ -45,8 +44,6 @@ import tarfile
 import zlib
 from typing import IO, Any, Iterator, Mapping, NamedTuple
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.io import open_input
 from pipeline.sources.base import DeadLetter, Skip, make_document
@@ -886,18 +883,6 @@ def _is_tar(head: bytes) -> bool:
 _COMPRESSED_SUFFIX_RE = re.compile(r"\.(gz|bz2|xz)$", re.IGNORECASE)
 
 
-def _open_input(path: str) -> IO[bytes]:
-    """`pipeline.io.open_input`, except that gzip is opened with `fileobj=`: the
-    shared helper passes the stream as GzipFile's file *name* and raises
-    TypeError for every gzip input. Delete once the shared helper is fixed."""
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    raw.close()
-    return open_input(path)
-
-
 def load_paper(path: str) -> tuple[dict[str, bytes], bool]:
     """Read a paper's files into memory: ({path: bytes}, is_single_file).
 
@@ -913,7 +898,7 @@ def load_paper(path: str) -> tuple[dict[str, bytes], bool]:
     """
     if os.path.isdir(path):
         return _load_directory(path), False
-    with _open_input(path) as stream:
+    with open_input(path) as stream:
         head = stream.read(tarfile.BLOCKSIZE)
         try:
             if _is_tar(head):

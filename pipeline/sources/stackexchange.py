@@ -30,15 +30,12 @@ library reads: extract `Posts.xml` first (a 7z input is a DeadLetter saying so).
 
 from __future__ import annotations
 
-import gzip
 import lzma
 import re
 import zlib
 import xml.etree.ElementTree as ET
 from typing import IO, Any, Iterator, NamedTuple
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from resiliparse.extract.html2text import extract_plain_text
 
 from pipeline.io import open_input
@@ -128,18 +125,6 @@ class _Question(NamedTuple):
     tags: list[str]
 
 
-def _open_input(path: str) -> IO[bytes]:
-    """`pipeline.io.open_input`, except that gzip is opened with `fileobj=`: the
-    shared helper passes the stream as GzipFile's file *name* and raises
-    TypeError for every gzip input. Delete once the shared helper is fixed."""
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    raw.close()
-    return open_input(path)
-
-
 def _int(row: ET.Element, field: str) -> int:
     """An integer attribute; ValueError naming it if missing or not an integer."""
     value = row.get(field)
@@ -175,7 +160,7 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     """
     site = site_from_path(path)
     try:
-        stream = _open_input(path)
+        stream = open_input(path)
     except OSError as e:
         yield DeadLetter(SOURCE, path, "", f"cannot open: {e}")
         return

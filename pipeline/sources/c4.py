@@ -1,0 +1,69 @@
+"""C4 reader: JSON lines as released (`text`, `url`, `timestamp`), plain or gzip.
+
+LLaMA (2023), Section 2.1 "C4": the publicly available C4 dataset (Raffel et
+al., 2020), already cleaned by its own heuristics; the C4 rules that LLaMA adds
+(and language ID) run in later stages, not here. Tolerated variants of the
+release schema: `date` instead of `timestamp` (AllenAI/OLMo's copy) and no
+`url` at all (Paloma's `c4_100_domains`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from pipeline.config import Config
+from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources.records import iter_json_lines, line_id
+
+SOURCE = "c4"
+
+
+def native_id(row: dict[str, Any], path: str, line: int) -> str:
+    """What identifies a C4 row: `url timestamp` when the row has a URL (C4 has
+    one page per URL and crawl time), else its `id` field (Paloma), else
+    `<file name>:<line>`."""
+    url = row.get("url")
+    if isinstance(url, str) and url:
+        return f"{url} {timestamp(row)}"
+    if row.get("id") not in (None, ""):
+        return str(row["id"])
+    return line_id(path, line)
+
+
+def timestamp(row: dict[str, Any]) -> str:
+    """The crawl time: C4's `timestamp`, else OLMo's `date`, else ""."""
+    value = row.get("timestamp") or row.get("date") or ""
+    return str(value)
+
+
+def row_to_document(row: dict[str, Any], path: str, line: int) -> dict | Skip | DeadLetter:
+    """One parsed C4 row -> Document; Skip "empty" for blank text; DeadLetter
+    (record "line N") when `text` is missing or not a string."""
+    text = row.get("text")
+    if not isinstance(text, str):
+        return DeadLetter(SOURCE, path, f"line {line}", "no string 'text' field")
+    text = text.strip()
+    if not text:
+        return Skip(SOURCE, "empty")
+    url = row.get("url") if isinstance(row.get("url"), str) else ""
+    return make_document(
+        SOURCE, native_id(row, path, line), text, url, meta={"timestamp": timestamp(row)}
+    )
+
+
+def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
+    """Read one C4 JSON-lines file (plain, gzip, bzip2 or xz).
+
+    Args:
+        path: a local or Beam-filesystem path.
+        cfg: the job config (unused: C4 needs no reader options).
+    Yields: a Document per row (meta {"timestamp"}), Skip "empty" for a blank
+        text, DeadLetter naming the file and line for a line that is not a JSON
+        object with a string `text`, or where a compressed stream breaks.
+    Never raises.
+    """
+    for item in iter_json_lines(path, SOURCE):
+        if isinstance(item, DeadLetter):
+            yield item
+        else:
+            yield row_to_document(item[1], path, item[0])

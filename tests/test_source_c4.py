@@ -1,0 +1,98 @@
+"""C4 reader on the shared corpus: AllenAI's 1000-document C4 `en` sample (keys
+text/url/date) and a Paloma `c4_100_domains` file (no url, no timestamp)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.schema import doc_id
+from pipeline.sources.base import DeadLetter, Skip
+from pipeline.sources.c4 import native_id, read
+
+CFG = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+SAMPLE = "c4/c4-en-sample.00000-of-00001.json.gz"
+PALOMA = "c4/paloma_c4_100_domains_www.theguardian.com.jsonl.gz"
+
+
+def kinds(items: list) -> Counter:
+    return Counter(
+        "dead" if isinstance(x, DeadLetter) else "skip" if isinstance(x, Skip) else "doc"
+        for x in items
+    )
+
+
+def test_c4_sample_gives_1000_documents(shared_corpus):
+    items = list(read(str(shared_corpus / SAMPLE), CFG))
+    assert kinds(items) == {"doc": 1000}
+    assert len({d["id"] for d in items}) == 1000
+    first = items[0]
+    url = "https://www.kentlive.news/news/sevenoaks-mum-who-died-after-2582402"
+    assert first["url"] == url
+    assert first["id"] == doc_id("c4", f"{url} 2019-04-21T18:54:04Z")
+    assert first["text"].startswith(
+        "The woman who died after falling from a bridge over the A21 has been identified"
+    )
+    # OLMo's copy calls C4's `timestamp` `date`: it lands in meta all the same.
+    assert json.loads(first["meta"]) == {"timestamp": "2019-04-21T18:54:04Z"}
+
+
+def test_paloma_file_without_url_uses_the_id(shared_corpus):
+    items = list(read(str(shared_corpus / PALOMA), CFG))
+    assert kinds(items) == {"doc": 10}
+    first = items[0]
+    assert first["url"] == ""
+    assert first["id"] == doc_id("c4", "5ec2ceb6-982c-48bc-87c4-b111592a1402")
+    assert first["text"].startswith("Set into the back of the yielding, overstuffed seats")
+    assert json.loads(first["meta"]) == {"timestamp": ""}
+
+
+@pytest.fixture()
+def real_lines(shared_corpus) -> list[bytes]:
+    with gzip.open(shared_corpus / SAMPLE) as f:
+        return [f.readline() for _ in range(5)]
+
+
+def test_broken_line_is_a_dead_letter_naming_it(real_lines, tmp_path):
+    lines = list(real_lines)
+    assert lines[2].startswith(b'{"text":"CHARLES H. MEISNER, one of the prosperous')
+    lines[2] = lines[2][:120] + b"\n"  # that real document, cut mid-string
+    path = tmp_path / "c4-broken.json.gz"
+    path.write_bytes(gzip.compress(b"".join(lines)))
+    items = list(read(str(path), CFG))
+    assert kinds(items) == {"doc": 4, "dead": 1}
+    dead = items[2]
+    assert (dead.source, dead.path, dead.record) == ("c4", str(path), "line 3")
+    assert dead.reason.startswith("bad JSON: ")  # the string runs into the newline
+    # Reading goes on with the next line.
+    assert items[3]["text"].startswith("EVER WONDER WHY SOME PEOPLE CAN WORK NIGHTS")
+
+
+def test_row_without_text_and_truncated_gzip(real_lines, tmp_path):
+    row = json.loads(real_lines[0])
+    del row["text"]
+    plain = tmp_path / "c4.jsonl"
+    plain.write_bytes(real_lines[1] + json.dumps(row).encode() + b"\n")
+    items = list(read(str(plain), CFG))
+    assert kinds(items) == {"doc": 1, "dead": 1}
+    assert items[1].record == "line 2" and "text" in items[1].reason
+
+    cut = tmp_path / "c4-cut.json.gz"
+    cut.write_bytes(gzip.compress(b"".join(real_lines))[:1500])
+    items = list(read(str(cut), CFG))
+    # The first line decompresses whole; the stream breaks inside the second.
+    assert kinds(items) == {"doc": 1, "dead": 1}
+    assert items[1].record == "line 2"
+    assert items[1].reason.startswith("unreadable input, rest of file lost: EOFError")
+
+
+def test_native_id_fallbacks():
+    assert native_id({"url": "http://a/", "timestamp": "t"}, "x/c4.json.gz", 7) == "http://a/ t"
+    assert native_id({"id": 12}, "x/c4.json.gz", 7) == "12"
+    # Only the file name: the id does not depend on where the file lies.
+    assert native_id({}, "gs://bucket/dir/c4.json.gz", 7) == "c4.json.gz:7"

@@ -21,10 +21,10 @@ leaves a hole in the sentence; so does a removed `<math>` formula.
 from __future__ import annotations
 
 import lzma
-import os
+import posixpath
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from xml.parsers import expat
 
 import mwparserfromhell
@@ -58,7 +58,7 @@ DROP_TAGS = frozenset(
         "ref", "references", "gallery", "math", "chem", "ce", "hiero", "score",
         "timeline", "imagemap", "graph", "templatedata", "inputbox", "categorytree",
         "section", "syntaxhighlight", "source", "mapframe", "maplink", "indicator",
-        "includeonly", "table", "noinclude",
+        "includeonly", "table",
     }
 )
 
@@ -66,10 +66,25 @@ DROP_TAGS = frozenset(
 # #ПРЕНАСОЧВАНЕ, #перенаправление, #পুনর্নির্দেশ...). Not `\w+`: Indic scripts
 # carry combining marks (category Mn) that `\w` does not match.
 _REDIRECT_RE = re.compile(r"^\s*#[^\s\[\]:|]+\s*:?\s*\[\[")
-_DBNAME_RE = re.compile(r"^([a-z][a-z0-9_]*?)wiki")
+_DBNAME_RE = re.compile(r"([a-z][a-z0-9_]*?)wiki")
 _MAGIC_WORD_RE = re.compile(r"__[A-Z]+__")  # __NOTOC__, __TOC__...
 _BOLD_ITALIC_RE = re.compile(r"'{2,}")  # unbalanced '' / ''' the parser left as text
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+# Stands for a removed template until the end: removing `{{...}}` outright
+# would join the quotes around it (''{{lang|ar|...}}'' becomes four quotes,
+# read as bold). U+FFFF is not allowed in XML, so it never collides.
+_HOLE = "\uffff"
+# Removed before parsing: mwparserfromhell gives up on a tag whose contents hold
+# unbalanced markup (a stray '' inside <ref>) and leaves it as text. An unclosed
+# comment runs to the end of the page, as in MediaWiki.
+_COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_IMAGE_OPTION_RE = re.compile(
+    r"\s*(thumb|thumbnail|frame|framed|frameless|border|left|right|center|none|upright"
+    r"|\d*x?\d+\s*px)\s*(\||$)",
+    re.I,
+)
+_LEFTOVER_LINK_RE = re.compile(r"\[\[([^\[\]|]*)(?:\|([^\[\]]*))?\]\]")
+_REF_RE = re.compile(r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.S | re.I)
 
 # Expat errors that mean the input stopped early rather than being malformed.
 _TRUNCATION_ERRORS = frozenset(
@@ -100,8 +115,7 @@ def lang_from_dbname(dbname: str) -> str:
     Wikimedia database names write hyphens as underscores ("zh_min_nanwiki" is
     zh-min-nan.wikipedia.org). Returns "" if the name does not end in "wiki".
     """
-    m = _DBNAME_RE.match(dbname)
-    if m is None or not dbname.endswith("wiki"):
+    if _DBNAME_RE.fullmatch(dbname) is None:
         return ""
     return dbname[: -len("wiki")].replace("_", "-")
 
@@ -109,7 +123,7 @@ def lang_from_dbname(dbname: str) -> str:
 def dbname_from_filename(path: str) -> str:
     """Database name from a dump's file name, the Wikimedia naming convention:
     "bgwiki-latest-pages-articles.xml.bz2" -> "bgwiki"; "" if it does not apply."""
-    m = _DBNAME_RE.match(os.path.basename(path))
+    m = _DBNAME_RE.match(posixpath.basename(path))
     return f"{m.group(1)}wiki" if m else ""
 
 
@@ -120,6 +134,50 @@ def _link_namespace(title: str) -> str:
     return title.split(":", 1)[0].strip().replace("_", " ").casefold()
 
 
+def _remove_balanced(
+    text: str, opener: str, closer: str, drop: Callable[[str], bool], hole: str = ""
+) -> str:
+    """Remove each `opener ... closer` span (nesting counted) whose inner text `drop` accepts.
+
+    Brackets are matched by depth, so a file caption with nested links or line
+    breaks goes with its link. A span never closed is left as it is. Each
+    removed span is replaced by `hole`.
+    """
+    if opener not in text:
+        return text
+    tokens = re.compile(f"{re.escape(opener)}|{re.escape(closer)}")
+    out: list[str] = []
+    pos = 0
+    while (start := text.find(opener, pos)) >= 0:
+        depth, end = 0, -1
+        for m in tokens.finditer(text, start):
+            depth += 1 if m.group() == opener else -1
+            if depth == 0:
+                end = m.end()
+                break
+        if end < 0 or not drop(text[start + len(opener) : end - len(closer)]):
+            out.append(text[pos : start + len(opener)])
+            pos = start + len(opener)
+            continue
+        out.append(text[pos:start])
+        out.append(hole)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _is_media_link(inner: str, drop_prefixes: frozenset[str]) -> bool:
+    """True for the inside of a file or category link: by its namespace prefix, or,
+    for local aliases not in siteinfo (jawiki's 画像:), by an image option as first
+    parameter (Help:Images: thumb, frame, 200px...)."""
+    target, _, params = inner.partition("|")
+    if target.lstrip().startswith(":"):  # [[:Category:X]] is a visible link
+        return False
+    if _link_namespace(target) in drop_prefixes:
+        return True
+    return ":" in target and _IMAGE_OPTION_RE.match(params) is not None
+
+
 def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
     """Plain text of parsed wikitext: what a reader sees as prose (see module doc)."""
     out: list[str] = []
@@ -127,12 +185,10 @@ def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
         if isinstance(node, Text):
             out.append(node.value)
         elif isinstance(node, Wikilink):
-            title = str(node.title).strip()
-            # [[:Category:X]] (leading colon) is a visible link; [[Category:X]] a marker
-            if not title.startswith(":") and _link_namespace(title) in drop_prefixes:
+            if _is_media_link(str(node.title) + ("|" + str(node.text) if node.text else ""), drop_prefixes):
                 continue  # an image or a category marker, not prose
             label = _render(node.text, drop_prefixes) if node.text is not None else ""
-            if not label.strip():  # [[Target]] and the pipe trick [[Target|]] show the target
+            if not label.replace(_HOLE, "").strip():  # [[Target]], [[Target|]], [[Target|{{tpl}}]]
                 label = _render(node.title, drop_prefixes).strip().removeprefix(":")
             out.append(label)
         elif isinstance(node, ExternalLink):
@@ -159,18 +215,20 @@ def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
     return "".join(out)
 
 
-def _drop_unclosed_tables(text: str) -> str:
-    """Drop table lines the parser left as text (a `{|` never closed by `|}`).
+def _remove_tables(wikitext: str) -> str:
+    """Remove wikitext tables, nested ones included: from a line opening with `{|`
+    to the line opening with its `|}`, or to the end of the page if never closed.
 
-    MediaWiki closes such a table at the end of the page, so everything from the
-    `{|` line to its `|}` (or to the end) belongs to the table.
+    MediaWiki (Help:Tables) only reads `{|` and `|}` at the start of a line
+    (`:{|` indents a table), so a `|}` inside a link label is not a table end;
+    an unclosed table runs to the end of the page, as MediaWiki renders it.
     """
-    if "{|" not in text:
-        return text
+    if "{|" not in wikitext:
+        return wikitext
     kept: list[str] = []
     depth = 0
-    for line in text.split("\n"):
-        stripped = line.lstrip()
+    for line in wikitext.split("\n"):
+        stripped = line.lstrip(" \t:")
         if stripped.startswith("{|"):
             depth += 1
             continue
@@ -210,8 +268,17 @@ def wikitext_to_text(wikitext: str, drop_prefixes: frozenset[str] | None = None)
     """
     if drop_prefixes is None:
         drop_prefixes = default_drop_prefixes()
+    # Templates, refs, comments and media links go before parsing: the parser
+    # then has far less to build, and cannot give up on them (it leaves a span
+    # with unbalanced '' inside as raw text).
+    wikitext = _REF_RE.sub("", _COMMENT_RE.sub("", wikitext))
+    wikitext = _remove_balanced(wikitext, "{{", "}}", lambda inner: True, _HOLE)
+    wikitext = _remove_tables(wikitext)
+    wikitext = _remove_balanced(wikitext, "[[", "]]", lambda inner: _is_media_link(inner, drop_prefixes))
     text = _render(mwparserfromhell.parse(wikitext), drop_prefixes)
-    text = _drop_unclosed_tables(text)
+    # a link the parser left as text keeps its label
+    text = _LEFTOVER_LINK_RE.sub(lambda m: (m.group(2) or m.group(1)).strip(), text)
+    text = text.replace(_HOLE, "")
     text = _MAGIC_WORD_RE.sub("", text)
     text = _BOLD_ITALIC_RE.sub("", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
@@ -311,8 +378,8 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     """
     try:
         stream = open_input(path)
-    except OSError as e:
-        yield DeadLetter(SOURCE, path, "", f"cannot open: {e}")
+    except (OSError, TypeError, ValueError) as e:  # TypeError: open_input's gzip branch
+        yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
         return
     with stream:
         yield from _read_stream(stream, path)
@@ -325,6 +392,9 @@ def _read_stream(stream: Any, path: str) -> Iterator[dict[str, Any] | Skip | Dea
     try:
         for event, elem in ET.iterparse(stream, events=("start", "end")):
             if dump is None:  # the first event is the root's start: read its namespace
+                if elem.tag.rsplit("}", 1)[-1] != "mediawiki":
+                    yield DeadLetter(SOURCE, path, "file", f"not a MediaWiki dump: root <{elem.tag}>")
+                    return
                 dump = _Dump(path, elem)
                 page_tag, siteinfo_tag = dump.q("page"), dump.q("siteinfo")
                 root = elem

@@ -1,0 +1,185 @@
+"""The training stream over token shards: coverage per epoch across readers,
+exact resume, and clear errors for missing or corrupt shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.schema import token_shard_schema
+from trainer.data import ShardError, TokenLoader, TokenStream
+
+Doc = tuple[str, str, list[int]]  # (source, doc_id, input_ids)
+
+
+def write_shards(shard_dir: Path, train: list[list[Doc]], val: list[list[Doc]] = (),
+                 vocab_size: int = 1 << 16, rows_per_batch: int = 2) -> dict:
+    """Write token shards (one list of documents per shard) and their manifest.json,
+    as the pipeline's tokenize job does; returns the manifest."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    schema = token_shard_schema(vocab_size)
+    entries = []
+    for split, shards in (("train", train), ("val", val)):
+        for i, docs in enumerate(shards):
+            name = f"{split}-{i:05d}-of-{len(shards):05d}.arrow"
+            table = pa.table({"input_ids": [d[2] for d in docs],
+                              "source": [d[0] for d in docs],
+                              "doc_id": [d[1] for d in docs]}, schema=schema)
+            with pa.OSFile(str(shard_dir / name), "wb") as f:
+                with pa.ipc.new_file(f, schema) as w:
+                    w.write_table(table, max_chunksize=rows_per_batch)
+            per_source: dict[str, int] = {}
+            for source, _, ids in docs:
+                per_source[source] = per_source.get(source, 0) + len(ids)
+            data = (shard_dir / name).read_bytes()
+            entries.append({"file": name, "split": split, "rows": len(docs),
+                            "tokens": sum(per_source.values()), "tokens_per_source": per_source,
+                            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    manifest = {"format": "llama-token-shards/1", "config_digest": "test",
+                "tokenizer": {"path": "test", "sha256": "", "vocab_size": vocab_size,
+                              "bos_id": 1, "eos_id": 2},
+                "add_bos": True, "add_eos": True,
+                "dtype": "uint16" if vocab_size <= 1 << 16 else "uint32",
+                "sources": {}, "shards": entries}
+    (shard_dir / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+SEQ = 15  # windows of 16 tokens
+
+
+@pytest.fixture
+def shards(tmp_path) -> Path:
+    """4 train shards of uneven sizes whose 2000 tokens are all distinct (token t
+    is the integer t), so a window is known by its tokens; plus one val shard."""
+    sizes = [[37, 5, 120, 300], [1, 222], [400, 13, 90, 12], [800]]
+    train, t = [], 0
+    for s, docs in enumerate(sizes):
+        shard = []
+        for d, n in enumerate(docs):
+            shard.append(("books" if d % 2 else "c4", f"{s}-{d}", list(range(t, t + n))))
+            t += n
+        train.append(shard)
+    assert t == 2000
+    val = [[("c4", "v0", list(range(60000, 60100)))]]
+    write_shards(tmp_path, train, val)
+    return tmp_path
+
+
+def windows(stream_or_loader, n: int | None = None) -> list[tuple[int, ...]]:
+    out = []
+    for x, y in stream_or_loader:
+        for xi, yi in zip(x.reshape(-1, SEQ), y.reshape(-1, SEQ)):
+            assert torch.equal(xi[1:], yi[:-1])  # y is x shifted by one
+            out.append(tuple(xi.tolist()) + (yi[-1].item(),))
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def one_epoch(shards: Path, workers: int, rank: int = 0, world: int = 1) -> list[tuple]:
+    stream = TokenStream(shards, "train", SEQ, seed=7, rank=rank, world_size=world,
+                         num_workers=workers, infinite=False)
+    return windows(TokenLoader(stream, batch_size=3))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3-4 workers on 2 cores
+def test_every_window_once_per_epoch_with_any_worker_count(shards):
+    reference = one_epoch(shards, 0)
+    assert len(reference) == 2000 // (SEQ + 1) == 125
+    tokens = [t for w in reference for t in w]
+    assert len(set(tokens)) == len(tokens) == 125 * 16  # disjoint windows
+    # Windows are consecutive runs of the stream (token ids count up inside a shard).
+    assert sum(all(b == a + 1 for a, b in zip(w, w[1:])) for w in reference) >= 120
+    for workers in (1, 3, 4):
+        got = one_epoch(shards, workers)
+        assert sorted(got) == sorted(reference), workers
+    ranks = one_epoch(shards, 2, rank=0, world=2) + one_epoch(shards, 2, rank=1, world=2)
+    assert sorted(ranks) == sorted(reference)
+
+
+def test_shard_order_is_seeded_per_epoch(shards):
+    a = TokenStream(shards, "train", SEQ, seed=7)
+    b = TokenStream(shards, "train", SEQ, seed=7)
+    assert [a.shard_order(e) for e in range(4)] == [b.shard_order(e) for e in range(4)]
+    two_epochs = windows(a, 250)
+    first, second = two_epochs[:125], two_epochs[125:]
+    assert first != second  # another shard order in epoch 1
+    assert a.shard_order(0) != a.shard_order(1)
+    assert windows(b, 250) == two_epochs  # same seed, same stream
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers,consumed", [(0, 5), (0, 47), (2, 7), (3, 46)])
+def test_resume_sees_exactly_the_same_windows(shards, workers, consumed):
+    """Stop after `consumed` batches of 3 (47 and 46 cross an epoch boundary), save the
+    state, resume in a fresh stream: the next batches are the uninterrupted ones."""
+    def loader():
+        return TokenLoader(TokenStream(shards, "train", SEQ, seed=7, num_workers=workers), 3)
+
+    full = windows(loader(), (consumed + 20) * 3)
+    first = loader()
+    seen = []
+    for i, batch in enumerate(first, 1):
+        seen += windows([batch])
+        if i == consumed:
+            break
+    state = json.loads(json.dumps(first.state_dict()))  # plain data only
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert seen == full[:consumed * 3]
+    assert windows(resumed, 20 * 3) == full[consumed * 3:(consumed + 20) * 3]
+
+
+def test_stream_state_in_process(shards):
+    stream = TokenStream(shards, "train", SEQ, seed=3)
+    it = iter(stream)
+    head = [next(it) for _ in range(130)]
+    assert stream.state_dict()["positions"] == [[1, 5]]  # 125 per epoch
+    fresh = TokenStream(shards, "train", SEQ, seed=3)
+    fresh.load_state_dict(stream.state_dict())
+    rest = windows(fresh, 10)
+    assert rest == windows(TokenStream(shards, "train", SEQ, seed=3), 140)[130:]
+    assert len(head) == 130
+    with pytest.raises(ValueError, match="seq_len"):
+        TokenStream(shards, "train", 31, seed=3).load_state_dict(stream.state_dict())
+
+
+def test_val_split_reads_only_val_shards(shards):
+    got = windows(TokenStream(shards, "val", SEQ))
+    assert len(got) == 100 // 16
+    assert got[0] == tuple(range(60000, 60016))
+    with pytest.raises(ShardError, match="split 'test'"):
+        TokenStream(shards, "test", SEQ)
+
+
+def test_corrupt_or_missing_shard_is_named(shards):
+    manifest = json.loads((shards / "manifest.json").read_text())
+    name = manifest["shards"][2]["file"]
+    data = bytearray((shards / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (shards / name).write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=f"shard {name}: sha256"):
+        windows(TokenStream(shards, "train", SEQ, infinite=False))
+    (shards / name).unlink()
+    with pytest.raises(ShardError, match=f"shard {name}: listed in manifest.json but missing"):
+        windows(TokenStream(shards, "train", SEQ, infinite=False))
+
+
+def test_token_count_must_match_manifest(shards):
+    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest["shards"][0]["tokens"] += 1
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    name = manifest["shards"][0]["file"]
+    with pytest.raises(ShardError, match=f"shard {name}: 462 tokens, manifest says 463"):
+        windows(TokenStream(shards, "train", SEQ, infinite=False, verify=False))
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(ShardError, match="manifest.json: cannot read"):
+        TokenStream(tmp_path, "train", SEQ)

@@ -1,0 +1,160 @@
+"""The main job end to end on the demo's real inputs: clean -> tokenizer -> shards
+-> trainer -> report, with the demo config shrunk to test size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import load_config
+from pipeline.io import sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(out: Path, cache: Path, *extra: str):
+    return load_config(
+        ROOT / "configs" / "demo.yaml",
+        [
+            f"out_dir={out}",
+            f"cache_dir={cache}",
+            f"langid.model={cache}/models/lid.176.ftz",
+            *(
+                f"sources.{s}.inputs=[{cache}/inputs/{s}/{pat}]"
+                for s, pat in (
+                    ("commoncrawl", "*.warc.gz"),
+                    ("github", "*.jsonl.gz"),
+                    ("wikipedia", "*.bz2"),
+                    ("books", "*.txt"),
+                )
+            ),
+            f"tokenizer.model_prefix={out}/tokenizer/m",
+            "tokenizer.vocab_size=1000",
+            f"shards.out={out}/shards",
+            "shards.total_tokens=400000",
+            "shards.shard_tokens=100000",
+            f"trainer.out={out}/train",
+            "trainer.steps=60",
+            "trainer.warmup_steps=10",
+            "trainer.log_every=5",
+            "trainer.ckpt_every=30",
+            *extra,
+        ],
+    )
+
+
+def _read_docs(clean_dir: Path, source: str) -> list[dict]:
+    rows = []
+    for path in sorted((clean_dir / source).glob("part-*.arrow")):
+        with pa.memory_map(str(path)) as f:
+            rows += pa.ipc.open_file(f).read_all().to_pylist()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, demo_inputs):
+    from pipeline.clean import run_clean
+    from pipeline.report import write_report
+    from pipeline.shards import run_shards
+    from tokenizer.train import train_tokenizer
+    from trainer.train import train
+
+    cache = demo_inputs["models/lid.176.ftz"].parents[1]
+    out = tmp_path_factory.mktemp("demo")
+    cfg = _config(out, cache)
+    result = {"cfg": cfg, "out": out, "cache": cache}
+    result["clean"] = run_clean(cfg)
+    result["tokenizer"] = train_tokenizer(cfg)
+    result["shards"] = run_shards(cfg)
+    result["train"] = train(cfg)
+    result["report"] = write_report(cfg)[1]
+    return result
+
+
+def test_clean_funnel_on_real_inputs(run):
+    c = run["clean"]["counters"]
+    # enwiki sample: 206 pages, 1 outside namespace 0; bgwiki: 3 pages, 2 project pages;
+    # table-markup dump: 5 articles.
+    wiki = c["wikipedia"]
+    assert wiki["skip.namespace"] == 1 + 2
+    assert wiki["docs_read"] + wiki["skip.redirect"] + wiki.get("skip.empty", 0) == 205 + 1 + 5
+    assert c["books"] == {"docs_read": 2, "docs_kept": 2}
+    # at.warc.gz: warcinfo, 2 requests, 3 resources, a 301 and one 200 HTML page
+    assert c["commoncrawl"]["skip.record_type"] == 6
+    assert c["commoncrawl"]["skip.http_status"] == 1
+    assert c["commoncrawl"]["docs_kept"] == 1
+    for source, counts in c.items():
+        dropped = sum(v for k, v in counts.items() if k.startswith("drop."))
+        assert counts["docs_read"] - dropped == counts["docs_kept"], source
+    files = run["clean"]["files"]
+    assert {f["source"] for f in files} == {"books", "commoncrawl", "github", "wikipedia"}
+    assert sum(f["rows"] for f in files) == sum(v["docs_kept"] for v in c.values())
+
+
+def test_clean_documents_are_real_cleaned_text(run):
+    clean = run["out"] / "clean"
+    books = {json.loads(d["meta"])["title"]: d for d in _read_docs(clean, "books")}
+    assert len(books) == 2
+    for doc in books.values():
+        assert doc["lang"] == "en" and doc["lang_score"] > 0.5
+        assert "Project Gutenberg" not in doc["text"][:2000]
+    wiki = _read_docs(clean, "wikipedia")
+    assert {d["lang"] for d in wiki} == {"en", "bg"}
+    for d in wiki:
+        assert "[[" not in d["text"] and "{{" not in d["text"]
+    dead = (clean / "dead_letter.jsonl").read_text()
+    assert dead == ""
+
+
+def test_clean_output_is_byte_identical_across_runs_and_workers(run, tmp_path):
+    from pipeline.clean import run_clean
+
+    cfg = _config(tmp_path, run["cache"], "beam.direct_num_workers=1", "beam.direct_running_mode=in_memory")
+    again = run_clean(cfg)
+    first = {f["file"]: f["sha256"] for f in run["clean"]["files"]}
+    assert {f["file"]: f["sha256"] for f in again["files"]} == first
+
+
+def test_tokenizer_round_trips_cleaned_documents(run):
+    import tokenizer
+
+    assert run["tokenizer"]["skipped_lines"] == 0
+    sp = tokenizer.load(run["tokenizer"]["model"])
+    docs = [d["text"] for s in ("books", "wikipedia", "commoncrawl") for d in _read_docs(run["out"] / "clean", s)]
+    ids = tokenizer.encode_batch(sp, docs)
+    assert tokenizer.decode_batch(sp, ids) == docs
+    assert all(0 not in x for x in ids)  # byte fallback: no unk
+
+
+def test_shards_manifest_and_mixture(run):
+    m = run["shards"]
+    shard_dir = run["out"] / "shards"
+    assert set(m["sources"]) == {"books", "commoncrawl", "github", "wikipedia"}
+    for s in m["shards"]:
+        path = shard_dir / s["file"]
+        assert sha256_file(path) == s["sha256"] and path.stat().st_size == s["bytes"]
+        with pa.memory_map(str(path)) as f:
+            table = pa.ipc.open_file(f).read_all()
+        assert table.num_rows == s["rows"]
+        assert table.schema.field("input_ids").type == pa.large_list(pa.uint16())
+        ids = table.column("input_ids").combine_chunks()
+        assert len(ids.flatten()) == s["tokens"]
+        first = ids[0].values.to_numpy()
+        assert first[0] == m["tokenizer"]["bos_id"] and first[-1] == m["tokenizer"]["eos_id"]
+    # sources with many documents land near their renormalised share
+    for source in ("github", "wikipedia"):
+        assert m["sources"][source]["achieved_share"] == pytest.approx(m["sources"][source]["share"], abs=0.05)
+    assert sum(v["share"] for v in m["sources"].values()) == pytest.approx(1.0)
+
+
+def test_training_loss_goes_down_and_report_is_written(run):
+    t = run["train"]
+    assert t["last_loss"] <= 0.7 * t["first_loss"]
+    assert Path(t["checkpoint"]).is_file() and Path(t["plot"]).is_file()
+    report = run["report"]
+    for source in ("books", "commoncrawl", "github", "wikipedia"):
+        assert f"| {source} |" in report
+    assert "loss: first" in report

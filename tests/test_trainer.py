@@ -1,0 +1,163 @@
+"""The training loop on real text: the loss falls, a resumed run is bitwise the
+uninterrupted one, gradient accumulation equals one large batch."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.config import load_config
+from tests.conftest import CACHE, ROOT
+from tests.test_data import write_shards
+from trainer.__main__ import main
+from trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from trainer.model import ModelArgs, Transformer
+from trainer.train import cosine_lr, param_groups, train
+
+ALICE = "inputs/books/alice29.txt"
+
+
+@pytest.fixture(scope="module")
+def alice(request) -> bytes:
+    """Alice's Adventures in Wonderland, from the demo inputs."""
+    path = CACHE / ALICE
+    if not path.exists():
+        path = request.getfixturevalue("demo_inputs")[ALICE]
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def book_shards(alice, tmp_path_factory) -> Path:
+    """Three shards of Alice's chapters, byte-level ids (UTF-8 byte + 3; BOS 1, EOS 2)."""
+    chapters = [c for c in re.split(rb"(?<=\n)(?= *CHAPTER [IVX]+\r?\n)", alice) if c.strip()]
+    docs = [("books", f"alice-{i}", [1] + [b + 3 for b in c] + [2]) for i, c in enumerate(chapters)]
+    assert len(docs) == 13  # the title page and 12 chapters
+    shard_dir = tmp_path_factory.mktemp("alice") / "shards"
+    write_shards(shard_dir, [docs[i::3] for i in range(3)], vocab_size=259, rows_per_batch=4)
+    return shard_dir
+
+
+def config(shards: Path, out: Path, **trainer):
+    """The demo config, pointed at test shards, with a smaller batch and `trainer` overrides."""
+    base = dict(model="demo", seq_len=64, batch_size=8, grad_accum=1, steps=12, lr=3e-3,
+                warmup_steps=10, log_every=1, ckpt_every=1000, keep_checkpoints=2,
+                num_threads=1)  # a tiny model: 2 threads are 4x slower on a busy 2-core machine
+    base.update(trainer)
+    overrides = [f"shards.out={shards}", f"trainer.out={out}"]
+    overrides += [f"trainer.{k}={v}" for k, v in base.items()]
+    return load_config(ROOT / "configs" / "demo.yaml", overrides)
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_on_real_text(book_shards, tmp_path):
+    cfg = config(book_shards, tmp_path, steps=60, log_every=10, ckpt_every=20)
+    summary = train(cfg)
+    records = read_log(tmp_path)
+    assert [r["step"] for r in records] == [1, 10, 20, 30, 40, 50, 60]
+    assert summary["first_loss"] == records[0]["loss"] == pytest.approx(math.log(259), abs=0.15)
+    assert summary["last_loss"] == records[-1]["loss"] <= 0.7 * summary["first_loss"]
+    assert summary["steps"] == 60 and summary["tokens"] == 60 * 8 * 64
+    for r in records:
+        assert r["lr"] == cosine_lr(r["step"], lr=3e-3, warmup_steps=10, steps=60, min_lr_ratio=0.1)
+        assert r["grad_norm"] > 0 and r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1
+    # Checkpoints at 20, 40, 60; the last two kept.
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [
+        "step-000040.pt", "step-000060.pt"]
+    assert summary["checkpoint"] == str(tmp_path / "checkpoints" / "step-000060.pt")
+    assert Path(summary["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The stream's position in the checkpoint: 60 steps of 8 windows, still in epoch 0.
+    state = load_checkpoint(summary["checkpoint"])
+    assert state["step"] == 60 and state["data"]["positions"] == [[0, 60 * 8]]
+
+
+def test_resume_is_bitwise_identical(book_shards, tmp_path):
+    """Run 12 steps (checkpoints at 4, 8, 12), then lose everything after step 4 as a
+    crash would, and resume: steps 5-12 repeat to the last bit."""
+    cfg = config(book_shards, tmp_path, steps=12, ckpt_every=4, keep_checkpoints=5)
+    train(cfg)
+    full = read_log(tmp_path)
+    final = load_checkpoint(tmp_path / "checkpoints" / "step-000012.pt")
+    for p in list_checkpoints(tmp_path / "checkpoints")[1:]:
+        p.unlink()
+
+    summary = train(cfg)
+    resumed = read_log(tmp_path)
+    assert [r["step"] for r in resumed] == list(range(1, 13))  # no step logged twice
+    assert resumed[:4] == full[:4]
+    assert [r["loss"] for r in resumed[4:]] == [r["loss"] for r in full[4:]]
+    assert [r["grad_norm"] for r in resumed[4:]] == [r["grad_norm"] for r in full[4:]]
+    again = load_checkpoint(summary["checkpoint"])
+    assert again["data"] == final["data"]
+    for name, tensor in final["model"].items():
+        assert torch.equal(again["model"][name], tensor), name
+    for i, s in final["optimizer"]["state"].items():
+        assert torch.equal(again["optimizer"]["state"][i]["exp_avg_sq"], s["exp_avg_sq"])
+
+
+def test_grad_accumulation_equals_one_big_batch(book_shards, tmp_path):
+    """8 sequences at once vs 2 micro-batches of 4: the same windows, so the same loss
+    and the same gradient norm (clipping and Adam would hide a mis-scaled gradient)."""
+    big = config(book_shards, tmp_path / "big", steps=3, batch_size=8, grad_accum=1)
+    small = config(book_shards, tmp_path / "small", steps=3, batch_size=4, grad_accum=2)
+    train(big), train(small)
+    a, b = read_log(tmp_path / "big"), read_log(tmp_path / "small")
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4)
+
+
+def test_resume_refuses_another_model(book_shards, tmp_path):
+    train(config(book_shards, tmp_path, steps=2))
+    with pytest.raises(ValueError, match="saved for model"):
+        train(config(book_shards, tmp_path, steps=4, model="15M"))
+
+
+def test_cosine_schedule():
+    kw = dict(lr=1.0, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    assert cosine_lr(1, **kw) == pytest.approx(0.1)
+    assert cosine_lr(10, **kw) == pytest.approx(1.0)
+    assert cosine_lr(60, **kw) == pytest.approx(0.55)  # halfway: mean of peak and floor
+    assert cosine_lr(110, **kw) == pytest.approx(0.1)
+    assert cosine_lr(500, **kw) == pytest.approx(0.1)
+    assert cosine_lr(1, lr=1.0, warmup_steps=0, steps=2, min_lr_ratio=0.0) == pytest.approx(0.5)
+
+
+def test_weight_decay_by_shape():
+    model = Transformer(ModelArgs.from_name("demo", vocab_size=100, max_seq_len=16))
+    decay, no_decay = param_groups(model, 0.1)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    assert len(decay["params"]) == 2 + 7 * 4  # embeddings, output; wq wk wv wo w1 w2 w3
+    assert len(no_decay["params"]) == 2 * 4 + 1  # RMSNorm weights
+    assert all(p.dim() == 1 for p in no_decay["params"])
+
+
+def test_checkpoint_never_unpickles_objects(tmp_path):
+    save_checkpoint(tmp_path / "step-000001.pt", {"step": 1, "x": torch.ones(2)})
+    assert load_checkpoint(tmp_path / "step-000001.pt")["step"] == 1
+    save_checkpoint(tmp_path / "step-000002.pt", {"step": 2, "obj": Path("x")}, keep=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000002.pt"]
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "step-000002.pt")
+
+
+def test_command_line(book_shards, tmp_path, capsys):
+    assert main(["--config", str(ROOT / "configs" / "demo.yaml"),
+                 "--set", f"shards.out={book_shards}", "--set", f"trainer.out={tmp_path}",
+                 "--set", "trainer.steps=2", "--set", "trainer.seq_len=32",
+                 "--set", "trainer.batch_size=2", "--set", "trainer.num_threads=1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint: {tmp_path / 'checkpoints' / 'step-000002.pt'}" in printed
+    assert f"log:        {tmp_path / 'log.jsonl'}" in printed
+    assert f"plot:       {tmp_path / 'loss.png'}" in printed
+    with pytest.raises(SystemExit):
+        main(["--config", str(ROOT / "configs" / "demo.yaml"), "--set", "trainer.stepz=2"])
+    assert "trainer.stepz" in capsys.readouterr().err

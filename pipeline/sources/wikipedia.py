@@ -2,10 +2,11 @@
 
 LLaMA (paper, 2.1): "Wikipedia dumps from the June-August 2022 period, covering
 20 languages [...]. We process the data to remove hyperlinks, comments and other
-formatting boilerplate." Here: articles only (namespace 0), no redirects; the
-wikitext goes through mwparserfromhell and a small renderer that keeps what a
-reader sees as prose (link labels, headings, list items) and drops templates,
-tables, references, comments, file and category links. The language is the
+formatting boilerplate." Here: articles only (namespace 0), no redirects. The
+wikitext loses comments, `<ref>`s, templates, tables and file/category links
+first (plain scans that cannot fail on unbalanced markup), then goes through
+mwparserfromhell and a small renderer that keeps what a reader sees as prose:
+link labels, headings as lines, list items without markers. The language is the
 dump's own (`<dbname>bgwiki</dbname>` -> "bg"), with score 1.0.
 
 The dump is streamed with `xml.etree.ElementTree.iterparse` and each finished
@@ -14,8 +15,10 @@ the encoding from the byte-order mark or the XML declaration, so the UTF-16LE
 dumps (with BOM) parse as they are. A dump cut mid-page yields every complete
 page, then one DeadLetter "truncated dump: ...".
 
-Known gap: a template removed mid-sentence (`{{convert|5|km}}`, `{{lang|...}}`)
-leaves a hole in the sentence; so does a removed `<math>` formula.
+Known gaps: a template removed mid-sentence (`{{convert|5|km}}`, `{{lang|...}}`)
+leaves a hole in the sentence, so does a removed `<math>` formula; file links
+under a local alias that siteinfo does not list are only caught by their image
+options (`thumb`, `200px`).
 """
 
 from __future__ import annotations
@@ -54,37 +57,51 @@ CANONICAL_DROP_NAMESPACES = ("File", "Image", "Category")
 # Tags whose contents are not prose: references, media, formulas, code and
 # machine-readable blocks (mediawiki.org "Parser extension tags"), plus tables.
 DROP_TAGS = frozenset(
-    {
-        "ref", "references", "gallery", "math", "chem", "ce", "hiero", "score",
-        "timeline", "imagemap", "graph", "templatedata", "inputbox", "categorytree",
-        "section", "syntaxhighlight", "source", "mapframe", "maplink", "indicator",
-        "includeonly", "table",
-    }
+    """ref references gallery math chem ce hiero score timeline imagemap graph
+    templatedata inputbox categorytree section syntaxhighlight source mapframe
+    maplink indicator includeonly table""".split()
 )
 
 # `#REDIRECT [[Target]]` and its localised magic words (#WEITERLEITUNG,
-# #ПРЕНАСОЧВАНЕ, #перенаправление, #পুনর্নির্দেশ...). Not `\w+`: Indic scripts
+# #ПРЕНАСОЧВАНЕ, #перенаправление, #पुनर्निर्देशन...). Not `\w+`: Indic scripts
 # carry combining marks (category Mn) that `\w` does not match.
 _REDIRECT_RE = re.compile(r"^\s*#[^\s\[\]:|]+\s*:?\s*\[\[")
 _DBNAME_RE = re.compile(r"([a-z][a-z0-9_]*?)wiki")
-_MAGIC_WORD_RE = re.compile(r"__[A-Z]+__")  # __NOTOC__, __TOC__...
-_BOLD_ITALIC_RE = re.compile(r"'{2,}")  # unbalanced '' / ''' the parser left as text
-_MANY_NEWLINES_RE = re.compile(r"\n{3,}")
-# Stands for a removed template until the end: removing `{{...}}` outright
-# would join the quotes around it (''{{lang|ar|...}}'' becomes four quotes,
-# read as bold). U+FFFF is not allowed in XML, so it never collides.
+
+# Removed before parsing. mwparserfromhell gives up on a span whose contents hold
+# unbalanced markup (a stray '' inside a <ref> or a template) and leaves it as
+# raw text; removed first, it cannot. The parser also has far less to build.
+_COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.S)  # unclosed: to the end, as MediaWiki
+_REF_RE = re.compile(r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.S | re.I)
+# Interlanguage links ([[de:Titel]]) are not shown in the article; older dumps
+# list them one per line at the end. Inline interwiki links ([[wikt:word]]) stay.
+_INTERLANGUAGE_LINE_RE = re.compile(
+    r"^[ \t]*\[\[[a-z]{2,3}(?:-[a-z0-9]+)*:[^\[\]|\n]+\]\][ \t]*$", re.M
+)
+# A removed template leaves this mark until the end: removing `{{...}}` outright
+# would join the quotes around it (''{{lang|ar|...}}'' becomes four quotes, read
+# as bold). U+FFFF is not allowed in XML, so it never collides with page text.
 _HOLE = "\uffff"
-# Removed before parsing: mwparserfromhell gives up on a tag whose contents hold
-# unbalanced markup (a stray '' inside <ref>) and leaves it as text. An unclosed
-# comment runs to the end of the page, as in MediaWiki.
-_COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+# Image options (Help:Images) recognise a file link whose namespace is a local
+# alias missing from siteinfo (jawiki 画像:, viwiki Hình:).
 _IMAGE_OPTION_RE = re.compile(
     r"\s*(thumb|thumbnail|frame|framed|frameless|border|left|right|center|none|upright"
     r"|\d*x?\d+\s*px)\s*(\||$)",
     re.I,
 )
+_IMAGE_SIZE_RE = re.compile(r"\|\s*\d*x?\d+\s*px\s*(?=\||$)")  # the one option no wiki translates
+
+# Cleaned after rendering: what a failed parse left as text.
 _LEFTOVER_LINK_RE = re.compile(r"\[\[([^\[\]|]*)(?:\|([^\[\]]*))?\]\]")
-_REF_RE = re.compile(r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.S | re.I)
+# Only multi-letter tag names: <h>, <C> and the like are letters in linguistics articles.
+_LEFTOVER_HTML_RE = re.compile(
+    r"</?(?:div|span|center|blockquote|poem|table|tr|td|th|small|big|sup|sub|font"
+    r"|br|hr|code|tt|abbr|cite|nowiki|onlyinclude|noinclude|includeonly)\b[^<>]*>",
+    re.I,
+)
+_BOLD_ITALIC_RE = re.compile(r"'{2,}")  # unbalanced '' / ''' the parser left as text
+_MAGIC_WORD_RE = re.compile(r"__[A-Z]+__")  # __NOTOC__, __TOC__...
+_MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 
 # Expat errors that mean the input stopped early rather than being malformed.
 _TRUNCATION_ERRORS = frozenset(
@@ -168,14 +185,19 @@ def _remove_balanced(
 
 def _is_media_link(inner: str, drop_prefixes: frozenset[str]) -> bool:
     """True for the inside of a file or category link: by its namespace prefix, or,
-    for local aliases not in siteinfo (jawiki's 画像:), by an image option as first
-    parameter (Help:Images: thumb, frame, 200px...)."""
+    for local aliases not in siteinfo (jawiki's 画像:, viwiki's Hình:), by an image
+    option as first parameter or a size parameter anywhere (Help:Images: thumb,
+    frame, 200px...; the size is the one option no wiki translates)."""
     target, _, params = inner.partition("|")
     if target.lstrip().startswith(":"):  # [[:Category:X]] is a visible link
         return False
     if _link_namespace(target) in drop_prefixes:
         return True
-    return ":" in target and _IMAGE_OPTION_RE.match(params) is not None
+    if ":" not in target:
+        return False
+    if _IMAGE_OPTION_RE.match(params) is not None:
+        return True
+    return _IMAGE_SIZE_RE.search(f"|{params}") is not None
 
 
 def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
@@ -185,7 +207,8 @@ def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
         if isinstance(node, Text):
             out.append(node.value)
         elif isinstance(node, Wikilink):
-            if _is_media_link(str(node.title) + ("|" + str(node.text) if node.text else ""), drop_prefixes):
+            inner = str(node.title) + (f"|{node.text}" if node.text is not None else "")
+            if _is_media_link(inner, drop_prefixes):
                 continue  # an image or a category marker, not prose
             label = _render(node.text, drop_prefixes) if node.text is not None else ""
             if not label.replace(_HOLE, "").strip():  # [[Target]], [[Target|]], [[Target|{{tpl}}]]
@@ -268,17 +291,18 @@ def wikitext_to_text(wikitext: str, drop_prefixes: frozenset[str] | None = None)
     """
     if drop_prefixes is None:
         drop_prefixes = default_drop_prefixes()
-    # Templates, refs, comments and media links go before parsing: the parser
-    # then has far less to build, and cannot give up on them (it leaves a span
-    # with unbalanced '' inside as raw text).
+    # before parsing (see the constants): what the parser would give up on
     wikitext = _REF_RE.sub("", _COMMENT_RE.sub("", wikitext))
+    wikitext = _INTERLANGUAGE_LINE_RE.sub("", wikitext)
     wikitext = _remove_balanced(wikitext, "{{", "}}", lambda inner: True, _HOLE)
     wikitext = _remove_tables(wikitext)
-    wikitext = _remove_balanced(wikitext, "[[", "]]", lambda inner: _is_media_link(inner, drop_prefixes))
+    wikitext = _remove_balanced(
+        wikitext, "[[", "]]", lambda inner: _is_media_link(inner, drop_prefixes)
+    )
     text = _render(mwparserfromhell.parse(wikitext), drop_prefixes)
     # a link the parser left as text keeps its label
     text = _LEFTOVER_LINK_RE.sub(lambda m: (m.group(2) or m.group(1)).strip(), text)
-    text = text.replace(_HOLE, "")
+    text = _LEFTOVER_HTML_RE.sub("", text.replace(_HOLE, ""))
     text = _MAGIC_WORD_RE.sub("", text)
     text = _BOLD_ITALIC_RE.sub("", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
@@ -322,38 +346,36 @@ def _page_record(page: ET.Element, dump: _Dump) -> dict[str, Any] | Skip | DeadL
     q = dump.q
     page_id = (page.findtext(q("id")) or "").strip()
     title = page.findtext(q("title")) or ""
-    try:
-        ns = int(page.findtext(q("ns")) or "")
-    except ValueError:
-        return DeadLetter(SOURCE, dump.path, f"page {page_id} {title!r}", "page without a valid <ns>")
-    if not page_id:
-        return DeadLetter(SOURCE, dump.path, f"page {title!r}", "page without an <id>")
-    if ns != ARTICLE_NS:
+    ns = (page.findtext(q("ns")) or "").strip()
+    if not page_id.isdigit() or not ns.lstrip("-").isdigit():
+        reason = f"page without a numeric <id> or <ns> (id {page_id!r}, ns {ns!r})"
+        return DeadLetter(SOURCE, dump.path, f"page {title!r}", reason)
+    if int(ns) != ARTICLE_NS:
         return Skip(SOURCE, "namespace")
     revisions = page.findall(q("revision"))
-    revision = revisions[-1] if revisions else None  # the newest, if several
-    wikitext = (revision.findtext(q("text")) if revision is not None else None) or ""
+    revision = revisions[-1] if revisions else ET.Element("revision")  # the newest, if several
+    wikitext = revision.findtext(q("text")) or ""
     if page.find(q("redirect")) is not None or is_redirect_text(wikitext):
         return Skip(SOURCE, "redirect")
+    native_id = f"{dump.dbname}:{page_id}"
     try:
         text = wikitext_to_text(wikitext, dump.drop_prefixes)
-    except Exception as e:  # the parser's limits (ParserError, RecursionError) per page
-        return DeadLetter(SOURCE, dump.path, f"{dump.dbname}:{page_id}", f"wikitext: {type(e).__name__}: {e}")
+    except Exception as e:  # a parser limit (ParserError, RecursionError): this page only
+        return DeadLetter(SOURCE, dump.path, native_id, f"wikitext: {type(e).__name__}: {e}")
     if not text:
         return Skip(SOURCE, "empty")
-    url = f"https://{dump.lang}.wikipedia.org/wiki/{title.replace(' ', '_')}" if dump.lang else dump.path
+    if dump.lang:
+        url = f"https://{dump.lang}.wikipedia.org/wiki/{title.replace(' ', '_')}"
+    else:
+        url = dump.path
+    revision_id = (revision.findtext(q("id")) or "").strip()
     meta = {
         "title": title,
-        "page_id": int(page_id) if page_id.isdigit() else page_id,
-        "revision_id": _int_or_none(revision.findtext(q("id")) if revision is not None else None),
-        "timestamp": (revision.findtext(q("timestamp")) if revision is not None else None) or "",
+        "page_id": int(page_id),
+        "revision_id": int(revision_id) if revision_id.isdigit() else None,
+        "timestamp": revision.findtext(q("timestamp")) or "",
     }
-    return make_document(SOURCE, f"{dump.dbname}:{page_id}", text, url, dump.lang, 1.0, meta)
-
-
-def _int_or_none(value: str | None) -> int | None:
-    value = (value or "").strip()
-    return int(value) if value.isdigit() else None
+    return make_document(SOURCE, native_id, text, url, dump.lang, 1.0, meta)
 
 
 def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
@@ -367,7 +389,8 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     dump, lang_score 1.0, meta {title, page_id, revision_id, timestamp}.
 
     Args:
-        path: a dump file (.xml, .bz2, .gz, .xz; any Beam filesystem).
+        path: a dump file, .xml or compressed as Wikimedia publishes them
+            (.bz2) or .xz; any Beam filesystem.
         cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
     Yields:
         Documents, Skips, and DeadLetters for unparsable pages; a dump that ends
@@ -378,7 +401,7 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     """
     try:
         stream = open_input(path)
-    except (OSError, TypeError, ValueError) as e:  # TypeError: open_input's gzip branch
+    except (OSError, ValueError) as e:
         yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
         return
     with stream:
@@ -393,7 +416,8 @@ def _read_stream(stream: Any, path: str) -> Iterator[dict[str, Any] | Skip | Dea
         for event, elem in ET.iterparse(stream, events=("start", "end")):
             if dump is None:  # the first event is the root's start: read its namespace
                 if elem.tag.rsplit("}", 1)[-1] != "mediawiki":
-                    yield DeadLetter(SOURCE, path, "file", f"not a MediaWiki dump: root <{elem.tag}>")
+                    reason = f"not a MediaWiki dump: root <{elem.tag}>"
+                    yield DeadLetter(SOURCE, path, "file", reason)
                     return
                 dump = _Dump(path, elem)
                 page_tag, siteinfo_tag = dump.q("page"), dump.q("siteinfo")

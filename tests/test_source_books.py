@@ -1,0 +1,242 @@
+"""Books reader on real Project Gutenberg files: the two 1990s texts of the demo
+(brotli's test data: the Canterbury corpus alice29.txt and plrabn12.txt) and,
+when present, the modern Gutenberg files of the shared corpus. Expected lines and
+counts were read off the raw files (`head`, `tail`, `grep -n`, `wc -c`)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+
+import pytest
+
+from pipeline.schema import doc_id
+from pipeline.sources import books
+from pipeline.sources.base import DeadLetter, Skip
+
+ALICE = "inputs/books/alice29.txt"
+MILTON = "inputs/books/plrabn12.txt"
+
+
+def _read_one(path) -> dict:
+    records = list(books.read(str(path), None))
+    assert len(records) == 1
+    assert isinstance(records[0], dict), records[0]
+    return records[0]
+
+
+def _lines(doc: dict) -> list[str]:
+    return doc["text"].split("\n")
+
+
+def test_alice29_has_no_gutenberg_wrapper_and_is_kept_whole(demo_inputs):
+    path = demo_inputs[ALICE]
+    raw = path.read_bytes()
+    # The Canterbury-corpus copy: no PG header or footer, CRLF, a DOS ^Z at the end.
+    assert b"Gutenberg" not in raw and raw.endswith(b"THE END\r\n\x1a")
+    doc = _read_one(path)
+    assert _lines(doc)[0] == "                ALICE'S ADVENTURES IN WONDERLAND"  # raw line 5
+    assert _lines(doc)[-1] == "                             THE END"
+    assert _lines(doc)[:5] == [
+        "                ALICE'S ADVENTURES IN WONDERLAND",
+        "",
+        "                          Lewis Carroll",
+        "",
+        "               THE MILLENNIUM FULCRUM EDITION 2.9",
+    ]
+    # everything but the 4 leading blank lines, the CRs, the final LF and ^Z
+    assert len(doc["text"]) == len(raw) - raw.count(b"\r") - 4 - 1 - 1 == 148475
+    assert "\r" not in doc["text"] and "\x1a" not in doc["text"]
+    assert json.loads(doc["meta"]) == {
+        "title": "ALICE'S ADVENTURES IN WONDERLAND",
+        "encoding": "utf-8",
+        "gutenberg_markers": False,
+        "header_chars_removed": 0,
+        "footer_chars_removed": 0,
+    }
+    assert doc["id"] == doc_id("books", "alice29.txt")
+    assert (doc["source"], doc["url"], doc["lang"]) == ("books", str(path), "")
+
+
+def test_plrabn12_loses_its_1992_release_preamble(demo_inputs):
+    path = demo_inputs[MILTON]
+    raw = path.read_bytes()
+    assert raw.startswith(b"\r\nThis is the February 1992 Project Gutenberg release of: \r\n")
+    raw_lines = raw.decode("ascii").replace("\r\n", "\n").split("\n")
+    assert raw_lines[62] == "Paradise Lost "  # line 63 of the file: the book's own title
+    doc = _read_one(path)
+    assert _lines(doc)[0] == "Paradise Lost "
+    assert _lines(doc)[5:8] == ["Book I ", " ", " "]  # the 1992 file pads blank lines
+    assert _lines(doc)[8] == "Of Man's first disobedience, and the fruit "
+    assert _lines(doc)[-1] == "[The End]"  # the raw file ends "[The End]^Z^Z\r\n"
+    # `head -62 plrabn12.txt | tr -d '\r' | wc -c` = 2961
+    header = sum(len(line) + 1 for line in raw_lines[:62])
+    assert header == 2961
+    assert re.search("gutenberg|etext", doc["text"], re.I) is None
+    assert raw.count(b"Gutenberg") == 6  # all of them in the preamble
+    assert json.loads(doc["meta"]) == {
+        "title": "Paradise Lost",
+        "encoding": "utf-8",
+        "gutenberg_markers": True,
+        "header_chars_removed": 2961,
+        "footer_chars_removed": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "header, footer",
+    [
+        (  # 2006-2010 releases
+            (
+                "The Project Gutenberg EBook of Alice's Adventures in Wonderland, "
+                "by Lewis Carroll\n\n"
+                "*** START OF THIS PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN WONDERLAND ***\n"
+            ),
+            (
+                "End of Project Gutenberg's Alice's Adventures in Wonderland, by Lewis Carroll\n\n"
+                "*** END OF THIS PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN WONDERLAND ***\n"
+            ),
+        ),
+        (  # 1990s: small print first, no START marker
+            (
+                "**The Project Gutenberg Etext of Alice's Adventures in Wonderland**\n"
+                "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\n"
+            ),
+            "End of the Project Gutenberg EBook of Alice's Adventures in Wonderland\n",
+        ),
+        (  # 2000s: small print *after* the END marker
+            "*** START OF THE PROJECT GUTENBERG EBOOK, ALICE'S ADVENTURES IN WONDERLAND ***\n",
+            (
+                "*** END OF THE PROJECT GUTENBERG EBOOK ***\n"
+                "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN EBOOKS*Ver.02/11/02*END*\n"
+            ),
+        ),
+        (  # a long title wraps the START marker
+            "*** START OF THE PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN\nWONDERLAND ***\n",
+            "*** END OF THE PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN\nWONDERLAND ***\n",
+        ),
+    ],
+)
+def test_marker_variants(header, footer):
+    body = "CHAPTER I.\nDown the Rabbit-Hole\n\nAlice was beginning to get very tired"
+    text = f"{header}\n\n{body}\n\n\n{footer}"
+    span = books.gutenberg_span(text)
+    assert span.markers
+    assert books.strip_gutenberg(text) == body
+    assert text[: span.start] == header
+
+
+def test_title_from_the_first_header_line():
+    text = (
+        "**The Project Gutenberg Etext of Alice's Adventures in Wonderland**\n"
+        "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\nAlice\n"
+    )
+    assert books.gutenberg_span(text).title == "Alice's Adventures in Wonderland"
+
+
+def test_decode_book():
+    # latin-1 fallback for pre-UTF-8 files (a title from the corpus: PG #2229)
+    title = "Faust: Der Tragödie erster Teil"
+    assert books.decode_book(title.encode("latin-1")) == (title, "latin-1")
+    assert books.decode_book(b"\xef\xbb\xbf" + title.encode("utf-8")) == (title, "utf-8")
+    assert books.decode_book(title.encode("utf-16")) == (title, "utf-16")
+    with pytest.raises(ValueError, match="NUL byte at offset 1"):
+        books.decode_book(title.encode("utf-16-le"))  # UTF-16 without a BOM
+
+
+def test_binary_file_is_a_dead_letter(lid_model):
+    records = list(books.read(str(lid_model), None))  # fastText's lid.176.ftz
+    assert len(records) == 1 and isinstance(records[0], DeadLetter)
+    assert records[0].record == "lid.176.ftz"
+    assert records[0].reason.startswith("undecodable: NUL byte at offset ")
+
+
+def test_missing_file_is_a_dead_letter(tmp_path):
+    records = list(books.read(str(tmp_path / "absent.txt"), None))
+    assert len(records) == 1 and isinstance(records[0], DeadLetter)
+    assert records[0].reason.startswith("cannot read: ")
+
+
+def test_blank_file_is_skipped(tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_bytes(b"\r\n \r\n\x1a")
+    assert list(books.read(str(path), None)) == [Skip("books", "empty")]
+
+
+# --- shared corpus (skipped where absent) ---------------------------------------
+
+START_LINE = re.compile(r"^\*\*\* START OF THE PROJECT GUTENBERG EBOOK [^\n]*\*\*\*\n", re.M)
+END_LINE = re.compile(
+    r"^(?:\*\*\* END OF THE PROJECT GUTENBERG EBOOK|End of Project Gutenberg's)", re.M
+)
+TITLES = {
+    "pg11_en_alice.txt": "Alice's Adventures in Wonderland",
+    "pg19778_de_alice.txt": "Alice's Abenteuer im Wunderland",
+    "pg2000_es_don_quijote.txt.gz": "Don Quijote",
+    "pg2229_de_faust_1.txt": "Faust: Der Tragödie erster Teil",
+    "pg500_en_pinocchio.txt": "The Adventures of Pinocchio",
+    "pg52484_it_pinocchio.txt": "Le avventure di Pinocchio: Storia di un burattino",
+    "pg55456_fr_alice.txt": "Aventures d'Alice au pays des merveilles",
+    "pg68566_es_faust_1.txt": "Fausto: Primera parte",
+}
+
+
+def _raw_text(path) -> str:
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    assert data.startswith(b"\xef\xbb\xbf") and b"\r\n" in data  # MANIFEST: BOM, CRLF
+    return data[3:].decode("utf-8").replace("\r\n", "\n")
+
+
+def test_every_corpus_book_is_cut_at_its_markers(shared_corpus):
+    paths = sorted(p for p in (shared_corpus / "books").iterdir() if ".txt" in p.name)
+    assert [p.name for p in paths] == sorted(TITLES)
+    for path in paths:
+        text = _raw_text(path)
+        start = START_LINE.search(text)
+        end = END_LINE.search(text, start.end())
+        doc = _read_one(path)
+        meta = json.loads(doc["meta"])
+        assert meta == {
+            "title": TITLES[path.name],
+            "encoding": "utf-8",
+            "gutenberg_markers": True,
+            "header_chars_removed": start.end(),
+            "footer_chars_removed": len(text) - end.start(),
+        }, path.name
+        # the text begins on the first non-blank line after the START marker line
+        assert doc["text"] == text[start.end() : end.start()].lstrip("\n").rstrip(), path.name
+        assert "Project Gutenberg" not in doc["text"]
+        assert "PROJECT GUTENBERG" not in doc["text"]
+
+
+def test_gutenberg_in_a_book_body_is_kept(shared_corpus):
+    # The Spanish Faust's preface names Johannes Gutenberg three times (raw lines
+    # 381, 392, 404); the licence that follows the END marker is gone.
+    doc = _read_one(shared_corpus / "books" / "pg68566_es_faust_1.txt")
+    assert doc["text"].count("Gutenberg") == 3
+    assert "colega de\nGutenberg en el invento de la imprenta" in doc["text"]
+
+
+def test_latin1_copy_reads_the_same(shared_corpus, tmp_path):
+    # pg19778 between its markers is all latin-1: a 1990s-style ISO-8859-1 copy of it
+    text = _raw_text(shared_corpus / "books" / "pg19778_de_alice.txt")
+    start, end = START_LINE.search(text), END_LINE.search(text)
+    excerpt = text[start.start() : end.end()]
+    path = tmp_path / "de_alice_latin1.txt"
+    path.write_bytes(excerpt.replace("\n", "\r\n").encode("latin-1"))
+    doc = _read_one(path)
+    original = _read_one(shared_corpus / "books" / "pg19778_de_alice.txt")
+    assert json.loads(doc["meta"])["encoding"] == "latin-1"
+    assert doc["text"] == original["text"]
+    assert "Schwester" in doc["text"] and "ä" in doc["text"]
+
+
+def test_header_and_footer_only_is_skipped(shared_corpus, tmp_path):
+    text = _raw_text(shared_corpus / "books" / "pg11_en_alice.txt")
+    start, end = START_LINE.search(text), END_LINE.search(text)
+    path = tmp_path / "no_body.txt"
+    path.write_text(text[: start.end()] + "\n\n" + text[end.start() :], encoding="utf-8")
+    assert list(books.read(str(path), None)) == [Skip("books", "empty")]

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         from pipeline.fetch import fetch_demo_inputs
 
-        for rel, path in fetch_demo_inputs(cfg.cache_dir, cfg.clean.github.max_files_per_repo).items():
+        for rel, path in fetch_demo_inputs(cfg.cache_dir).items():
             print(f"fetched {rel:<40} -> {path}")
     elif args.command == "clean":
         from pipeline.clean import run_clean

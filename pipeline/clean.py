@@ -126,6 +126,29 @@ class QualityFilter(beam.DoFn):
             yield doc
 
 
+def _newest_first(doc: dict[str, Any]) -> tuple[str, str]:
+    """Sort key among documents sharing an id: newest `meta.timestamp` first, then
+    the smallest content hash, so the choice never depends on arrival order."""
+    stamp = str(json.loads(doc["meta"]).get("timestamp", ""))
+    inverted = "".join(chr(0x10FFFF - ord(ch)) for ch in stamp)
+    return inverted, content_hash(doc["text"])
+
+
+class KeepOnePerId(beam.DoFn):
+    """(id, docs) -> one document. The same record can come twice (a Wikipedia page
+    in two dumps, at two revisions): keep the newest, count the rest."""
+
+    def setup(self) -> None:
+        self.counters = Counters()
+
+    def process(self, item: tuple[str, Iterable[dict[str, Any]]]):
+        _, docs = item
+        docs = sorted(docs, key=_newest_first)
+        if len(docs) > 1:
+            self.counters.inc(docs[0]["source"], "drop.duplicate_id", len(docs) - 1)
+        yield docs[0]
+
+
 class KeepFirstOfDuplicates(beam.DoFn):
     """((source, hash), docs) -> the document with the smallest id; the rest counted."""
 
@@ -197,6 +220,9 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
         | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
         | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
         | "Quality" >> beam.ParDo(QualityFilter(cfg.clean.min_chars))
+        | "KeyById" >> beam.Map(lambda d: (d["id"], d))
+        | "GroupIds" >> beam.GroupByKey()
+        | "OnePerId" >> beam.ParDo(KeepOnePerId())
         | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), d))
         | "GroupDuplicates" >> beam.GroupByKey()
         | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())

@@ -50,7 +50,6 @@ class SourceConfig(_Strict):
 
 class GithubCleanConfig(_Strict):
     licenses: list[str] = Field(default_factory=lambda: ["mit", "bsd", "apache"])
-    max_files_per_repo: int = 40
 
 
 class CleanConfig(_Strict):
@@ -73,6 +72,7 @@ class ShardsConfig(_Strict):
     out: str
     total_tokens: float
     shard_tokens: int = 1 << 27
+    max_epochs: float | None = None  # cap on any source's repeat factor (None: Table 1 math)
     val_fraction: float = 0.0
     add_bos: bool = True
     add_eos: bool = True
@@ -85,6 +85,7 @@ class TrainerConfig(_Strict):
     seq_len: int = 2048
     batch_size: int = 8
     grad_accum: int = 1
+    shuffle_block: int = 4096  # windows shuffled in seeded blocks of this many (0: stream order)
     steps: int = 1000
     lr: float = 3.0e-4
     min_lr_ratio: float = 0.1

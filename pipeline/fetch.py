@@ -67,6 +67,7 @@ DEMO_FILES = (
 )
 
 GITHUB_SAMPLE = "inputs/github/site-packages.jsonl.gz"
+GITHUB_FILES_PER_REPO = 10  # code files sampled from each installed distribution
 
 
 class FetchError(RuntimeError):
@@ -119,7 +120,7 @@ def _extract(archive: Path, member: str, target: Path) -> None:
         out.write(data)
 
 
-def fetch_demo_inputs(cache_dir: str | Path, max_files_per_repo: int = 40) -> dict[str, Path]:
+def fetch_demo_inputs(cache_dir: str | Path) -> dict[str, Path]:
     """Download (once) and unpack every demo input and the `lid.176.ftz` model.
 
     Returns: {destination relative to the cache: absolute path}.
@@ -137,6 +138,6 @@ def fetch_demo_inputs(cache_dir: str | Path, max_files_per_repo: int = 40) -> di
     if not target.exists():
         from pipeline.sources.github import export_installed_distributions
 
-        export_installed_distributions(target, max_files_per_repo=max_files_per_repo)
+        export_installed_distributions(target, max_files_per_repo=GITHUB_FILES_PER_REPO)
     out[GITHUB_SAMPLE] = target
     return out

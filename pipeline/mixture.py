@@ -21,7 +21,10 @@ def hash_unit(*parts: object) -> float:
 
 
 def compute_epochs(
-    shares_percent: dict[str, float], tokens_available: dict[str, int], total_tokens: float
+    shares_percent: dict[str, float],
+    tokens_available: dict[str, int],
+    total_tokens: float,
+    max_epochs: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """Epochs (repeat factor) per source so that each gets its share of `total_tokens`.
 
@@ -34,9 +37,12 @@ def compute_epochs(
         shares_percent: {source: Table 1 share in percent}.
         tokens_available: {source: tokens of the cleaned source}.
         total_tokens: training tokens wanted (1.4e12 in the paper).
+        max_epochs: if set, no source is repeated more often than this (a source
+            far too small for its share, as in a demo, then gets less than its
+            share; nothing is redistributed, the achieved share shows it).
     Returns:
-        {source: {"target_share", "share", "tokens_available", "epochs"}}, shares as
-        fractions; `share` is the renormalised one.
+        {source: {"target_share", "share", "tokens_available", "epochs", "capped"}},
+        shares as fractions; `share` is the renormalised one.
     Raises:
         ValueError: no source has tokens, or a share is negative.
     """
@@ -50,11 +56,14 @@ def compute_epochs(
     for source, pct in sorted(present.items()):
         share = pct / norm
         tokens = tokens_available[source]
+        epochs = share * total_tokens / tokens
+        capped = max_epochs is not None and epochs > max_epochs
         out[source] = {
             "target_share": pct / 100.0,
             "share": share,
             "tokens_available": tokens,
-            "epochs": share * total_tokens / tokens,
+            "epochs": max_epochs if capped else epochs,
+            "capped": capped,
         }
     return out
 

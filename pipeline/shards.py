@@ -190,7 +190,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     t0 = time.time()
 
     def mixture_of(counts: dict[str, int]) -> dict[str, dict[str, float]]:
-        return compute_epochs(shares, counts, sc.total_tokens)
+        return compute_epochs(shares, counts, sc.total_tokens, sc.max_epochs)
 
     def write_manifest(infos, train_counts, val_counts):
         mixture = mixture_of(train_counts)

@@ -82,9 +82,10 @@ def windows(stream_or_loader, n: int | None = None) -> list[tuple[int, ...]]:
     return out
 
 
-def one_epoch(shards: Path, workers: int, rank: int = 0, world: int = 1) -> list[tuple]:
+def one_epoch(shards: Path, workers: int, rank: int = 0, world: int = 1,
+              shuffle_block: int = 0) -> list[tuple]:
     stream = TokenStream(shards, "train", SEQ, seed=7, rank=rank, world_size=world,
-                         num_workers=workers, infinite=False)
+                         num_workers=workers, infinite=False, shuffle_block=shuffle_block)
     return windows(TokenLoader(stream, batch_size=3))
 
 
@@ -103,6 +104,22 @@ def test_every_window_once_per_epoch_with_any_worker_count(shards):
     assert sorted(ranks) == sorted(reference)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("block", [1, 16, 40, 1000])
+def test_shuffled_windows_still_once_per_epoch(shards, block):
+    reference = sorted(one_epoch(shards, 0))
+    shuffled = one_epoch(shards, 0, shuffle_block=block)
+    assert sorted(shuffled) == reference
+    if block > 1:
+        assert shuffled != one_epoch(shards, 0)  # the order did change
+    assert one_epoch(shards, 0, shuffle_block=block) == shuffled  # seeded
+    for workers in (1, 3):
+        assert sorted(one_epoch(shards, workers, shuffle_block=block)) == reference
+    ranks = (one_epoch(shards, 2, rank=0, world=2, shuffle_block=block)
+             + one_epoch(shards, 2, rank=1, world=2, shuffle_block=block))
+    assert sorted(ranks) == reference
+
+
 def test_shard_order_is_seeded_per_epoch(shards):
     a = TokenStream(shards, "train", SEQ, seed=7)
     b = TokenStream(shards, "train", SEQ, seed=7)
@@ -115,12 +132,14 @@ def test_shard_order_is_seeded_per_epoch(shards):
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
-@pytest.mark.parametrize("workers,consumed", [(0, 5), (0, 47), (2, 7), (3, 46)])
-def test_resume_sees_exactly_the_same_windows(shards, workers, consumed):
+@pytest.mark.parametrize("workers,consumed,block", [(0, 5, 0), (0, 47, 0), (2, 7, 0), (3, 46, 0),
+                                                    (0, 47, 16), (2, 46, 40)])
+def test_resume_sees_exactly_the_same_windows(shards, workers, consumed, block):
     """Stop after `consumed` batches of 3 (47 and 46 cross an epoch boundary), save the
     state, resume in a fresh stream: the next batches are the uninterrupted ones."""
     def loader():
-        return TokenLoader(TokenStream(shards, "train", SEQ, seed=7, num_workers=workers), 3)
+        return TokenLoader(TokenStream(shards, "train", SEQ, seed=7, num_workers=workers,
+                                       shuffle_block=block), 3)
 
     full = windows(loader(), (consumed + 20) * 3)
     first = loader()

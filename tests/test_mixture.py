@@ -43,3 +43,9 @@ def test_repeat_count_mean_matches_epochs():
         assert mean == pytest.approx(epochs, abs=0.02)
     assert [repeat_count(1.5, 7, d) for d in ids[:50]] == [repeat_count(1.5, 7, d) for d in ids[:50]]
     assert hash_unit(1, "a") != hash_unit(2, "a")
+
+
+def test_max_epochs_caps_a_tiny_source_without_redistributing():
+    mix = compute_epochs({"commoncrawl": 67.0, "books": 4.5}, {"commoncrawl": 100, "books": 10**6}, 10**6, max_epochs=20)
+    assert mix["commoncrawl"]["epochs"] == 20 and mix["commoncrawl"]["capped"]
+    assert mix["books"]["epochs"] == pytest.approx(4.5 / 71.5) and not mix["books"]["capped"]

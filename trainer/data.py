@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -98,6 +98,10 @@ class TokenStream(IterableDataset):
         infinite: loop over epochs forever (default: only for "train").
         verify: check each shard's sha256 against the manifest when a reader first
             opens it (reads the whole file once per reader process).
+        shuffle_block: 0 reads the epoch's windows in stream order; K > 0 reads them
+            in a seeded order, permuting blocks of K consecutive windows and the
+            windows inside each block, so a batch mixes documents (a book is not
+            read for fifty steps in a row) while reads stay within K windows.
     Raises:
         ShardError: bad manifest, or no shard of that split; when iterating, a shard
             that is missing, corrupt, or disagrees with the manifest (named).
@@ -106,7 +110,7 @@ class TokenStream(IterableDataset):
 
     def __init__(self, shard_dir: str | Path, split: str = "train", seq_len: int = 2048, *,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 infinite: bool | None = None, verify: bool = True):
+                 infinite: bool | None = None, verify: bool = True, shuffle_block: int = 0):
         super().__init__()
         self.dir = Path(shard_dir)
         self.manifest = load_manifest(self.dir)
@@ -114,6 +118,7 @@ class TokenStream(IterableDataset):
         if not self.shards:
             raise ShardError(f"{self.dir / MANIFEST}: no shard with split {split!r}")
         self.split, self.seq_len, self.seed, self.verify = split, seq_len, seed, verify
+        self.shuffle_block = shuffle_block
         self.infinite = split == "train" if infinite is None else infinite
         self.num_workers = num_workers
         self.local_readers = max(1, num_workers)
@@ -152,20 +157,49 @@ class TokenStream(IterableDataset):
             self._verified.add(entry["file"])
         return _Shard(path, entry, self.manifest.get("dtype", "uint16"))
 
+    def window_order(self, epoch: int) -> Callable[[int], int]:
+        """Maps the j-th window read in `epoch` to its index in the epoch's stream.
+
+        Identity without shuffling; else a seeded permutation built from a
+        permutation of blocks of `shuffle_block` windows and one inside each block
+        (memory O(blocks + block), whatever the epoch's size).
+        """
+        k, n = self.shuffle_block, self.windows_per_epoch
+        if k <= 0:
+            return lambda j: j
+        blocks = np.random.default_rng([self.seed, epoch, 1]).permutation(-(-n // k))
+        sizes = np.minimum(k, n - blocks * k)
+        ends = np.cumsum(sizes)
+        cache: dict[int, np.ndarray] = {}
+
+        def order(j: int) -> int:
+            b = int(np.searchsorted(ends, j, side="right"))
+            block = int(blocks[b])
+            if block not in cache:
+                cache.clear()
+                cache[block] = np.random.default_rng([self.seed, epoch, 2, block]).permutation(int(sizes[b]))
+            return block * k + int(cache[block][j - (int(ends[b]) - int(sizes[b]))])
+
+        return order
+
     def _epoch(self, epoch: int, window: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """Windows window, window + R, ... of `epoch`: (index, int64 [seq_len + 1])."""
+        """Windows window, window + R, ... of `epoch` in the epoch's window order:
+        (read index, int64 [seq_len + 1])."""
         order = [self.shards[i] for i in self.shard_order(epoch)]
         ends = np.cumsum([s["tokens"] for s in order])
         span = self.seq_len + 1
+        window_at = self.window_order(epoch)
         opened: dict[int, _Shard] = {}
         for g in range(window, self.windows_per_epoch, self.num_readers):
-            lo, hi = g * span, (g + 1) * span
+            w = window_at(g)
+            lo, hi = w * span, (w + 1) * span
             pieces = []
             while lo < hi:
                 i = int(np.searchsorted(ends, lo, side="right"))
                 start = int(ends[i]) - order[i]["tokens"]
                 if i not in opened:
-                    opened = {j: s for j, s in opened.items() if j > i}  # unmap passed shards
+                    if self.shuffle_block <= 0:  # sequential: unmap passed shards
+                        opened = {j: s for j, s in opened.items() if j > i}
                     opened[i] = self._open(order[i])
                 end = min(hi, int(ends[i]))
                 pieces += opened[i].read(lo - start, end - start)
@@ -212,6 +246,7 @@ class TokenStream(IterableDataset):
         """
         positions = self.positions if positions is None else positions
         return {"split": self.split, "seq_len": self.seq_len, "seed": self.seed,
+                "shuffle_block": self.shuffle_block,
                 "num_readers": self.num_readers, "first_reader": self.first_reader,
                 "positions": [list(p) for p in positions],
                 "rotation": self.rotation if rotation is None else rotation}
@@ -224,7 +259,7 @@ class TokenStream(IterableDataset):
                 reader layout (ranks x workers), which would change the windows.
         """
         mine = self.state_dict()
-        for key in ("split", "seq_len", "seed", "num_readers", "first_reader"):
+        for key in ("split", "seq_len", "seed", "shuffle_block", "num_readers", "first_reader"):
             if state[key] != mine[key]:
                 raise ValueError(f"data state has {key}={state[key]!r}, this stream {mine[key]!r}")
         self.positions = [list(p) for p in state["positions"]]

@@ -137,7 +137,7 @@ def train(cfg: Config, resume: bool = True, peak_flops: float | None = None) -> 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    stream = TokenStream(cfg.shards.out, "train", t.seq_len, seed=cfg.seed)
+    stream = TokenStream(cfg.shards.out, "train", t.seq_len, seed=cfg.seed, shuffle_block=t.shuffle_block)
     loader = TokenLoader(stream, t.batch_size, pin_memory=device.type == "cuda")
     args = ModelArgs.from_name(t.model, vocab_size=stream.vocab_size, max_seq_len=t.seq_len)
     with torch.device(device):

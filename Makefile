@@ -9,12 +9,13 @@ CORPUS     ?=
 # every stage sees the same config, so the config digest in the manifests agrees
 SET        := $(if $(CORPUS),--set corpus_dir=$(abspath $(CORPUS)),)
 
-.PHONY: setup demo fetch clean-data tokenizer shards train report test clean help
+.PHONY: setup demo fetch clean-data tokenizer shards train report test bench clean help
 
 help:
 	@echo "make demo   - set up, then run the main job on the embedded real sample (configs/demo.yaml)"
 	@echo "              make demo CORPUS=DIR adds the samples under DIR/<source>/"
 	@echo "make test   - run the test suite"
+	@echo "make bench  - run the benchmarks: a table, and out/bench/results.json"
 	@echo "make clean  - remove outputs (out/); the venv and download cache stay"
 
 $(VENV)/.installed: requirements.txt
@@ -49,6 +50,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m pipeline fetch --config $(CONFIG)
+	$(PY) -m tests.bench
 
 clean:
 	rm -rf out

@@ -52,10 +52,23 @@ class GithubCleanConfig(_Strict):
     licenses: list[str] = Field(default_factory=lambda: ["mit", "bsd", "apache"])
 
 
+class MinHashConfig(_Strict):
+    """Near-duplicate detection (MinHash LSH), compatible with datasketch 2.x."""
+
+    enabled: bool = True
+    sources: list[str] = Field(default_factory=lambda: ["commoncrawl", "c4"])
+    num_perm: int = 128
+    ngram: int = 5  # word shingles
+    threshold: float = 0.8  # Jaccard similarity
+    seed: int = 1
+    components_rounds: int = 10  # star-contraction rounds bound
+
+
 class CleanConfig(_Strict):
     min_chars: int = 200
     num_files_per_source: int = 2
     github: GithubCleanConfig = Field(default_factory=GithubCleanConfig)
+    minhash: MinHashConfig = Field(default_factory=MinHashConfig)
 
 
 class TokenizerConfig(_Strict):
@@ -99,6 +112,11 @@ class TrainerConfig(_Strict):
     keep_checkpoints: int = 2
     device: str = "cpu"
     num_threads: int = 0  # 0: leave torch's default
+    compile: bool = False  # torch.compile the model
+    activation_checkpointing: bool = False
+    val_every: int = 0  # steps between validation-loss evaluations (0: only at the end)
+    val_batches: int = 8  # batches per source for validation loss
+    peak_flops: float | None = None  # per device, for MFU; None: a documented default
 
 
 class Config(_Strict):

@@ -1,0 +1,44 @@
+"""Run the benchmarks: `python -m tests.bench [--only NAME ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+from pathlib import Path
+
+import tests.bench as bench
+from pipeline.io import atomic_write
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="Run the benchmarks, print a table, write out/bench/results.json.",
+    )
+    parser.add_argument("--only", nargs="*", default=[], help="module names, e.g. tokenizer dedup")
+    parser.add_argument("--out", default="out/bench/results.json")
+    args = parser.parse_args(argv)
+    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    if args.only:
+        names = [n for n in names if n.removeprefix("bench_") in args.only]
+    results = []
+    for name in names:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        results += importlib.import_module(f"tests.bench.{name}").run()
+    with atomic_write(Path(args.out)) as f:
+        f.write(json.dumps(results, indent=2).encode())
+    print(f"{'figure':<34} {'value':>14} {'unit':<12} {'reference':<28} {'ratio':>7} {'goal':>6}  met")
+    for r in results:
+        goal = "" if r["goal"] is None else f"{r['goal']:.2f}"
+        met = "" if r["met"] is None else ("yes" if r["met"] else "NO")
+        print(f"{r['name']:<34} {r['value']:>14.4g} {r['unit']:<12} {r['reference'][:28]:<28} "
+              f"{r['ratio']:>7.3f} {goal:>6}  {met}")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,9 +28,11 @@ from pipeline.beam_util import (
     swap_into_place,
 )
 from pipeline.config import SOURCES, Config
+from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.quality import language_rejected, too_short
 from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
+from pipeline.line_dedup import LineDedup
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import get_reader
 from pipeline.sources.base import DeadLetter, Skip
@@ -107,6 +109,32 @@ class IdentifyLanguage(beam.DoFn):
                 self.counters.inc(doc["source"], f"drop.{reason}")
             else:
                 yield doc
+
+
+class C4Rules(beam.DoFn):
+    """The C4 page heuristics on the configured sources: removed lines counted as
+    `c4.line.<reason>`, a dropped page as `drop.c4_<reason>`."""
+
+    def __init__(self, cfg_json: str):
+        self.cfg_json = cfg_json
+
+    def setup(self) -> None:
+        cfg = Config.model_validate_json(self.cfg_json).clean.c4
+        self.sources = set(cfg.sources)
+        self.params = C4_VARIANTS[cfg.variant]
+        self.badwords = load_badwords(cfg.badwords)
+        self.counters = Counters()
+
+    def process(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if doc["source"] not in self.sources:
+            yield doc
+            return
+        text, reasons = clean_c4_page(doc["text"], self.params, self.badwords)
+        for reason, n in reasons.items():
+            name = f"c4.{reason}" if reason.startswith("line.") else f"drop.c4_{reason}"
+            self.counters.inc(doc["source"], name, n)
+        if text is not None:
+            yield {**doc, "text": text}
 
 
 class QualityFilter(beam.DoFn):
@@ -217,12 +245,14 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
     )
     docs = (
         read.docs
-        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
-        | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
-        | "Quality" >> beam.ParDo(QualityFilter(cfg.clean.min_chars))
         | "KeyById" >> beam.Map(lambda d: (d["id"], d))
         | "GroupIds" >> beam.GroupByKey()
         | "OnePerId" >> beam.ParDo(KeepOnePerId())
+        | "CCNetLineDedup" >> LineDedup(cfg.clean.line_dedup_sources)
+        | "C4Rules" >> beam.ParDo(C4Rules(cfg_json))
+        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
+        | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
+        | "Quality" >> beam.ParDo(QualityFilter(cfg.clean.min_chars))
         | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), d))
         | "GroupDuplicates" >> beam.GroupByKey()
         | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())

@@ -64,11 +64,21 @@ class MinHashConfig(_Strict):
     components_rounds: int = 10  # star-contraction rounds bound
 
 
+class C4RulesConfig(_Strict):
+    """The C4 page heuristics (pipeline/filters/c4.py)."""
+
+    sources: list[str] = Field(default_factory=lambda: ["c4"])
+    variant: Literal["t5", "fineweb"] = "t5"  # fineweb: 3 words per line, 5 sentences
+    badwords: str | None = None  # one word per line (C4: the LDNOOBW English list)
+
+
 class CleanConfig(_Strict):
-    min_chars: int = 200
+    min_chars: int = 300  # CCNet
     num_files_per_source: int = 2
     github: GithubCleanConfig = Field(default_factory=GithubCleanConfig)
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
+    line_dedup_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # CCNet
+    c4: C4RulesConfig = Field(default_factory=C4RulesConfig)
 
 
 class TokenizerConfig(_Strict):

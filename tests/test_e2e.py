@@ -22,6 +22,7 @@ def _config(out: Path, cache: Path, *extra: str):
             f"out_dir={out}",
             f"cache_dir={cache}",
             f"langid.model={cache}/models/lid.176.ftz",
+            f"clean.c4.badwords={cache}/models/badwords-en.txt",
             *(
                 f"sources.{s}.inputs=[{cache}/inputs/{s}/{pat}]"
                 for s, pat in (

@@ -1,0 +1,123 @@
+"""The C4 page-cleaning heuristics (Raffel et al. 2020, Section 2.2; TFDS `c4_utils.clean_page`),
+and the DataTrove/FineWeb variant of its thresholds.
+
+`clean_c4_page` is a pure function: text in, cleaned text (or None) out, with the
+reason of every removed line and of a removed page, so the Beam layer counts them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+END_MARKS = (".", "?", "!", '"')  # TFDS _END_MARKS
+ELLIPSIS = "..."
+POLICY_SUBSTRINGS = (  # TFDS _POLICY_SUBSTRINGS
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
+CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")  # TFDS _CITATION_REGEX
+# TFDS counts sentences with NLTK's punkt model, which must be downloaded; a
+# terminal mark followed by a space or the end of the line is the offline stand-in.
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+
+
+@dataclass(frozen=True)
+class C4Params:
+    """Thresholds of the C4 rules (named constants, as in TFDS)."""
+
+    name: str
+    min_words_per_line: int
+    min_sentences: int
+    max_word_length: int = 1000
+
+
+C4_T5 = C4Params("t5", min_words_per_line=5, min_sentences=3)  # T5 paper / TFDS
+C4_FINEWEB = C4Params("fineweb", min_words_per_line=3, min_sentences=5)  # DataTrove C4QualityFilter as FineWeb set it
+C4_VARIANTS = {p.name: p for p in (C4_T5, C4_FINEWEB)}
+
+
+def count_sentences(line: str) -> int:
+    """Sentences in a line: runs of terminal punctuation followed by whitespace or the end."""
+    return len(_SENTENCE_END.findall(line))
+
+
+def load_badwords(path: str | Path | None) -> re.Pattern[str] | None:
+    """A whole-word, case-insensitive regex of the words in a one-per-line list file.
+
+    C4 used the LDNOOBW English list; any list in that format works.
+    Raises: FileNotFoundError naming the file.
+    """
+    if not path:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bad-words list not found: {path}")
+    words = sorted({w.strip().lower() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()})
+    if not words:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
+
+
+def clean_c4_page(
+    text: str, params: C4Params = C4_T5, badwords: re.Pattern[str] | None = None
+) -> tuple[str | None, Counter[str]]:
+    """Apply the C4 rules to one page.
+
+    Line rules (the line goes, the page stays): a word longer than
+    `max_word_length` ("too_long_word"); after removing citation markers, no
+    terminal punctuation or an ellipsis at the end ("no_endmark"); fewer than
+    `min_words_per_line` words ("too_few_words"); mentions javascript
+    ("javascript"); a cookie/policy notice ("policy").
+    Page rules (the page goes): "lorem ipsum" ("lorem_ipsum"); a curly bracket
+    ("curly_bracket"); fewer than `min_sentences` sentences in the kept lines
+    ("too_few_sentences"); a word of the bad-words list ("badwords").
+
+    Returns:
+        (cleaned text, or None when the page is dropped; Counter of reasons:
+        "line.<reason>" per removed line and the page reason when dropped).
+    """
+    reasons: Counter[str] = Counter()
+    kept: list[str] = []
+    sentences = 0
+    for line in text.splitlines():
+        line = line.strip()
+        if any(len(w) > params.max_word_length for w in line.split()):
+            reasons["line.too_long_word"] += 1
+            continue
+        line = CITATION_RE.sub("", line)
+        if not line.endswith(END_MARKS) or line.endswith(ELLIPSIS):
+            reasons["line.no_endmark"] += 1
+            continue
+        if len(line.split()) < params.min_words_per_line:
+            reasons["line.too_few_words"] += 1
+            continue
+        lower = line.lower()
+        if "lorem ipsum" in lower:
+            reasons["lorem_ipsum"] += 1
+            return None, reasons
+        if "javascript" in lower:
+            reasons["line.javascript"] += 1
+            continue
+        if "{" in line:
+            reasons["curly_bracket"] += 1
+            return None, reasons
+        if any(p in lower for p in POLICY_SUBSTRINGS):
+            reasons["line.policy"] += 1
+            continue
+        sentences += count_sentences(line)
+        kept.append(line)
+    if sentences < params.min_sentences:
+        reasons["too_few_sentences"] += 1
+        return None, reasons
+    cleaned = "\n".join(kept).strip()
+    if badwords is not None and badwords.search(cleaned):
+        reasons["badwords"] += 1
+        return None, reasons
+    return cleaned, reasons

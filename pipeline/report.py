@@ -27,9 +27,10 @@ def _losses(log_path: Path) -> list[dict[str, Any]]:
 def funnel(counters: dict[str, int]) -> dict[str, Any]:
     """Summarise one source's clean-job counters.
 
-    Returns {"records", "docs_read", "removed": {reason: n}, "dead_letter", "kept"}:
-    records = documents read + records skipped + dead letters; removed merges
-    reader skips (`skip.*`) and filter drops (`drop.*`).
+    Returns {"records", "docs_read", "removed": {reason: n}, "lines_removed",
+    "dead_letter", "kept"}: records = documents read + records skipped + dead
+    letters; removed merges reader skips (`skip.*`) and filter drops (`drop.*`);
+    lines_removed counts lines cut from kept documents (CCNet line dedup, C4 rules).
     """
     removed = {
         k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith(("skip.", "drop."))
@@ -40,6 +41,9 @@ def funnel(counters: dict[str, int]) -> dict[str, Any]:
         "records": counters.get("docs_read", 0) + skipped + dead,
         "docs_read": counters.get("docs_read", 0),
         "removed": dict(sorted(removed.items())),
+        "lines_removed": sum(
+            v for k, v in counters.items() if k.startswith("c4.line.") or k == "line_dedup.lines_removed"
+        ),
         "dead_letter": dead,
         "kept": counters.get("docs_kept", 0),
     }
@@ -65,6 +69,8 @@ def build_report(cfg: Config) -> str:
             continue
         f = funnel(counters.get(source, {}))
         removed = ", ".join(f"{k}: {v}" for k, v in f["removed"].items()) or "-"
+        if f["lines_removed"]:
+            removed += f"; lines cut: {f['lines_removed']}"
         m = mix.get(source, {})
         lines.append(
             f"| {source} | {len(inputs.get(source, []))} | {f['records']} | {removed} "

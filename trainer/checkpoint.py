@@ -1,31 +1,53 @@
-"""Checkpoints: `<out>/checkpoints/step-000300.pt`, written atomically, the last few kept.
+"""Checkpoints: `<out>/checkpoints/step-000300.pt` (one process) or the folder
+`<out>/checkpoints/step-000300/` (sharded, under `torchrun`), written atomically,
+the last few kept.
 
-A checkpoint is a dict of tensors and plain containers (model, optimizer, step,
-RNG and data-stream state), so loading uses `torch.load(weights_only=True)` and
-never unpickles arbitrary objects (DESIGN.md, "Trainer").
+A single-process checkpoint is a dict of tensors and plain containers (model,
+optimizer, step, RNG and data-stream state), so loading uses
+`torch.load(weights_only=True)` and never unpickles arbitrary objects (DESIGN.md,
+"Trainer").
+
+A sharded checkpoint is written by `torch.distributed.checkpoint` (DCP): each
+rank writes its shards of the model and optimizer tensors (`__R_0.distcp`), DCP's
+coordinator writes `.metadata`, and each rank adds `rank-RRRRR.pt` with its own
+plain state (step, data-stream position, RNG, optimizer hyper-parameters), loaded
+with `weights_only=True`. Only tensors go through DCP (it unpickles non-tensor
+values with `weights_only=False`), and `.metadata`, which DCP always pickles, is
+first checked by `check_dcp_metadata` to hold nothing but DCP's own records.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import pickle
 import re
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-_NAME = re.compile(r"^step-(\d{6,})\.pt$")
+_NAME = re.compile(r"^step-(\d{6,})(\.pt)?$")
 
 
-def checkpoint_path(ckpt_dir: str | Path, step: int) -> Path:
-    """`<ckpt_dir>/step-000300.pt` for step 300 (zero-padded so names sort by step)."""
-    return Path(ckpt_dir) / f"step-{step:06d}.pt"
+def checkpoint_path(ckpt_dir: str | Path, step: int, sharded: bool = False) -> Path:
+    """`<ckpt_dir>/step-000300.pt` for step 300 (zero-padded so names sort by step),
+    or the folder `<ckpt_dir>/step-000300` when `sharded`."""
+    return Path(ckpt_dir) / (f"step-{step:06d}" if sharded else f"step-{step:06d}.pt")
+
+
+def is_sharded(path: str | Path) -> bool:
+    """Whether `path` is a sharded (DCP folder) checkpoint rather than one file."""
+    return Path(path).is_dir()
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
-    """Complete checkpoints in `ckpt_dir`, oldest step first (temporary files ignored)."""
+    """Complete checkpoints (files and sharded folders) in `ckpt_dir`, oldest step
+    first (temporary files and folders, whose names start with ".", ignored)."""
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
@@ -60,10 +82,24 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep: int = 0) -> P
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if keep > 0:
-        for old in list_checkpoints(path.parent)[:-keep]:
-            old.unlink()
+    prune_checkpoints(path.parent, keep)
     return path
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete a checkpoint file or sharded checkpoint folder."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> None:
+    """If `keep` > 0, delete all but the newest `keep` checkpoints of `ckpt_dir`."""
+    if keep > 0:
+        for old in list_checkpoints(ckpt_dir)[:-keep]:
+            remove_checkpoint(old)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -74,3 +110,135 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         pickle.UnpicklingError: the file holds objects other than tensors and plain data.
     """
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _rank_file(path: Path, rank: int) -> Path:
+    return path / f"rank-{rank:05d}.pt"
+
+
+def save_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], extra: dict[str, Any],
+                            rank: int, keep: int = 0) -> Path:
+    """Write a sharded checkpoint folder; a collective: every rank calls it.
+
+    The ranks write into `.<name>.tmp/` next to `path`; after a barrier rank 0
+    renames it to `path` (and prunes to the newest `keep`), so a killed job never
+    leaves a complete-looking folder. Needs an initialised process group.
+
+    Args:
+        path: the folder, e.g. `checkpoint_path(dir, step, sharded=True)`.
+        tensors: nested dicts of (sharded) tensors only, e.g. {"model":
+            get_model_state_dict(...), "optimizer": optimizer state by parameter
+            name}; written by `torch.distributed.checkpoint.save`.
+        extra: this rank's plain state (ints, floats, strings, lists, dicts,
+            tensors), written with `torch.save` as `rank-RRRRR.pt`.
+        rank: this process's rank.
+    Returns: `path`.
+    """
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    dcp.save(tensors, checkpoint_id=tmp)
+    with open(_rank_file(tmp, rank), "wb") as f:
+        torch.save(extra, f)
+        f.flush()
+        os.fsync(f.fileno())
+    dist.barrier()
+    if rank == 0:
+        if path.exists():
+            remove_checkpoint(path)
+        os.replace(tmp, path)
+        prune_checkpoints(path.parent, keep)
+    dist.barrier()
+    return path
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Admits only the classes DCP's `.metadata` is made of (its dataclasses and
+    enums, `torch.Size`, dtypes, layouts, paths)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = None
+        if module in ("torch.distributed.checkpoint.metadata",
+                      "torch.distributed.checkpoint.filesystem"):
+            obj = super().find_class(module, name)
+            obj = obj if isinstance(obj, type) else None
+        elif module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None),
+                                                                 torch.dtype)):
+            obj = getattr(torch, name)
+        elif (module, name) == ("torch.serialization", "_get_layout"):
+            obj = super().find_class(module, name)
+        elif module == "pathlib" and name in ("Path", "PosixPath", "WindowsPath",
+                                              "PurePosixPath", "PureWindowsPath"):
+            obj = super().find_class(module, name)
+        if obj is None:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in DCP metadata")
+        return obj
+
+
+def check_dcp_metadata(path: str | Path) -> None:
+    """Unpickle `<path>/.metadata` with an allow-list, before DCP unpickles it freely.
+
+    Raises:
+        FileNotFoundError: no `.metadata` (not a complete DCP checkpoint).
+        pickle.UnpicklingError: it refers to anything but DCP's metadata classes.
+    """
+    data = (Path(path) / ".metadata").read_bytes()
+    _MetadataUnpickler(io.BytesIO(data)).load()
+
+
+def load_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], rank: int) -> dict:
+    """Load a sharded checkpoint into `tensors` (in place) and return this rank's
+    plain state (`rank-RRRRR.pt`, `weights_only=True`).
+
+    `tensors` gives the keys and the (sharded) layout to read into, as built by
+    `torch.distributed.checkpoint.state_dict.get_state_dict`. Without a process
+    group (e.g. exporting on one process) DCP reads into full tensors.
+
+    Raises:
+        FileNotFoundError: no such checkpoint, or no state for this rank (saved with
+            fewer ranks).
+        pickle.UnpicklingError: metadata or rank state holding arbitrary objects.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(path)
+    check_dcp_metadata(path)
+    extra = load_checkpoint(_rank_file(path, rank))
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
+        warnings.filterwarnings("ignore", message=".*single process.*")
+        dcp.load(tensors, checkpoint_id=path)
+    return extra
+
+
+def load_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The full (unsharded) model weights of any checkpoint, on CPU, with its saved
+    `model_args` (a dict of `ModelArgs` fields).
+
+    Reads a single-process `.pt` file, a sharded folder (on one process), or a file
+    written by `python -m trainer import`. Keys are the plain parameter names.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        KeyError: a file without "model" and "model_args".
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    if not is_sharded(path):
+        state = load_checkpoint(path)
+        return state["model"], state["model_args"]
+    from trainer.model import ModelArgs, Transformer
+
+    args = load_checkpoint(_rank_file(path, 0))["model_args"]
+    with torch.device("meta"):
+        model = Transformer(ModelArgs(**args))
+    weights = {k: torch.empty_like(v, device="cpu") for k, v in model.state_dict().items()}
+    load_sharded_checkpoint(path, {"model": weights}, rank=0)
+    return weights, args

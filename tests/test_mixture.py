@@ -49,3 +49,21 @@ def test_max_epochs_caps_a_tiny_source_without_redistributing():
     mix = compute_epochs({"commoncrawl": 67.0, "books": 4.5}, {"commoncrawl": 100, "books": 10**6}, 10**6, max_epochs=20)
     assert mix["commoncrawl"]["epochs"] == 20 and mix["commoncrawl"]["capped"]
     assert mix["books"]["epochs"] == pytest.approx(4.5 / 71.5) and not mix["books"]["capped"]
+
+
+def test_production_config_is_table1():
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from trainer.model import ModelArgs
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "llama-1.4t.yaml")
+    assert {s: c.share for s, c in cfg.sources.items()} == {s: v[0] for s, v in TABLE1.items()}
+    assert cfg.shards.total_tokens == 1.4e12 and cfg.tokenizer.vocab_size == 32000
+    t = cfg.trainer
+    assert (t.lr, t.warmup_steps, t.weight_decay, t.beta2, t.grad_clip) == (1.5e-4, 2000, 0.1, 0.95, 1.0)
+    args = ModelArgs.from_name(t.model)
+    assert (args.dim, args.n_heads, args.n_layers) == (8192, 64, 80)
+    # 4M-token batches (Table 2) on 2048 GPUs
+    assert 2048 * t.batch_size * t.grad_accum * t.seq_len == 4 * 2**20
+    assert t.steps == round(1.4e12 / (4 * 2**20))

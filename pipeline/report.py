@@ -21,7 +21,8 @@ def _load_json(path: Path) -> dict[str, Any] | None:
 def _losses(log_path: Path) -> list[dict[str, Any]]:
     if not log_path.is_file():
         return []
-    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    return [r for r in records if "loss" in r]  # training steps (the log also holds validation records)
 
 
 def funnel(counters: dict[str, int]) -> dict[str, Any]:

@@ -331,6 +331,17 @@ def test_model_specs_match_config(trained, sp):
     assert list(t.input) == [] and t.model_prefix == ""  # no machine path in the model
     assert (n.name, n.add_dummy_prefix, n.remove_extra_whitespaces) == ("identity", True, False)
     assert tokenizer.special_ids(sp) == (0, 1, 2, -1)
+    # Every setting of LLAMA_TRAINER_SPEC is in the model as given.
+    normalizer_keys = {"normalization_rule_name": "name", "add_dummy_prefix": "add_dummy_prefix",
+                       "remove_extra_whitespaces": "remove_extra_whitespaces"}
+    for key, value in LLAMA_TRAINER_SPEC.items():
+        if key in normalizer_keys:
+            assert getattr(n, normalizer_keys[key]) == value, key
+        elif key == "model_type":
+            assert t.model_type == type(t).ModelType.Value(value.upper())
+        else:
+            assert getattr(t, key) == value, key
+    assert n.escape_whitespaces and not n.precompiled_charsmap  # identity: no rule table
     # Byte fallback: the 256 byte pieces follow the three meta pieces.
     assert [sp.id_to_piece(i) for i in (3, 258)] == ["<0x00>", "<0xFF>"]
 

@@ -1,7 +1,8 @@
 """The LLaMA tokenizer: a SentencePiece BPE model (DESIGN.md, "tokenizer/").
 
 `tokenizer.train` trains it on a mixture-weighted sample of the cleaned text;
-this module loads a trained model and encodes with it. Import this module in
+`tokenizer.hf` exports it for Hugging Face transformers; this module loads a
+trained model and encodes with it. Import this module in
 workers (it pulls in neither Beam nor the trainer); load the model once per
 worker (`DoFn.setup`), never pickle it.
 """

@@ -1,4 +1,4 @@
-"""Command line: `python -m tokenizer {train,encode,decode} ...` (see --help)."""
+"""Command line: `python -m tokenizer {train,export,encode,decode} ...` (see --help)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from tokenizer.hf import LLAMA_CONTEXT, export_hf  # imports transformers: only here
+
+    if args.config:
+        from pipeline.config import load_config
+
+        cfg = load_config(args.config, args.set)
+        model, context = f"{cfg.tokenizer.model_prefix}.model", cfg.trainer.seq_len
+    else:
+        if args.set:
+            print("error: --set needs --config", file=sys.stderr)
+            return 2
+        model, context = args.model, LLAMA_CONTEXT
+    summary = export_hf(model, args.hf, model_max_length=context)
+    print(f"model: {model} ({summary['vocab_size']} pieces)")
+    for name, digest in summary["files"].items():
+        print(f"wrote {summary['dir']}/{name} (sha256 {digest})")
+    return 0
+
+
 def _encode(args: argparse.Namespace) -> int:
     from tokenizer import load
 
@@ -56,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m tokenizer`."""
     parser = argparse.ArgumentParser(
         prog="python -m tokenizer",
-        description="Train the LLaMA SentencePiece BPE tokenizer, encode and decode with it.",
+        description=(
+            "Train the LLaMA SentencePiece BPE tokenizer, export it for Hugging Face, "
+            "encode and decode with it."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -79,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set tokenizer.vocab_size=500 (repeatable)",
     )
     train.set_defaults(run=_train)
+
+    export = commands.add_parser(
+        "export",
+        help="write the tokenizer files Hugging Face transformers loads",
+        description=(
+            "Write tokenizer.model, tokenizer.json, tokenizer_config.json and "
+            "special_tokens_map.json into DIR, for LlamaTokenizer / LlamaTokenizerFast / "
+            "AutoTokenizer.from_pretrained(DIR). The model is --model, or "
+            "<tokenizer.model_prefix>.model of --config (whose trainer.seq_len becomes "
+            "model_max_length; 2048 with --model)."
+        ),
+    )
+    export.add_argument("--hf", required=True, metavar="DIR", help="the folder to write")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a trained .model file")
+    which.add_argument("--config", help="YAML config, e.g. configs/demo.yaml")
+    export.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (with --config; repeatable)",
+    )
+    export.set_defaults(run=_export)
 
     encode = commands.add_parser(
         "encode",

@@ -1,0 +1,195 @@
+"""Export the trained tokenizer for Hugging Face `transformers` (`python -m tokenizer export --hf`).
+
+The folder holds what a LLaMA checkpoint on the Hub holds:
+
+- `tokenizer.model`: our SentencePiece model, byte for byte;
+- `tokenizer.json`: the fast (`tokenizers`) pipeline, built by transformers' own
+  converter (`SpmConverter.build_tokenizer_from_spm_proto`) from the model's
+  pieces, scores and normaliser spec, plus `<s>` prepended by the post-processor
+  and the three meta pieces as special added tokens;
+- `tokenizer_config.json`: `LlamaTokenizer`, `<s>`/`</s>`/`<unk>`,
+  `add_bos_token` true, `add_eos_token` false, `legacy` true,
+  `split_special_tokens` true;
+- `special_tokens_map.json`.
+
+What matches our ids (`[bos] + encode_batch(sp, [text])[0]`), checked by
+tests/test_tokenizer_hf.py on every document of the real test corpus and on
+tricky strings (transformers 5.24, tokenizers 0.23):
+
+- `tokenizers.Tokenizer.from_file("tokenizer.json")` (with
+  `encode_special_tokens = True`) and `PreTrainedTokenizerFast.from_pretrained(DIR)`:
+  every text, and decoding gives the text back.
+- `LlamaTokenizer`, `LlamaTokenizerFast` (one class in transformers 5) and
+  `AutoTokenizer.from_pretrained(DIR)`: every text that does not start with
+  U+0020 or U+2581. transformers 5's `LlamaTokenizer.__init__` rebuilds its
+  pipeline (no normaliser, `Metaspace` pre-tokenizer) and ignores the one in
+  tokenizer.json; `Metaspace` adds the dummy-prefix "▁" only when the text does
+  not already start with one, SentencePiece always adds it. So a text starting
+  with a space gets one "▁" fewer: exactly SentencePiece's ids with
+  `add_dummy_prefix=false`, and its decoding loses one leading space. No
+  setting of tokenizer_config.json reaches that pipeline (`legacy` only picks
+  `prepend_scheme` "always" or "first", which agree on a text without added
+  tokens). Known upstream: huggingface/transformers pull request 47700.
+
+The settings, and why:
+
+- `legacy: true`: in transformers 4 the slow `LlamaTokenizer` then calls
+  `sp_model.encode(text)` unchanged, and a conversion `from_slow` gives the
+  `Prepend("▁")` normaliser, both equal to SentencePiece; `legacy: false` makes
+  the 4.x conversion use `Metaspace(prepend_scheme="first")`, the leading-space
+  difference above. In transformers 5 both values give the same ids here.
+- `split_special_tokens: true`: our shards encode a literal "<s>" in a document
+  as the characters it is made of, as SentencePiece (and Meta's LLaMA
+  tokenizer) do; by default HF would turn it into the BOS id.
+- No `add_prefix_space` key: in transformers 4 any value forces a conversion
+  from the slow tokenizer instead of reading tokenizer.json.
+
+Why we convert from the parsed model ourselves: transformers reads a
+tokenizer.model through `sentencepiece_model_pb2`, which refuses to import
+under the protobuf runtime this project pins (see `tokenizer._model_proto_class`);
+a folder with tokenizer.model alone cannot be loaded here at all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+
+from tokenizer import load, model_proto, special_ids
+
+__all__ = ["HF_FILES", "LLAMA_CONTEXT", "build_fast_tokenizer", "export_hf", "hf_tokenizer_config"]
+
+HF_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+LLAMA_CONTEXT = 2048  # LLaMA (2023): "a context length of 2048 tokens"
+
+
+def _added_token(content: str) -> dict[str, Any]:
+    """An added special token as transformers writes it in its JSON files."""
+    return {
+        "content": content,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": True,
+    }
+
+
+def build_fast_tokenizer(sp: spm.SentencePieceProcessor) -> Any:
+    """The `tokenizers.Tokenizer` of the model: transformers' SentencePiece converter,
+    the meta pieces as special tokens, and BOS prepended by the post-processor.
+
+    Raises:
+        ValueError: the model is not BPE, or has no BOS/EOS piece.
+    """
+    from tokenizers import AddedToken, processors
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    proto = model_proto(sp)
+    if proto.trainer_spec.model_type != type(proto.trainer_spec).ModelType.Value("BPE"):
+        raise ValueError("the Hugging Face LLaMA export expects a BPE SentencePiece model")
+    ids = special_ids(sp)
+    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    if len(vocab) != len(proto.pieces):
+        raise ValueError("the SentencePiece model has duplicate pieces")
+    # legacy=True: the dummy prefix on every text, even one starting with "▁" (as
+    # SentencePiece), not only where Metaspace finds none.
+    fast = SpmConverter.build_tokenizer_from_spm_proto(proto=proto, vocab=vocab, legacy=True)
+    if fast is None:
+        raise ValueError("transformers' converter built no tokenizer from the model")
+    meta = [i for i in (ids.unk, ids.bos, ids.eos) if i >= 0]
+    fast.add_special_tokens(
+        [AddedToken(sp.id_to_piece(i), special=True, normalized=False) for i in meta]
+    )
+    bos = sp.id_to_piece(ids.bos)
+    fast.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0",
+        pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+        special_tokens=[(bos, ids.bos)],
+    )
+    return fast
+
+
+def hf_tokenizer_config(
+    sp: spm.SentencePieceProcessor, model_max_length: int = LLAMA_CONTEXT
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tokenizer_config.json, special_tokens_map.json) contents for the model."""
+    ids = special_ids(sp)
+    meta = {i: sp.id_to_piece(i) for i in (ids.unk, ids.bos, ids.eos) if i >= 0}
+    config: dict[str, Any] = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": {str(i): _added_token(piece) for i, piece in meta.items()},
+        "bos_token": sp.id_to_piece(ids.bos),
+        "clean_up_tokenization_spaces": False,
+        "eos_token": sp.id_to_piece(ids.eos),
+        "legacy": True,
+        "model_max_length": model_max_length,
+        "pad_token": None,
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "split_special_tokens": True,
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": sp.id_to_piece(ids.unk) if ids.unk >= 0 else None,
+        "use_default_system_prompt": False,
+    }
+    special = {
+        "bos_token": _added_token(sp.id_to_piece(ids.bos)),
+        "eos_token": _added_token(sp.id_to_piece(ids.eos)),
+    }
+    if ids.unk >= 0:
+        special["unk_token"] = _added_token(sp.id_to_piece(ids.unk))
+    for entry in special.values():
+        del entry["special"]  # special_tokens_map.json does not carry the flag
+    return config, special
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def export_hf(
+    model_path: str | Path, out_dir: str | Path, model_max_length: int = LLAMA_CONTEXT
+) -> dict[str, Any]:
+    """Write the four Hugging Face tokenizer files of a trained model into `out_dir`.
+
+    Each file is written atomically; other files in `out_dir` are left alone.
+    The same model gives the same bytes, and no path of the machine is written.
+
+    Args:
+        model_path: a trained SentencePiece `.model` (`tokenizer.train`).
+        out_dir: the folder to write (created if missing).
+        model_max_length: the context length recorded for transformers.
+    Returns:
+        {"dir": str, "files": {name: sha256 of the bytes written}, "vocab_size": int}.
+    Raises:
+        FileNotFoundError, ValueError: as `tokenizer.load`; ValueError also when
+            the model is not BPE or lacks BOS/EOS.
+    """
+    import hashlib
+
+    from pipeline.io import atomic_write
+
+    model_path = Path(model_path)
+    sp = load(model_path)
+    fast = build_fast_tokenizer(sp)
+    config, special = hf_tokenizer_config(sp, model_max_length)
+    contents = {
+        "tokenizer.model": model_path.read_bytes(),
+        "tokenizer.json": (fast.to_str(pretty=True) + "\n").encode("utf-8"),
+        "tokenizer_config.json": _json_bytes(config),
+        "special_tokens_map.json": _json_bytes(special),
+    }
+    out = Path(out_dir)
+    for name in HF_FILES:
+        with atomic_write(out / name) as f:
+            f.write(contents[name])
+    return {
+        "dir": str(out),
+        "files": {name: hashlib.sha256(contents[name]).hexdigest() for name in HF_FILES},
+        "vocab_size": sp.get_piece_size(),
+    }

@@ -30,9 +30,11 @@ from pipeline.beam_util import (
 from pipeline.config import SOURCES, Config
 from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
+from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
 from pipeline.filters.quality import language_rejected, too_short
 from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
 from pipeline.line_dedup import LineDedup
+from pipeline.near_dedup import NearDedup
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import get_reader
 from pipeline.sources.base import DeadLetter, Skip
@@ -280,6 +282,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
         | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), d))
         | "GroupDuplicates" >> beam.GroupByKey()
         | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())
+        | "NearDedup" >> NearDedup(cfg)
     )
     written = (
         docs
@@ -327,9 +330,20 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
                 "sha256": sha256_file(path),
             }
         )
+    mh = cfg.clean.minhash
+    bands, rows = lsh_params(mh.threshold, mh.num_perm)
     manifest = {
         "format": "llama-clean-documents/1",
         "config_digest": cfg.digest(),
+        "near_dedup": {
+            "sources": mh.sources if mh.enabled else [],
+            "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
+            "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
+        },
+        "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
+                     "badwords_sha256": sha256_file(cfg.clean.c4.badwords) if cfg.clean.c4.badwords else None},
+        "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
+                          "sha256": sha256_file(cfg.clean.quality.model) if cfg.clean.quality.model else None},
         "inputs": {s: files[s] for s in SOURCES if files[s]},
         "files": outputs,
         "counters": counters,

@@ -28,7 +28,7 @@ class _Strict(BaseModel):
 
 
 class BeamConfig(_Strict):
-    runner: str = "DirectRunner"
+    runner: str = "FnApiRunner"  # local; "DirectRunner" would first try Prism, which downloads a binary
     direct_num_workers: int = 2
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
         "multi_processing"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +23,6 @@ def _config(out: Path, cache: Path, *extra: str):
             f"out_dir={out}",
             f"cache_dir={cache}",
             f"langid.model={cache}/models/lid.176.ftz",
-            f"clean.c4.badwords={cache}/models/badwords-en.txt",
             *(
                 f"sources.{s}.inputs=[{cache}/inputs/{s}/{pat}]"
                 for s, pat in (
@@ -69,6 +69,8 @@ def run(tmp_path_factory, demo_inputs):
     cfg = _config(out, cache)
     result = {"cfg": cfg, "out": out, "cache": cache}
     result["clean"] = run_clean(cfg)
+    # the local runner must not be Beam's Prism (it downloads a binary at start)
+    assert "apache_beam.runners.portability.prism_runner" not in sys.modules
     result["tokenizer"] = train_tokenizer(cfg)
     result["shards"] = run_shards(cfg)
     result["train"] = train(cfg)

@@ -86,7 +86,7 @@ def test_line_dedup_removes_repeats_after_the_first(alice_sentences):
     b = make_document("commoncrawl", "b", "\n".join([boiler.upper(), alice_sentences[2], "", alice_sentences[2]]), "u:b")
     w = make_document("wikipedia", "w", "\n".join([boiler, alice_sentences[3]]), "u:w")
     assert a["id"] < b["id"]  # so a's lines are the first occurrences
-    with BeamPipeline() as p:
+    with BeamPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create([a, b, w]) | LineDedup(["commoncrawl"]) | beam.Map(lambda d: (d["id"], d["text"]))
         assert_that(
             out,

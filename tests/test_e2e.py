@@ -122,6 +122,20 @@ def test_clean_output_is_byte_identical_across_runs_and_workers(run, tmp_path):
     assert {f["file"]: f["sha256"] for f in again["files"]} == first
 
 
+def test_shards_are_byte_identical_across_runs_and_workers(run, tmp_path):
+    """Same cleaned input and tokenizer, one in-process worker instead of two
+    worker processes: the same shard files, byte for byte."""
+    import shutil
+
+    from pipeline.shards import run_shards
+
+    shutil.copytree(run["out"] / "clean", tmp_path / "clean")
+    cfg = _config(tmp_path, run["cache"], "beam.direct_num_workers=1", "beam.direct_running_mode=in_memory",
+                  f"tokenizer.model_prefix={run['out']}/tokenizer/m")
+    again = run_shards(cfg)
+    assert [(s["file"], s["sha256"]) for s in again["shards"]] == [(s["file"], s["sha256"]) for s in run["shards"]["shards"]]
+
+
 def test_tokenizer_round_trips_cleaned_documents(run):
     import tokenizer
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from pipeline.config import load_config
 from pipeline.schema import doc_id
 from pipeline.sources.base import DeadLetter, Skip
 from pipeline.sources.commoncrawl import (
+    MAX_REPLACEMENT_RATIO,
     choose_charset,
+    decode_counting,
     meta_charset,
     parse_content_type,
     read,
@@ -82,6 +85,7 @@ def test_demo_warc_records_and_document(demo_inputs):
         "charset": "utf-8",
         "charset_source": "http",
         "content_type": "text/html",
+        "replacements": 0,
         "warc_file": "at.warc.gz",
     }
 
@@ -103,6 +107,29 @@ def record_starts(raw: bytes) -> list[int]:
     return [m.start() for m in re.finditer(rb"WARC/1\.0\r\n", raw)]
 
 
+def gzip_members(data: bytes) -> list[bytes]:
+    """The gzip members of a multi-member file, each as its compressed bytes."""
+    members, pos = [], 0
+    while pos < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[pos:])
+        end = len(data) - len(d.unused_data)
+        members.append(data[pos:end])
+        pos = end
+    return members
+
+
+def shorten_content_length(record: bytes, by: int) -> bytes:
+    """A WARC record whose Content-Length header is `by` less than its block."""
+    length = int(re.search(rb"\r\nContent-Length: (\d+)\r\n", record).group(1))
+    return record.replace(
+        b"\r\nContent-Length: %d\r\n" % length, b"\r\nContent-Length: %d\r\n" % (length - by), 1
+    )
+
+
+DEMO_200 = "<urn:uuid:103a7ae2-30ec-46f5-b749-d1368dee3641>"  # the Main_Page response
+
+
 def test_unparsable_record_is_a_dead_letter_with_its_offset(demo_raw, tmp_path):
     starts = record_starts(demo_raw)
     assert len(starts) == 8
@@ -110,22 +137,32 @@ def test_unparsable_record_is_a_dead_letter_with_its_offset(demo_raw, tmp_path):
     path = tmp_path / "bad.warc"
     path.write_bytes(bad)
     items = list(read(str(path), CFG))
-    assert outcomes(items) == {"skip:record_type": 2, "skip:http_status": 1, "dead": 1}
-    dead = items[-1]
-    assert dead.record == f"offset {starts[3]}"
-    assert "XARC/1.0" in dead.reason and "rest of file lost" in dead.reason
+    # The 4th record (a request) has no version line: a dead letter at its
+    # offset; reading resumes at the 5th, so the document is not lost.
+    assert outcomes(items) == {"skip:record_type": 5, "skip:http_status": 1, "dead": 1, "doc": 1}
+    dead = items[3]
+    assert dead == DeadLetter(
+        "commoncrawl", str(path), f"offset {starts[3]}",
+        "not a WARC record: no version line (b'XARC/1.0\\r\\n')",
+    )
+    assert items[4]["url"] == "http://www.archiveteam.org/index.php?title=Main_Page"
 
 
-def test_truncated_gzip_reports_the_cut_record_and_the_stream(demo_inputs, tmp_path):
+def test_truncated_gzip_reports_the_cut_record(demo_inputs, tmp_path):
+    data = demo_inputs[DEMO_WARC].read_bytes()
+    members = gzip_members(data)
+    assert len(members) == 8  # one per record, as wget writes them
     path = tmp_path / "cut.warc.gz"
-    path.write_bytes(demo_inputs[DEMO_WARC].read_bytes()[:8000])
+    path.write_bytes(data[:8000])  # inside the 5th member, the 200 response
     items = list(read(str(path), CFG))
-    assert outcomes(items) == {"skip:record_type": 3, "skip:http_status": 1, "dead": 2}
-    cut, stream = items[-2:]
-    # The 200 response is cut: named by its WARC-Record-ID, nothing silently lost.
-    assert cut.record == "<urn:uuid:103a7ae2-30ec-46f5-b749-d1368dee3641>"
-    assert "shorter than its Content-Length" in cut.reason
-    assert stream.record.startswith("offset ") and "EOFError" in stream.reason
+    assert outcomes(items) == {"skip:record_type": 3, "skip:http_status": 1, "dead": 1}
+    cut = items[-1]
+    # Named by the compressed offset of its gzip member, and its record ID.
+    assert cut.record == f"offset {sum(map(len, members[:4]))}" == "offset 1948"
+    assert cut.reason == (
+        "record 7512 bytes shorter than its Content-Length 24508 (gzip member truncated "
+        "(the file ends inside it)); no part of it is used; WARC-Record-ID " + DEMO_200
+    )
 
 
 def test_wrong_content_length_is_a_dead_letter(demo_raw, tmp_path):
@@ -134,9 +171,89 @@ def test_wrong_content_length_is_a_dead_letter(demo_raw, tmp_path):
     path = tmp_path / "clen.warc"
     path.write_bytes(head + rec.replace(b"Content-Length: ", b"Content-Length: 9", 1) + tail)
     items = list(read(str(path), CFG))
-    # The bogus length swallows the three resource records after it.
-    assert outcomes(items) == {"skip:record_type": 3, "skip:http_status": 1, "dead": 1}
-    assert items[-1].record == "<urn:uuid:103a7ae2-30ec-46f5-b749-d1368dee3641>"
+    # The bogus length (924508) runs past the end of the file: the record is a
+    # dead letter, and the three resource records it would swallow are found.
+    assert outcomes(items) == {"skip:record_type": 6, "skip:http_status": 1, "dead": 1}
+    block_start = starts[4] + rec.index(b"\r\n\r\n") + 4 + 1  # + the "9"
+    assert items[4] == DeadLetter(
+        "commoncrawl", str(path), f"offset {starts[4]}",
+        f"record {924508 - (path.stat().st_size - block_start)} bytes shorter than its "
+        "Content-Length 924508 (the file ends inside it); no part of it is used; "
+        "WARC-Record-ID " + DEMO_200,
+    )
+
+
+# --- issue 3, "small inputs that must behave" 1 and 2, on the demo's real records
+
+
+def test_item1_content_length_5_short_then_two_valid_records_demo(demo_raw, tmp_path):
+    starts = record_starts(demo_raw) + [len(demo_raw)]
+    records = [demo_raw[a:b] for a, b in zip(starts, starts[1:])]
+    # the 200 response declaring 5 bytes less than its block, then the 301
+    # response and the request for the main page, both valid
+    first = shorten_content_length(records[4], 5)
+    path = tmp_path / "clen5.warc"
+    path.write_bytes(first + records[2] + records[3])
+    items = list(read(str(path), CFG))
+    assert items == [
+        DeadLetter(
+            "commoncrawl", str(path), "offset 0",
+            "Content-Length 24503 does not end the record (data, not CRLF CRLF, follows "
+            "the block): wrong length; skipped to the next record; WARC-Record-ID " + DEMO_200,
+        ),
+        Skip("commoncrawl", "http_status"),  # the 301, read at its own offset
+        Skip("commoncrawl", "record_type"),  # the request
+    ]
+
+
+def test_item2_warc_gz_of_three_members_cut_by_200_bytes_demo(demo_inputs, tmp_path):
+    members = gzip_members(demo_inputs[DEMO_WARC].read_bytes())
+    # the 301 response, the request, then the 200 response, one member each
+    data = members[2] + members[3] + members[4]
+    path = tmp_path / "cut200.warc.gz"
+    path.write_bytes(data[:-200])
+    items = list(read(str(path), CFG))
+    assert items[:2] == [Skip("commoncrawl", "http_status"), Skip("commoncrawl", "record_type")]
+    (dead,) = items[2:]
+    assert dead.record == f"offset {len(members[2]) + len(members[3])}"
+    assert dead.reason.startswith("record ") and "gzip member truncated" in dead.reason
+    assert dead.reason.endswith("no part of it is used; WARC-Record-ID " + DEMO_200)
+    assert not docs(items)  # no partial payload becomes a document
+
+
+def test_corrupt_gzip_member_costs_only_its_record(demo_inputs, tmp_path):
+    members = gzip_members(demo_inputs[DEMO_WARC].read_bytes())
+    broken = bytearray(members[2])  # the 301 response
+    broken[len(broken) // 2 : len(broken) // 2 + 8] = b"\xff" * 8  # bytes of its deflate stream
+    path = tmp_path / "corrupt.warc.gz"
+    path.write_bytes(b"".join(members[:2]) + bytes(broken) + b"".join(members[3:]))
+    items = list(read(str(path), CFG))
+    # warcinfo, request, [301: dead], request, 200 -> the document, 3 resources
+    assert outcomes(items) == {"skip:record_type": 6, "dead": 1, "doc": 1}
+    dead = items[2]
+    # zlib fails on the member before it yields a byte of it: the dead letter
+    # names the member; reading resumes at the next one.
+    assert dead.record == f"offset {len(members[0]) + len(members[1])}" == "offset 811"
+    assert dead.reason == (
+        "corrupt gzip member: Error -3 while decompressing data: invalid distance too far "
+        "back; reading resumes at the next gzip member, if any"
+    )
+    assert items[4]["url"] == "http://www.archiveteam.org/index.php?title=Main_Page"
+
+
+def test_cut_member_followed_by_more_members_and_garbage(demo_inputs, tmp_path):
+    # A writer that died inside the 200 response's member and was restarted:
+    # the next members follow the cut one; then junk after the last member.
+    members = gzip_members(demo_inputs[DEMO_WARC].read_bytes())
+    data = b"".join(members[:4]) + members[4][:3000] + b"".join(members[5:]) + b"junk"
+    path = tmp_path / "resumed.warc.gz"
+    path.write_bytes(data)
+    items = list(read(str(path), CFG))
+    assert outcomes(items) == {"skip:record_type": 6, "skip:http_status": 1, "dead": 2}
+    assert [(x.record, x.reason.split(":")[0]) for x in items if isinstance(x, DeadLetter)] == [
+        ("offset 1948", "corrupt gzip member"),  # zlib fails where the next member begins
+        (f"offset {len(data) - 4}", "not a gzip member; reading resumes at the next gzip member, if any"),
+    ]
 
 
 def test_missing_file_is_a_dead_letter(tmp_path):
@@ -247,6 +364,70 @@ def test_wget_warc_uris_lose_their_brackets(cc):
     assert all(u.startswith("https://") and "<" not in u and ">" not in u for u in urls)
 
 
+def test_wget_sample_0001(cc):
+    items = list(read(str(cc / "wget-crawl_2024-04-25_sample-0001.warc.gz"), CFG))
+    # MANIFEST: 34 records (warcinfo 1, request 15, response 15, metadata 1,
+    # resource 2): every response is an HTML page of creativecommons.org.
+    assert outcomes(items) == {"skip:record_type": 19, "doc": 15}
+    first = docs(items)[0]
+    assert first["url"] == "https://creativecommons.org/"
+    assert first["text"].startswith("Better Sharing, Brighter Future\n\n")
+    assert json.loads(first["meta"])["warc_date"] == "2024-04-25T16:27:48Z"
+
+
+# Three consecutive HTML responses of the CC-MAIN-2020-34 sample (records 3, 6
+# and 9 of the file; the requests and metadata records between them left out).
+CC_RESPONSES = (2, 5, 8)
+CC_URLS = (
+    "http://003338.cn/l41/481397.html",
+    "http://01spb.ru/company/",
+    "http://035.psb556.com/24/i/u_1090813/article.html",
+)
+
+
+def without_file_name(doc: dict) -> dict:
+    """A document with meta `warc_file` left out (the rest must not depend on the file)."""
+    meta = json.loads(doc["meta"])
+    del meta["warc_file"]
+    return {**doc, "meta": meta}
+
+
+@pytest.fixture(scope="module")
+def cc_sample(cc) -> tuple[list[bytes], dict[str, dict]]:
+    """(the sample's gzip members, its documents by URL as read from the intact file)."""
+    path = cc / "CC-MAIN-2020-34_sample16.warc.gz"
+    return gzip_members(path.read_bytes()), by_url(read(str(path), CFG))
+
+
+def test_item1_content_length_5_short_then_two_valid_records_cc(cc_sample, tmp_path):
+    members, intact = cc_sample
+    first, second, third = (gzip.decompress(members[i]) for i in CC_RESPONSES)
+    path = tmp_path / "clen5.warc"
+    path.write_bytes(shorten_content_length(first, 5) + second + third)
+    items = list(read(str(path), CFG))
+    # exactly the documents of the intact file: same id, text, url, meta
+    assert [without_file_name(d) for d in items[1:]] == [
+        without_file_name(intact[CC_URLS[1]]), without_file_name(intact[CC_URLS[2]])
+    ]
+    dead = items[0]
+    assert (dead.record, dead.path) == ("offset 0", str(path))
+    assert dead.reason.startswith("Content-Length 36573 does not end the record")
+
+
+def test_item2_warc_gz_of_three_members_cut_by_200_bytes_cc(cc_sample, tmp_path):
+    members, intact = cc_sample
+    data = b"".join(members[i] for i in CC_RESPONSES)
+    path = tmp_path / "cut200.warc.gz"
+    path.write_bytes(data[:-200])
+    items = list(read(str(path), CFG))
+    assert [without_file_name(d) for d in items[:2]] == [
+        without_file_name(intact[CC_URLS[0]]), without_file_name(intact[CC_URLS[1]])
+    ]
+    (dead,) = items[2:]
+    assert dead.record == f"offset {len(members[2]) + len(members[5])}"
+    assert "gzip member truncated" in dead.reason and "no part of it is used" in dead.reason
+
+
 def test_dolma_jsonl(cc):
     items = list(read(str(cc / "ccnet_cc_en_head-0091.dolma.jsonl.gz"), CFG))
     assert outcomes(items) == {"doc": 10}
@@ -259,3 +440,94 @@ def test_dolma_jsonl(cc):
     big = cc / "CC-MAIN-20190717121559-20190717143559-00140.dolma.jsonl.gz"
     big = outcomes(read(str(big), CFG))
     assert big == {"doc": 670, "skip:empty": 27}  # 697 rows, 27 with empty text
+
+
+# --- issue 3, item 3: three HTTP responses and their charsets -------------------
+
+# Real sentences: the first of the Bulgarian Wikipedia article on the Gregorian
+# calendar (the demo's bgwiki dump), the opening of Natsume Soseki's "I Am a
+# Cat" (1905), and a sentence of Henri Bue's French "Alice" (1869, Project
+# Gutenberg #55456).
+BULGARIAN = (
+    "Григорианският календар (понякога наричан и Грегориански календар, „нов стил“) е "
+    "съвременният международно признат светски календар, на който се основава и "
+    "международният стандарт ISO 8601."
+)
+JAPANESE = "吾輩は猫である。名前はまだ無い。"
+FRENCH = (
+    "Il n'y avait rien là de bien étonnant, et Alice ne trouva même pas "
+    'très-extraordinaire d\'entendre parler le Lapin qui se disait: "Ah! j\'arriverai trop tard!"'
+)
+
+
+def html_page(title: str, sentence: str, head: str = "") -> str:
+    return (
+        f"<!DOCTYPE html>\n<html><head>{head}<title>{title}</title></head>\n"
+        f"<body><p>{sentence}</p></body></html>\n"
+    )
+
+
+def warc_response(uri: str, number: int, content_type: str, body: bytes) -> bytes:
+    """A WARC/1.0 response record holding an HTTP 200 response with `body`."""
+    http = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("ascii") + body
+    header = (
+        "WARC/1.0\r\nWARC-Type: response\r\n"
+        f"WARC-Record-ID: <urn:uuid:00000000-0000-4000-8000-{number:012d}>\r\n"
+        "WARC-Date: 2024-05-17T23:31:22Z\r\n"
+        f"WARC-Target-URI: {uri}\r\n"
+        "Content-Type: application/http; msgtype=response\r\n"
+        f"Content-Length: {len(http)}\r\n\r\n"
+    ).encode("ascii")
+    return header + http + b"\r\n\r\n"
+
+
+def test_item3_charsets_of_three_http_responses(tmp_path):
+    french = html_page("Alice", FRENCH, '<meta charset="utf-8">').encode("utf-8")
+    stray = french.replace("étonnant".encode("utf-8"), b"\xe9tonnant")  # one Latin-1 byte
+    assert len(stray) == len(french) - 1
+    path = tmp_path / "charsets.warc"
+    path.write_bytes(
+        warc_response(
+            "http://bg.example/", 1, "text/html; charset=windows-1251",
+            html_page("Календар", BULGARIAN).encode("cp1251"),
+        )
+        + warc_response(
+            "http://ja.example/", 2, "text/html",
+            html_page("吾輩は猫である", JAPANESE, '<meta charset="shift_jis">').encode("shift_jis"),
+        )
+        + warc_response("http://fr.example/", 3, "text/html; charset=UTF-8", stray)
+    )
+    bg, ja, fr = read(str(path), CFG)
+    assert bg["text"] == BULGARIAN
+    assert ja["text"] == JAPANESE
+    meta = [json.loads(d["meta"]) for d in (bg, ja, fr)]
+    assert [(m["charset"], m["charset_source"], m["replacements"]) for m in meta] == [
+        ("cp1251", "http", 0),
+        ("shift_jis", "meta", 0),
+        ("utf-8", "http", 1),
+    ]
+    # The rule: the stray byte becomes one U+FFFD, counted in meta; 1 of ~200
+    # characters is below MAX_REPLACEMENT_RATIO, so the page is kept.
+    assert fr["text"] == FRENCH.replace("étonnant", "\ufffdtonnant")
+    assert MAX_REPLACEMENT_RATIO == 0.01
+
+
+def test_undecodable_payload_is_a_dead_letter(tmp_path):
+    # The Bulgarian page in windows-1251, declared UTF-8: each Cyrillic letter
+    # is an invalid UTF-8 byte, far beyond MAX_REPLACEMENT_RATIO.
+    page = html_page("Календар", BULGARIAN).encode("cp1251")
+    path = tmp_path / "mislabelled.warc"
+    path.write_bytes(warc_response("http://bg.example/", 1, "text/html; charset=utf-8", page))
+    assert (len(page), sum(b > 0x7F for b in page)) == (276, 162)
+    (dead,) = read(str(path), CFG)
+    # 162 bytes above 0x7F give 161 U+FFFD: "л“" (EB 93) is one cut-short
+    # 3-byte sequence, replaced as a whole.
+    assert dead == DeadLetter(
+        "commoncrawl", str(path), "offset 0",
+        "undecodable: 161 of 275 characters replaced decoding as utf-8 (more than 1%); "
+        "WARC-Record-ID <urn:uuid:00000000-0000-4000-8000-000000000001>",
+    )
+    assert decode_counting("a\ufffdb".encode("utf-8") + b"\xe9", "utf-8") == ("a\ufffdb\ufffd", 1)

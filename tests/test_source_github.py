@@ -19,9 +19,11 @@ from pipeline.schema import doc_id
 from pipeline.sources.base import DeadLetter, Skip
 from pipeline.sources.github import (
     CODE_EXTENSIONS,
+    LICENSE_TEXT_WINDOW,
     alnum_fraction,
     alpha_per_token,
     classify_license,
+    detect_license_text,
     distribution_license,
     export_installed_distributions,
     is_license_file,
@@ -298,3 +300,140 @@ def test_strip_keeps_encoding_line_and_c_preprocessor():
     # A leading comment that is not a notice stays.
     doc = "# Helpers for parsing.\nimport re\n"
     assert strip_license_header(doc, "a.py") == doc
+
+
+# --- licences from licence texts ------------------------------------------------
+
+
+def licence_text(dist: str, name: str) -> str:
+    """The top licence file `name` of an installed distribution's .dist-info
+    (numpy's also holds its bundled code's, deeper down)."""
+    path = min(
+        (f for f in importlib.metadata.distribution(dist).files
+         if ".dist-info/" in str(f) and f.name == name),
+        key=lambda f: len(f.parts),
+    )
+    return Path(importlib.metadata.distribution(dist).locate_file(path)).read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    "dist, name, spdx",
+    [
+        ("click", "LICENSE.txt", "BSD-3-Clause"),
+        ("pytest", "LICENSE", "MIT"),
+        ("requests", "LICENSE", "Apache-2.0"),
+        ("warcio", "LICENSE", "Apache-2.0"),  # the Apache text without its title line
+        ("Pygments", "LICENSE", "BSD-2-Clause"),
+        ("cryptography", "LICENSE.BSD", "BSD-3-Clause"),
+        ("cryptography", "LICENSE", "UNKNOWN"),  # "either of the licenses found in ..."
+        ("certifi", "LICENSE", "MPL-2.0"),
+        ("dnspython", "LICENSE", "ISC"),
+        ("typing_extensions", "LICENSE", "PSF-2.0"),  # after the history of Python
+        ("pillow", "LICENSE", "HPND"),  # PIL's licence, then bundled ones
+        ("numpy", "LICENSE.txt", "BSD-3-Clause"),  # then GPL-3.0 (bundled libgfortran)
+        ("matplotlib", "LICENSE", "UNKNOWN"),  # its own PSF-like text; MIT only at 15,274
+    ],
+)
+def test_detect_license_text_on_installed_licence_files(dist, name, spdx):
+    assert detect_license_text(licence_text(dist, name)) == spdx
+
+
+def test_detect_license_text_rules():
+    mit = licence_text("pytest", "LICENSE")
+    commented = "".join(f"# {line}\n" for line in mit.splitlines())  # as a source header
+    assert detect_license_text(commented) == "MIT"
+    bsd3 = licence_text("click", "LICENSE.txt")
+    # without its endorsement clause (3.) the same text is BSD-2-Clause
+    clause3 = bsd3.index("3.")
+    assert detect_license_text(bsd3[:clause3] + bsd3[bsd3.index("THIS SOFTWARE"):]) == "BSD-2-Clause"
+    assert detect_license_text("Licensed under the MIT License.") == "UNKNOWN"  # a notice
+    assert detect_license_text("x\n" * (LICENSE_TEXT_WINDOW // 2) + mit) == "UNKNOWN"
+
+
+# --- issue 3, GitHub: local repositories ------------------------------------------
+
+
+def copy_distribution(dist: str, top: str, into: Path, licence: str | None) -> list[str]:
+    """Lay out an installed distribution's files under `top/` as a repository
+    checkout in `into` (the licence file named `licence` of its .dist-info at
+    the top); returns the copied paths."""
+    d = importlib.metadata.distribution(dist)
+    copied = []
+    for f in d.files:
+        rel = f.as_posix()
+        if rel.startswith(f"{top}/") and "__pycache__" not in rel:
+            target = into / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(Path(d.locate_file(f)).read_bytes())
+            copied.append(rel)
+    if licence:
+        (into / licence).write_text(licence_text(dist, licence), encoding="utf-8")
+    return sorted(copied)
+
+
+def by_reason(items: list) -> Counter:
+    return Counter(x.reason if isinstance(x, (Skip, DeadLetter)) else "doc" for x in items)
+
+
+def test_item6_local_repository_with_its_licence_file(tmp_path):
+    root = tmp_path / "click"
+    copied = copy_distribution("click", "click", root, "LICENSE.txt")
+    assert len(copied) == 18 and "click/py.typed" in copied  # 17 .py files and a marker
+    items = list(read(str(root), CFG))
+    # LICENSE.txt, then click/*.py and click/py.typed in path order
+    assert len(items) == 19 and items[0] == Skip("github", "license_file")
+    assert by_reason(items) == {"doc": 17, "license_file": 1, "extension": 1}
+    core = next(d for d in items if isinstance(d, dict) and d["url"] == "github://click/click/core.py")
+    content = (root / "click" / "core.py").read_text("utf-8")
+    assert core["text"] == strip_license_header(content, "click/core.py") == content  # no header
+    assert core["id"] == doc_id("github", "click/click/core.py")
+    assert json.loads(core["meta"]) == {
+        "repo_name": "click",
+        "path": "click/core.py",
+        "license": "BSD-3-Clause",
+        "license_family": "bsd",
+        "license_source": "file:LICENSE.txt",
+        "language": "Python",
+    }
+    # The same repository under an MPL-2.0 licence text: nothing kept.
+    (root / "LICENSE.txt").write_text(licence_text("certifi", "LICENSE"), encoding="utf-8")
+    assert by_reason(read(str(root), CFG)) == {"license": 19}
+
+
+def test_installed_distribution_reads_like_its_checkout(tmp_path):
+    click = importlib.metadata.distribution("click")
+    dist_info = Path(click.locate_file(f"click-{click.version}.dist-info"))
+    installed = list(read(str(dist_info), CFG))
+    # RECORD lists click/*.py, py.typed and the bytecode (passed over)
+    assert by_reason(installed) == {"doc": 17, "extension": 1}
+    checkout = tmp_path / "click"
+    copy_distribution("click", "click", checkout, "LICENSE.txt")
+    assert [d for d in installed if isinstance(d, dict)] == [
+        d for d in read(str(checkout), CFG) if isinstance(d, dict)
+    ]
+
+
+def test_dual_licence_files_and_metadata_fallback(tmp_path):
+    # cryptography's LICENSE names two files: LICENSE.APACHE or LICENSE.BSD.
+    crypto = tmp_path / "cryptography"
+    copy_distribution("cryptography", "cryptography/hazmat/primitives/kdf", crypto, None)
+    for name in ("LICENSE", "LICENSE.APACHE", "LICENSE.BSD"):
+        (crypto / name).write_text(licence_text("cryptography", name), encoding="utf-8")
+    items = list(read(str(crypto), CFG))
+    docs = [d for d in items if isinstance(d, dict)]
+    assert docs and by_reason(items)["license_file"] == 3
+    meta = json.loads(docs[0]["meta"])
+    assert (meta["license"], meta["license_source"]) == (
+        "Apache-2.0 OR BSD-3-Clause", "files:LICENSE.APACHE,LICENSE.BSD"
+    )
+    # No licence file, but the sdist's PKG-INFO: the metadata decides (pytest: MIT).
+    sdist = tmp_path / "pytest-sdist"
+    copy_distribution("pytest", "_pytest/mark", sdist, None)
+    pytest_dist = importlib.metadata.distribution("pytest")
+    (sdist / "PKG-INFO").write_text(pytest_dist.read_text("METADATA"), encoding="utf-8")
+    docs = [d for d in read(str(sdist), CFG) if isinstance(d, dict)]
+    assert docs and {json.loads(d["meta"])["license_source"] for d in docs} == {"metadata"}
+    assert docs[0]["url"].startswith("github://pytest/_pytest/mark/")  # repo: metadata Name
+    # Neither: UNKNOWN, dropped.
+    (sdist / "PKG-INFO").unlink()
+    assert set(by_reason(read(str(sdist), CFG))) == {"license"}

@@ -105,10 +105,50 @@ def test_seven_zip_and_broken_xml_are_dead_letters(tmp_path):
     cut.write_text(SMALL_POSTS[: SMALL_POSTS.index('<row Id="49"') + 40], encoding="utf-8")
     records = list(stackexchange.read(str(cut), None))
     assert len(records) == 2
-    assert records[0].record == "after Id 48"
-    assert records[0].reason.startswith("malformed XML: unclosed token")
+    # Row 49 is cut: it never closes (line 5 of the file).
+    assert records[0] == DeadLetter(
+        "stackexchange", str(cut), "Id 49", "Id 49: malformed XML on line 5: row never closed"
+    )
     assert records[1]["url"] == "https://unknown/questions/48"  # no site in the name
     assert json.loads(records[1]["meta"])["answers"] == 1  # 57, read before the cut
+
+
+def test_malformed_row_costs_only_itself(tmp_path):
+    # Answer 51 loses the closing quote of its Score: not well-formed XML. The
+    # question and its other answers (57, 49) come as before.
+    broken = SMALL_POSTS.replace('Id="51" PostTypeId="2" ParentId="48" CreationDate="2015-01-27T22:30:48.523" Score="1"',
+                                 'Id="51" PostTypeId="2" ParentId="48" CreationDate="2015-01-27T22:30:48.523" Score="1')
+    assert broken != SMALL_POSTS
+    path = tmp_path / "coffee.stackexchange.com_Posts.xml"
+    path.write_text(broken, encoding="utf-8")
+    records = list(stackexchange.read(str(path), None))
+    assert records[0] == DeadLetter(
+        "stackexchange", str(path), "Id 51",
+        "Id 51: malformed XML on line 6, column 96 of the row: not well-formed (invalid token)",
+    )
+    assert records[1:-1] == [
+        DeadLetter("stackexchange", str(path), "Id 42", "Id 42: bad Score 'n/a'"),
+        Skip("stackexchange", "post_type"),
+        DeadLetter("stackexchange", str(path), "row 8", "row 8: no Id"),
+        Skip("stackexchange", "orphan_answer"),
+    ]
+    assert records[-1]["text"] == "\n\n".join([QUESTION_48, ANSWER_57, ANSWER_49])
+
+
+def test_malformed_row_in_a_real_dump(shared_corpus, tmp_path):
+    raw = (shared_corpus / "stackexchange" / "coffee.stackexchange.com_2015-03_Posts.xml").read_bytes()
+    # Answer 82 (to question 66, score 10), its Body's closing quote removed
+    start = raw.index(b'<row Id="82" ')
+    end = raw.index(b"/>", start)
+    row = raw[start:end]
+    body_end = row.index(b'" OwnerUserId=')
+    path = tmp_path / "coffee.stackexchange.com_Posts.xml"
+    path.write_bytes(raw[: start + body_end] + raw[start + body_end + 1 :])
+    read = Read(path)
+    assert len(read.dead) == 1 and read.dead[0].record == "Id 82"
+    assert len(read.docs) == 225  # MANIFEST: 225 questions, 327 answers
+    assert sum(m["answers"] for m in read.meta.values()) == 327 - 1
+    assert read.meta[66]["answers"] == 3
 
 
 def test_html_to_text_keeps_code_blocks():

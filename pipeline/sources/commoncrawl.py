@@ -12,18 +12,29 @@ Record routing (each is a Skip reason counted by the Beam layer):
   - WET `conversion` -> its text as is -> Document;
   - other record types (request, metadata, warcinfo, resource, revisit)
     -> Skip "record_type"; HTTP status other than 200 -> Skip "http_status";
-    non-HTML payload -> Skip "non_html"; no text left -> Skip "empty".
-A record that fails to parse -> DeadLetter naming its WARC-Record-ID, or the
-byte offset (in the decompressed stream) where parsing failed.
+    non-HTML payload -> Skip "non_html"; no text left -> Skip "empty";
+    a response or conversion block over MAX_RECORD_BYTES -> Skip "too_large".
+A record that cannot be parsed -> DeadLetter with the record's offset in the
+file (`WarcFramer.location`) and the reason; reading resumes at the next
+record (`WarcFramer`, and `GzipMembers` for a damaged gzip member), so one bad
+record never loses the rest of a file.
+
+Decoding rule (`decode_html`): bytes the chosen charset cannot decode become
+U+FFFD and are counted in meta `replacements`; a record with more than
+MAX_REPLACEMENT_RATIO replacements per decoded character is a DeadLetter
+"undecodable: ..." (a wrong declared charset, or a binary payload labelled as
+text: its text would be noise).
 """
 
 from __future__ import annotations
 
 import ast
 import codecs
+import io
 import json
 import re
-from typing import IO, Any, Iterator
+import threading
+from typing import IO, Any, Callable, Iterator, NamedTuple
 
 # warcio rather than FastWARC: on the shared corpus FastWARC loses the HTTP
 # headers of ClueWeb09 records (bare-LF header lines, Content-Type comes back
@@ -31,7 +42,9 @@ from typing import IO, Any, Iterator
 # brackets and falls back to the raw body when a `Content-Encoding: gzip`
 # payload is in fact stored decoded (ClueWeb). Speed is not the issue: on the
 # shared corpus warcio's parsing is ~15% of this reader's time, decoding and
-# HTML-to-text ~60%.
+# HTML-to-text ~60%. warcio parses one record at a time here: where records
+# begin and end is `WarcFramer`'s job, which checks every Content-Length and
+# resynchronises after a bad record (warcio's iterator cannot).
 from warcio.archiveiterator import ArchiveIterator
 
 # resiliparse for HTML: a C++ (lexbor) parser, fast and robust on broken markup,
@@ -40,11 +53,16 @@ from warcio.archiveiterator import ArchiveIterator
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
 from pipeline.config import Config
 from pipeline.sources.base import DeadLetter, Skip, make_document
 from pipeline.io import open_input
 from pipeline.sources.records import (
+    GZIP_MAGIC,
     STREAM_ERRORS,
+    GzipMembers,
     file_name,
     iter_json_lines,
     line_id,
@@ -75,6 +93,26 @@ _META_CHARSET = re.compile(
 )
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.bz2", ".jsonl.xz")
+
+# WARC record types that can give a document (WARC 1.1, section 6).
+DOCUMENT_RECORD_TYPES = frozenset({"response", "conversion"})
+
+# Most U+FFFD replacements per decoded character before a payload is a dead
+# letter "undecodable". A stray byte costs a page a few characters (1 in 20,000
+# for a 20 KB page); a page in windows-1252 or windows-1251 declared as UTF-8
+# loses every accented letter (2-3% of a French page, over half of a Russian
+# one), and a binary payload half its bytes. None of the 83 HTML responses of
+# the shared corpus needs a single replacement.
+MAX_REPLACEMENT_RATIO = 0.01
+
+# Record framing limits (`WarcFramer`). Common Crawl truncates payloads at
+# 1 MiB (WARC-Truncated: length), so its records stay far below MAX_RECORD_BYTES;
+# a larger block (a video in another crawler's WARC) is passed over unread.
+MAX_RECORD_BYTES = 1 << 25
+MAX_HEADER_BYTES = 1 << 16
+_MAX_VERSION_LINE = 32
+_READ_SIZE = 1 << 16
+_VERSION_RE = re.compile(rb"WARC/\d+\.\d+\r?\n")
 
 
 def strip_uri_brackets(uri: str) -> str:
@@ -155,14 +193,58 @@ def choose_charset(payload: bytes, http_charset: str | None) -> tuple[str, str]:
     return _codec(detect_encoding(payload, max_len=META_SCAN_BYTES)) or "utf-8", "detector"
 
 
-def decode_html(payload: bytes, http_charset: str | None) -> tuple[str, str, str]:
-    """Decode an HTML payload: (text, codec, charset source).
+class Undecodable(ValueError):
+    """A payload with more replaced bytes than MAX_REPLACEMENT_RATIO allows."""
 
-    Undecodable bytes become U+FFFD, as in a browser; a wrong declaration costs
-    a few characters, not the page. See `choose_charset` for the precedence.
+
+_replaced = threading.local()
+
+
+def _count_and_replace(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: what errors="replace" does (one U+FFFD per
+    undecodable sequence), counted in a thread-local (Beam may run DoFns in threads)."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    _replaced.count += 1
+    return "\ufffd", error.end
+
+
+codecs.register_error("pipeline.count_replace", _count_and_replace)
+
+
+def decode_counting(data: bytes, codec: str) -> tuple[str, int]:
+    """`data.decode(codec, errors="replace")` and the number of U+FFFD it inserted
+    (a U+FFFD already in the page is text, not counted)."""
+    _replaced.count = 0
+    text = data.decode(codec, errors="pipeline.count_replace")
+    return text, _replaced.count
+
+
+def check_replacements(text: str, replacements: int, codec: str) -> None:
+    """Raise `Undecodable` if `replacements` exceed MAX_REPLACEMENT_RATIO of `text`."""
+    if replacements > MAX_REPLACEMENT_RATIO * max(len(text), 1):
+        raise Undecodable(
+            f"{replacements} of {len(text)} characters replaced decoding as {codec} "
+            f"(more than {MAX_REPLACEMENT_RATIO:.0%})"
+        )
+
+
+def decode_html(payload: bytes, http_charset: str | None) -> tuple[str, str, str, int]:
+    """Decode an HTML payload: (text, codec, charset source, replacements).
+
+    The codec follows `choose_charset` (BOM > HTTP > `<meta>` > detector).
+    Bytes it cannot decode become U+FFFD, as in a browser, and are counted: a
+    stray byte costs a character, not the page. Up to MAX_REPLACEMENT_RATIO
+    replacements per character the text is kept (the count goes to meta
+    `replacements`); beyond, the record is a dead letter.
+
+    Raises:
+        Undecodable: more than MAX_REPLACEMENT_RATIO of the characters replaced.
     """
     codec, how = choose_charset(payload, http_charset)
-    return payload.decode(codec, errors="replace"), codec, how
+    text, replacements = decode_counting(payload, codec)
+    check_replacements(text, replacements, codec)
+    return text, codec, how, replacements
 
 
 def html_to_text(html: str) -> str:
@@ -176,18 +258,25 @@ def _looks_like_html(payload: bytes) -> bool:
     return head.startswith((b"<!doctype html", b"<html"))
 
 
-def _meta(warc_date: str, charset: str, how: str, content_type: str, path: str) -> dict:
+def _meta(
+    warc_date: str, charset: str, how: str, content_type: str, path: str, replacements: int = 0
+) -> dict:
     return {
         "warc_date": warc_date,
         "charset": charset,
         "charset_source": how,
         "content_type": content_type,
+        "replacements": replacements,
         "warc_file": file_name(path),
     }
 
 
 def _record_to_document(record: Any, path: str) -> dict | Skip:
-    """One parsed warcio record -> Document or Skip (raises on a broken payload)."""
+    """One parsed warcio record -> Document or Skip.
+
+    Raises: Undecodable (see `decode_html`), or whatever a broken payload raises
+    in warcio (chunked or gzip transfer coding) or resiliparse.
+    """
     rec_type = record.rec_type
     headers = record.rec_headers
     url = strip_uri_brackets(headers.get_header("WARC-Target-URI") or "")
@@ -197,10 +286,12 @@ def _record_to_document(record: Any, path: str) -> dict | Skip:
     if rec_type == "conversion":  # WET: text already extracted, UTF-8 (CC WET spec)
         mime, charset = parse_content_type(headers.get_header("Content-Type"))
         codec = _codec(charset) or "utf-8"
-        text = record.content_stream().read().decode(codec, errors="replace").strip()
+        text, replacements = decode_counting(record.content_stream().read(), codec)
+        check_replacements(text, replacements, codec)
+        text = text.strip()
         if not text:
             return Skip(SOURCE, "empty")
-        meta = _meta(warc_date, codec, "wet", mime or "text/plain", path)
+        meta = _meta(warc_date, codec, "wet", mime or "text/plain", path, replacements)
         return make_document(SOURCE, native_id, text, url, meta=meta)
 
     if rec_type != "response":
@@ -216,95 +307,375 @@ def _record_to_document(record: Any, path: str) -> dict | Skip:
     payload = record.content_stream().read()
     if not mime and not _looks_like_html(payload):
         return Skip(SOURCE, "non_html")
-    html, codec, how = decode_html(payload, http_charset)
+    html, codec, how, replacements = decode_html(payload, http_charset)
     text = html_to_text(html)
     if not text:
         return Skip(SOURCE, "empty")
-    meta = _meta(warc_date, codec, how, mime or "text/html", path)
+    meta = _meta(warc_date, codec, how, mime or "text/html", path, replacements)
     return make_document(SOURCE, native_id, text, url, meta=meta)
 
 
-class _GuardedStream:
-    """A decompressed input whose read errors end the stream and are remembered.
+class _PlainSegments:
+    """A decompressed stream (plain, bzip2, xz) as one segment, for `WarcFramer`.
 
-    warcio takes EOFError (what a truncated gzip raises) for a clean end of
-    file, which would drop the rest of a damaged file silently; behind this
-    guard warcio sees the end of the stream and the reader reports the error.
+    A bzip2 or xz stream that breaks cannot be re-entered, so there is no next
+    segment; the error is kept in `error`. (gzip files use
+    `pipeline.sources.records.GzipMembers`, which resumes at the next member.)
     """
+
+    RESUMES = "the rest of the file is lost"
 
     def __init__(self, stream: IO[bytes]):
         self.stream = stream
+        self.error: str | None = None
+        self.error_at: int | None = None  # the decompressed offset: `location` names it
         self.offset = 0
-        self.error: BaseException | None = None
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, n: int) -> bytes:
         if self.error is not None:
             return b""
         try:
-            data = self.stream.read(size)
+            data = self.stream.read(n)
         except STREAM_ERRORS as e:
-            self.error = e
+            self.error = f"compressed stream broken: {type(e).__name__}: {e}"
             return b""
         self.offset += len(data)
         return data
 
-    def tell(self) -> int:
-        return self.offset
+    def next_segment(self) -> bool:
+        return False
+
+    def member_of(self, offset: int) -> None:
+        return None
 
 
-def _missing_bytes(record: Any) -> int:
-    """Read a record to its end; bytes its Content-Length promised but the file
-    did not hold (0 for a complete record, or when the length is unknown)."""
-    stream = record.raw_stream
-    while stream.read(1 << 16):
-        pass
-    return max(getattr(stream, "limit", 0), 0)
+class WarcRecord(NamedTuple):
+    """One framed WARC record: where it starts, its headers, and its bytes.
 
-
-def read_warc(path: str, stream: IO[bytes]) -> Iterator[dict | Skip | DeadLetter]:
-    """Documents, skips and dead letters of one WARC or WET stream (decompressed).
-
-    Dead letters: a record whose payload fails to decode (record = its
-    WARC-Record-ID; reading goes on); a record shorter than its Content-Length
-    (truncated file, or a wrong length that swallowed the records after it);
-    a record whose headers cannot be parsed, or a compressed stream that breaks
-    (record = byte offset in the decompressed stream; the record boundary is
-    lost, so the rest of the file is not read, and the reason says so).
+    `raw` is the whole record (header, block and the CRLF CRLF after it) when
+    the reader keeps it, else None (a record type that gives no document, or a
+    block over MAX_RECORD_BYTES, is skipped without being held in memory).
     """
-    guard = _GuardedStream(stream)
-    records = ArchiveIterator(guard)
-    while True:
-        try:
-            record = next(records)
-        except StopIteration:
-            break
-        except Exception as e:  # warcio raises bare Exception subclasses
-            yield DeadLetter(
-                SOURCE, path, f"offset {records.offset}",
-                f"unparsable WARC record, rest of file lost: {type(e).__name__}: {e}",
-            )
-            return
-        record_id = record.rec_headers.get_header("WARC-Record-ID") or f"offset {records.offset}"
-        try:
-            result = _record_to_document(record, path)
-            missing = _missing_bytes(record)
-        except Exception as e:  # a broken payload must not end the shard's job
-            yield DeadLetter(SOURCE, path, record_id, f"{type(e).__name__}: {e}")
+
+    offset: int
+    headers: dict[str, str]
+    raw: bytes | None
+
+
+class WarcFramer:
+    """Cut a decompressed WARC stream into records, resynchronising after a bad one.
+
+    Framing follows the WARC 1.1 spec (ISO 28500, section 4; WARC/1.0 and the
+    0.18 draft frame records the same way): a version line `WARC/x.y`, header
+    lines up to an empty line, a block of exactly Content-Length bytes, then
+    CRLF CRLF. A record is accepted only if what follows its block is blank
+    lines and then the next `WARC/` version line or the end of the file, so a
+    wrong Content-Length is caught at that record instead of corrupting the
+    ones after it. (warcio's own iterator reads through a wrong length and then
+    fails on, or silently skips, the records that follow.)
+
+    After a bad record the framer looks for the next line that is a version
+    line (`\\nWARC/x.y\\r\\n`), searching from the bad record's block onward
+    (a Content-Length too large hides the next records inside the declared
+    block), and carries on there. A break in the compressed stream ends the
+    current segment; the source's `next_segment()` (gzip: the next member)
+    says where reading resumes.
+
+    Yields `WarcRecord`s and `DeadLetter`s (record = `location(offset)`).
+    """
+
+    def __init__(self, source: Any, path: str):
+        self.src = source
+        self.path = path
+        self.buf = bytearray()
+        self.pos = 0  # index in buf of the next unread byte
+        self.base = 0  # decompressed offset of buf[0]
+        self.seg_end = False
+
+    # -- buffer -----------------------------------------------------------
+
+    def _fill(self, k: int) -> bool:
+        """Make at least `k` unread bytes available; False if the segment ends first."""
+        while len(self.buf) - self.pos < k:
+            if self.seg_end:
+                return False
+            data = self.src.read(max(k - (len(self.buf) - self.pos), _READ_SIZE))
+            if not data:
+                self.seg_end = True
+                return False
+            self.buf += data
+        return True
+
+    def _compact(self) -> None:
+        if self.pos > _READ_SIZE:
+            del self.buf[: self.pos]
+            self.base += self.pos
+            self.pos = 0
+
+    def tell(self) -> int:
+        return self.base + self.pos
+
+    def _readline(self, limit: int) -> bytes:
+        """The next line with its LF (at most `limit` bytes; less at a segment end)."""
+        start = self.pos
+        while True:
+            end = self.buf.find(b"\n", start, self.pos + limit)
+            if end >= 0:
+                line = bytes(self.buf[self.pos : end + 1])
+                self.pos = end + 1
+                return line
+            start = len(self.buf)
+            if start - self.pos >= limit or not self._fill(start - self.pos + 1):
+                line = bytes(self.buf[self.pos : self.pos + limit])
+                self.pos += len(line)
+                return line
+
+    def _take(self, n: int, keep: bool) -> tuple[int, bytes]:
+        """Consume up to `n` bytes: (how many there were, them if `keep`)."""
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            if self.pos >= len(self.buf):
+                self._compact()
+                if not self._fill(1):
+                    break
+            step = min(n - got, len(self.buf) - self.pos)
+            if keep:
+                parts.append(bytes(self.buf[self.pos : self.pos + step]))
+            self.pos += step
+            got += step
+            if not keep:
+                self._compact()
+        return got, b"".join(parts)
+
+    def _skip_blank(self) -> bool:
+        """Consume CR and LF bytes; False if the segment ends."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in b"\r\n":
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return True
+            self._compact()
+            if not self._fill(1):
+                return False
+
+    def _ends_cleanly(self) -> bool:
+        """Whether the block just read ends where a record must end (nothing is consumed).
+
+        True when the CR/LF bytes after it are followed by the end of the
+        segment or a version line, or hold a blank line (CRLF CRLF, or LF LF as
+        lenient writers write it) before whatever comes next: then this
+        record's length is right, and bytes after it that are not a record are
+        the next iteration's dead letter, at their own offset. False otherwise:
+        the block stops inside data, so Content-Length is wrong.
+        """
+        i = self.pos
+        while True:
+            if i >= len(self.buf) and not self._fill(i - self.pos + 1):
+                return True  # end of segment after the block
+            if self.buf[i] not in b"\r\n":
+                break
+            i += 1
+        run = bytes(self.buf[self.pos : i])
+        if b"\n\r\n" in run or b"\n\n" in run:
+            return True
+        self._fill(i - self.pos + _MAX_VERSION_LINE)
+        line_end = self.buf.find(b"\n", i, i + _MAX_VERSION_LINE)
+        if line_end < 0:
+            return False
+        return _VERSION_RE.fullmatch(bytes(self.buf[i : line_end + 1])) is not None
+
+    def _resync(self, offset: int) -> None:
+        """Move to the next version line that starts at or after `offset`, or to
+        the segment's end if there is none."""
+        self.pos = max(offset - self.base, 0)
+        self._compact()
+        while True:
+            hit = self.buf.find(b"\nWARC/", max(self.pos - 1, 0))
+            if hit >= 0:
+                start = hit + 1
+                self._fill(start - self.pos + _MAX_VERSION_LINE)
+                line_end = self.buf.find(b"\n", start, start + _MAX_VERSION_LINE)
+                if line_end >= 0 and _VERSION_RE.fullmatch(bytes(self.buf[start : line_end + 1])):
+                    self.pos = start
+                    return
+                if line_end >= 0 or len(self.buf) - start >= _MAX_VERSION_LINE:
+                    self.pos = start + 1  # not a version line: search on after it
+                    continue
+            # keep 5 bytes: "\nWARC" may straddle two reads
+            self.pos = max(len(self.buf) - 5, self.pos)
+            self._compact()
+            if not self._fill(len(self.buf) - self.pos + 1):
+                self.pos = len(self.buf)
+                return
+
+    # -- records ----------------------------------------------------------
+
+    def location(self, offset: int) -> str:
+        """Where a record starts, for a dead letter: "offset N", the byte offset in
+        the file as stored; for a gzip file N is the offset of the gzip member
+        the record starts in (Common Crawl's index convention), "offset N+k"
+        when the record starts k decompressed bytes into that member."""
+        member = self.src.member_of(offset)
+        if member is None:
+            return f"offset {offset}"
+        compressed, member_start = member
+        inside = offset - member_start
+        return f"offset {compressed}" if inside == 0 else f"offset {compressed}+{inside}"
+
+    def _dead(self, offset: int, reason: str) -> DeadLetter:
+        return DeadLetter(SOURCE, self.path, self.location(offset), reason)
+
+    def records(self, keep: Callable[[dict[str, str]], bool]) -> Iterator[WarcRecord | DeadLetter]:
+        """Every record of the file, or a DeadLetter in its place.
+
+        Args:
+            keep: given a record's WARC headers (names lower-cased), whether its
+                bytes are wanted; other records are checked and passed over.
+        """
+        reported = False  # the current segment's break is already in a dead letter
+        while True:
+            if not self._skip_blank():
+                if self.src.error is not None and not reported:
+                    where = self.src.error_at
+                    yield DeadLetter(
+                        SOURCE, self.path,
+                        self.location(self.tell()) if where is None else f"offset {where}",
+                        f"{self.src.error}; {self.src.RESUMES}",
+                    )
+                if not self.src.next_segment():
+                    return
+                self.buf, self.pos, self.base = bytearray(), 0, self.src.offset
+                self.seg_end = reported = False
+                continue
+            start = self.tell()
+            version = self._readline(_MAX_VERSION_LINE)
+            if not version.endswith(b"\n") and self.seg_end and self.pos >= len(self.buf):
+                reported = self.src.error is not None
+                why = self.src.error or "the file ends inside it"
+                yield self._dead(start, f"truncated record header ({why})")
+                continue
+            if _VERSION_RE.fullmatch(version) is None:
+                yield self._dead(start, f"not a WARC record: no version line ({version[:20]!r})")
+                self._resync(start + 1)
+                continue
+            header = bytearray(version)
+            headers: dict[str, str] = {}
+            complete = False
+            while len(header) <= MAX_HEADER_BYTES:
+                line = self._readline(MAX_HEADER_BYTES)
+                if not line:
+                    break
+                header += line
+                if not line.strip():
+                    complete = line.endswith(b"\n")
+                    break
+                name, sep, value = line.decode("utf-8", errors="replace").partition(":")
+                if sep:
+                    headers[name.strip().lower()] = value.strip()
+            record_id = headers.get("warc-record-id", "")
+            named = f"; WARC-Record-ID {record_id}" if record_id else ""
+            if not complete:
+                if self.seg_end and self.pos >= len(self.buf):
+                    reported = True
+                    why = self.src.error or "the file ends inside it"
+                    yield self._dead(start, f"truncated record header ({why}){named}")
+                else:
+                    yield self._dead(
+                        start, f"record header longer than {MAX_HEADER_BYTES} bytes{named}"
+                    )
+                    self._resync(start + 1)
+                continue
+            length_field = headers.get("content-length", "")
+            if not length_field.isdigit():
+                yield self._dead(start, f"no valid Content-Length ({length_field!r}){named}")
+                self._resync(start + 1)
+                continue
+            length = int(length_field)
+            wanted = keep(headers)
+            block_start = self.tell()
+            if length <= MAX_RECORD_BYTES:
+                # held whole, so that a length running past the end can be
+                # searched for the records it hides
+                self._compact()
+                available = length if self._fill(length) else len(self.buf) - self.pos
+                if available < length:
+                    reported = self.src.error is not None
+                    why = self.src.error or "the file ends inside it"
+                    yield self._dead(
+                        start,
+                        f"record {length - available} bytes shorter than its Content-Length "
+                        f"{length} ({why}); no part of it is used{named}",
+                    )
+                    self._resync(block_start)
+                    continue
+                block = bytes(self.buf[self.pos : self.pos + length]) if wanted else b""
+                self.pos += length
+            else:  # too large to hold: passed over (a Skip "too_large" if wanted)
+                got, _ = self._take(length, keep=False)
+                wanted = False
+                if got < length:
+                    reported = self.src.error is not None
+                    why = self.src.error or "the file ends inside it"
+                    yield self._dead(
+                        start,
+                        f"record {length - got} bytes shorter than its Content-Length "
+                        f"{length} ({why}){named}",
+                    )
+                    continue
+            if not self._ends_cleanly():
+                yield self._dead(
+                    start,
+                    f"Content-Length {length} does not end the record (data, not CRLF CRLF, "
+                    f"follows the block): wrong length; skipped to the next record{named}",
+                )
+                self._resync(block_start)
+                continue
+            raw = bytes(header) + block + b"\r\n\r\n" if wanted else None
+            yield WarcRecord(start, headers, raw)
+
+
+def _keep_record(headers: dict[str, str]) -> bool:
+    """Records whose bytes the reader needs: those that can give a document."""
+    return headers.get("warc-type", "").lower() in DOCUMENT_RECORD_TYPES
+
+
+def read_warc(path: str, source: Any) -> Iterator[dict | Skip | DeadLetter]:
+    """Documents, skips and dead letters of one WARC or WET file.
+
+    Args:
+        path: the file's path, for dead letters and meta.
+        source: its decompressed bytes in segments: `GzipMembers` for gzip,
+            `_PlainSegments` otherwise (see `WarcFramer`).
+    Yields: one Document, Skip or DeadLetter per record, in file order, and a
+        DeadLetter where the compressed stream breaks between records.
+        DeadLetter record: "offset N" (`WarcFramer.location`); reasons: a
+        record shorter than its Content-Length (truncated file or gzip member:
+        nothing of it becomes a document), a Content-Length that does not end
+        the record (wrong length), no version line or no valid Content-Length,
+        a damaged gzip member, "undecodable: ..." (see `decode_html`), or the
+        error a payload raised while being parsed. Reading resumes at the next
+        record each time (one bad record never loses the rest of a file); only
+        a broken bzip2/xz stream ends the file.
+    Raises: nothing from the data.
+    """
+    framer = WarcFramer(source, path)
+    for item in framer.records(_keep_record):
+        if isinstance(item, DeadLetter):
+            yield item
             continue
-        if missing:
-            yield DeadLetter(
-                SOURCE, path, record_id,
-                f"record {missing} bytes shorter than its Content-Length "
-                "(truncated file, or a wrong length that hides the records after it)",
-            )
+        rec_type = item.headers.get("warc-type", "").lower()
+        if item.raw is None:
+            yield Skip(SOURCE, "too_large" if rec_type in DOCUMENT_RECORD_TYPES else "record_type")
             continue
-        yield result
-    if guard.error is not None:
-        yield DeadLetter(
-            SOURCE, path, f"offset {guard.offset}",
-            f"compressed stream broken, rest of file lost: "
-            f"{type(guard.error).__name__}: {guard.error}",
-        )
+        record_id = item.headers.get("warc-record-id", "")
+        try:
+            record = next(ArchiveIterator(io.BytesIO(item.raw)))
+            yield _record_to_document(record, path)
+        except Undecodable as e:
+            yield framer._dead(item.offset, f"undecodable: {e}; WARC-Record-ID {record_id}")
+        except Exception as e:  # warcio or a broken payload: this record only
+            yield framer._dead(item.offset, f"{type(e).__name__}: {e}; WARC-Record-ID {record_id}")
 
 
 def _dolma_metadata(value: Any) -> dict:
@@ -369,9 +740,20 @@ def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
         yield from read_dolma(path)
         return
     try:
-        stream = open_input(path)
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except (OSError, ValueError) as e:
+        yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
+        return
+    with raw:
+        head = raw.read(len(GZIP_MAGIC))
+        raw.seek(0)
+        if head == GZIP_MAGIC:  # member by member, resuming after a damaged one
+            yield from read_warc(path, GzipMembers(raw))
+            return
+    try:
+        stream = open_input(path)  # plain, bzip2, xz
     except (OSError, ValueError) as e:
         yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
         return
     with stream:
-        yield from read_warc(path, stream)
+        yield from read_warc(path, _PlainSegments(stream))

@@ -9,7 +9,10 @@ are RedPajama's reproduction of that step (`data_prep/github`, rp_v1).
 
 Input rows follow BigQuery's `github_repos` tables (`contents` joined with
 `files` and `licenses`): `{"repo_name", "path", "license", "language",
-"content", "size"}`, as JSON lines (any compression) or Parquet. The demo builds
+"content", "size"}`, as JSON lines (any compression) or Parquet. A local
+repository (a directory with its LICENSE/COPYING files, or an installed Python
+distribution with its licence metadata) is read too (`read_repository`), its
+licence detected from the licence text (`detect_license_text`). The demo builds
 such a table from the installed Python distributions
 (`export_installed_distributions`; recipe in the shared corpus' github/README.md).
 """
@@ -17,6 +20,7 @@ such a table from the installed Python distributions
 from __future__ import annotations
 
 import csv
+import email.parser
 import gzip
 import hashlib
 import importlib.metadata
@@ -228,6 +232,99 @@ def distribution_license(metadata: Any) -> str:
     return "UNKNOWN"
 
 
+# Licence texts -> SPDX id, by phrases that only the licence's own text holds
+# (its title line, or its grant sentence), matched on the normalised text
+# (`_normalise_license_text`). Sources: the texts at spdx.org/licenses/<id>.
+# The GNU titles carry their dates, because other licences name the GNU
+# licences in passing (MPL-2.0's "Secondary License" clause does).
+_LICENSE_TEXT_PHRASES = (
+    ("AGPL-3.0", r"gnu affero general public license version 3, 19 november 2007"),
+    ("LGPL-3.0", r"gnu lesser general public license version 3, 29 june 2007"),
+    ("LGPL-2.1", r"gnu lesser general public license version 2\.1, february 1999"),
+    ("LGPL-2.0", r"gnu library general public license version 2, june 1991"),
+    ("GPL-3.0", r"gnu general public license version 3, 29 june 2007"),
+    ("GPL-2.0", r"gnu general public license version 2, june 1991"),
+    ("MPL-2.0", r"mozilla public license,? (?:version|v\.) 2\.0"),
+    # the title line, or (a copy without it) the version line and URL
+    ("Apache-2.0", r"apache license,? version 2\.0"
+                   r"|version 2\.0, january 2004 https?://www\.apache\.org/licenses"),
+    ("MIT", r"permission is hereby granted, free of charge, to any person obtaining a copy"),
+    ("BSD", r"redistribution and use in source and binary forms, with or without "
+            r"modification, are permitted"),
+    ("ISC", r"permission to use, copy, modify, and(?:/or)? distribute this software for any purpose "
+            r"with or without fee is hereby granted, provided that the above copyright notice"),
+    ("0BSD", r"permission to use, copy, modify, and/or distribute this software for any purpose "
+             r"with or without fee is hereby granted\. the software is provided"),
+    # Historical Permission Notice and Disclaimer (PIL's "MIT-CMU" text among others):
+    # not MIT, BSD or Apache, so not kept under LLaMA's rule
+    ("HPND", r"permission to use, copy, modify,? and distribute this software and its "
+             r"(?:associated )?documentation for any purpose and without fee is hereby granted"),
+    ("PSF-2.0", r"python software foundation license"),
+    ("Unlicense", r"this is free and unencumbered software released into the public domain"),
+    ("BSL-1.0", r"boost software license,? (?:- )?version 1\.0"),
+    ("Zlib", r"altered source versions must be plainly marked as such, and must not be "
+             r"misrepresented"),
+    ("CC0-1.0", r"cc0 1\.0 universal"),
+)
+_LICENSE_TEXT_RES = tuple((spdx, re.compile(p)) for spdx, p in _LICENSE_TEXT_PHRASES)
+# The clauses that tell the BSD variants apart, looked for after the grant.
+_BSD_ADVERTISING = re.compile(r"all advertising materials mentioning features")
+_BSD_ENDORSEMENT = re.compile(
+    r"neither the name|names? of (?:its|the|any) (?:copyright holders?|contributors?|authors?)"
+    r"|name of the (?:author|copyright holder)s? may not be used"
+)
+_BSD_CLAUSES_SPAN = 3000  # characters after the grant in which its clauses stand
+# A project's licence starts within this many characters of its licence file
+# (after a history or a list of copyright holders: typing_extensions' PSF text
+# at 2,458, torch's BSD text at 1,873); what only comes later is bundled code's
+# licence (matplotlib's file names MIT at 15,274 for a bundled font).
+LICENSE_TEXT_WINDOW = 5000
+_COMMENT_MARKS = re.compile(r"(?m)^[ \t]*(?:#+|//+|/?\*+/?|;+|--+)")
+
+
+def _normalise_license_text(text: str) -> str:
+    """Casefolded text with comment marks at line starts removed, typographic
+    quotes made plain and every run of blanks one space (licences are re-wrapped
+    and commented freely; their words are not)."""
+    text = text.replace("\u2018", "'").replace("\u2019", "'")
+    text = text.replace("\u201c", '"').replace("\u201d", '"')
+    return re.sub(r"\s+", " ", _COMMENT_MARKS.sub(" ", text)).casefold()
+
+
+def detect_license_text(text: str) -> str:
+    """The SPDX id of the licence a LICENSE/COPYING text holds, or "UNKNOWN".
+
+    Recognised: the permissive licences LLaMA keeps (MIT, BSD-2-Clause,
+    BSD-3-Clause, BSD-4-Clause, 0BSD, Apache-2.0) and the common others (ISC,
+    HPND, MPL-2.0, the GNU licences, PSF-2.0, Unlicense, BSL-1.0, Zlib, CC0-1.0), by
+    `_LICENSE_TEXT_PHRASES`. BSD variants by their clauses: the advertising
+    clause makes BSD-4-Clause, the endorsement clause ("Neither the name of
+    ...") BSD-3-Clause, neither BSD-2-Clause. When a text holds several
+    licences (a project's licence followed by those of bundled third-party
+    code, as numpy's and scipy's do), the one that comes first is the
+    project's, if it starts within LICENSE_TEXT_WINDOW characters. A notice
+    that only names a licence ("Licensed under the MIT licence") is not a
+    licence text: "UNKNOWN" (and so dropped, unless metadata says more).
+    """
+    norm = _normalise_license_text(text)[:LICENSE_TEXT_WINDOW]
+    best: tuple[int, str] | None = None
+    for spdx, pattern in _LICENSE_TEXT_RES:
+        m = pattern.search(norm)
+        if m and (best is None or m.start() < best[0]):
+            best = (m.start(), spdx)
+    if best is None:
+        return "UNKNOWN"
+    start, spdx = best
+    if spdx == "BSD":
+        clauses = norm[start : start + _BSD_CLAUSES_SPAN]
+        if _BSD_ADVERTISING.search(clauses):
+            return "BSD-4-Clause"
+        return "BSD-3-Clause" if _BSD_ENDORSEMENT.search(clauses) else "BSD-2-Clause"
+    return spdx
+
+
+
+
 # --------------------------------------------------------------------------
 # File filters and header removal (pure functions)
 
@@ -377,7 +474,11 @@ def strip_license_header(text: str, path: str) -> str:
 
 
 def row_to_document(
-    row: dict[str, Any], keep: Iterable[str], path: str, line: int
+    row: dict[str, Any],
+    keep: Iterable[str],
+    path: str,
+    line: int,
+    extra_meta: dict[str, Any] | None = None,
 ) -> dict | Skip | DeadLetter:
     """One `github_repos`-style row -> Document, Skip or DeadLetter.
 
@@ -387,7 +488,7 @@ def row_to_document(
     `binary: true` ("binary"); nothing left after the licence header is removed
     ("empty"); then the RedPajama heuristics (`quality_skip_reason`) on the
     stripped text. A row without string `repo_name`, `path` and `content` ->
-    DeadLetter (record "line N").
+    DeadLetter (record "line N"). `extra_meta` is added to the Document's meta.
     """
     repo, file_path, content = row.get("repo_name"), row.get("path"), row.get("content")
     if not isinstance(repo, str) or not repo or not isinstance(file_path, str) or not file_path:
@@ -419,6 +520,7 @@ def row_to_document(
         "license": str(license_name),
         "license_family": family,
         "language": str(row.get("language") or CODE_EXTENSIONS[ext]),
+        **(extra_meta or {}),
     }
     return make_document(
         SOURCE, f"{repo}/{file_path}", text, f"github://{repo}/{file_path}", meta=meta
@@ -426,11 +528,12 @@ def row_to_document(
 
 
 def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
-    """Read one GitHub table file: JSON lines (plain, gzip, bzip2, xz) or, by a
-    `.parquet` name, Parquet.
+    """Read one GitHub input: a table file, JSON lines (plain, gzip, bzip2, xz)
+    or, by a `.parquet` name, Parquet; or a local repository directory or
+    installed distribution (`read_repository`).
 
     Args:
-        path: a local or Beam-filesystem path.
+        path: a local or Beam-filesystem path (a directory: local only).
         cfg: the job config; cfg.clean.github.licenses are the licence families
             kept (LLaMA: mit, bsd, apache).
     Yields: Documents with lang "" (no language ID for code), url
@@ -438,6 +541,9 @@ def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
         license_family, language}; Skips and DeadLetters as in `row_to_document`.
     Never raises.
     """
+    if os.path.isdir(path):
+        yield from read_repository(path, cfg)
+        return
     keep = cfg.clean.github.licenses
     rows = (
         iter_parquet_rows(path, SOURCE)
@@ -449,6 +555,189 @@ def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
             yield item
         else:
             yield row_to_document(item[1], keep, path, item[0])
+
+
+# --------------------------------------------------------------------------
+# Local repositories
+
+
+# A main licence file: LICENSE, LICENCE or COPYING, with an extension or none
+# (LICENSE.txt, COPYING.md); LICENSE-MIT, LICENSE.APACHE are variants.
+_MAIN_LICENSE_FILE = re.compile(r"^(?:LICEN[CS]E|COPYING)(?:\.(?:txt|md|rst|markdown))?$", re.I)
+_METADATA_FILES = ("PKG-INFO", "METADATA")  # sdist root, or *.dist-info / *.egg-info
+# Folders that are not the project's code: version control, caches, virtual
+# environments, installed dependencies, packaging metadata.
+_SKIP_DIRS = frozenset(
+    {".git", ".hg", ".svn", "__pycache__", "node_modules", ".tox", ".nox", ".venv", "venv",
+     ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+)
+
+
+def repository_license(
+    license_files: dict[str, str], metadata: Any | None = None
+) -> tuple[str, str]:
+    """The licence of a local repository, and where it was read.
+
+    Rules, in order (GitHub's and BigQuery's licences come from the licence
+    file, so the text decides first):
+      1. a main licence file at the top (LICENSE, LICENCE, COPYING, with an
+         extension or none) whose text `detect_license_text` recognises;
+      2. else the other licence files at the top (LICENSE-MIT and
+         LICENSE-APACHE, LICENSE.APACHE and LICENSE.BSD): their recognised
+         licences joined with " OR ", the dual-licence convention of the Rust
+         and PyCA projects;
+      3. else a Python distribution's metadata (`distribution_license`:
+         License-Expression, classifiers, License);
+      4. else "UNKNOWN" (dropped).
+
+    Args:
+        license_files: {file name: text} of the licence files at the top.
+        metadata: a parsed PKG-INFO/METADATA (email.message.Message), or None.
+    Returns: (licence expression, "file:<name>" | "files:<a>,<b>" |
+        "metadata" | "none").
+    """
+    for name in sorted(license_files):
+        if _MAIN_LICENSE_FILE.match(name):
+            spdx = detect_license_text(license_files[name])
+            if spdx != "UNKNOWN":
+                return spdx, f"file:{name}"
+    found: dict[str, str] = {}
+    for name in sorted(license_files):
+        if not _MAIN_LICENSE_FILE.match(name):
+            spdx = detect_license_text(license_files[name])
+            if spdx != "UNKNOWN":
+                found.setdefault(spdx, name)
+    if found:
+        return " OR ".join(found), "files:" + ",".join(found.values())
+    if metadata is not None:
+        expression = distribution_license(metadata)
+        if expression != "UNKNOWN":
+            return expression, "metadata"
+    return "UNKNOWN", "none"
+
+
+def _read_metadata(folder: str) -> Any | None:
+    """The distribution metadata in `folder`: its own PKG-INFO or METADATA (an
+    sdist tree or a .dist-info folder), else that of a *.dist-info or
+    *.egg-info folder directly inside it; None if there is none."""
+    candidates = [os.path.join(folder, name) for name in _METADATA_FILES]
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.endswith((".dist-info", ".egg-info")):
+            candidates += [os.path.join(folder, entry, name) for name in _METADATA_FILES]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            with open(candidate, encoding="utf-8", errors="replace") as f:
+                return email.parser.Parser().parse(f, headersonly=True)
+    return None
+
+
+def _top_license_files(folder: str) -> dict[str, str]:
+    """{name: text} of the licence files at the top of `folder` and, for a
+    .dist-info folder, in its licenses/ (PEP 639), up to MAX_FILE_BYTES each."""
+    files: dict[str, str] = {}
+    for where in (folder, os.path.join(folder, "licenses")):
+        try:
+            names = sorted(os.listdir(where))
+        except OSError:
+            continue
+        for name in names:
+            full = os.path.join(where, name)
+            if (
+                LICENSE_FILE.match(name)
+                and not name.upper().startswith("NOTICE")
+                and os.path.isfile(full)
+                and not os.path.islink(full)
+                and os.path.getsize(full) <= MAX_FILE_BYTES
+            ):
+                with open(full, encoding="utf-8", errors="replace") as f:
+                    files.setdefault(name, f.read())
+        if not folder.endswith(".dist-info"):
+            break
+    return files
+
+
+def _walk_files(root: str) -> Iterator[str]:
+    """Posix paths, relative to `root`, of the files under it, sorted, in
+    neither _SKIP_DIRS nor packaging-metadata folders; links included (the
+    caller skips them), never followed."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(
+            d for d in dirs if d not in _SKIP_DIRS and not d.endswith((".dist-info", ".egg-info"))
+        )
+        rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
+        for name in sorted(names):
+            yield name if rel_folder == "." else f"{rel_folder}/{name}"
+
+
+def _distribution_rows(dist_info: str) -> tuple[str, str, Path, list[str]]:
+    """(repo name, licence folder, root, file paths) of an installed
+    distribution given by its .dist-info folder: its files from RECORD, under
+    the folder that holds the .dist-info (site-packages), less the metadata
+    and what _SKIP_DIRS names (the __pycache__ bytecode RECORD lists)."""
+    dist = importlib.metadata.PathDistribution(Path(dist_info))
+    files = _distribution_files(dist) or []
+    files = [
+        f for f in files
+        if not f.split("/", 1)[0].endswith(".dist-info")
+        and not _SKIP_DIRS.intersection(f.split("/"))
+    ]
+    name = dist.metadata["Name"] or os.path.basename(dist_info)
+    return name, dist_info, Path(dist_info).parent, files
+
+
+def read_repository(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
+    """Read a local repository: a directory (a checkout, an unpacked sdist) or
+    an installed Python distribution (its `*.dist-info` folder).
+
+    The licence comes from `repository_license` (licence files first, then
+    the distribution metadata); each file then goes through `row_to_document`
+    like a table row: licence kept or not, licence files, extensions, binary
+    files, header removal, RedPajama heuristics. Repository name: the
+    metadata's Name, else the directory's name. Files: every file under the
+    directory (for a .dist-info, those its RECORD lists), sorted, except
+    version-control, cache and virtual-environment folders (_SKIP_DIRS) and
+    packaging metadata; meta adds "license_source".
+
+    Yields: one Document or Skip per file ("link" for a symbolic link, never
+        followed; "too_large" over MAX_FILE_BYTES; the `row_to_document`
+        reasons), a DeadLetter (record: the file's path in the repository)
+        for a file that cannot be read. Never raises.
+    """
+    keep = cfg.clean.github.licenses
+    folder = path.rstrip("/" + os.sep)
+    if folder.endswith(".dist-info"):
+        repo, license_folder, root, files = _distribution_rows(folder)
+        metadata = _read_metadata(folder)
+    else:
+        metadata = _read_metadata(folder)
+        repo = (metadata.get("Name") if metadata is not None else None) or os.path.basename(folder)
+        license_folder, root, files = folder, Path(folder), list(_walk_files(folder))
+    license_name, source = repository_license(_top_license_files(license_folder), metadata)
+    for number, rel in enumerate(files, 1):
+        full = root / rel
+        try:
+            if full.is_symlink():
+                yield Skip(SOURCE, "link")
+                continue
+            if full.stat().st_size > MAX_FILE_BYTES:
+                yield Skip(SOURCE, "too_large")
+                continue
+            data = full.read_bytes()
+        except OSError as e:
+            yield DeadLetter(SOURCE, path, rel, f"cannot read: {type(e).__name__}: {e}")
+            continue
+        row = {
+            "repo_name": repo,
+            "path": rel,
+            "license": license_name,
+            # a NUL byte is what `is_binary` looks for; other bytes as BigQuery stores them
+            "content": data.decode("utf-8", errors="replace"),
+        }
+        yield row_to_document(row, keep, path, number, {"license_source": source})
 
 
 # --------------------------------------------------------------------------

@@ -135,7 +135,8 @@ class GzipMembers:
 
     Interface used by a record framer:
       - `read(n)`: up to `n` decompressed bytes of the current segment; b"" at
-        the segment's end (then `error` says why, or is None at a clean end of file);
+        the segment's end (then `error` says why, or is None at a clean end of
+        file, and `error_at` is the file offset of the member that broke);
       - `next_segment()`: True if reading resumed at a later member;
       - `member_of(offset)`: (compressed offset of the member that holds the
         decompressed byte `offset`, the decompressed offset where that member
@@ -146,9 +147,12 @@ class GzipMembers:
     reported as a segment error ("unreadable input").
     """
 
+    RESUMES = "reading resumes at the next gzip member, if any"  # for messages
+
     def __init__(self, raw: Any):
         self.raw = raw
         self.error: str | None = None
+        self.error_at: int | None = None  # file offset of the member (or bytes) that broke
         self._win = bytearray()  # compressed bytes, _win[0] at file offset _win_off
         self._win_off = 0
         self._feed = 0  # index in _win of the next byte for the decompressor
@@ -192,6 +196,7 @@ class GzipMembers:
         if not self._ended:
             self._ended = True
             self.error = reason
+            self.error_at = self._win_off + max(self._member_index, 0)
 
     def read(self, n: int) -> bytes:
         while not self._ended:
@@ -210,7 +215,7 @@ class GzipMembers:
                             return b""
                         continue
                     self._member_index = 0
-                    self._break(f"not a gzip member at offset {self._win_off}")
+                    self._break("not a gzip member")
                     return b""
                 self._d = zlib.decompressobj(31)  # 31: gzip header and trailer
                 self._member_index = self._feed
@@ -262,7 +267,7 @@ class GzipMembers:
                 self._feed = 0
                 self._d = None
                 self._ended = False
-                self.error = None
+                self.error = self.error_at = None
                 return True
             search_from = pos + 1
 

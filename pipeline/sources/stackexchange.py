@@ -150,11 +150,14 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
         cfg: the job's `pipeline.config.Config` (unused).
     Yields:
         Skips and DeadLetters as rows are read, then the Documents. DeadLetter
-        reasons: "row N: no Id" (N counts `<row>` elements from 1), "Id I: bad
-        Score 'x'", "Id I: no PostTypeId", "Id I: duplicate Id", "Id I: html: ...",
-        "7z archive: extract Posts.xml first", "cannot open: ...", and
-        "malformed XML: ..." (the documents read before the error are still
-        written, with the answers seen so far).
+        reasons: "row N: no Id" (N counts rows from 1), "Id I: bad Score 'x'",
+        "Id I: no PostTypeId", "Id I: duplicate Id", "Id I: html: ...",
+        "Id I: malformed XML on line L...: ..." (a row that is not well-formed,
+        or never closes; "row N: ..." when its Id cannot be read), "7z archive:
+        extract Posts.xml first", "cannot open: ...", "unreadable compressed
+        stream: ..." (the documents read before are still written). Each row
+        is parsed on its own (`_row_lines`): a bad row never costs the rows
+        after it.
     Raises:
         Nothing from the data: every failure becomes a DeadLetter.
     """
@@ -193,25 +196,86 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
         )
 
 
+# Lines of a Posts.xml that are not rows: the declaration, the root, comments.
+_NOT_ROW_PREFIXES = (b"<?xml", b"<posts", b"</posts", b"<!--")
+_ID_RE = re.compile(rb"""\sId\s*=\s*["'](-?\d+)["']""")
+MAX_ROW_LINES = 10_000  # a row split over more lines than this is not a row
+
+
+def _row_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None, bytes]]:
+    """(line number, `<row .../>` bytes or None, raw text) of each row of a Posts.xml.
+
+    The data dump writes one `<row .../>` element per line (newlines inside
+    attribute values are escaped as `&#xA;`), so each row is parsed on its own
+    and a malformed one costs only itself. A row split over several lines (a
+    hand-edited file) is joined until its `/>`; None marks a row that never
+    closes (the file ends first, or MAX_ROW_LINES pass) and a line that is
+    not a row. Blank lines, the XML declaration, `<posts>`, `</posts>` and
+    comments are passed over.
+    """
+    number = 0
+    pending: list[bytes] = []
+    start = 0
+    while True:
+        line = stream.readline()
+        if not line:
+            break
+        number += 1
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+        text = line.strip()
+        if pending:
+            pending.append(text)
+            if text.endswith(b"/>"):
+                yield start, b" ".join(pending), b" ".join(pending)
+                pending = []
+            elif len(pending) > MAX_ROW_LINES:
+                yield start, None, pending[0]
+                pending = []
+            continue
+        if not text or text.startswith(_NOT_ROW_PREFIXES):
+            continue
+        if text.startswith(b"<row"):
+            if text.endswith(b"/>"):
+                yield number, text, text
+            else:
+                pending, start = [text], number
+            continue
+        yield number, None, text
+    if pending:
+        yield start, None, pending[0]
+
+
 def _read_rows(
     stream: IO[bytes],
     path: str,
     questions: dict[int, _Question],
     answers: dict[int, list[tuple[int, int, str]]],
 ) -> Iterator[Skip | DeadLetter]:
-    """Stream the `<row>` elements into `questions` and `answers`; yield Skips
-    and DeadLetters as they come."""
+    """Read the rows into `questions` and `answers`; yield Skips and
+    DeadLetters as they come. One bad row is one DeadLetter (record "Id I", or
+    "row N" when its Id cannot be read); reading goes on with the next row."""
     seen: set[int] = set()
     n = 0
     last = "before the first row"
     try:
-        context = ET.iterparse(stream, events=("start", "end"))
-        _, root = next(context)
-        for event, row in context:
-            if event != "end" or row.tag != "row":
-                continue
+        for line_number, xml, raw in _row_lines(stream):
             n += 1
-            record = f"row {n}"
+            found = _ID_RE.search(raw)
+            record = f"Id {int(found.group(1))}" if found else f"row {n}"
+            if xml is None:
+                what = "not a <row> element" if not raw.startswith(b"<row") else "row never closed"
+                reason = f"{record}: malformed XML on line {line_number}: {what}"
+                yield DeadLetter(SOURCE, path, record, reason)
+                continue
+            try:
+                row = ET.fromstring(xml)
+            except ET.ParseError as e:
+                message = str(e).rsplit(": line ", 1)[0]
+                where = f"line {line_number}, column {e.position[1]} of the row"
+                reason = f"{record}: malformed XML on {where}: {message}"
+                yield DeadLetter(SOURCE, path, record, reason)
+                continue
             try:
                 post_id = _int(row, "Id")
                 record = f"Id {post_id}"
@@ -236,10 +300,6 @@ def _read_rows(
                     yield Skip(SOURCE, "post_type")
             except ValueError as e:
                 yield DeadLetter(SOURCE, path, record, f"{record}: {e}")
-            finally:
-                root.clear()  # drop finished rows: the tree stays one element deep
-    except ET.ParseError as e:
-        yield DeadLetter(SOURCE, path, last, f"malformed XML: {e}")
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # truncated or corrupt compression
         yield DeadLetter(SOURCE, path, last, f"unreadable compressed stream: {e}")
 

@@ -3,32 +3,37 @@
 LLaMA (paper, 2.1): "Wikipedia dumps from the June-August 2022 period, covering
 20 languages [...]. We process the data to remove hyperlinks, comments and other
 formatting boilerplate." Here: articles only (namespace 0), no redirects. The
-wikitext loses comments, `<ref>`s, templates, tables and file/category links
-first (plain scans that cannot fail on unbalanced markup), then goes through
-mwparserfromhell and a small renderer that keeps what a reader sees as prose:
-link labels, headings as lines, list items without markers. The language is the
-dump's own (`<dbname>bgwiki</dbname>` -> "bg"), with score 1.0.
+wikitext loses comments, `<ref>`s, tables and file/category links first (plain
+scans that cannot fail on unbalanced markup); templates are rendered when they
+are common inline ones ({{convert}}, {{lang}}, {{nowrap}}...), and otherwise
+removed, a sentence that would be left with a hole going with them (see
+"Inline templates" below). Then mwparserfromhell and a small renderer keep what
+a reader sees as prose: link labels, headings as lines, list items without
+markers. The language is the dump's own (`<dbname>bgwiki</dbname>` -> "bg"),
+with score 1.0.
 
-The dump is streamed with `xml.etree.ElementTree.iterparse` and each finished
-`<page>` is cleared, so memory stays flat whatever the dump's size. Expat reads
-the encoding from the byte-order mark or the XML declaration, so the UTF-16LE
-dumps (with BOM) parse as they are. A dump cut mid-page yields every complete
-page, then one DeadLetter "truncated dump: ...".
+The dump is streamed line by line and each `<page>` is parsed on its own
+(`_page_chunks`; MediaWiki writes every `<page>` and `</page>` on a line of
+its own), so memory stays flat whatever the dump's size and a page that is not
+well-formed costs only itself. The encoding comes from the byte-order mark or
+the XML declaration, so the UTF-16LE dumps (with BOM) read as they are. A dump
+cut mid-page yields every complete page, then one DeadLetter "truncated dump: ...".
 
-Known gaps: a template removed mid-sentence (`{{convert|5|km}}`, `{{lang|...}}`)
-leaves a hole in the sentence, so does a removed `<math>` formula; file links
-under a local alias that siteinfo does not list are only caught by their image
-options (`thumb`, `200px`).
+Known gaps: {{convert}} renders the value and unit as written, without the
+converted figure; file links under a local alias that siteinfo does not list
+are only caught by their image options (`thumb`, `200px`).
 """
 
 from __future__ import annotations
 
+import codecs
+import io
 import lzma
 import posixpath
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Callable, Iterator
-from xml.parsers import expat
+import zlib
+from typing import Any, Callable, Iterator, NamedTuple
 
 import mwparserfromhell
 from mwparserfromhell.nodes import (
@@ -61,6 +66,10 @@ DROP_TAGS = frozenset(
     templatedata inputbox categorytree section syntaxhighlight source mapframe
     maplink indicator includeonly table""".split()
 )
+
+# Of DROP_TAGS, those that stand for words inside a sentence ("the mean of
+# <math>x_1..x_n</math> is"): removing them leaves a hole (see `fill_holes`).
+FORMULA_TAGS = frozenset({"math", "chem", "ce"})
 
 # `#REDIRECT [[Target]]` and its localised magic words (#WEITERLEITUNG,
 # #ПРЕНАСОЧВАНЕ, #перенаправление, #पुनर्निर्देशन...). Not `\w+`: Indic scripts
@@ -102,18 +111,6 @@ _LEFTOVER_HTML_RE = re.compile(
 _BOLD_ITALIC_RE = re.compile(r"'{2,}")  # unbalanced '' / ''' the parser left as text
 _MAGIC_WORD_RE = re.compile(r"__[A-Z]+__")  # __NOTOC__, __TOC__...
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
-
-# Expat errors that mean the input stopped early rather than being malformed.
-_TRUNCATION_ERRORS = frozenset(
-    expat.errors.codes[msg]
-    for msg in (
-        expat.errors.XML_ERROR_NO_ELEMENTS,
-        expat.errors.XML_ERROR_UNCLOSED_TOKEN,
-        expat.errors.XML_ERROR_PARTIAL_CHAR,
-        expat.errors.XML_ERROR_UNCLOSED_CDATA_SECTION,
-    )
-)
-
 
 def is_redirect_text(wikitext: str) -> bool:
     """True if the wikitext is a redirect page (`#REDIRECT [[...]]` or a localised form).
@@ -211,7 +208,8 @@ def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
             if _is_media_link(inner, drop_prefixes):
                 continue  # an image or a category marker, not prose
             label = _render(node.text, drop_prefixes) if node.text is not None else ""
-            if not label.replace(_HOLE, "").strip():  # [[Target]], [[Target|]], [[Target|{{tpl}}]]
+            # [[Target]], [[Target|]], [[Target|{{tpl}}]]
+            if not label.replace(_HOLE, "").replace(_SILENT, "").strip():
                 label = _render(node.title, drop_prefixes).strip().removeprefix(":")
             out.append(label)
         elif isinstance(node, ExternalLink):
@@ -226,6 +224,8 @@ def _render(code: Wikicode, drop_prefixes: frozenset[str]) -> str:
         elif isinstance(node, Tag):
             tag = str(node.tag).strip().lower()
             if node.wiki_markup == "{|" or tag in DROP_TAGS:
+                if tag in FORMULA_TAGS:  # words of a sentence: its removal is a hole
+                    out.append(_HOLE)
                 continue
             if tag == "br":
                 out.append("\n")
@@ -245,6 +245,8 @@ def _remove_tables(wikitext: str) -> str:
     MediaWiki (Help:Tables) only reads `{|` and `|}` at the start of a line
     (`:{|` indents a table), so a `|}` inside a link label is not a table end;
     an unclosed table runs to the end of the page, as MediaWiki renders it.
+    A removed table leaves a blank line: it is a block, so the lines before and
+    after it are separate paragraphs (MediaWiki closes the `<p>` before a table).
     """
     if "{|" not in wikitext:
         return wikitext
@@ -258,9 +260,377 @@ def _remove_tables(wikitext: str) -> str:
         if depth:
             if stripped.startswith("|}"):
                 depth -= 1
+                if not depth:
+                    kept.append("")  # a table is a block: the text around it is two paragraphs
             continue
         kept.append(line)
     return "\n".join(kept)
+
+
+# --------------------------------------------------------------------------
+# Inline templates: rendered, silent, or a hole that costs its sentence
+#
+# LLaMA 2.1 removes "formatting boilerplate"; removing a template outright also
+# removes words a reader sees ("At {{convert|1300|mi|km}}, Alabama has..."
+# becomes "At , Alabama has..."). So a template goes one of three ways:
+#   - rendered: the most common inline templates of the English Wikipedia
+#     (counted on the demo dump: convert, lang, small, transl, nowrap, nihongo,
+#     as of...) become the words they show, by the table INLINE_TEMPLATES
+#     (each rule from the template's documentation,
+#     en.wikipedia.org/wiki/Template:<name>, simplified as noted there);
+#   - silent: templates that show no words where they stand (footnote marks
+#     such as {{sfn}} and {{efn}}, inline tags such as {{citation needed}},
+#     icons, anchors, pronunciation keys) go without a trace (SILENT_TEMPLATES);
+#   - any other template leaves a hole. A hole inside a sentence (words of the
+#     same sentence before or after it, on its line) costs the whole sentence;
+#     a hole with no prose around it (an infobox or navbox on its own lines, a
+#     template right after a sentence's final punctuation, or alone in
+#     brackets) just goes. See `fill_holes`; the reader counts the sentences
+#     dropped in meta `dropped_sentences`.
+
+_SILENT = "\ufffe"  # like _HOLE, a noncharacter XML does not allow: never page text
+
+SILENT_TEMPLATES = frozenset(
+    "sfn|sfnp|sfnm|sfnref|efn|efn-ua|efn-lr|efn-lg|efn-la|refn|r|rp|ref label|note label"
+    "|harvnb|harv|harvp|harvtxt|harvard citation no brackets|harvard citation"
+    "|citation needed|cn|fact|clarify|when|who|which|dubious|vague|according to whom"
+    "|by whom|page needed|failed verification|better source needed|dead link|update inline"
+    "|original research inline|specify|anchor|flagicon|flagdeco|increase|decrease|steady"
+    "|ipac-en|ipac-de|ipac-fr|ipac-es|ipac-it|respell|audio|shy|zwsp|wbr|webarchive"
+    # Ukrainian and Japanese Wikipedias: citation needed, source, dead link, who, when
+    "|дн|джерело|недоступне посилання|efn2|要出典|リンク切れ|誰|いつ".split("|")
+)
+
+_MONTHS = (
+    "January February March April May June July August September October November December"
+).split()
+# Words that join two values of a {{convert}} range, as the template shows them.
+_CONVERT_RANGES = {
+    "-": "–", "–": "–", "to": " to ", "to(-)": " to ", "and": " and ", "and(-)": " and ",
+    "or": " or ", "by": " by ", "x": " × ", "×": " × ", "+/-": " ± ", "±": " ± ",
+}
+_NUMBER_RE = re.compile(r"[-+−]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?$", re.I)
+
+
+class _Args(NamedTuple):
+    positional: list[str]
+    named: dict[str, str]
+
+    def get(self, i: int, default: str = "") -> str:
+        return self.positional[i].strip() if i < len(self.positional) else default
+
+
+def _convert(a: _Args) -> str | None:
+    """{{convert|1300|mi|km}} -> "1300 mi"; {{convert|5|to|10|km}} -> "5 to 10 km".
+
+    The value(s) and the input unit as written; the converted figure that the
+    template adds in brackets ("(2,100 km)") is left out: it is computed by
+    Module:Convert's unit tables and rounding rules, and a wrong one would be
+    worse than none. None (a hole) if the arguments do not have that shape.
+    """
+    value, rest = a.get(0), a.positional[1:]
+    if not _NUMBER_RE.match(value.replace(" ", "")) or not rest:
+        return None
+    joiner = _CONVERT_RANGES.get(rest[0].strip())
+    if joiner is not None and len(rest) >= 3 and _NUMBER_RE.match(rest[1].strip()):
+        value = f"{value}{joiner}{rest[1].strip()}"
+        rest = rest[2:]
+    unit = rest[0].strip()
+    return f"{value} {unit}" if unit else None
+
+
+def _as_of(a: _Args) -> str | None:
+    """{{as of|2010|5}} -> "As of May 2010" ("as of" with lc=y); day first (dmy),
+    or "Month day, year" with df=US."""
+    year, month, day = a.get(0), a.get(1), a.get(2)
+    if not year.isdigit():
+        return None
+    when = year
+    if month.isdigit() and 1 <= int(month) <= 12:
+        name = _MONTHS[int(month) - 1]
+        if day.isdigit():
+            us = a.named.get("df", "").strip().lower() in ("us", "y", "yes")
+            when = f"{name} {int(day)}, {year}" if us else f"{int(day)} {name} {year}"
+        else:
+            when = f"{name} {year}"
+    lower = a.named.get("lc", "").strip().lower() in ("y", "yes", "on", "true")
+    return f"{'as' if lower else 'As'} of {when}"
+
+
+def _date(a: _Args) -> str | None:
+    """{{birth date|1809|2|12}} -> "February 12, 1809" ("12 February 1809" with
+    df=y). Ages that the "... and age" templates add are left out."""
+    year, month, day = a.get(0), a.get(1), a.get(2)
+    if not year.isdigit():
+        return None
+    if not (month.isdigit() and 1 <= int(month) <= 12):
+        return year
+    name = _MONTHS[int(month) - 1]
+    if not day.isdigit():
+        return f"{name} {year}"
+    if a.named.get("df", "").strip().lower() in ("y", "yes"):
+        return f"{int(day)} {name} {year}"
+    return f"{name} {int(day)}, {year}"
+
+
+def _frac(a: _Args) -> str | None:
+    """{{frac|1|2}} -> "1/2", {{frac|3|1|2}} -> "3 1/2", {{frac|4}} -> "1/4"."""
+    parts = [p.strip() for p in a.positional]
+    if len(parts) == 1:
+        return f"1/{parts[0]}"
+    if len(parts) == 2:
+        return f"{parts[0]}/{parts[1]}"
+    if len(parts) == 3:
+        return f"{parts[0]} {parts[1]}/{parts[2]}"
+    return None
+
+
+def _nihongo(a: _Args) -> str | None:
+    """{{nihongo|Tokyo|東京|Tōkyō}} -> "Tokyo (東京, Tōkyō)"."""
+    english, extra = a.get(0), [x for x in (a.get(1), a.get(2)) if x]
+    if not english:
+        return f"{extra[0]} ({extra[1]})" if len(extra) == 2 else (extra[0] if extra else None)
+    return f"{english} ({', '.join(extra)})" if extra else english
+
+
+def _val(a: _Args) -> str | None:
+    """{{val|1.2|u=m}} -> "1.2 m", {{val|1.2|0.1}} -> "1.2 ± 0.1", e=3 -> "1.2×10^3"."""
+    value = a.get(0)
+    if not value:
+        return None
+    if a.get(1) and not a.get(2):
+        value = f"{value} ± {a.get(1)}"
+    exponent = a.named.get("e", "").strip()
+    if exponent:
+        value = f"{value}×10^{exponent}"
+    unit = (a.named.get("u") or a.named.get("ul") or "").strip()
+    return f"{value} {unit}" if unit else value
+
+
+_MUSIC_SYMBOLS = {"flat": "♭", "b": "♭", "sharp": "♯", "#": "♯", "natural": "♮", "n": "♮"}
+
+
+def _first(a: _Args) -> str | None:
+    return a.get(0) or None
+
+
+def _second(a: _Args) -> str | None:
+    return a.get(1) or None
+
+
+def _last(a: _Args) -> str | None:
+    return a.positional[-1].strip() if a.positional else None
+
+
+def _constant(text: str) -> Callable[[_Args], str]:
+    return lambda a: text
+
+
+INLINE_TEMPLATES: dict[str, Callable[[_Args], str | None]] = {
+    "convert": _convert, "cvt": _convert,
+    "lang": _second,  # {{lang|fr|je ne sais quoi}}: the text (lang-xx: see _template_rule)
+    "langx": _second,
+    "transl": _last, "transliteration": _last,  # {{transl|ar|DIN|text}}: the text
+    "nowrap": _first, "nobr": _first, "nobreak": _first, "small": _first, "smaller": _first,
+    "big": _first, "larger": _first, "resize": _last, "mvar": _first, "math": _first,
+    "var": _first, "em": _first, "strong": _first, "sic": _last, "visible anchor": _first,
+    "vanchor": _first, "abbr": _first, "keypress": _first, "nts": _first, "ill": _first,
+    "interlanguage link": _first, "lang-rtl": _second, "quote": _first,
+    "angbr": lambda a: f"⟨{a.get(0)}⟩",
+    "ipa": _first,  # {{IPA|/ˈtɛkst/}}: as written (IPA-xx: see _template_rule)
+    "circa": lambda a: f"c. {a.get(0)}".strip(), "c.": lambda a: f"c. {a.get(0)}".strip(),
+    "as of": _as_of,
+    "birth date": _date, "death date": _date, "birth date and age": _date,
+    "death date and age": _date, "start date": _date, "end date": _date,
+    "frac": _frac, "sfrac": _frac, "nihongo": _nihongo, "val": _val,
+    # {{chem|H|2|O}} -> "H2O": element symbols and counts, written one after another
+    "chem": lambda a: "".join(p.strip() for p in a.positional) or None,
+    "vr": _first, "sc": _first, "smallcaps": _first, "script": _second,
+    "linktext": lambda a: "".join(p.strip() for p in a.positional) or None,
+    "eqm": _constant("⇌"), "e": lambda a: f"×10^{a.get(0)}" if a.get(0) else None,
+    "music": lambda a: _MUSIC_SYMBOLS.get(a.get(0).lower()), "spaces": _constant(" "),
+    "mdashb": _constant("—"), "large": _first, "midsize": _first,
+    # interlanguage links of the Ukrainian and Russian Wikipedias: the label
+    "нп": lambda a: a.get(1) or a.get(0) or None,
+    "не перекладено": lambda a: a.get(1) or a.get(0) or None,
+    "iw": lambda a: a.get(1) or a.get(0) or None,
+    # the Japanese Wikipedia's interlanguage link and span tags: the text
+    "仮リンク": _first, "interlang": _second, "要出典範囲": _first,
+    # language marks of the Japanese Wikipedia: {{en|ampersand}} -> "ampersand"
+    **{code: _first for code in "en fr de el la es pt nl it ru zh ko".split()},
+    "us$": lambda a: f"US${a.get(0)}" if a.get(0) else None,
+    "ndash": _constant("–"), "mdash": _constant("—"), "snd": _constant(" – "),
+    "spnd": _constant(" – "), "sndash": _constant(" – "), "spaced ndash": _constant(" – "),
+    "spaced en dash": _constant(" – "), "spaced mdash": _constant(" — "),
+    "spmdash": _constant(" — "), "nbsp": _constant(" "), "thinsp": _constant(" "),
+    "'": _constant("'"), "'s": _constant("'s"), "!": _constant("|"), "pipe": _constant("|"),
+    "=": _constant("="), "·": _constant(" · "), "dot": _constant(" · "), "•": _constant(" • "),
+    "bull": _constant(" • "),
+}
+
+
+def _template_rule(name: str) -> Callable[[_Args], str | None] | None:
+    """The renderer of a template by its normalised name, or None (a hole).
+    Families by prefix: lang-xx ({{lang-de|Staat}}: the text), IPA-xx
+    ({{IPA-de|ʃtaːt}}: the transcription in brackets, "[ʃtaːt]") and the
+    formatnum: magic word (the number as written)."""
+    rule = INLINE_TEMPLATES.get(name)
+    if rule is not None:
+        return rule
+    if name.startswith("lang-"):
+        return _first
+    if name.startswith("ipa-"):
+        return lambda a: f"[{a.get(0)}]" if a.get(0) else None
+    if name.startswith("formatnum:"):  # the magic word: {{formatnum:1234}}, number as written
+        value = name.partition(":")[2].strip()
+        return _constant(value) if value and "{" not in value else None
+    return None
+
+
+def _silent(name: str) -> bool:
+    """SILENT_TEMPLATES; inline maintenance tags ({{relevance inline}}, {{update
+    inline}}: Wikipedia names them "... inline"); the "(in French)" language
+    marks of references: {{fr icon}} (English Wikipedia), {{ref-fr}} (Ukrainian,
+    Russian)."""
+    return (
+        name in SILENT_TEMPLATES
+        or name.endswith(" inline")
+        or (name.endswith(" icon") and len(name) <= 8)
+        or (name.startswith("ref-") and len(name) <= 10)
+    )
+
+
+_PARAM_TOKEN_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\|")
+
+
+def _split_params(inner: str) -> list[str]:
+    """Split a template's inside on the `|` not nested in {{ }} or [[ ]]."""
+    parts, depth, start = [], 0, 0
+    for m in _PARAM_TOKEN_RE.finditer(inner):
+        token = m.group()
+        if token in ("{{", "[["):
+            depth += 1
+        elif token in ("}}", "]]"):
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            parts.append(inner[start : m.start()])
+            start = m.end()
+    parts.append(inner[start:])
+    return parts
+
+
+def _render_template(inner: str) -> str:
+    """The text that replaces `{{inner}}`: rendered, _SILENT or _HOLE."""
+    parts = _split_params(inner)
+    name = parts[0].strip().replace("_", " ")
+    name = re.sub(r"\s+", " ", name).removeprefix("Template:").removeprefix("template:").lower()
+    if _silent(name):
+        return _SILENT
+    rule = _template_rule(name)
+    if rule is None:
+        return _HOLE
+    positional, named = [], {}
+    for part in parts[1:]:
+        key, eq, value = part.partition("=")
+        if eq and "{{" not in key and "[[" not in key and key.strip():
+            named[key.strip().lower()] = render_templates(value)
+        else:
+            positional.append(render_templates(part))
+    for key in sorted((k for k in named if k.isdigit() and 0 < int(k) <= 20), key=int):
+        index = int(key) - 1  # "1=" is the first positional argument, given by name
+        positional.extend([""] * (index + 1 - len(positional)))
+        positional[index] = named.pop(key)
+    try:
+        text = rule(_Args(positional, named))
+    except (IndexError, ValueError):
+        text = None
+    return _HOLE if text is None else text
+
+
+def render_templates(wikitext: str) -> str:
+    """Replace every `{{...}}` (outermost first, nesting counted) by what it
+    shows: its rendering (INLINE_TEMPLATES, arguments rendered first), the
+    _SILENT mark, or the _HOLE mark; `fill_holes` resolves the marks. A `{{`
+    never closed is left as it is."""
+    if "{{" not in wikitext:
+        return wikitext
+    out: list[str] = []
+    pos = 0
+    while (start := wikitext.find("{{", pos)) >= 0:
+        depth, end = 0, -1
+        for m in _BRACES_RE.finditer(wikitext, start):
+            depth += 1 if m.group() == "{{" else -1
+            if depth == 0:
+                end = m.end()
+                break
+        if end < 0:
+            break
+        out.append(wikitext[pos:start])
+        out.append(_render_template(wikitext[start + 2 : end - 2]))
+        pos = end
+    out.append(wikitext[pos:])
+    return "".join(out)
+
+
+_BRACES_RE = re.compile(r"\{\{|\}\}")
+_MARKS = f"{_HOLE}{_SILENT}"
+# A mark alone in brackets, with its separators: "(HOLE)", "(HOLE; HOLE)" -> "".
+_EMPTY_BRACKETS_RE = re.compile(rf"[ \t]*[(\[][\s,;:{_MARKS}]*[{_MARKS}][\s,;:{_MARKS}]*[)\]]")
+# Marks first or last in brackets, cut off by a separator: "(HOLE; from Greek"
+# -> "(from Greek", "(from Greek; HOLE)" -> "(from Greek)".
+_LEADING_IN_BRACKETS_RE = re.compile(rf"([(\[])\s*[{_MARKS}](?:[\s,;:]*[{_MARKS}])*\s*[,;:]\s*")
+_TRAILING_IN_BRACKETS_RE = re.compile(rf"\s*[,;:]\s*[{_MARKS}](?:[\s,;:]*[{_MARKS}])*\s*([)\]])")
+# Sentence ends: terminal punctuation and blanks, or CJK full stops.
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_WORD_RE = re.compile(r"\w")
+_SPACES_RE = re.compile(r"(?<=\S)  +")  # spaces a removed mark doubled (indentation stays)
+_AFTER_TERMINAL_RE = re.compile(rf"[.!?。！？][\"'”’»)\]]*[\s{_MARKS}]*$")
+
+
+def fill_holes(text: str) -> tuple[str, int]:
+    """Resolve the template marks of rendered text: (text, sentences dropped).
+
+    Per line: marks alone in brackets go with the brackets, marks first or last
+    in brackets go with their separator; _SILENT marks then go. A sentence
+    (split after . ! ? and blanks, or after 。！？) that still holds a _HOLE
+    is dropped when it has words besides the hole and the hole is not just
+    after the sentence's final punctuation (a footnote-like position);
+    otherwise the hole goes alone. A line left without a word goes too.
+    """
+    if _HOLE not in text and _SILENT not in text:
+        return text, 0
+    dropped = 0
+    lines = []
+    for line in text.split("\n"):
+        if _HOLE not in line and _SILENT not in line:
+            lines.append(line)
+            continue
+        line = _EMPTY_BRACKETS_RE.sub("", line)
+        line = _LEADING_IN_BRACKETS_RE.sub(r"\1", line)
+        line = _TRAILING_IN_BRACKETS_RE.sub(r"\1", line)
+        line = _SPACES_RE.sub(" ", line.replace(_SILENT, ""))
+        if _HOLE not in line:
+            lines.append(line)
+            continue
+        pieces = _SENTENCE_END_RE.split(line)
+        seps = _SENTENCE_END_RE.findall(line)
+        kept: list[str] = []
+        for i, sentence in enumerate(pieces):
+            if _HOLE in sentence:
+                before = sentence[: sentence.index(_HOLE)]
+                words = _WORD_RE.search(sentence.replace(_HOLE, "")) is not None
+                footnote = _AFTER_TERMINAL_RE.search(sentence) is not None and (
+                    _AFTER_TERMINAL_RE.search(before + _HOLE) is not None
+                )
+                if words and not footnote:
+                    dropped += 1
+                    continue
+                sentence = sentence.replace(_HOLE, "")
+            kept.append(sentence + (seps[i] if i < len(seps) else ""))
+        line = _SPACES_RE.sub(" ", "".join(kept)).rstrip()
+        # what the holes leave without a word ("." after an infobox) goes too
+        lines.append(line if _WORD_RE.search(line) else "")
+    return "\n".join(lines), dropped
 
 
 def default_drop_prefixes() -> frozenset[str]:
@@ -270,10 +640,20 @@ def default_drop_prefixes() -> frozenset[str]:
 
 def wikitext_to_text(wikitext: str, drop_prefixes: frozenset[str] | None = None) -> str:
     """Convert MediaWiki wikitext to plain text (LLaMA 2.1: remove hyperlinks,
-    comments and other formatting boilerplate).
+    comments and other formatting boilerplate). `convert_wikitext` without the count."""
+    return convert_wikitext(wikitext, drop_prefixes)[0]
 
-    Wikilinks become their label (or target), external links their label,
-    templates, tables, `<ref>` and other non-prose tags, comments, and links
+
+def convert_wikitext(
+    wikitext: str, drop_prefixes: frozenset[str] | None = None
+) -> tuple[str, int]:
+    """Convert MediaWiki wikitext to plain text: (text, sentences dropped).
+
+    Wikilinks become their label (or target), external links their label;
+    common inline templates become the words they show and the others are
+    removed, a sentence that would be left with a hole going with them (see
+    "Inline templates" above and `fill_holes`); tables (each leaving a
+    paragraph break), `<ref>` and other non-prose tags, comments, and links
     whose namespace prefix is in `drop_prefixes` (files, categories) are
     removed; bold/italic markup and list markers are stripped; headings stay as
     plain lines. Lines are stripped, 3+ newlines collapse to 2.
@@ -284,7 +664,8 @@ def wikitext_to_text(wikitext: str, drop_prefixes: frozenset[str] | None = None)
             (siteinfo names of namespaces 6 and 14 plus the canonical English
             ones); None: only the canonical English names.
     Returns:
-        The plain text, stripped; "" if nothing readable is left.
+        (the plain text, stripped, "" if nothing readable is left; the number of
+        sentences dropped because a template in them could not be rendered).
     Raises:
         mwparserfromhell.parser.ParserError: the parser gave up on the markup
             (the reader turns it into a DeadLetter).
@@ -294,7 +675,7 @@ def wikitext_to_text(wikitext: str, drop_prefixes: frozenset[str] | None = None)
     # before parsing (see the constants): what the parser would give up on
     wikitext = _REF_RE.sub("", _COMMENT_RE.sub("", wikitext))
     wikitext = _INTERLANGUAGE_LINE_RE.sub("", wikitext)
-    wikitext = _remove_balanced(wikitext, "{{", "}}", lambda inner: True, _HOLE)
+    wikitext = render_templates(wikitext)
     wikitext = _remove_tables(wikitext)
     wikitext = _remove_balanced(
         wikitext, "[[", "]]", lambda inner: _is_media_link(inner, drop_prefixes)
@@ -302,20 +683,23 @@ def wikitext_to_text(wikitext: str, drop_prefixes: frozenset[str] | None = None)
     text = _render(mwparserfromhell.parse(wikitext), drop_prefixes)
     # a link the parser left as text keeps its label
     text = _LEFTOVER_LINK_RE.sub(lambda m: (m.group(2) or m.group(1)).strip(), text)
-    text = _LEFTOVER_HTML_RE.sub("", text.replace(_HOLE, ""))
+    text, dropped = fill_holes(text)
+    text = _LEFTOVER_HTML_RE.sub("", text)
     text = _MAGIC_WORD_RE.sub("", text)
     text = _BOLD_ITALIC_RE.sub("", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
-    return _MANY_NEWLINES_RE.sub("\n\n", text).strip()
+    return _MANY_NEWLINES_RE.sub("\n\n", text).strip(), dropped
 
 
 class _Dump:
-    """What the reader knows about the dump being read: its namespace URI and siteinfo."""
+    """What the reader knows about the dump being read: its root's xml:lang and
+    siteinfo. Pages are parsed one by one, outside the root element, so their
+    tags carry no namespace (`uri` is "")."""
 
-    def __init__(self, path: str, root: ET.Element) -> None:
+    def __init__(self, path: str, xml_lang: str = "") -> None:
         self.path = path
-        self.uri = root.tag[1 : root.tag.index("}")] if root.tag.startswith("{") else ""
-        self.xml_lang = root.get("{http://www.w3.org/XML/1998/namespace}lang", "")
+        self.uri = ""
+        self.xml_lang = xml_lang
         self.dbname = ""
         self.lang = ""
         self.drop_prefixes = default_drop_prefixes()
@@ -359,7 +743,7 @@ def _page_record(page: ET.Element, dump: _Dump) -> dict[str, Any] | Skip | DeadL
         return Skip(SOURCE, "redirect")
     native_id = f"{dump.dbname}:{page_id}"
     try:
-        text = wikitext_to_text(wikitext, dump.drop_prefixes)
+        text, dropped = convert_wikitext(wikitext, dump.drop_prefixes)
     except Exception as e:  # a parser limit (ParserError, RecursionError): this page only
         return DeadLetter(SOURCE, dump.path, native_id, f"wikitext: {type(e).__name__}: {e}")
     if not text:
@@ -374,6 +758,7 @@ def _page_record(page: ET.Element, dump: _Dump) -> dict[str, Any] | Skip | DeadL
         "page_id": int(page_id),
         "revision_id": int(revision_id) if revision_id.isdigit() else None,
         "timestamp": revision.findtext(q("timestamp")) or "",
+        "dropped_sentences": dropped,
     }
     return make_document(SOURCE, native_id, text, url, dump.lang, 1.0, meta)
 
@@ -386,16 +771,25 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     `#REDIRECT`-like text), "empty" (nothing left after cleaning).
     Documents: native_id "<dbname>:<page id>", url
     "https://<lang>.wikipedia.org/wiki/<Title_with_underscores>", lang from the
-    dump, lang_score 1.0, meta {title, page_id, revision_id, timestamp}.
+    dump, lang_score 1.0, meta {title, page_id, revision_id, timestamp,
+    dropped_sentences} (see `convert_wikitext`).
+
+    Each `<page>` is parsed on its own (`_page_chunks`), so a page that is not
+    well-formed XML, or holds bytes its encoding cannot decode, is a DeadLetter
+    and the next page is read as usual: one bad page never loses the rest of
+    the dump.
 
     Args:
         path: a dump file, .xml or compressed as Wikimedia publishes them
             (.bz2) or .xz; any Beam filesystem.
         cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
     Yields:
-        Documents, Skips, and DeadLetters for unparsable pages; a dump that ends
-        early or is malformed yields its complete pages, then one DeadLetter
-        whose reason starts "truncated dump:" or "malformed dump:".
+        Documents, Skips, and DeadLetters: record "page <id>" (or "after page
+        <id>" when the id cannot be read) for a page that cannot be parsed
+        (reason "malformed page: ...") or converted ("wikitext: ..."); a dump
+        that ends early yields its complete pages, then one DeadLetter whose
+        reason starts "truncated dump:"; a file that is not a dump, one
+        DeadLetter "malformed dump: ..." (record "file").
     Raises:
         Nothing from the data: every failure becomes a DeadLetter.
     """
@@ -408,36 +802,143 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
         yield from _read_stream(stream, path)
 
 
+# The dump's encoding: a byte-order mark, else the XML declaration, else UTF-8
+# (XML 1.0, appendix F).
+_BOM_ENCODINGS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+_XML_ENCODING_RE = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_ROOT_RE = re.compile(r"<mediawiki\b[^>]*>")
+_XML_LANG_RE = re.compile(r"""\bxml:lang\s*=\s*["']([^"']*)["']""")
+_PAGE_ID_RE = re.compile(r"<id>\s*(\d+)\s*</id>")
+_HEAD_BYTES = 4096
+
+
+def _dump_encoding(head: bytes) -> str:
+    """Codec name of a dump from its first bytes (BOM > XML declaration > UTF-8)."""
+    for bom, encoding in _BOM_ENCODINGS:
+        if head.startswith(bom):
+            return encoding
+    m = _XML_ENCODING_RE.match(head)
+    if m:
+        try:
+            return codecs.lookup(m.group(1).decode("ascii")).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
+def _page_chunks(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """Cut a dump's lines into ("root" | "siteinfo" | "page" | "unclosed" |
+    "cut" | "end" | "junk", text) chunks.
+
+    MediaWiki's XML writer (XmlDumpWriter, Special:Export) puts `<mediawiki
+    ...>`, `<siteinfo>`, `</siteinfo>`, `<page>`, `</page>` and `</mediawiki>`
+    each on a line of its own; inside `<text>` a `<` is always written `&lt;`,
+    so such a line can only be markup. A chunk is everything from an opening
+    line to its closing line. "unclosed": a page that a new `<page>` line
+    interrupts; "cut": the element the end of the file interrupts; "end":
+    `</mediawiki>` was read (anything after it is ignored); "junk": a non-blank
+    line outside any element.
+    """
+    chunk: list[str] = []
+    kind = ""
+    for line in lines:
+        tag = line.strip()
+        if kind:
+            if tag == "<page>" and kind == "page":  # the previous page never closed
+                yield "unclosed", "".join(chunk)
+                chunk = [line]
+                continue
+            chunk.append(line)
+            if tag == f"</{kind}>":
+                yield kind, "".join(chunk)
+                chunk, kind = [], ""
+            continue
+        if tag in ("<page>", "<siteinfo>"):
+            kind, chunk = tag[1:-1], [line]
+        elif tag == "</mediawiki>":
+            yield "end", tag
+            return
+        elif tag.startswith("<mediawiki"):
+            yield "root", tag
+        elif tag and not tag.startswith("<?xml"):
+            yield "junk", tag
+    if kind:
+        yield "cut", "".join(chunk)
+
+
 def _read_stream(stream: Any, path: str) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    head = stream.read(_HEAD_BYTES)
+    stream.seek(0)
+    encoding = _dump_encoding(head)
+    # Undecodable bytes become lone surrogates, which the XML parser refuses:
+    # the page that holds them is a dead letter, not the rest of the file.
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape")
     dump: _Dump | None = None
-    page_tag = siteinfo_tag = ""
     last = "before the first page"
+    cut = ""
     try:
-        for event, elem in ET.iterparse(stream, events=("start", "end")):
-            if dump is None:  # the first event is the root's start: read its namespace
-                if elem.tag.rsplit("}", 1)[-1] != "mediawiki":
-                    reason = f"not a MediaWiki dump: root <{elem.tag}>"
-                    yield DeadLetter(SOURCE, path, "file", reason)
+        for kind, chunk in _page_chunks(text):
+            if dump is None:
+                if kind != "root" or not _ROOT_RE.match(chunk):
+                    yield DeadLetter(
+                        SOURCE, path, "file",
+                        f"malformed dump: no <mediawiki> root element (first: {chunk[:60]!r})",
+                    )
                     return
-                dump = _Dump(path, elem)
-                page_tag, siteinfo_tag = dump.q("page"), dump.q("siteinfo")
-                root = elem
+                lang = _XML_LANG_RE.search(chunk)
+                dump = _Dump(path, lang.group(1) if lang else "")
                 continue
-            if event != "end":
+            if kind == "end":
+                return
+            m = _PAGE_ID_RE.search(chunk)
+            record = f"page {m.group(1)}" if m else f"{last}"
+            if kind == "unclosed":
+                yield DeadLetter(SOURCE, path, record, "malformed page: </page> missing")
+                last = f"after {record}"
                 continue
-            if elem.tag == siteinfo_tag:
-                dump.read_siteinfo(elem)
-            elif elem.tag == page_tag:
-                if not dump.lang:
-                    dump.resolve_lang()
-                record = _page_record(elem, dump)
-                last = f"after page {(elem.findtext(dump.q('id')) or '?').strip()}"
-                root.clear()  # drop finished pages: memory stays flat
-                yield record
-    except ET.ParseError as e:
-        kind = "truncated dump" if e.code in _TRUNCATION_ERRORS else "malformed dump"
-        yield DeadLetter(SOURCE, path, last, f"{kind}: {e}")
-    except EOFError as e:  # the compressed stream ends before its end marker
-        yield DeadLetter(SOURCE, path, last, f"truncated dump: {e}")
-    except (OSError, lzma.LZMAError) as e:
+            if kind == "cut":
+                cut = record
+                continue
+            if kind == "junk":
+                reason = f"malformed dump: text outside a page: {chunk[:60]!r}"
+                yield DeadLetter(SOURCE, path, last, reason)
+                continue
+            try:
+                element = ET.fromstring(chunk)
+            except (ET.ParseError, UnicodeError) as e:
+                if isinstance(e, UnicodeError):  # a lone surrogate: an undecodable byte
+                    e = f"bytes not valid in the dump's encoding ({encoding})"
+                else:  # expat counts lines from the element's first line
+                    e = f"{e} of the {kind}"
+                if kind == "siteinfo":
+                    yield DeadLetter(SOURCE, path, "siteinfo", f"malformed siteinfo: {e}")
+                else:
+                    yield DeadLetter(SOURCE, path, record, f"malformed page: {e}")
+                    last = f"after {record}"
+                continue
+            if kind == "siteinfo":
+                dump.read_siteinfo(element)
+                continue
+            if not dump.lang:
+                dump.resolve_lang()
+            yield _page_record(element, dump)
+            last = f"after page {(element.findtext('id') or '?').strip()}"
+    except (EOFError, lzma.LZMAError, zlib.error) as e:  # the compressed stream ends early
+        yield DeadLetter(SOURCE, path, last, f"truncated dump: {type(e).__name__}: {e}")
+        return
+    except OSError as e:
         yield DeadLetter(SOURCE, path, last, f"unreadable compressed stream: {e}")
+        return
+    except UnicodeError as e:  # a UTF-16 dump with an odd number of bytes
+        yield DeadLetter(SOURCE, path, last, f"truncated dump: {e}")
+        return
+    if dump is None:
+        yield DeadLetter(SOURCE, path, "file", "malformed dump: no <mediawiki> root element")
+    elif cut:
+        yield DeadLetter(SOURCE, path, last, f"truncated dump: the file ends inside {cut}")
+    else:
+        yield DeadLetter(SOURCE, path, last, "truncated dump: the file ends before </mediawiki>")

@@ -17,8 +17,8 @@ from tests.conftest import CACHE, ROOT
 from tests.test_data import write_shards
 from trainer.__main__ import main
 from trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from trainer.model import ModelArgs, Transformer
-from trainer.train import cosine_lr, param_groups, train
+from trainer.model import Attention, FeedForward, ModelArgs, Transformer
+from trainer.train import cosine_lr, forward_backward, param_groups, train
 
 ALICE = "inputs/books/alice29.txt"
 
@@ -138,6 +138,56 @@ def test_weight_decay_by_shape():
     assert len(decay["params"]) == 2 + 7 * 4  # embeddings, output; wq wk wv wo w1 w2 w3
     assert len(no_decay["params"]) == 2 * 4 + 1  # RMSNorm weights
     assert all(p.dim() == 1 for p in no_decay["params"])
+
+
+def test_weight_decay_of_every_parameter():
+    """Issue acceptance: every parameter with < 2 dims gets 0, every attention and FFN
+    matrix 0.1 (found by module type, not by name), each parameter in exactly one group."""
+    model = Transformer(ModelArgs.from_name("demo", vocab_size=100, max_seq_len=16))
+    groups = torch.optim.AdamW(param_groups(model, 0.1)).param_groups
+    decay_of = {}
+    for group in groups:
+        for p in group["params"]:
+            assert id(p) not in decay_of
+            decay_of[id(p)] = group["weight_decay"]
+    assert len(decay_of) == len(list(model.parameters()))
+    matrices = [p for m in model.modules() if isinstance(m, (Attention, FeedForward))
+                for p in m.parameters()]
+    assert len(matrices) == 7 * 4 and all(p.dim() == 2 for p in matrices)
+    assert all(decay_of[id(p)] == 0.1 for p in matrices)
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    assert len(vectors) == 9 and all(decay_of[id(p)] == 0.0 for p in vectors)
+
+
+def test_accumulated_gradients_equal_one_batch_of_10_and_100_targets():
+    """Issue acceptance: micro-batches holding 10 and 100 target tokens (the rest -100)
+    accumulate to the gradient of one batch holding both, within 1e-6. A mean per
+    micro-batch would weight each of the 10 tokens 10x more: checked to differ."""
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs.from_name("demo", vocab_size=259, max_seq_len=64))
+    x = torch.randint(0, 259, (3, 64))
+    y = torch.randint(0, 259, (3, 64))
+    y[0, 10:] = -100  # 10 targets
+    y[1, 50:] = -100  # 50 + 50 targets
+    y[2, :14] = -100
+    assert [int((r != -100).sum()) for r in y] == [10, 50, 50]
+
+    def grads(micro):
+        model.zero_grad(set_to_none=True)
+        loss_sum, n = forward_backward(model, micro)
+        return loss_sum / n, n, [p.grad.clone() for p in model.parameters()]
+
+    loss_a, n_a, acc = grads([(x[:1], y[:1]), (x[1:], y[1:])])
+    loss_b, n_b, one = grads([(x, y)])
+    assert n_a == n_b == 110
+    torch.testing.assert_close(loss_a, loss_b, rtol=0, atol=1e-6)
+    for g_acc, g_one in zip(acc, one, strict=True):
+        torch.testing.assert_close(g_acc, g_one, rtol=0, atol=1e-6)
+    # The per-micro-batch mean is a different gradient (the test can fail).
+    model.zero_grad(set_to_none=True)
+    for xm, ym in ((x[:1], y[:1]), (x[1:], y[1:])):
+        (model(xm, ym)[1] / 2).backward()
+    assert max((p.grad - g).abs().max().item() for p, g in zip(model.parameters(), one)) > 1e-4
 
 
 def test_checkpoint_never_unpickles_objects(tmp_path):

@@ -1,6 +1,11 @@
-"""Trainer: the LLaMA model (`trainer.model`), the token-shard stream
-(`trainer.data`), checkpoints and the training loop (`trainer.train`).
+"""Trainer: the LLaMA model (`trainer.model`), the token-shard stream and the
+per-source validation windows (`trainer.data`), compile / activation
+checkpointing / FSDP2 applied from outside the model (`trainer.parallelize`),
+checkpoints (`trainer.checkpoint`), the training loop (`trainer.train`), the
+Hugging Face Llama export and import (`trainer.hf`) and the GPU benchmark
+(`trainer.bench_gpu`).
 
-`python -m trainer --config configs/demo.yaml` trains; see `trainer.train.train`.
+`python -m trainer --config configs/demo.yaml` trains (the same under `torchrun`);
+`python -m trainer export --hf DIR` / `import --hf DIR --out CKPT` convert.
 Nothing is imported here, so `python -m trainer --help` answers without torch.
 """

@@ -1,4 +1,11 @@
-"""Command line: `python -m trainer --config configs/demo.yaml [--set trainer.steps=50 ...]`."""
+"""Command line:
+
+    python -m trainer --config configs/demo.yaml [--set trainer.steps=50 ...]   # train
+    python -m trainer export --hf DIR [--checkpoint PATH | --config CONFIG]     # to HF Llama
+    python -m trainer import --hf DIR --out CKPT                                # from HF Llama
+
+Training runs the same under `torchrun --nproc_per_node N -m trainer ...` (FSDP2).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,17 @@ Train a LLaMA model on the token shards of a config.
 
 Reads <shards.out>/manifest.json and the train-split shards it lists (written by the
 pipeline's tokenize job; each shard is checked against its sha256). Writes under
-<trainer.out>: log.jsonl (loss, lr, grad_norm, tokens/s, MFU per logged step),
-checkpoints/step-NNNNNN.pt (model, optimizer, step, RNG and data-stream state) and
-loss.png. A rerun resumes from the newest checkpoint, on exactly the same tokens.
+<trainer.out>: log.jsonl (train records: step, loss, lr, grad_norm, tokens, tokens/s,
+MFU per logged step; val records: step, val_loss per source, on the manifest's val
+shards), checkpoints/step-NNNNNN.pt (model, optimizer, step, RNG and data-stream
+state; a sharded folder checkpoints/step-NNNNNN/ under torchrun) and loss.png.
+A rerun resumes from the newest checkpoint, on exactly the same tokens.
+
+Other commands: `python -m trainer export --help`, `python -m trainer import --help`.
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def _train(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainer", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-resume", action="store_true",
                         help="start afresh: delete this run's checkpoints and log")
     parser.add_argument("--peak-flops", type=float, default=None,
-                        help="device peak FLOP/s for MFU (default: 312e12 on CUDA, "
-                             "a nominal 100e9 per thread on CPU)")
+                        help="device peak FLOP/s for MFU (default: trainer.peak_flops, else "
+                             "312e12 on CUDA, a nominal 100e9 per thread on CPU)")
     opts = parser.parse_args(argv)
     try:
         cfg = load_config(opts.config, opts.overrides)
@@ -41,12 +52,100 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import train  # after --help: importing torch is slow
 
     summary = train(cfg, resume=not opts.no_resume, peak_flops=opts.peak_flops)
+    if summary["plot"] is None:  # ranks > 0 under torchrun: rank 0 reports
+        return 0
     print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens; "
           f"loss {summary['first_loss']} -> {summary['last_loss']}")
+    if summary["val_loss"]:
+        print("val loss: " + ", ".join(f"{s} {v:.4f}" for s, v in summary["val_loss"].items()))
     print(f"checkpoint: {summary['checkpoint']}")
     print(f"log:        {summary['log']}")
     print(f"plot:       {summary['plot']}")
     return 0
+
+
+def _export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer export",
+        description="Write a checkpoint's model in the Hugging Face Llama format "
+                    "(config.json + model.safetensors, float32), loadable by "
+                    "transformers.LlamaForCausalLM.from_pretrained(DIR).")
+    parser.add_argument("--hf", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="a checkpoint file or sharded folder (default: the newest "
+                             "under the config's trainer.out)")
+    parser.add_argument("--config", default=None,
+                        help="job config: its newest checkpoint when --checkpoint is not "
+                             "given, and the BOS/EOS ids of its shards' tokenizer (default: "
+                             "configs/demo.yaml without --checkpoint; else LLaMA's ids 1, 2)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value (repeatable)")
+    opts = parser.parse_args(argv)
+
+    from pathlib import Path
+
+    from trainer.checkpoint import latest_checkpoint, load_model_weights
+    from trainer.data import ShardError, load_manifest
+    from trainer.hf import export_hf
+    from trainer.model import ModelArgs
+
+    bos, eos = 1, 2
+    checkpoint = opts.checkpoint
+    config = opts.config or (None if checkpoint else "configs/demo.yaml")
+    if config is not None:
+        try:
+            cfg = load_config(config, opts.overrides)
+        except ConfigError as e:
+            parser.error(str(e))
+        if checkpoint is None:
+            checkpoint = latest_checkpoint(Path(cfg.trainer.out) / "checkpoints")
+            if checkpoint is None:
+                parser.error(f"no checkpoint under {cfg.trainer.out}/checkpoints")
+        try:
+            tok = load_manifest(cfg.shards.out)["tokenizer"]
+            bos, eos = tok.get("bos_id", bos), tok.get("eos_id", eos)
+        except ShardError:
+            pass  # no shards beside the config: LLaMA's ids
+    try:
+        weights, args = load_model_weights(checkpoint)
+    except (FileNotFoundError, KeyError) as e:
+        parser.error(f"{checkpoint}: {e}")
+    out = export_hf(weights, ModelArgs(**args), opts.hf, bos_token_id=bos, eos_token_id=eos)
+    print(f"exported {checkpoint} -> {out}")
+    return 0
+
+
+def _import(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer import",
+        description="Read a Hugging Face Llama folder (config.json + model.safetensors) "
+                    "into a checkpoint file holding the model and its ModelArgs "
+                    "(no optimizer state), loadable with weights_only.")
+    parser.add_argument("--hf", required=True, metavar="DIR", help="input folder")
+    parser.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
+    opts = parser.parse_args(argv)
+
+    from dataclasses import asdict
+
+    from trainer.checkpoint import save_checkpoint
+    from trainer.hf import import_hf
+
+    try:
+        weights, args = import_hf(opts.hf)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        parser.error(f"{opts.hf}: {e}")
+    path = save_checkpoint(opts.out, {"step": 0, "model": weights, "model_args": asdict(args)})
+    print(f"imported {opts.hf} -> {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "export":
+        return _export(argv[1:])
+    if argv and argv[0] == "import":
+        return _import(argv[1:])
+    return _train(argv)
 
 
 if __name__ == "__main__":

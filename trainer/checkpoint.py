@@ -112,8 +112,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def _rank_file(path: Path, rank: int) -> Path:
-    return path / f"rank-{rank:05d}.pt"
+def rank_state_path(path: str | Path, rank: int) -> Path:
+    """`<path>/rank-00003.pt`: rank 3's plain state in the sharded checkpoint `path`."""
+    return Path(path) / f"rank-{rank:05d}.pt"
 
 
 def save_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], extra: dict[str, Any],
@@ -145,7 +146,7 @@ def save_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], extra: di
         tmp.mkdir(parents=True)
     dist.barrier()
     dcp.save(tensors, checkpoint_id=tmp)
-    with open(_rank_file(tmp, rank), "wb") as f:
+    with open(rank_state_path(tmp, rank), "wb") as f:
         torch.save(extra, f)
         f.flush()
         os.fsync(f.fileno())
@@ -172,10 +173,9 @@ class _MetadataUnpickler(pickle.Unpickler):
         elif module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None),
                                                                  torch.dtype)):
             obj = getattr(torch, name)
-        elif (module, name) == ("torch.serialization", "_get_layout"):
-            obj = super().find_class(module, name)
-        elif module == "pathlib" and name in ("Path", "PosixPath", "WindowsPath",
-                                              "PurePosixPath", "PureWindowsPath"):
+        elif (module, name) == ("torch.serialization", "_get_layout") or (
+                module == "pathlib" and name in ("Path", "PosixPath", "WindowsPath",
+                                                 "PurePosixPath", "PureWindowsPath")):
             obj = super().find_class(module, name)
         if obj is None:
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in DCP metadata")
@@ -210,7 +210,7 @@ def load_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], rank: int
 
     path = Path(path)
     check_dcp_metadata(path)
-    extra = load_checkpoint(_rank_file(path, rank))
+    extra = load_checkpoint(rank_state_path(path, rank))
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
         warnings.filterwarnings("ignore", message=".*single process.*")
         dcp.load(tensors, checkpoint_id=path)
@@ -236,7 +236,7 @@ def load_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]
         return state["model"], state["model_args"]
     from trainer.model import ModelArgs, Transformer
 
-    args = load_checkpoint(_rank_file(path, 0))["model_args"]
+    args = load_checkpoint(rank_state_path(path, 0))["model_args"]
     with torch.device("meta"):
         model = Transformer(ModelArgs(**args))
     weights = {k: torch.empty_like(v, device="cpu") for k, v in model.state_dict().items()}

@@ -304,3 +304,79 @@ class TokenLoader:
         self.stream.load_state_dict(state)
         self._start = self.stream.state_dict()
         self.batches = 0
+
+
+def split_sources(shard_dir: str | Path, split: str = "val") -> dict[str, int]:
+    """{source: tokens} of the manifest's shards of `split`, from `tokens_per_source`,
+    sorted by source name; empty when the manifest has no shard of that split.
+
+    Raises:
+        ShardError: bad manifest.
+    """
+    totals: dict[str, int] = {}
+    for entry in load_manifest(shard_dir)["shards"]:
+        if entry["split"] == split:
+            for source, n in entry.get("tokens_per_source", {}).items():
+                totals[source] = totals.get(source, 0) + int(n)
+    return dict(sorted(totals.items()))
+
+
+
+def source_windows(shard_dir: str | Path, seq_len: int, max_windows: int, split: str = "val",
+                   verify: bool = True) -> dict[str, torch.Tensor]:
+    """Per source, the first `max_windows` windows of `seq_len + 1` tokens of `split`.
+
+    For each source, the rows of the split's shards whose `source` column is that
+    source are read in manifest order (shards) and row order, their `input_ids`
+    joined (documents already carry BOS/EOS, as in `TokenStream`) and cut into
+    non-overlapping windows; a tail shorter than a window is dropped. One pass over
+    the shards, which stops once every source has its windows, so memory is
+    O(sources * max_windows * seq_len) whatever the split's size. Deterministic:
+    the same windows every call, on every rank.
+
+    Returns: {source: int64 [n, seq_len + 1]} for every source of the split's
+        `tokens_per_source`, sorted by name; n = min(max_windows, tokens // (seq_len + 1))
+        (n may be 0). Empty when the manifest has no shard of `split`.
+    Raises:
+        ShardError: bad manifest, or a listed shard missing, corrupt (sha256, when
+            `verify`), or without `input_ids` / `source` columns.
+    """
+    import pyarrow.compute as pc
+
+    shard_dir = Path(shard_dir)
+    manifest = load_manifest(shard_dir)
+    span = seq_len + 1
+    need = max_windows * span
+    pieces: dict[str, list[np.ndarray]] = {s: [] for s in split_sources(shard_dir, split)}
+    have = dict.fromkeys(pieces, 0)
+    for entry in manifest["shards"]:
+        wanted = [s for s in entry.get("tokens_per_source", {}) if s in have and have[s] < need]
+        if entry["split"] != split or not wanted:
+            continue
+        path = shard_dir / entry["file"]
+        if not path.is_file():
+            raise ShardError(f"shard {entry['file']}: listed in {MANIFEST} but missing from {shard_dir}")
+        if verify and _sha256(path) != entry["sha256"]:
+            raise ShardError(f"shard {entry['file']}: sha256 does not match the manifest's "
+                             f"{entry['sha256']} (corrupt or replaced)")
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(path)))
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                for source in wanted:
+                    if have[source] >= need:
+                        continue
+                    rows = batch.filter(pc.equal(batch.column("source"), source))
+                    ids = rows.column("input_ids").flatten().to_numpy(zero_copy_only=False)
+                    pieces[source].append(ids[:need - have[source]].astype(np.int64))
+                    have[source] += len(pieces[source][-1])
+                if all(have[s] >= need for s in wanted):
+                    break
+        except (pa.ArrowException, KeyError) as e:
+            raise ShardError(f"shard {entry['file']}: cannot read input_ids/source: {e}") from e
+    windows = {}
+    for source, parts in pieces.items():
+        tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        n = len(tokens) // span
+        windows[source] = torch.from_numpy(tokens[:n * span].reshape(n, span))
+    return windows

@@ -110,7 +110,11 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive pairs (x[2i], x[2i+1]) of `x` [B, T, H, D] by rope [T, D/2, 2].
 
     The rotation is done in float32 and cast back to x's dtype (the reference code
-    does it in complex64). Pairs are interleaved, as in Meta's checkpoints.
+    does it in complex64). Pairs are interleaved, as in Meta's checkpoints
+    (`trainer.hf` converts to Hugging Face's rotate-half order). Real arithmetic
+    rather than the reference's complex product: inductor generates no code for
+    complex operators, and on an H200 the complex form made the compiled 1B
+    training step 5% slower (in eager mode on CPU it is the faster one).
     """
     B, T, H, D = x.shape
     xp = x.float().reshape(B, T, H, D // 2, 2)

@@ -1,9 +1,21 @@
 """The training loop: AdamW, warmup + cosine schedule, grad accumulation and
-clipping, JSONL log, checkpoints and exact resume (LLaMA paper, Section 2.3).
+clipping, validation loss per source, JSONL log, checkpoints and exact resume
+(LLaMA paper, Section 2.3).
 
-Runs on one CPU (float32) or one GPU (bf16 autocast). Distribution (FSDP2),
-`torch.compile` and activation checkpointing are applied from outside the model
-and are not wired in here yet.
+Runs on one CPU (float32), one GPU (bf16 autocast), or many processes under
+`torchrun` (FSDP2, NCCL on GPUs, gloo on CPUs). `torch.compile`, activation
+checkpointing and FSDP2 are applied from outside the model (`trainer.parallelize`).
+
+The log (`<trainer.out>/log.jsonl`, written by rank 0) holds two kinds of records,
+told apart by their keys:
+
+- train: {"step", "loss" (nats/token, mean over the global batch), "lr",
+  "grad_norm" (global, before clipping), "tokens" (trained on so far, all ranks),
+  "tokens_per_s" (all ranks), "mfu" (model FLOPs utilisation, 0..1)}, at step 1,
+  every `log_every` steps and at the last step;
+- val: {"step", "val_loss": {source: nats/token}, "val_tokens": {source: target
+  tokens evaluated}}, every `val_every` steps (if > 0) and at the last step, when
+  the manifest has "val" shards.
 """
 
 from __future__ import annotations
@@ -15,18 +27,25 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
-from pipeline.config import Config
-from trainer.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints,
-                                load_checkpoint, save_checkpoint)
-from trainer.data import TokenLoader, TokenStream
+from trainer.checkpoint import (checkpoint_path, is_sharded, latest_checkpoint, list_checkpoints,
+                                load_checkpoint, load_sharded_checkpoint, rank_state_path,
+                                remove_checkpoint, save_checkpoint, save_sharded_checkpoint)
+from trainer.data import TokenLoader, TokenStream, source_windows
 from trainer.model import ModelArgs, Transformer
+from trainer.parallelize import Dist, init_distributed, parallelize
 from trainer.plot import plot_loss
 
-# Peak dense FLOP/s for MFU. CUDA: an A100's bf16 tensor-core peak (312 TFLOP/s).
+if TYPE_CHECKING:  # pipeline.config needs pydantic, which GPU images may lack
+    from pipeline.config import Config
+
+# Peak dense FLOP/s for MFU when neither the config (trainer.peak_flops) nor the
+# command line gives one. CUDA: an A100's bf16 tensor-core peak (312 TFLOP/s).
 # CPU: a nominal 100 GFLOP/s per thread (one AVX2 core at ~3 GHz: 2 FMA units x
 # 8 float32 lanes x 2 FLOPs); CPU MFU is for comparing runs, not hardware.
 PEAK_FLOPS_CUDA = 312e12
@@ -52,9 +71,21 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                    betas: tuple[float, float], fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over `param_groups` (LLaMA Section 2.3: betas 0.9, 0.95, decay 0.1).
+
+    `fused=True` uses the single-kernel implementation (CPU and CUDA; on CPU about
+    4x faster than the default multi-tensor one for a 15M model); the trainer passes
+    False under FSDP2, whose DTensor parameters get the multi-tensor default.
+    """
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
+                             fused=fused or None)
+
+
 def _read_log(path: Path, upto: int) -> list[dict]:
-    """The log's records up to step `upto` (later ones came from a run that died
-    before its next checkpoint and will be redone)."""
+    """The log's records (both kinds) up to step `upto` (later ones came from a run
+    that died before its next checkpoint and will be redone)."""
     if not path.exists():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -75,114 +106,285 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train_step(model: Transformer, optimizer: torch.optim.Optimizer,
-               micro: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float,
-               autocast=contextlib.nullcontext()) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer update over the micro-batches `micro` ((x, y) int64 [B, T] each).
+def forward_backward(model: torch.nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor]],
+                     autocast=None, world: Dist | None = None) -> tuple[torch.Tensor, int]:
+    """Accumulate into `.grad` the gradient of the mean token loss of one global batch.
 
-    Summed token losses are divided by the target tokens of all micro-batches, so the
-    gradient is the one of a single batch holding them all; then global-norm clipping
-    at `grad_clip` (0: off), the optimizer step, and zeroed gradients.
-    Returns: (mean loss in nats/token, gradient norm before clipping), 0-dim tensors.
+    The global batch is the micro-batches `micro` ((x, y) int64 [B, T] each; y = -100
+    marks positions without a target) of every rank. Each micro-batch's summed token
+    loss is scaled by world_size / N, N the target tokens of the global batch (an
+    all-reduce), and back-propagated; FSDP2 averages the gradients over the ranks,
+    so `.grad` is d(sum of all token losses / N): that of one batch holding every
+    micro-batch, whatever their sizes (a mean per micro-batch would weight a short
+    one's tokens more).
+
+    `autocast`: a context for the forwards (e.g. bf16 `torch.autocast`; None: off).
+    `world`: this process among the ranks (None: a single process).
+    Returns: (this rank's summed token loss, float32 0-dim tensor, nats; N).
+    Raises:
+        ValueError: the global batch has no target token.
     """
+    autocast = autocast or contextlib.nullcontext()
+    world = world or Dist()
     device = next(model.parameters()).device
     n_targets = sum(int((y != -100).sum()) for _, y in micro)
+    if world.enabled:
+        total = torch.tensor(n_targets, dtype=torch.int64, device=device)
+        dist.all_reduce(total)
+        n_targets = int(total)
+    if n_targets == 0:
+        raise ValueError("the batch has no target token (all targets are -100)")
+    scale = world.world_size / n_targets
     loss_sum = torch.zeros((), device=device)
     for x, y in micro:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast:
             _, loss = model(x, y, reduction="sum")
-        (loss / n_targets).backward()
+        (loss * scale).backward()
         loss_sum += loss.detach()
+    return loss_sum, n_targets
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               micro: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float,
+               autocast=None, world: Dist | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer update over the global batch (`micro` on every rank, see
+    `forward_backward`): gradients, global-norm clipping at `grad_clip` (0: off;
+    the norm over all ranks' shards under FSDP2), the optimizer step, zeroed
+    gradients.
+
+    Returns: (mean loss over the global batch in nats/token, gradient norm before
+        clipping), 0-dim float32 tensors, equal on every rank.
+    """
+    world = world or Dist()
+    loss_sum, n_targets = forward_backward(model, micro, autocast, world)
+    if world.enabled:
+        dist.all_reduce(loss_sum)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum / n_targets, grad_norm
 
 
-def train(cfg: Config, resume: bool = True, peak_flops: float | None = None) -> dict:
-    """Train `cfg.trainer.model` on the "train" shards of `cfg.shards.out`.
-
-    Per update: `grad_accum` micro-batches of `batch_size` x `seq_len` tokens; the
-    summed token losses are divided by the number of target tokens of all of them,
-    so the gradient equals that of one large batch. AdamW (beta1, beta2, weight decay
-    on dim >= 2 tensors), `cosine_lr`, global-norm clipping at `grad_clip` (0: off).
-
-    Writes under `cfg.trainer.out`: `log.jsonl` (one JSON record per logged step:
-    step, loss in nats/token, lr, grad_norm before clipping, tokens, tokens_per_s,
-    mfu), `checkpoints/step-NNNNNN.pt` every `ckpt_every` steps and at the end (last
-    `keep_checkpoints` kept), and `loss.png`.
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, windows: dict[str, torch.Tensor], batch_size: int,
+             autocast=None, world: Dist | None = None) -> dict[str, tuple[float, int]]:
+    """Mean token loss per source over fixed windows (validation loss).
 
     Args:
-        cfg: the job config (`trainer`, `shards.out` and `seed` are used).
+        windows: {source: int64 [n, seq_len + 1]} (`source_windows`), the same on
+            every rank; rank r evaluates windows r, r + R, ... of the first
+            R * floor(n / R), so every rank runs the same number of forwards (FSDP2's
+            collectives) and no window counts twice. Sources with n < R are skipped.
+        batch_size: windows per forward.
+    Returns: {source: (nats per target token over all ranks' windows, target tokens)}.
+    """
+    autocast = autocast or contextlib.nullcontext()
+    world = world or Dist()
+    device = next(model.parameters()).device
+    out = {}
+    for source, w in windows.items():
+        n = len(w) // world.world_size * world.world_size
+        if n == 0:
+            continue
+        mine = w[world.rank:n:world.world_size]
+        total = torch.zeros(2, dtype=torch.float64, device=device)
+        for i in range(0, len(mine), batch_size):
+            batch = mine[i:i + batch_size].to(device)
+            with autocast:
+                _, loss = model(batch[:, :-1], batch[:, 1:], reduction="sum")
+            total[0] += loss.double()
+            total[1] += batch[:, 1:].numel()
+        if world.enabled:
+            dist.all_reduce(total)
+        out[source] = ((total[0] / total[1]).item(), int(total[1].item()))
+    return out
+
+
+def _save(path: Path, model, optimizer, extra: dict, world: Dist, keep: int) -> Path:
+    """Single-process: one `torch.save` file with everything; distributed: a DCP folder
+    of model and optimizer tensors plus each rank's plain state (`trainer.checkpoint`)."""
+    if not world.enabled:
+        return save_checkpoint(path, {**extra, "model": model.state_dict(),
+                                      "optimizer": optimizer.state_dict()}, keep=keep)
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    extra = {**extra, "param_groups": optim_sd["param_groups"]}
+    return save_sharded_checkpoint(path, {"model": model_sd, "optimizer": optim_sd["state"]},
+                                   extra, rank=world.rank, keep=keep)
+
+
+def _load(path: Path, model, optimizer, world: Dist, args: ModelArgs) -> dict:
+    """Load model and optimizer from a checkpoint written by `_save` with the same
+    world size; returns the rest of the saved state (step, data, rng, model_args).
+
+    Raises:
+        ValueError: a checkpoint of another model shape; a single-process checkpoint
+            under torchrun, or a sharded one without it (the data stream's reader
+            layout would differ anyway).
+    """
+    if is_sharded(path) != world.enabled:
+        kind = "sharded (torchrun)" if is_sharded(path) else "single-process"
+        raise ValueError(f"{path}: a {kind} checkpoint; resume it with the world size "
+                         f"it was written with (this run: {world.world_size} process(es))")
+
+    def check(saved: dict) -> None:
+        if saved != asdict(args):
+            raise ValueError(f"{path}: saved for model {saved}, the config gives {asdict(args)}")
+
+    if not world.enabled:
+        state = load_checkpoint(path)
+        check(state["model_args"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return state
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    check(load_checkpoint(rank_state_path(path, world.rank))["model_args"])
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = load_sharded_checkpoint(path, {"model": model_sd, "optimizer": optim_sd["state"]},
+                                    world.rank)
+    set_state_dict(model, optimizer, model_state_dict=model_sd,
+                   optim_state_dict={"state": optim_sd["state"],
+                                     "param_groups": state["param_groups"]})
+    return state
+
+
+def train(cfg: Config, resume: bool = True, peak_flops: float | None = None,
+          compile_backend: str = "inductor") -> dict:
+    """Train `cfg.trainer.model` on the "train" shards of `cfg.shards.out`.
+
+    Per update, on each of R ranks (R = 1 without torchrun): `grad_accum`
+    micro-batches of `batch_size` x `seq_len` tokens; the summed token losses are
+    divided by the target tokens of the global batch, so the gradient equals that
+    of one batch of R x grad_accum x batch_size sequences (`forward_backward`).
+    AdamW (beta1, beta2, weight decay on dim >= 2 tensors), `cosine_lr`, global-norm
+    clipping at `grad_clip` (0: off). `trainer.compile` and
+    `trainer.activation_checkpointing` wrap the blocks (`trainer.parallelize`).
+
+    Under torchrun (WORLD_SIZE > 1): one process per device, FSDP2 over all ranks
+    (bf16 parameters in compute on CUDA, float32 master weights and reduction),
+    each rank reading its disjoint part of the stream; every rank builds the full
+    model from the seed before sharding, so the weights equal the single-process
+    run's. Only rank 0 logs, draws the progress bar and plots.
+
+    Writes under `cfg.trainer.out`: `log.jsonl` (train and val records, see the
+    module docstring), checkpoints every `ckpt_every` steps and at the end (last
+    `keep_checkpoints` kept): `checkpoints/step-NNNNNN.pt` on one process,
+    `checkpoints/step-NNNNNN/` (torch.distributed.checkpoint) under torchrun; and
+    `loss.png`. Validation: every `val_every` steps (0: only at the end) and at
+    the last step, `val_batches` batches of `batch_size` windows per source of the
+    manifest's "val" shards (`source_windows`, `evaluate`); skipped when there are
+    none.
+
+    Args:
+        cfg: the job config (`trainer`, `shards.out`, `seed` and `name` are used).
         resume: continue from the newest checkpoint if there is one; False starts
             afresh, deleting this run's checkpoints and log.
-        peak_flops: device peak FLOP/s for MFU; default PEAK_FLOPS_CUDA on CUDA,
-            PEAK_FLOPS_CPU_PER_THREAD x threads on CPU.
+        peak_flops: device peak FLOP/s for MFU; default `cfg.trainer.peak_flops`,
+            else PEAK_FLOPS_CUDA on CUDA, PEAK_FLOPS_CPU_PER_THREAD x threads on CPU.
+        compile_backend: `torch.compile` backend when `cfg.trainer.compile`.
     Returns:
-        {first_loss, last_loss, steps, tokens, checkpoint, log, plot}: losses of the
-        first and last logged steps, steps done, tokens trained on, and paths.
+        {first_loss, last_loss, steps, tokens, checkpoint, log, plot, val_loss, val}:
+        losses of the first and last logged steps, steps done, tokens trained on (all
+        ranks), paths (plot None on ranks > 0), the last validation losses {source:
+        nats/token} (None if none) and every val record of the run.
     Raises:
         ShardError: missing or corrupt shards or manifest.
-        ValueError: a checkpoint of another model shape.
+        ValueError: a checkpoint of another model shape or world size.
         FloatingPointError: the loss became NaN or infinite.
     """
     t = cfg.trainer
+    device = torch.device(t.device)
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    world = init_distributed(device.type)
+    try:
+        return _train(cfg, device, world, resume, peak_flops, compile_backend)
+    finally:
+        if world.enabled and owns_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
+           peak_flops: float | None, compile_backend: str) -> dict:
+    """`train` on this process, once the process group (if any) is up."""
+    t = cfg.trainer
+    if world.enabled and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     out = Path(t.out)
     ckpt_dir, log_path = out / "checkpoints", out / "log.jsonl"
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
-    device = torch.device(t.device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    stream = TokenStream(cfg.shards.out, "train", t.seq_len, seed=cfg.seed, shuffle_block=t.shuffle_block)
+    stream = TokenStream(cfg.shards.out, "train", t.seq_len, seed=cfg.seed,
+                         shuffle_block=t.shuffle_block, rank=world.rank,
+                         world_size=world.world_size)
     loader = TokenLoader(stream, t.batch_size, pin_memory=device.type == "cuda")
+    val_windows = source_windows(cfg.shards.out, t.seq_len,
+                                 t.val_batches * t.batch_size * world.world_size)
     args = ModelArgs.from_name(t.model, vocab_size=stream.vocab_size, max_seq_len=t.seq_len)
     with torch.device(device):
         model = Transformer(args)
-    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr,
-                                  betas=(t.beta1, t.beta2), fused=device.type == "cuda" or None)
+    flops_per_token = model.flops_per_token(t.seq_len)
+    parallelize(model, ac=t.activation_checkpointing, compile=t.compile,
+                compile_backend=compile_backend, fsdp=world.enabled,
+                param_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    optimizer = build_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2),
+                                fused=not world.enabled)
 
     step = 0
     if not resume:
-        for old in list_checkpoints(ckpt_dir):
-            old.unlink()
+        if world.is_main:
+            for old in list_checkpoints(ckpt_dir):
+                remove_checkpoint(old)
+        if world.enabled:
+            dist.barrier()
     elif (latest := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(latest)
-        if state["model_args"] != asdict(args):
-            raise ValueError(f"{latest}: saved for model {state['model_args']}, "
-                             f"the config gives {asdict(args)}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = _load(latest, model, optimizer, world, args)
         loader.load_state_dict(state["data"])
         _set_rng_state(state["rng"])
         step = state["step"]
-    records = _read_log(log_path, upto=step)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = _read_log(log_path, upto=step) if world.is_main else []
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     if peak_flops is None:
+        peak_flops = t.peak_flops
+    if peak_flops is None:
         peak_flops = (PEAK_FLOPS_CUDA if device.type == "cuda"
                       else PEAK_FLOPS_CPU_PER_THREAD * torch.get_num_threads())
-    flops_per_token = model.flops_per_token(t.seq_len)
-    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum
+    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world.world_size
     checkpoint = latest_checkpoint(ckpt_dir)
     batches = iter(loader)
     model.train()
-    bar = tqdm(total=t.steps, initial=step, desc=f"train {t.model}", unit="step", mininterval=1.0)
+    bar = tqdm(total=t.steps, initial=step, desc=f"train {t.model}", unit="step",
+               mininterval=1.0, disable=not world.is_main)
     clock, tokens_since = time.perf_counter(), 0
-    with log_path.open("a") as log:
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(log_path.open("a")) if world.is_main else None
+
+        def write(record: dict) -> None:
+            records.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+
         while step < t.steps:
             lr = cosine_lr(step + 1, lr=t.lr, warmup_steps=t.warmup_steps, steps=t.steps,
                            min_lr_ratio=t.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             micro = [next(batches) for _ in range(t.grad_accum)]
-            loss, grad_norm = train_step(model, optimizer, micro, t.grad_clip, autocast)
+            loss, grad_norm = train_step(model, optimizer, micro, t.grad_clip, autocast, world)
             step += 1
             tokens_since += tokens_per_step
             loss_value = loss.item()
@@ -194,27 +396,33 @@ def train(cfg: Config, resume: bool = True, peak_flops: float | None = None) -> 
             if step == 1 or step % t.log_every == 0 or step == t.steps:
                 elapsed = time.perf_counter() - clock
                 tokens_per_s = tokens_since / elapsed
-                record = {"step": step, "loss": loss_value, "lr": lr,
-                          "grad_norm": grad_norm.item(), "tokens": step * tokens_per_step,
-                          "tokens_per_s": tokens_per_s,
-                          "mfu": flops_per_token * tokens_per_s / peak_flops}
-                records.append(record)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                write({"step": step, "loss": loss_value, "lr": lr,
+                       "grad_norm": grad_norm.item(), "tokens": step * tokens_per_step,
+                       "tokens_per_s": tokens_per_s,
+                       "mfu": flops_per_token * tokens_per_s / (peak_flops * world.world_size)})
                 clock, tokens_since = time.perf_counter(), 0
 
+            if val_windows and ((t.val_every > 0 and step % t.val_every == 0) or step == t.steps):
+                losses = evaluate(model, val_windows, t.batch_size, autocast, world)
+                write({"step": step, "val_loss": {s: v[0] for s, v in losses.items()},
+                       "val_tokens": {s: v[1] for s, v in losses.items()}})
+                clock = time.perf_counter()  # validation time is not training throughput
+
             if step % t.ckpt_every == 0 or step == t.steps:
-                state = {"step": step, "model": model.state_dict(),
-                         "optimizer": optimizer.state_dict(), "data": loader.state_dict(),
-                         "rng": _rng_state(device), "model_args": asdict(args),
-                         "config_digest": cfg.digest()}
-                checkpoint = save_checkpoint(checkpoint_path(ckpt_dir, step), state,
-                                             keep=t.keep_checkpoints)
+                extra = {"step": step, "data": loader.state_dict(), "rng": _rng_state(device),
+                         "model_args": asdict(args), "config_digest": cfg.digest()}
+                checkpoint = _save(checkpoint_path(ckpt_dir, step, sharded=world.enabled),
+                                   model, optimizer, extra, world, t.keep_checkpoints)
     bar.close()
 
-    plot = plot_loss(records, out / "loss.png", title=f"{cfg.name}: {t.model}")
-    return {"first_loss": records[0]["loss"] if records else None,
-            "last_loss": records[-1]["loss"] if records else None,
+    train_records = [r for r in records if "loss" in r]
+    val_records = [r for r in records if "val_loss" in r]
+    plot = (plot_loss(records, out / "loss.png", title=f"{cfg.name}: {t.model}")
+            if world.is_main else None)
+    return {"first_loss": train_records[0]["loss"] if train_records else None,
+            "last_loss": train_records[-1]["loss"] if train_records else None,
             "steps": step, "tokens": step * tokens_per_step,
             "checkpoint": str(checkpoint) if checkpoint else None,
-            "log": str(log_path), "plot": str(plot)}
+            "log": str(log_path), "plot": str(plot) if plot else None,
+            "val_loss": val_records[-1]["val_loss"] if val_records else None,
+            "val": val_records}

@@ -101,9 +101,10 @@ class IdentifyLanguage(beam.DoFn):
         self.counters = Counters()
 
     def process(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        todo = [d for d in batch if not d["lang"]]  # Wikipedia's language comes from the dump
-        for doc, (lang, score) in zip(todo, self.lid.predict([d["text"] for d in todo])):
-            doc["lang"], doc["lang_score"] = lang, score
+        todo = [i for i, d in enumerate(batch) if not d["lang"]]  # Wikipedia's comes from the dump
+        batch = list(batch)  # Beam inputs are immutable: annotated copies go downstream
+        for i, (lang, score) in zip(todo, self.lid.predict([batch[i]["text"] for i in todo])):
+            batch[i] = {**batch[i], "lang": lang, "lang_score": score}
         for doc in batch:
             src = self.cfg.sources[doc["source"]]
             reason = language_rejected(doc, src.keep_langs, src.min_lang_score)

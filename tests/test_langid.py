@@ -60,3 +60,10 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(LangIdError, match="lid.176"):
         LanguageIdentifier(tmp_path / "lid.176.ftz")
+
+
+def test_two_line_document_scores_as_its_space_joined_form(lid, demo_inputs):
+    alice = demo_inputs["inputs/books/alice29.txt"].read_text(encoding="latin-1")
+    start = alice.index("Alice was beginning")
+    first, second = alice[start:].split("\n")[:2]
+    assert lid.predict([first + "\n" + second]) == lid.predict([first + " " + second])

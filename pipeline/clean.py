@@ -259,6 +259,11 @@ def plan_inputs(cfg: Config) -> tuple[list[tuple[str, str]], dict[str, list[str]
     return [(s, p) for s in SOURCES for p in files[s]], files
 
 
+def book_dedup_config(cfg: Config) -> Config:
+    """The config whose `clean.minhash` is `clean.book_dedup` (NearDedup reads the former)."""
+    return cfg.model_copy(update={"clean": cfg.clean.model_copy(update={"minhash": cfg.clean.book_dedup})})
+
+
 def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, str]], out_dir: str):
     """Attach the clean job to pipeline `p`; returns (written paths, dead letters)."""
     cfg_json = cfg.model_dump_json()
@@ -284,6 +289,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
         | "GroupDuplicates" >> beam.GroupByKey()
         | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())
         | "NearDedup" >> NearDedup(cfg)
+        | "BookDedup" >> NearDedup(book_dedup_config(cfg))
     )
     written = (
         docs

@@ -90,6 +90,11 @@ class CleanConfig(_Strict):
     num_files_per_source: int = 2
     github: GithubCleanConfig = Field(default_factory=GithubCleanConfig)
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
+    # LLaMA: a book with more than 90% content overlap with another is removed;
+    # the same MinHash machinery at Jaccard 0.9 over whole books
+    book_dedup: MinHashConfig = Field(
+        default_factory=lambda: MinHashConfig(sources=["books"], threshold=0.9)
+    )
     line_dedup_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # CCNet
     c4: C4RulesConfig = Field(default_factory=C4RulesConfig)
     quality: QualityModelConfig = Field(default_factory=QualityModelConfig)

@@ -41,6 +41,7 @@ from pipeline.sources.base import DeadLetter, Skip
 
 log = logging.getLogger(__name__)
 DEAD = "dead_letter"
+FOLDER_SOURCES = ("github", "arxiv")  # a record can be a folder: a repository, a paper
 
 
 def _dead(source: str, path: str, record: str, reason: str) -> dict[str, str]:
@@ -255,7 +256,8 @@ def plan_inputs(cfg: Config) -> tuple[list[tuple[str, str]], dict[str, list[str]
         patterns = list(src.inputs) if src else []
         if src and cfg.corpus_dir:
             patterns.append(f"{cfg.corpus_dir}/{source}/*")
-        files[source] = [p for p in match_inputs(patterns) if not p.endswith(".md")]
+        folders = source in FOLDER_SOURCES
+        files[source] = [p for p in match_inputs(patterns, directories=folders) if not p.endswith(".md")]
     return [(s, p) for s in SOURCES for p in files[s]], files
 
 

@@ -27,15 +27,22 @@ _MAGIC = (
 )
 
 
-def match_inputs(patterns: list[str]) -> list[str]:
+def match_inputs(patterns: list[str], directories: bool = False) -> list[str]:
     """Expand file patterns through Beam's filesystems; sorted, de-duplicated paths.
 
+    Args:
+        directories: also return local directories a pattern matches (sources
+            whose record is a folder: a GitHub repository, an arXiv paper).
     A pattern that matches nothing is not an error here (the caller reports it).
     """
+    import glob
+
     paths: set[str] = set()
     for pattern in patterns:
         for result in FileSystems.match([pattern]):
             paths.update(m.path for m in result.metadata_list)
+        if directories and "://" not in pattern:
+            paths.update(p for p in glob.glob(pattern) if os.path.isdir(p))
     return sorted(paths)
 
 

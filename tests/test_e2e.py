@@ -195,3 +195,16 @@ def test_training_loss_goes_down_and_report_is_written(run):
     for source in ("books", "commoncrawl", "github", "wikipedia"):
         assert f"| {source} |" in report
     assert "loss: first" in report
+
+
+def test_plan_inputs_takes_repository_folders(tmp_path):
+    from pipeline.clean import plan_inputs
+
+    (tmp_path / "repo-a").mkdir()
+    (tmp_path / "notes.md").write_text("x")
+    (tmp_path / "table.jsonl.gz").write_bytes(b"")
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"sources.github.inputs=[{tmp_path}/*]",
+                                                      f"sources.books.inputs=[{tmp_path}/*]"])
+    _, files = plan_inputs(cfg)
+    assert files["github"] == [str(tmp_path / "repo-a"), str(tmp_path / "table.jsonl.gz")]
+    assert files["books"] == [str(tmp_path / "table.jsonl.gz")]  # folders only for folder sources

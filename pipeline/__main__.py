@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, add_override_argument, load_config
 
 DESCRIPTION = """\
 The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs them:
@@ -33,14 +33,7 @@ Arguments after the command's own that this program does not know are passed to 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/demo.yaml", help="YAML job config (default: %(default)s)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set shards.total_tokens=2e6 (repeatable)",
-    )
+    add_override_argument(p, "shards.total_tokens=2e6")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,6 +181,18 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
+def add_override_argument(parser: Any, example: str = "trainer.steps=50") -> None:
+    """The `--set KEY=VALUE` option every command shares (parsed into `overrides`)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value, e.g. --set {example} (repeatable; values are YAML)",
+    )
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read and validate a YAML config.
 

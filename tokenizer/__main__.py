@@ -7,12 +7,14 @@ import json
 import logging
 import sys
 
+from pipeline.config import add_override_argument  # pydantic and yaml only, no Beam
+
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from tokenizer.train import train_tokenizer  # imports Beam: only for this command
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.overrides)
     summary = train_tokenizer(cfg)
     print(f"model: {summary['model']} (sha256 {summary['sha256']})")
     print(f"vocab: {summary['vocab']} ({summary['vocab_size']} pieces)")
@@ -36,10 +38,10 @@ def _export(args: argparse.Namespace) -> int:
     if args.config:
         from pipeline.config import load_config
 
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, args.overrides)
         model, context = f"{cfg.tokenizer.model_prefix}.model", cfg.trainer.seq_len
     else:
-        if args.set:
+        if args.overrides:
             print("error: --set needs --config", file=sys.stderr)
             return 2
         model, context = args.model, LLAMA_CONTEXT
@@ -94,13 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     train.add_argument("--config", required=True, help="YAML config, e.g. configs/demo.yaml")
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set tokenizer.vocab_size=500 (repeatable)",
-    )
+    add_override_argument(train, "tokenizer.vocab_size=500")
     train.set_defaults(run=_train)
 
     export = commands.add_parser(
@@ -118,13 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="a trained .model file")
     which.add_argument("--config", help="YAML config, e.g. configs/demo.yaml")
-    export.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (with --config; repeatable)",
-    )
+    add_override_argument(export, "tokenizer.model_prefix=out/tok/m")
     export.set_defaults(run=_export)
 
     encode = commands.add_parser(

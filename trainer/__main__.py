@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, add_override_argument, load_config
 
 DESCRIPTION = """\
 Train a LLaMA model on the token shards of a config.
@@ -35,9 +35,7 @@ def _train(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo.yaml",
                         help="YAML job config (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override a config value, e.g. trainer.steps=50 (repeatable)")
+    add_override_argument(parser)
     parser.add_argument("--no-resume", action="store_true",
                         help="start afresh: delete this run's checkpoints and log")
     parser.add_argument("--peak-flops", type=float, default=None,
@@ -78,8 +76,7 @@ def _export(argv: list[str]) -> int:
                         help="job config: its newest checkpoint when --checkpoint is not "
                              "given, and the BOS/EOS ids of its shards' tokenizer (default: "
                              "configs/demo.yaml without --checkpoint; else LLaMA's ids 1, 2)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config value (repeatable)")
+    add_override_argument(parser)
     opts = parser.parse_args(argv)
 
     from pathlib import Path

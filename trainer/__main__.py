@@ -47,9 +47,14 @@ def _train(argv: list[str]) -> int:
     except ConfigError as e:
         parser.error(str(e))
 
+    from trainer.data import ShardError
     from trainer.train import train  # after --help: importing torch is slow
 
-    summary = train(cfg, resume=not opts.no_resume, peak_flops=opts.peak_flops)
+    try:
+        summary = train(cfg, resume=not opts.no_resume, peak_flops=opts.peak_flops)
+    except ShardError as e:  # no shards yet, or a corrupt or missing one: named, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if summary["plot"] is None:  # ranks > 0 under torchrun: rank 0 reports
         return 0
     print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens; "

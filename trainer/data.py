@@ -38,6 +38,8 @@ def load_manifest(shard_dir: str | Path) -> dict:
         ShardError: the manifest is missing, not JSON, or of another format.
     """
     path = Path(shard_dir) / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{path} not found: write the shards first (`python -m pipeline shards`)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

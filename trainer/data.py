@@ -39,7 +39,7 @@ def load_manifest(shard_dir: str | Path) -> dict:
     """
     path = Path(shard_dir) / MANIFEST
     if not path.is_file():
-        raise ShardError(f"{path} not found: write the shards first (`python -m pipeline shards`)")
+        raise ShardError(f"{path}: cannot read the shard manifest: no such file (write the shards first: `python -m pipeline shards`)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

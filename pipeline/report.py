@@ -18,11 +18,10 @@ def _load_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _losses(log_path: Path) -> list[dict[str, Any]]:
+def _log_records(log_path: Path) -> list[dict[str, Any]]:
     if not log_path.is_file():
         return []
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    return [r for r in records if "loss" in r]  # training steps (the log also holds validation records)
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
 
 
 def funnel(counters: dict[str, int]) -> dict[str, Any]:
@@ -54,7 +53,9 @@ def build_report(cfg: Config) -> str:
     """The report as Markdown text."""
     clean = _load_json(Path(cfg.out_dir) / "clean" / "manifest.json")
     shards = _load_json(Path(cfg.shards.out) / "manifest.json")
-    log = _losses(Path(cfg.trainer.out) / "log.jsonl")
+    records = _log_records(Path(cfg.trainer.out) / "log.jsonl")
+    log = [r for r in records if "loss" in r]  # training steps
+    val = [r for r in records if "val_loss" in r]  # validation records
     lines = [f"# Run report: {cfg.name}", ""]
     lines += ["## Data, per source", ""]
     lines += [
@@ -105,6 +106,13 @@ def build_report(cfg: Config) -> str:
             f"- log `{Path(cfg.trainer.out) / 'log.jsonl'}`, loss curve `{Path(cfg.trainer.out) / 'loss.png'}`",
             "",
         ]
+    if val:
+        last = val[-1]
+        lines += [f"Validation loss per source at step {last['step']} (held-out documents):", "",
+                  "| source | val loss | val tokens |", "|---|---|---|"]
+        for source, loss in sorted(last["val_loss"].items()):
+            lines.append(f"| {source} | {loss:.4f} | {last.get('val_tokens', {}).get(source, '')} |")
+        lines.append("")
     return "\n".join(lines)
 
 

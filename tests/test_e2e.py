@@ -195,6 +195,8 @@ def test_training_loss_goes_down_and_report_is_written(run):
     for source in ("books", "commoncrawl", "github", "wikipedia"):
         assert f"| {source} |" in report
     assert "loss: first" in report
+    for source in t["val_loss"]:  # validation loss per source, from the held-out shards
+        assert f"| {source} | {t['val_loss'][source]:.4f} |" in report
 
 
 def test_plan_inputs_takes_repository_folders(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if beam_args and args.command not in ("clean", "shards"):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    for arg in beam_args:  # a typo of our own options must not silently go to Beam
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, ["--config", "--set"], n=1, cutoff=0.7)
+        if close:
+            parser.error(f"unrecognized argument {flag}: did you mean {close[0]}?")
 
     if args.command == "fetch":
         from pipeline.fetch import fetch_demo_inputs
@@ -68,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         for rel, path in fetch_demo_inputs(cfg.cache_dir).items():
             print(f"fetched {rel:<40} -> {path}")
     elif args.command == "clean":
-        from pipeline.clean import run_clean
+        from pipeline.clean import CleanError, run_clean
 
-        manifest = run_clean(cfg, beam_args)
+        try:
+            manifest = run_clean(cfg, beam_args)
+        except CleanError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"clean: {len(manifest['files'])} files in {cfg.out_dir}/clean ({manifest['seconds']} s)")
         for source, counts in manifest["counters"].items():
             print(f"  {source:<14} {json.dumps(counts)}")

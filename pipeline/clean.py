@@ -308,18 +308,50 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
     return written, dead
 
 
+class CleanError(RuntimeError):
+    """The clean job cannot start: no inputs, a missing corpus folder or model."""
+
+
+def check_inputs(cfg: Config, files: dict[str, list[str]]) -> None:
+    """Fail before starting Beam on what would otherwise fail late or silently.
+
+    Raises:
+        CleanError: a configured pattern matches no file, `corpus_dir` is not a
+            folder, no source has any input, or the language-ID model is missing.
+    """
+    problems = []
+    for source, src in cfg.sources.items():
+        for pattern in src.inputs:
+            if not match_inputs([pattern], directories=source in FOLDER_SOURCES):
+                problems.append(f"sources.{source}.inputs: {pattern!r} matches no file")
+    if cfg.corpus_dir and not Path(cfg.corpus_dir).is_dir():
+        problems.append(f"corpus_dir {cfg.corpus_dir!r} is not a folder")
+    elif cfg.corpus_dir:
+        unknown = sorted(p.name for p in Path(cfg.corpus_dir).iterdir() if p.is_dir() and p.name not in SOURCES)
+        if unknown:
+            problems.append(f"corpus_dir folders {unknown} are not sources ({', '.join(SOURCES)})")
+    if not any(files.values()):
+        problems.append("no input at all: every source's inputs are empty")
+    if not Path(cfg.langid.model).is_file():
+        problems.append(f"language-ID model not found: {cfg.langid.model} (run `python -m pipeline fetch`)")
+    if problems:
+        raise CleanError("; ".join(problems))
+
+
 def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run the clean job; returns the manifest it wrote to `<out_dir>/clean/manifest.json`."""
+    """Run the clean job; returns the manifest it wrote to `<out_dir>/clean/manifest.json`.
+
+    Raises:
+        CleanError: see `check_inputs`.
+    """
     quiet_beam_logging()
     final = Path(cfg.out_dir) / "clean"
     tmp = Path(cfg.out_dir) / "clean.tmp"
+    items, files = plan_inputs(cfg)
+    check_inputs(cfg, files)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    items, files = plan_inputs(cfg)
-    for source, paths in files.items():
-        if cfg.sources.get(source) and cfg.sources[source].inputs and not paths:
-            log.warning("%s: no input file matches %s", source, cfg.sources[source].inputs)
     t0 = time.time()
     with beam.Pipeline(options=pipeline_options(cfg, beam_args)) as p:
         build_clean_pipeline(p, cfg, items, str(tmp))

@@ -210,3 +210,20 @@ def test_plan_inputs_takes_repository_folders(tmp_path):
     _, files = plan_inputs(cfg)
     assert files["github"] == [str(tmp_path / "repo-a"), str(tmp_path / "table.jsonl.gz")]
     assert files["books"] == [str(tmp_path / "table.jsonl.gz")]  # folders only for folder sources
+
+
+def test_clean_refuses_to_start_without_inputs_or_model(tmp_path):
+    from pipeline.clean import CleanError, run_clean
+
+    (tmp_path / "corpus" / "wiki").mkdir(parents=True)
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        f"out_dir={tmp_path}/out", f"sources.books.inputs=[{tmp_path}/none/*.txt]",
+        f"corpus_dir={tmp_path}/corpus", f"langid.model={tmp_path}/lid.176.ftz",
+    ])
+    with pytest.raises(CleanError) as e:
+        run_clean(cfg)
+    message = str(e.value)
+    assert "sources.books.inputs" in message and "matches no file" in message
+    assert "['wiki'] are not sources" in message
+    assert "lid.176.ftz" in message and "pipeline fetch" in message
+    assert not (tmp_path / "out").exists()  # nothing started

@@ -18,7 +18,7 @@ DESCRIPTION = """\
 Train a LLaMA model on the token shards of a config.
 
 Reads <shards.out>/manifest.json and the train-split shards it lists (written by the
-pipeline's tokenize job; each shard is checked against its sha256). Writes under
+pipeline's shard job, `python -m pipeline shards`; each shard is checked against its sha256). Writes under
 <trainer.out>: log.jsonl (train records: step, loss, lr, grad_norm, tokens, tokens/s,
 MFU per logged step; val records: step, val_loss per source, on the manifest's val
 shards), checkpoints/step-NNNNNN.pt (model, optimizer, step, RNG and data-stream

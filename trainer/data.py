@@ -1,6 +1,6 @@
 """The training stream: token shards, memory-mapped, cut into fixed-length windows.
 
-The shards and their `manifest.json` are written by the pipeline's tokenize job
+The shards and their `manifest.json` are written by the pipeline's shard job (`python -m pipeline shards`)
 (DESIGN.md, "Data contracts"). Readers trust only the manifest, never a glob.
 Per epoch the split's shards are concatenated in a seeded order into one token
 stream (documents already carry BOS/EOS), which is cut into non-overlapping

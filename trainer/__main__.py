@@ -47,6 +47,7 @@ def _train(argv: list[str]) -> int:
     except ConfigError as e:
         parser.error(str(e))
 
+    from trainer.checkpoint import CheckpointError
     from trainer.data import ShardError
     from trainer.train import train  # after --help: importing torch is slow
 
@@ -54,6 +55,10 @@ def _train(argv: list[str]) -> int:
         summary = train(cfg, resume=not opts.no_resume, peak_flops=opts.peak_flops)
     except ShardError as e:  # no shards yet, or a corrupt or missing one: named, no traceback
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (CheckpointError, ValueError) as e:  # a checkpoint that cannot be resumed here
+        print(f"error: {e}\n(delete that checkpoint to resume from the one before it, "
+              "or pass --no-resume to start afresh)", file=sys.stderr)
         return 1
     if summary["plot"] is None:  # ranks > 0 under torchrun: rank 0 reports
         return 0

@@ -108,8 +108,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises:
         FileNotFoundError: no such file.
         pickle.UnpicklingError: the file holds objects other than tensors and plain data.
+        CheckpointError: the file is truncated or not a checkpoint (names the file).
     """
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except RuntimeError as e:  # torch's "PytorchStreamReader failed ..." on a damaged zip
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from e
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, overwritten, not a checkpoint)."""
 
 
 def rank_state_path(path: str | Path, rank: int) -> Path:

@@ -206,7 +206,8 @@ class TokenStream(IterableDataset):
                 end = min(hi, int(ends[i]))
                 pieces += opened[i].read(lo - start, end - start)
                 lo = end
-            yield g, torch.from_numpy(np.concatenate(pieces).astype(np.int64))
+            window = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)  # one copy, not two
+            yield g, torch.from_numpy(window.astype(np.int64))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()

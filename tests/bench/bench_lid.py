@@ -13,7 +13,6 @@ import json
 import random
 import sys
 import time
-from pathlib import Path
 
 from tests.bench import record
 from tests.conftest import CACHE, SHARED_CORPUS

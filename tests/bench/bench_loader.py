@@ -62,7 +62,7 @@ def _read_memmap(path: Path, count: int) -> tuple[int, float]:
     t0, n = time.perf_counter(), 0
     for w in range(count // span):
         chunk = torch.from_numpy(data[w * span : (w + 1) * span].astype(np.int64))
-        x, y = chunk[:-1], chunk[1:]
+        x, _y = chunk[:-1], chunk[1:]  # both views, as the stream yields
         n += x.numel() + 1
     return n, time.perf_counter() - t0
 

@@ -60,3 +60,27 @@ def test_sigkill_at_a_random_step_then_resume(book_shards, tmp_path):  # noqa: F
     got = [(r["step"], r["loss"], r["lr"]) for r in _log(killed) if "loss" in r]
     assert [s for s, _, _ in want] == list(range(1, STEPS + 1))
     assert got == want, f"killed at step {kill_at}"
+
+
+def test_ctrl_c_checkpoints_the_current_step_then_resume_is_exact(book_shards, tmp_path):  # noqa: F811
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    subprocess.run(_cmd(book_shards, full), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(_cmd(book_shards, stopped), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        if any(r["step"] >= 8 for r in _log(stopped) if "loss" in r):
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    step = int(err.split("interrupted after step ")[1].split(";")[0])
+    assert step >= 8
+    assert (stopped / "checkpoints" / f"step-{step:06d}.pt").is_file()
+
+    subprocess.run(_cmd(book_shards, stopped), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    want = [(r["step"], r["loss"], r["lr"]) for r in _log(full) if "loss" in r]
+    assert [(r["step"], r["loss"], r["lr"]) for r in _log(stopped) if "loss" in r] == want

@@ -62,6 +62,10 @@ def _train(argv: list[str]) -> int:
         return 1
     if summary["plot"] is None:  # ranks > 0 under torchrun: rank 0 reports
         return 0
+    if summary["interrupted"]:
+        print(f"interrupted after step {summary['steps']}; checkpoint: {summary['checkpoint']}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens; "
           f"loss {summary['first_loss']} -> {summary['last_loss']}")
     if summary["val_loss"]:

@@ -21,6 +21,8 @@ told apart by their keys:
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import json
 import math
 import random
@@ -369,7 +371,12 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
     bar = tqdm(total=t.steps, initial=step, desc=f"train {t.model}", unit="step",
                mininterval=1.0, disable=not world.is_main)
     clock, tokens_since = time.perf_counter(), 0
+    # Ctrl-C (single process): finish the step, checkpoint it, stop; a resume continues exactly
+    interrupt = {"requested": False}
     with contextlib.ExitStack() as stack:
+        if not world.enabled and threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda *_: interrupt.update(requested=True))
+            stack.callback(signal.signal, signal.SIGINT, previous)
         log = stack.enter_context(log_path.open("a")) if world.is_main else None
 
         def write(record: dict) -> None:
@@ -408,11 +415,13 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
                        "val_tokens": {s: v[1] for s, v in losses.items()}})
                 clock = time.perf_counter()  # validation time is not training throughput
 
-            if step % t.ckpt_every == 0 or step == t.steps:
+            if step % t.ckpt_every == 0 or step == t.steps or interrupt["requested"]:
                 extra = {"step": step, "data": loader.state_dict(), "rng": _rng_state(device),
                          "model_args": asdict(args), "config_digest": cfg.digest()}
                 checkpoint = _save(checkpoint_path(ckpt_dir, step, sharded=world.enabled),
                                    model, optimizer, extra, world, t.keep_checkpoints)
+            if interrupt["requested"]:
+                break
     bar.close()
 
     train_records = [r for r in records if "loss" in r]
@@ -425,4 +434,4 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "log": str(log_path), "plot": str(plot) if plot else None,
             "val_loss": val_records[-1]["val_loss"] if val_records else None,
-            "val": val_records}
+            "val": val_records, "interrupted": interrupt["requested"]}

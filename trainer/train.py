@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import json
 import math
@@ -349,6 +350,11 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
             dist.barrier()
     elif (latest := latest_checkpoint(ckpt_dir)) is not None:
         state = _load(latest, model, optimizer, world, args)
+        saved_digest = state.get("config_digest")
+        if world.is_main and saved_digest not in (None, cfg.digest()):
+            print(f"warning: {latest} was written with another config (digest {saved_digest}, "
+                  f"now {cfg.digest()}): a changed trainer.steps, lr or warmup re-plans the "
+                  "schedule from here", file=sys.stderr)
         loader.load_state_dict(state["data"])
         _set_rng_state(state["rng"])
         step = state["step"]

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import re
 import json
 import logging
+import re
 import sys
 
-from pipeline.config import ConfigError, add_override_argument, load_config
+from pipeline.config import (
+    ConfigError,
+    PipelineError,
+    add_override_argument,
+    load_config,
+)
 
 DESCRIPTION = """\
 The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs them:
@@ -74,46 +79,43 @@ def main(argv: list[str] | None = None) -> int:
         if close:
             parser.error(f"unrecognized argument {flag}: did you mean {close[0]}?")
 
+    try:
+        return _run(args, cfg, beam_args)
+    except PipelineError as e:  # expected failures: one line naming the file, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
+    """Dispatch one command; expected failures raise PipelineError."""
     if args.command == "fetch":
         from pipeline.fetch import fetch_demo_inputs
 
         for rel, path in fetch_demo_inputs(cfg.cache_dir).items():
             print(f"fetched {rel:<40} -> {path}")
     elif args.command == "clean":
-        from pipeline.clean import CleanError, run_clean
+        from pipeline.clean import run_clean
 
-        try:
-            manifest = run_clean(cfg, beam_args)
-        except CleanError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        manifest = run_clean(cfg, beam_args)
         print(f"clean: {len(manifest['files'])} files in {cfg.out_dir}/clean ({manifest['seconds']} s)")
         for source, counts in manifest["counters"].items():
             print(f"  {source:<14} {json.dumps(counts)}")
     elif args.command == "shards":
-        from pipeline.shards import ShardError, run_shards
+        from pipeline.shards import run_shards
 
-        try:
-            manifest = run_shards(cfg, beam_args)
-        except ShardError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        manifest = run_shards(cfg, beam_args)
         print(
             f"shards: {len(manifest['shards'])} shards, {manifest['tokens_written']} training tokens "
             f"in {cfg.shards.out} ({manifest['seconds']} s)"
         )
     elif args.command == "quality-train":
-        from pipeline.quality_model import QualityModelError, train_quality_model
+        from pipeline.quality_model import train_quality_model
 
         if not cfg.clean.quality.model:
             print("error: set clean.quality.model to the path to write, e.g. "
                   "--set clean.quality.model=out/demo/quality/model.bin", file=sys.stderr)
             return 2
-        try:
-            info = train_quality_model(cfg)
-        except QualityModelError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        info = train_quality_model(cfg)
         print(f"quality model: {info['model']} (sha256 {info['sha256'][:16]}; "
               f"{info['positives']} positives, {info['negatives']} negatives, "
               f"train precision {info['train_precision']:.3f})")

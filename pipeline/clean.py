@@ -27,7 +27,7 @@ from pipeline.beam_util import (
     quiet_beam_logging,
     swap_into_place,
 )
-from pipeline.config import SOURCES, Config
+from pipeline.config import SOURCES, Config, PipelineError
 from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
@@ -308,7 +308,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
     return written, dead
 
 
-class CleanError(RuntimeError):
+class CleanError(PipelineError):
     """The clean job cannot start: no inputs, a missing corpus folder or model."""
 
 

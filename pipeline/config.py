@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 SOURCES = ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
 
 
+class PipelineError(RuntimeError):
+    """An expected failure of a pipeline command (missing input, model or stage
+    output): the command line prints its message, never a traceback."""
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be read or does not validate."""
 

@@ -16,6 +16,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from pipeline.config import PipelineError
 from pipeline.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ GITHUB_SAMPLE = "inputs/github/site-packages.jsonl.gz"
 GITHUB_FILES_PER_REPO = 10  # code files sampled from each installed distribution
 
 
-class FetchError(RuntimeError):
+class FetchError(PipelineError):
     """A package could not be downloaded or did not hold the expected file."""
 
 

@@ -15,29 +15,25 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow as pa
-
-from pipeline.config import Config
+from pipeline.config import Config, PipelineError
 from pipeline.filters.langid import check_fasttext_module, to_single_line
 from pipeline.io import atomic_write, sha256_file
 from pipeline.mixture import hash_unit
+from pipeline.shards import read_documents
 
 POSITIVE, NEGATIVE = "__label__reference", "__label__random"
 MAX_CHARS = 4000  # of each page given to the classifier (train and predict alike)
 
 
-class QualityModelError(RuntimeError):
+class QualityModelError(PipelineError):
     """The classifier cannot be trained or loaded (names the file or the missing data)."""
 
 
 def _texts(clean_dir: Path, source: str) -> Iterator[tuple[str, str]]:
     """(doc id, text) of every cleaned document of a source, batch by batch."""
     for path in sorted((clean_dir / source).glob("part-*.arrow")):
-        with pa.memory_map(str(path)) as f:
-            reader = pa.ipc.open_file(f)
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i).select(["id", "text"]).to_pydict()
-                yield from zip(batch["id"], batch["text"])
+        for _, doc_id, text in read_documents(str(path)):
+            yield doc_id, text
 
 
 def example_line(label: str, text: str) -> str:

@@ -25,8 +25,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipeline.beam_util import Counters, pipeline_options, quiet_beam_logging, swap_into_place
-from pipeline.config import Config
+from pipeline.beam_util import (
+    Counters,
+    pipeline_options,
+    quiet_beam_logging,
+    swap_into_place,
+)
+from pipeline.config import Config, PipelineError
 from pipeline.io import atomic_write, sha256_file
 from pipeline.mixture import compute_epochs, hash_unit, repeat_count
 from pipeline.schema import token_shard_schema
@@ -34,7 +39,7 @@ from pipeline.schema import token_shard_schema
 TRAIN, VAL = "train", "val"
 
 
-class ShardError(RuntimeError):
+class ShardError(PipelineError):
     """The inputs of the shard job are missing or inconsistent."""
 
 

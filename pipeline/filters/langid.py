@@ -19,6 +19,8 @@ import importlib.metadata
 import re
 from pathlib import Path
 
+from pipeline.config import PipelineError
+
 PINNED_FASTTEXT = ("fasttext", "0.9.3")
 _IMPOSTORS = ("fasttext-predict", "fasttext-wheel", "fasttext-numpy2-wheel")
 
@@ -27,7 +29,7 @@ _LINE_SEPARATORS = re.compile("[\n\r\v\f\x85\u2028\u2029]+")
 _LABEL_PREFIX = "__label__"
 
 
-class LangIdError(RuntimeError):
+class LangIdError(PipelineError):
     """The fastText module or model is not usable."""
 
 

@@ -44,7 +44,6 @@ import tarfile
 import zlib
 from typing import IO, Any, Iterator, Mapping, NamedTuple
 
-
 from pipeline.io import open_input
 from pipeline.sources.base import DeadLetter, Skip, make_document
 

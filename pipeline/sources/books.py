@@ -27,7 +27,6 @@ import re
 import zlib
 from typing import Any, Iterator, NamedTuple
 
-
 from pipeline.io import open_input
 from pipeline.sources.base import DeadLetter, Skip, make_document
 

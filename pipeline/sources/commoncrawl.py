@@ -36,6 +36,15 @@ import re
 import threading
 from typing import IO, Any, Callable, Iterator, NamedTuple
 
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+# resiliparse for HTML: a C++ (lexbor) parser, fast and robust on broken markup,
+# with a main-content extractor; it is the extractor of the ChatNoir web search
+# pipeline and of FineWeb-style pipelines (DataTrove ships it).
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
+
 # warcio rather than FastWARC: on the shared corpus FastWARC loses the HTTP
 # headers of ClueWeb09 records (bare-LF header lines, Content-Type comes back
 # None), while warcio parses them, reads WARC/0.18, strips wget's `<uri>`
@@ -47,18 +56,9 @@ from typing import IO, Any, Callable, Iterator, NamedTuple
 # resynchronises after a bad record (warcio's iterator cannot).
 from warcio.archiveiterator import ArchiveIterator
 
-# resiliparse for HTML: a C++ (lexbor) parser, fast and robust on broken markup,
-# with a main-content extractor; it is the extractor of the ChatNoir web search
-# pipeline and of FineWeb-style pipelines (DataTrove ships it).
-from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from pipeline.config import Config
-from pipeline.sources.base import DeadLetter, Skip, make_document
 from pipeline.io import open_input
+from pipeline.sources.base import DeadLetter, Skip, make_document
 from pipeline.sources.records import (
     GZIP_MAGIC,
     STREAM_ERRORS,

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import lzma
 import re
-import zlib
 import xml.etree.ElementTree as ET
+import zlib
 from typing import IO, Any, Iterator, NamedTuple
 
 from resiliparse.extract.html2text import extract_plain_text

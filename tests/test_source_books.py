@@ -36,17 +36,19 @@ def test_alice29_has_no_gutenberg_wrapper_and_is_kept_whole(demo_inputs):
     # The Canterbury-corpus copy: no PG header or footer, CRLF, a DOS ^Z at the end.
     assert b"Gutenberg" not in raw and raw.endswith(b"THE END\r\n\x1a")
     doc = _read_one(path)
-    assert _lines(doc)[0] == "                ALICE'S ADVENTURES IN WONDERLAND"  # raw line 5
+    # raw line 5, its centring spaces stripped with the document's edges
+    assert _lines(doc)[0] == "ALICE'S ADVENTURES IN WONDERLAND"
     assert _lines(doc)[-1] == "                             THE END"
     assert _lines(doc)[:5] == [
-        "                ALICE'S ADVENTURES IN WONDERLAND",
+        "ALICE'S ADVENTURES IN WONDERLAND",
         "",
         "                          Lewis Carroll",
         "",
         "               THE MILLENNIUM FULCRUM EDITION 2.9",
     ]
-    # everything but the 4 leading blank lines, the CRs, the final LF and ^Z
-    assert len(doc["text"]) == len(raw) - raw.count(b"\r") - 4 - 1 - 1 == 148475
+    # everything but the 4 leading blank lines and the title's 16 centring
+    # spaces, the CRs, the final LF and ^Z
+    assert len(doc["text"]) == len(raw) - raw.count(b"\r") - 4 - 16 - 1 - 1 == 148459
     assert "\r" not in doc["text"] and "\x1a" not in doc["text"]
     assert json.loads(doc["meta"]) == {
         "title": "ALICE'S ADVENTURES IN WONDERLAND",
@@ -206,8 +208,8 @@ def test_every_corpus_book_is_cut_at_its_markers(shared_corpus):
             "header_chars_removed": start.end(),
             "footer_chars_removed": len(text) - end.start(),
         }, path.name
-        # the text begins on the first non-blank line after the START marker line
-        assert doc["text"] == text[start.end() : end.start()].lstrip("\n").rstrip(), path.name
+        # the text between the markers, without the whitespace at its edges
+        assert doc["text"] == text[start.end() : end.start()].strip(), path.name
         assert "Project Gutenberg" not in doc["text"]
         assert "PROJECT GUTENBERG" not in doc["text"]
 

@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the tokenizer files Hugging Face transformers loads",
         description=(
             "Write tokenizer.model, tokenizer.json, tokenizer_config.json and "
-            "special_tokens_map.json into DIR, for LlamaTokenizer / LlamaTokenizerFast / "
-            "AutoTokenizer.from_pretrained(DIR). The model is --model, or "
+            "special_tokens_map.json into DIR, for AutoTokenizer / LlamaTokenizer / "
+            "LlamaTokenizerFast.from_pretrained(DIR). The model is --model, or "
             "<tokenizer.model_prefix>.model of --config (whose trainer.seq_len becomes "
             "model_max_length; 2048 with --model)."
         ),

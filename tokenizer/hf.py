@@ -7,9 +7,9 @@ The folder holds what a LLaMA checkpoint on the Hub holds:
   converter (`SpmConverter.build_tokenizer_from_spm_proto`) from the model's
   pieces, scores and normaliser spec, plus `<s>` prepended by the post-processor
   and the three meta pieces as special added tokens;
-- `tokenizer_config.json`: `LlamaTokenizer`, `<s>`/`</s>`/`<unk>`,
-  `add_bos_token` true, `add_eos_token` false, `legacy` true,
-  `split_special_tokens` true;
+- `tokenizer_config.json`: tokenizer class `PreTrainedTokenizerFast` (as
+  Meta's Llama 3 checkpoints), `<s>`/`</s>`/`<unk>`, `add_bos_token` true,
+  `add_eos_token` false, `legacy` true, `split_special_tokens` true;
 - `special_tokens_map.json`.
 
 What matches our ids (`[bos] + encode_batch(sp, [text])[0]`), checked by
@@ -17,27 +17,32 @@ tests/test_tokenizer_hf.py on every document of the real test corpus and on
 tricky strings (transformers 5.24, tokenizers 0.23):
 
 - `tokenizers.Tokenizer.from_file("tokenizer.json")` (with
-  `encode_special_tokens = True`) and `PreTrainedTokenizerFast.from_pretrained(DIR)`:
-  every text, and decoding gives the text back.
-- `LlamaTokenizer`, `LlamaTokenizerFast` (one class in transformers 5) and
-  `AutoTokenizer.from_pretrained(DIR)`: every text that does not start with
-  U+0020 or U+2581. transformers 5's `LlamaTokenizer.__init__` rebuilds its
-  pipeline (no normaliser, `Metaspace` pre-tokenizer) and ignores the one in
-  tokenizer.json; `Metaspace` adds the dummy-prefix "▁" only when the text does
-  not already start with one, SentencePiece always adds it. So a text starting
-  with a space gets one "▁" fewer: exactly SentencePiece's ids with
-  `add_dummy_prefix=false`, and its decoding loses one leading space. No
-  setting of tokenizer_config.json reaches that pipeline (`legacy` only picks
-  `prepend_scheme` "always" or "first", which agree on a text without added
-  tokens). Known upstream: huggingface/transformers pull request 47700.
+  `encode_special_tokens = True`), `PreTrainedTokenizerFast.from_pretrained(DIR)`
+  and `AutoTokenizer.from_pretrained(DIR)`: every text, and decoding gives the
+  text back. transformers 4 loads the same tokenizer.json for all three.
+- `LlamaTokenizer` and `LlamaTokenizerFast` (one class in transformers 5):
+  every Document (cleaned text never starts with whitespace:
+  `pipeline.sources.base.make_document` strips its edges) and every text that
+  does not start with U+0020 or U+2581. transformers 5's
+  `LlamaTokenizer.__init__` rebuilds its pipeline from the vocabulary alone (no
+  normaliser, a `Metaspace` pre-tokenizer) and ignores the one in
+  tokenizer.json; `Metaspace` adds the dummy-prefix "▁" only when the text
+  does not already start with one, SentencePiece always adds it. So a text
+  starting with a space gets one "▁" fewer: exactly SentencePiece's ids with
+  `add_dummy_prefix=false`. No setting of tokenizer_config.json reaches that
+  pipeline (`legacy` only picks `prepend_scheme` "always" or "first", which
+  agree on a text without added tokens). Known upstream (the same bug was fixed
+  for CodeLlama; huggingface/transformers pull request 47700 for Llama).
+  That is why `AutoTokenizer` is pointed at `PreTrainedTokenizerFast`.
 
 The settings, and why:
 
+- `tokenizer_class: PreTrainedTokenizerFast`: runs tokenizer.json as written;
+  `LlamaTokenizer` in transformers 5 would rebuild it (above).
 - `legacy: true`: in transformers 4 the slow `LlamaTokenizer` then calls
-  `sp_model.encode(text)` unchanged, and a conversion `from_slow` gives the
-  `Prepend("▁")` normaliser, both equal to SentencePiece; `legacy: false` makes
-  the 4.x conversion use `Metaspace(prepend_scheme="first")`, the leading-space
-  difference above. In transformers 5 both values give the same ids here.
+  `sp_model.encode(text)` unchanged, equal to SentencePiece; `legacy: false`
+  makes the 4.x conversion use `Metaspace(prepend_scheme="first")`, the
+  leading-space difference above.
 - `split_special_tokens: true`: our shards encode a literal "<s>" in a document
   as the characters it is made of, as SentencePiece (and Meta's LLaMA
   tokenizer) do; by default HF would turn it into the BOS id.
@@ -133,7 +138,7 @@ def hf_tokenizer_config(
         "sp_model_kwargs": {},
         "spaces_between_special_tokens": False,
         "split_special_tokens": True,
-        "tokenizer_class": "LlamaTokenizer",
+        "tokenizer_class": "PreTrainedTokenizerFast",
         "unk_token": sp.id_to_piece(ids.unk) if ids.unk >= 0 else None,
         "use_default_system_prompt": False,
     }

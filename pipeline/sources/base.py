@@ -47,7 +47,11 @@ def make_document(
     Args:
         source: one of `pipeline.config.SOURCES`.
         native_id: what identifies the record in its own format; hashed into `id`.
-        text: the cleaned UTF-8 text.
+        text: the cleaned UTF-8 text; leading and trailing whitespace is
+            stripped (as CCNet strips each line): it carries no content, and a
+            leading space would change the first token (SentencePiece's dummy
+            prefix makes " x" start with two "▁", which transformers 5's
+            `LlamaTokenizer` encodes as one).
         url: the record's URL, or its path for files.
         lang, lang_score: set by readers that know the language (Wikipedia: the
             dump's language, score 1.0); otherwise filled in by language ID.
@@ -57,7 +61,7 @@ def make_document(
     return {
         "id": doc_id(source, native_id),
         "source": source,
-        "text": text,
+        "text": text.strip(),
         "url": url,
         "lang": lang,
         "lang_score": float(lang_score),

@@ -7,9 +7,10 @@ corpus in memory:
 
 1. **Signatures** (`pipeline.filters.minhash`): documents of the configured
    sources are batched (`beam.BatchElements`) and MinHashed with numpy, exactly
-   as `datasketch.MinHash(num_perm, seed, scheme="affine32")` over word n-gram
-   shingles. A document with no word has no shingle and is dropped
-   (`<source>/drop.no_shingles`).
+   as `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash32,
+   scheme="affine32")` over word n-gram shingles (the manifest records the
+   scheme and hash function). A document with no word has no shingle and is
+   dropped (`<source>/drop.no_shingles`).
 2. **LSH buckets**: each signature is cut into the `b` bands of `r` values that
    `datasketch.MinHashLSH(threshold, num_perm)` would use; each document emits
    `((source, band, band_hash), node)` and a `GroupByKey` forms the buckets.

@@ -1,39 +1,49 @@
 """MinHash signatures and LSH bands: equal to datasketch 2.0 configured explicitly
-(scheme "affine32", hashfunc sha1_hash32), on real documents."""
+(scheme "affine32", hashfunc shingle_hash32), on real documents."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
-from datasketch.hashfunc import sha1_hash32 as ds_sha1_hash32
 
 from pipeline.filters import minhash
 from pipeline.filters.minhash import (
     EMPTY_VALUE,
+    HASHFUNC,
     SCHEME,
     band_hashes,
     bands,
     lsh_params,
     normalize_words,
     permutations,
-    sha1_hash32,
+    shingle_hash32,
+    shingle_hashes,
     shingles,
     signatures,
+    word_hash64,
 )
 from tests.bench.bench_dedup import book_paragraphs, json_texts
 
 
 def datasketch_minhash(text: str, num_perm: int = 128, ngram: int = 5, seed: int = 1) -> MinHash:
     """The oracle: datasketch configured explicitly as our signatures claim to be."""
-    m = MinHash(num_perm=num_perm, seed=seed, hashfunc=ds_sha1_hash32, scheme="affine32")
-    m.update_batch([s.encode("utf-8") for s in shingles(text, ngram)])
+    m = MinHash(num_perm=num_perm, seed=seed, hashfunc=shingle_hash32, scheme="affine32")
+    m.update_batch([s.encode("utf-8", "surrogatepass") for s in shingles(text, ngram)])
     return m
 
 
 @pytest.fixture(scope="module")
 def alice(demo_inputs) -> list[str]:
     return book_paragraphs(demo_inputs["inputs/books/alice29.txt"], min_words=1)
+
+
+@pytest.fixture(scope="module")
+def crawl(shared_corpus) -> list[str]:
+    """Non-ASCII Common Crawl pages: Cyrillic, CJK, Arabic, accents."""
+    dolma = "CC-MAIN-20190717121559-20190717143559-00140.dolma.jsonl.gz"
+    texts = json_texts(shared_corpus / "commoncrawl" / dolma, min_words=0)
+    return [t for t in texts if not t.isascii()][:80]
 
 
 def test_scheme_is_named_and_is_datasketch_default():
@@ -74,9 +84,50 @@ def test_permutations_equal_datasketch():
         assert (a & 1).all()  # odd: a bijection mod 2**32
 
 
-def test_sha1_hash32_equals_datasketch(alice):
-    shingle_bytes = [s.encode("utf-8") for s in shingles(alice[10], 5)]
-    assert sha1_hash32(shingle_bytes).tolist() == [ds_sha1_hash32(s) for s in shingle_bytes]
+def test_shingle_hash32_values():
+    # pinned: the hash is part of the manifest's contract (`hashfunc`); a change must be seen
+    assert HASHFUNC == f"{shingle_hash32.__module__}.{shingle_hash32.__name__}"
+    assert word_hash64(b"alice") == 0xD5E84A539EBEB9A3
+    assert shingle_hash32(b"alice was beginning to get") == 0xB8BDCB21
+    assert shingle_hash32(b"ok") == 0xDB286D4C
+    # order-sensitive, and a NUL byte or a trailing word is not lost
+    assert shingle_hash32(b"to get") != shingle_hash32(b"get to")
+    assert word_hash64(b"a\x00") != word_hash64(b"a")
+    assert shingle_hash32(b"a b") != shingle_hash32(b"a b a")
+
+
+def test_vectorised_hashes_equal_the_python_reference(crawl, alice, monkeypatch):
+    texts = crawl[:20] + alice[:20] + [
+        "emoji \U0001f600\U0001f44d\U0001f3fd flags \U0001f1eb\U0001f1f7 end",
+        "q\u0301 a\u0308\u0323 combining marks that NFC keeps apart, \u0915\u094d\u0937",
+        "lone \ud800 and \udfff surrogates, \x00 NUL inside",
+        "x" * 300 + " a word longer than the window",
+        "", "ok",
+    ]
+    reference = [
+        shingle_hash32(s.encode("utf-8", "surrogatepass")) for t in texts for s in shingles(t, 5)
+    ]
+    counts = [len(shingles(t, 5)) for t in texts]
+    for window in (1 << 16, 64):  # the default word window, and one shorter than a word
+        monkeypatch.setattr(minhash, "_WORD_CHUNK_BYTES", window)
+        hashes, got_counts = shingle_hashes(texts, 5)
+        assert got_counts.tolist() == counts and hashes.dtype == np.uint32
+        assert hashes.tolist() == reference
+    # the words: every word hash equals word_hash64 of its UTF-8 bytes
+    words = [w.encode("utf-8", "surrogatepass") for t in texts for w in normalize_words(t)]
+    data = np.frombuffer(b"".join(w + b" " for w in words), dtype=np.uint8)
+    got = minhash._word_hashes(data, np.flatnonzero(data == 0x20))
+    assert got.tolist() == [word_hash64(w) for w in words]
+
+
+def test_signature_does_not_depend_on_batch_neighbours(alice):
+    texts = [alice[0], "", "ok", alice[1], "One two, THREE", alice[2], "\u2014 !"]
+    batch, has_batch = signatures(texts)
+    for i, text in enumerate(texts):
+        alone, has_alone = signatures([text])
+        assert np.array_equal(batch[i], alone[0]) and has_batch[i] == has_alone[0]
+    reordered, _ = signatures(texts[::-1])
+    assert np.array_equal(reordered[::-1], batch)
 
 
 def test_signatures_equal_datasketch_on_book_paragraphs(alice):
@@ -90,11 +141,8 @@ def test_signatures_equal_datasketch_on_book_paragraphs(alice):
         assert np.array_equal(sig, datasketch_minhash(text).hashvalues), text[:60]
 
 
-def test_signatures_equal_datasketch_on_c4_and_multilingual_crawl(shared_corpus):
+def test_signatures_equal_datasketch_on_c4_and_multilingual_crawl(shared_corpus, crawl):
     c4 = json_texts(shared_corpus / "c4" / "c4-en-sample.00000-of-00001.json.gz", min_words=0)[:120]
-    dolma = "CC-MAIN-20190717121559-20190717143559-00140.dolma.jsonl.gz"
-    crawl = json_texts(shared_corpus / "commoncrawl" / dolma, min_words=0)
-    crawl = [t for t in crawl if not t.isascii()][:80]  # Cyrillic, CJK, Arabic, accents
     texts = c4 + crawl
     sigs, _ = signatures(texts)
     for text, sig in zip(texts, sigs):
@@ -152,6 +200,6 @@ def test_lone_surrogate_is_hashed_not_an_error():
     text = "broken \ud800 escape in a crawled page"
     sigs, has_shingles = signatures([text])
     assert has_shingles.tolist() == [True]
-    m = MinHash(num_perm=128, seed=1, hashfunc=ds_sha1_hash32, scheme="affine32")
+    m = MinHash(num_perm=128, seed=1, hashfunc=shingle_hash32, scheme="affine32")
     m.update_batch([s.encode("utf-8", "surrogatepass") for s in shingles(text, 5)])
     assert np.array_equal(sigs[0], m.hashvalues)

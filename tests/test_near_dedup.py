@@ -15,9 +15,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from datasketch import MinHash, MinHashLSH
-from datasketch.hashfunc import sha1_hash32
 
-from pipeline.filters.minhash import shingles
+from pipeline.filters.minhash import shingle_hash32, shingles
 from pipeline.near_dedup import StarContraction
 from tests.bench.bench_dedup import (
     book_paragraphs,
@@ -72,8 +71,10 @@ def oracle_survivors(docs: list[dict], cfg) -> list[dict]:
             sh = shingles(nodes[node][0]["text"], mh.ngram)
             if not sh:
                 continue
-            m = MinHash(num_perm=mh.num_perm, seed=mh.seed, hashfunc=sha1_hash32, scheme="affine32")
-            m.update_batch([s.encode("utf-8") for s in sh])
+            m = MinHash(
+                num_perm=mh.num_perm, seed=mh.seed, hashfunc=shingle_hash32, scheme="affine32"
+            )
+            m.update_batch([s.encode("utf-8", "surrogatepass") for s in sh])
             lsh.insert(node, m)
             sketches[node] = m
         uf = UnionFind(sketches)

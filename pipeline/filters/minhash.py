@@ -4,15 +4,31 @@ batches of documents and bit-for-bit compatible with `datasketch` 2.0.
 LLaMA (2023, Section 2.1) removes near-duplicate documents; the public
 replications do it with MinHash LSH over word n-gram shingles (Broder 1997;
 Leskovec et al., "Mining of Massive Datasets", ch. 3). `datasketch` is the
-reference implementation and the test oracle, so every choice below is the one
-`datasketch.MinHash` makes when configured as
+reference implementation and the test oracle: every signature here equals the
+one `datasketch.MinHash` computes when configured as
 
-    MinHash(num_perm=num_perm, seed=seed, hashfunc=datasketch.hashfunc.sha1_hash32,
-            scheme="affine32")
+    MinHash(num_perm=num_perm, seed=seed, hashfunc=shingle_hash32, scheme="affine32")
 
-- **hash function** `sha1_hash32`: the first 4 bytes of SHA-1 of the shingle's
-  UTF-8 bytes, read as a little-endian uint32 (datasketch's default for the
-  32-bit schemes).
+and updated with the UTF-8 bytes of each shingle.
+
+- **hash function** `shingle_hash32` (this module; `HASHFUNC` names it in the
+  manifest). datasketch takes any `hashfunc` from bytes to a uint32; issue 4
+  allows hashing each word once and combining word hashes into shingle hashes,
+  which numpy can do for a whole batch without a Python call per shingle (SHA-1
+  per shingle and the per-document shingle sets were 70% of the time). A
+  shingle's bytes are split on `b" "` into words; word `w` hashes to
+  `word_hash64(w) = fmix64(poly(w + b" "))`, with
+  `poly(x) = sum_i x[i] * P**i mod 2**64` (P = `_WORD_P`, odd; the trailing space
+  makes `b"a"` and `b"a\x00"` differ); word k of the shingle is weighted by the
+  odd constant `C_k = fmix64(k + 1) | 1` (order matters), and the shingle hash is
+  the low 32 bits of `fmix64(sum_k C_k * word_hash64(w_k) mod 2**64)`. Like
+  datasketch's default `sha1_hash32` it is 32 bits wide: two distinct shingles
+  collide with probability about 2**-32, which only ever adds one shared
+  shingle to two documents' estimate. Word hashes are 64 bits, so two distinct
+  words of a 10-million-word vocabulary collide with probability about 3e-6.
+  It is not a cryptographic hash: an adversary can make two long words (about
+  2 KiB, Thue-Morse strings) collide, which merges only the adversary's own
+  shingles.
 - **permutation scheme** `"affine32"` (datasketch 2.0's default; "legacy" was
   the only scheme before 2.0): the hash is pre-mixed once with the 32-bit
   MurmurHash3 finalizer (`fmix32`), then permutation k is
@@ -21,9 +37,12 @@ reference implementation and the test oracle, so every choice below is the one
 - **permutation parameters**: `np.random.RandomState(seed)`, then
   `a = randint(0, 2**31, num_perm, uint32) * 2 + 1`, `b = randint(0, 2**32, num_perm, uint32)`.
 
-Shingles are word n-grams of `normalize_words(text)` (see there). Each distinct
-shingle of a document is hashed once; the permutations are applied with numpy
-over all shingles of a batch of documents at once, in chunks of bounded memory.
+Shingles are word n-grams of `normalize_words(text)` (see there). `signatures`
+hashes the words of a whole batch with prefix sums over its bytes, combines
+them into shingle hashes with n shifted multiply-adds, and applies the
+permutations with numpy over all shingles of the batch at once, in chunks of
+bounded memory. A repeated shingle is hashed and permuted again rather than
+deduplicated: the minimum over a multiset equals the minimum over its set.
 """
 
 from __future__ import annotations
@@ -33,13 +52,13 @@ import hashlib
 import sys
 import unicodedata
 from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 from scipy.integrate import quad
 
 SCHEME = "affine32"  # datasketch.MinHash(scheme=...): the scheme we reproduce
-HASHFUNC = "sha1_hash32"  # datasketch.hashfunc.sha1_hash32: SHA-1, first 4 bytes, little-endian
+# datasketch.MinHash(hashfunc=...): the hash we compute, vectorised (see the module docstring)
+HASHFUNC = "pipeline.filters.minhash.shingle_hash32"
 SIGNATURE_DTYPE = np.uint32  # datasketch's storage dtype for "affine32"
 EMPTY_VALUE = np.uint32(0xFFFFFFFF)  # datasketch's initial value: a MinHash of no shingle
 LSH_WEIGHTS = (0.5, 0.5)  # datasketch.MinHashLSH default (false positive, false negative)
@@ -48,16 +67,23 @@ LSH_WEIGHTS = (0.5, 0.5)  # datasketch.MinHashLSH default (false positive, false
 # block (2 MiB) at a time, so the working set stays in cache and memory stays flat
 # however long the batch or the document.
 _CHUNK_BYTES = 1 << 21
+# Word hashes are computed over at most this many bytes at a time (a longer word
+# gets a window of its own): uint64 per byte, 8 of them per text byte, stays small.
+_WORD_CHUNK_BYTES = 1 << 16
 _SPACE = 0x20
 _PUNCT_SCAN_END = 0x20000
+_MASK64 = (1 << 64) - 1
 
-try:  # CPython's own SHA-1 (HACL*): same digests as hashlib's OpenSSL one, less call overhead
-    from _sha1 import sha1 as _sha1
-except ImportError:  # pragma: no cover - CPython built without it
-    _sha1 = hashlib.sha1
+# Polynomial word hash: P odd (the golden-ratio constant of Fibonacci hashing), so
+# that its inverse Q mod 2**64 exists and a word's hash is a difference of prefix sums.
+_WORD_P = 0x9E3779B97F4A7C15
+_WORD_Q = pow(_WORD_P, -1, 1 << 64)
 
 # MurmurHash3 fmix32 constants (Appleby, MurmurHash3.cpp), as datasketch uses them.
 _FMIX32 = tuple(np.uint32(v) for v in (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16))
+# MurmurHash3 fmix64 constants (Appleby, MurmurHash3.cpp).
+_FMIX64_INT = (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)
+_FMIX64 = tuple(np.uint64(v) for v in _FMIX64_INT)
 
 
 @functools.cache
@@ -136,34 +162,28 @@ def shingles(text: str, ngram: int) -> list[str]:
     return [" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
 
 
-def _shingle_set(text: str, ngram: int) -> set[bytes]:
-    """`{s.encode() for s in shingles(text, ngram)}`, cut as slices of one encoded
-    string: word boundaries are the space bytes of the space-joined words (a
-    word holds no whitespace, and UTF-8 never puts 0x20 inside a multi-byte
-    character)."""
-    joined = _joined_words(text)
-    if not joined:
-        return set()
-    spaces = np.flatnonzero(np.frombuffer(joined, dtype=np.uint8) == _SPACE)  # words - 1 of them
-    n = len(spaces) + 2 - ngram  # shingles
-    if n <= 1:
-        return {joined}
-    starts = [0] + (spaces[: n - 1] + 1).tolist()  # first byte of words 0 .. n-1
-    ends = spaces[ngram - 1 :].tolist() + [len(joined)]  # end of words ngram-1 .. last
-    return {joined[s:e] for s, e in zip(starts, ends)}
+def _fmix64_int(h: int) -> int:
+    """MurmurHash3's 64-bit finalizer of one Python int in [0, 2**64)."""
+    s1, m1, s2, m2, s3 = _FMIX64_INT
+    h ^= h >> s1
+    h = (h * m1) & _MASK64
+    h ^= h >> s2
+    h = (h * m2) & _MASK64
+    return h ^ (h >> s3)
 
 
-def sha1_hash32(shingles_utf8: Sequence[bytes]) -> np.ndarray:
-    """datasketch's `sha1_hash32` over many byte strings at once.
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer, element-wise (a bijection on uint64).
 
-    Args:
-        shingles_utf8: byte strings (n of them).
-    Returns:
-        uint32 [n]: the first 4 bytes of each SHA-1 digest, little-endian.
+    Args: h uint64 [...]. Returns: a new uint64 array, same shape.
     """
-    sha1 = _sha1
-    digests = b"".join([sha1(s).digest() for s in shingles_utf8])  # 20 bytes = 5 words each
-    return np.frombuffer(digests, dtype="<u4")[::5].astype(np.uint32)
+    s1, m1, s2, m2, s3 = _FMIX64
+    h = h ^ (h >> s1)
+    h *= m1  # uint64 array arithmetic wraps: mod 2**64
+    h ^= h >> s2
+    h *= m2
+    h ^= h >> s3
+    return h
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -178,6 +198,147 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     h = h ^ (h >> s2)
     h = h * m2
     return h ^ (h >> s3)
+
+
+def word_hash64(word: bytes) -> int:
+    """The 64-bit hash of one word: `fmix64(sum_i x[i] * P**i mod 2**64)` over the
+    bytes `x = word + b" "`, P = `_WORD_P` (the reference of `_word_hashes`)."""
+    h = 0
+    for byte in reversed(word + b" "):  # Horner: ((x[n-1] * P + x[n-2]) * P + ...) + x[0]
+        h = (h * _WORD_P + byte) & _MASK64
+    return _fmix64_int(h)
+
+
+def _position_weight(k: int) -> int:
+    """C_k, the odd weight of word k of a shingle: `fmix64(k + 1) | 1`."""
+    return _fmix64_int(k + 1) | 1
+
+
+def shingle_hash32(shingle: bytes) -> int:
+    """The hash of one shingle that `signatures` computes vectorised; pass it to
+    datasketch (`MinHash(..., hashfunc=shingle_hash32, scheme="affine32")`) for
+    signatures equal to ours.
+
+    The shingle's words are its bytes split on `b" "` (as `shingles` joins them);
+    the hash is the low 32 bits of `fmix64(sum_k C_k * word_hash64(word_k) mod 2**64)`
+    with `C_k = fmix64(k + 1) | 1` (see the module docstring for the collision rate).
+
+    Args:
+        shingle: a shingle's UTF-8 bytes ("surrogatepass"), words separated by one space.
+    Returns:
+        An int in [0, 2**32), like datasketch's `sha1_hash32`.
+    """
+    h = 0
+    for k, word in enumerate(shingle.split(b" ")):
+        h += _position_weight(k) * word_hash64(word)
+    return _fmix64_int(h & _MASK64) & 0xFFFFFFFF
+
+
+@functools.lru_cache(maxsize=2)
+def _word_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P**j, Q**j) mod 2**64 for j in [0, n): uint64 [n] each (read-only when cached)."""
+    out = []
+    for base in (_WORD_P, _WORD_Q):
+        powers = np.full(n, base, dtype=np.uint64)
+        powers[0] = 1
+        np.multiply.accumulate(powers, out=powers)  # wraps mod 2**64
+        powers.flags.writeable = False
+        out.append(powers)
+    return out[0], out[1]
+
+
+def _word_hashes(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """`word_hash64` of every word of `data`, without a Python call per word.
+
+    With prefix sums `S[j] = sum_{i<j} x[i] * P**i`, the word whose bytes (space
+    included) are `x[s..e]` has `poly = (S[e+1] - S[s]) * Q**s` (Q = P**-1 mod
+    2**64). Positions are taken relative to a window of about
+    `_WORD_CHUNK_BYTES` bytes that starts at a word, so memory is bounded.
+
+    Args:
+        data: uint8 [n], words each followed by exactly one space (0x20).
+        ends: int64 [w], the position of each word's space, increasing.
+    Returns:
+        uint64 [w].
+    """
+    out = np.empty(len(ends), dtype=np.uint64)
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    starts[1:] = ends[:-1] + 1
+    w0 = 0
+    while w0 < len(ends):
+        lo = int(starts[w0])
+        # the words that end in [lo, lo + chunk), and at least one
+        w1 = max(int(np.searchsorted(ends, lo + _WORD_CHUNK_BYTES, side="left")), w0 + 1)
+        n = int(ends[w1 - 1]) + 1 - lo
+        if n <= _WORD_CHUNK_BYTES:
+            p, q = _word_powers(_WORD_CHUNK_BYTES)
+        else:  # one word longer than the window: its own powers, not cached
+            p, q = _word_powers.__wrapped__(n)
+        prefix = np.empty(n + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.multiply(data[lo : lo + n], p[:n], out=prefix[1:])
+        np.cumsum(prefix[1:], out=prefix[1:])  # wraps mod 2**64
+        s = starts[w0:w1] - lo
+        poly = prefix[ends[w0:w1] - lo + 1] - prefix[s]
+        poly *= q[s]
+        out[w0:w1] = poly
+        w0 = w1
+    return fmix64(out)
+
+
+def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """`shingle_hash32` of every shingle of every document, vectorised over the batch.
+
+    The normalised words of all documents (each followed by one space) are hashed
+    by `_word_hashes`; each document's word hashes are laid out followed by
+    `ngram - 1` zeros, so a window of `ngram` positions never reaches the next
+    document and the single shingle of a document with m < ngram words weighs
+    only its m words; `sum_k C_k * window[k]` is taken over all windows with
+    `ngram` shifted multiply-adds, then the windows that start a shingle are kept.
+
+    Args:
+        texts: n documents.
+        ngram: words per shingle, >= 1.
+    Returns:
+        (hashes, counts): hashes uint32 [sum(counts)], the shingles of document 0
+        in `shingles` order, then document 1's, ...; counts int64 [n], shingles
+        per document (`len(shingles(texts[i], ngram))`).
+    Raises:
+        ValueError: ngram < 1.
+    """
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1, got {ngram}")
+    joined = [_joined_words(t) for t in texts]
+    n_words = np.fromiter(
+        (j.count(b" ") + 1 if j else 0 for j in joined), dtype=np.int64, count=len(joined)
+    )
+    data = np.frombuffer(b"".join([j + b" " for j in joined if j]), dtype=np.uint8)
+    del joined
+    words = _word_hashes(data, np.flatnonzero(data == _SPACE))
+    del data
+    pad = ngram - 1
+    counts = np.where(n_words > 0, np.maximum(n_words - pad, 1), 0)
+    if not len(words):
+        return np.empty(0, dtype=np.uint32), counts
+    per_doc = n_words[n_words > 0]
+    doc_start = np.cumsum(per_doc + pad) - (per_doc + pad)  # in the padded layout
+    padded = np.zeros(len(words) + pad * len(per_doc), dtype=np.uint64)
+    shift = doc_start - (np.cumsum(per_doc) - per_doc)  # padded minus unpadded start
+    padded[np.arange(len(words)) + np.repeat(shift, per_doc)] = words
+    del words
+    n_windows = len(padded) - pad
+    weights = fmix64(np.arange(1, ngram + 1, dtype=np.uint64)) | np.uint64(1)  # C_k
+    h = padded[:n_windows] * weights[0]
+    tmp = np.empty_like(h)
+    for k in range(1, ngram):
+        np.multiply(padded[k : k + n_windows], weights[k], out=tmp)
+        h += tmp
+    del padded, tmp
+    per_doc = counts[counts > 0]
+    first = np.cumsum(per_doc) - per_doc  # document j's shingles in the output
+    take = np.arange(int(per_doc.sum())) + np.repeat(doc_start - first, per_doc)
+    return fmix64(h[take]).astype(np.uint32), counts  # astype keeps the low 32 bits
 
 
 @functools.lru_cache(maxsize=8)
@@ -207,13 +368,14 @@ def signatures(
     """MinHash signatures of a batch of documents.
 
     Row i equals `datasketch.MinHash(num_perm=num_perm, seed=seed,
-    hashfunc=sha1_hash32, scheme="affine32")` updated with the UTF-8 bytes
+    hashfunc=shingle_hash32, scheme="affine32")` updated with the UTF-8 bytes
     ("surrogatepass") of every `shingles(texts[i], ngram)`.
 
-    Each distinct shingle of a document is hashed once (SHA-1); the permutations
-    are applied to all shingles of the batch with numpy, `a[:, None] * h + b`
-    over column chunks of about 2 MiB, and reduced per document with
-    `np.minimum.reduceat`. Memory: the batch's shingle bytes plus O(chunk).
+    Shingle hashes come from `shingle_hashes` (no Python call per word or
+    shingle); the permutations are applied to all shingles of the batch with
+    numpy, `a[:, None] * fmix32(h) + b` over column chunks of about 2 MiB, and
+    reduced per document with `np.minimum.reduceat`. Memory: about 50 bytes per
+    word of the batch plus O(chunk).
 
     Args:
         texts: n documents.
@@ -227,16 +389,11 @@ def signatures(
     Raises:
         ValueError: num_perm < 1 or ngram < 1.
     """
-    if ngram < 1:
-        raise ValueError(f"ngram must be >= 1, got {ngram}")
     a, b = permutations(num_perm, seed)
-    # a MinHash is a min over the shingle *set*: hash each distinct shingle of a document once
-    per_doc = [_shingle_set(t, ngram) for t in texts]
-    counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
+    h, counts = shingle_hashes(texts, ngram)
+    h = fmix32(h)
     has_shingles = counts > 0
     out = np.full((num_perm, int(has_shingles.sum())), EMPTY_VALUE, dtype=SIGNATURE_DTYPE)
-    h = fmix32(sha1_hash32(list(chain.from_iterable(per_doc))))
-    del per_doc
     # document j (of those with shingles) is h[starts[j]:starts[j+1]]
     starts = np.concatenate(([0], np.cumsum(counts[has_shingles])))
     chunk = max(256, _CHUNK_BYTES // (4 * num_perm))

@@ -31,8 +31,14 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
            train the reference-page classifier (fastText) on the cleaned output:
            Wikipedia and books text against random CommonCrawl pages; writes
            clean.quality.model (rerun `clean` with it set to apply the filter)
-  report   write <out_dir>/report.md: per source, documents read, kept and dropped by
-           reason, tokens, achieved vs target share, and the training loss
+  report   write <out_dir>/report.md: per source, documents and bytes read, removed by
+           stage and reason, kept, tokens, epochs, achieved vs target share, and the
+           validation loss; with PNG charts beside it (a funnel per source, the mixture)
+  plan     print the plan of a run before starting it: tokens and epochs per source,
+           shards, disk, Beam core-hours per stage and GPU-hours and days per model
+           size, each number with its formula; from the per-core throughputs that
+           `make bench` measures and the input sizes the config gives (or a listing
+           of the inputs); --json PATH writes it as JSON
 
 Arguments after the command's own that this program does not know are passed to Beam
 (e.g. --runner=DataflowRunner --project=P --region=R), so the same job runs at scale.
@@ -61,11 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         ("shards", "Beam job: Documents -> mixture-weighted token shards (after clean and tokenizer train)"),
         ("quality-train", "train the reference-page classifier on the cleaned output (after clean)"),
         ("report", "write report.md from the stage outputs"),
+        ("plan", "print the run's plan: tokens, epochs, shards, disk, Beam and GPU hours"),
     ):
         _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_)))
+    from pipeline.plan import add_plan_arguments, cli_overrides
+
+    add_plan_arguments(sub.choices["plan"])
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)
+    if args.command == "plan":
+        args.overrides += cli_overrides(args)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
@@ -125,6 +137,13 @@ def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
         path, text = write_report(cfg)
         print(text)
         print(f"report: {path}")
+    elif args.command == "plan":
+        from pipeline.plan import format_plan, run_plan, write_plan_json
+
+        plan = run_plan(cfg, args.config, args.throughputs)
+        print(format_plan(plan), end="")
+        if args.json:
+            print(f"plan: {write_plan_json(plan, args.json)}")
     return 0
 
 

@@ -153,6 +153,29 @@ class TrainerConfig(_Strict):
     peak_flops: float | None = None  # per device, for MFU; None: a documented default
 
 
+class PlanConfig(_Strict):
+    """What `python -m pipeline plan` (pipeline/plan.py) needs beyond the measured
+    per-core throughputs: input sizes, the GPU fleet and the models to cost."""
+
+    # bytes per source as stored (compressed as read); a source left out is measured
+    # by listing its inputs (Beam FileSystems.match) when they are reachable
+    input_bytes: dict[Literal[SOURCES], float] = Field(default_factory=dict)  # type: ignore[valid-type]
+    # cleaned UTF-8 text bytes per source; left out: input_bytes * measured keep fraction
+    clean_bytes: dict[Literal[SOURCES], float] = Field(default_factory=dict)  # type: ignore[valid-type]
+    tokens_per_byte: float | None = Field(default=None, gt=0)  # None: the throughputs file's
+    gpus: int = Field(default=2048, gt=0)
+    gpu_peak_flops: float = Field(default=312e12, gt=0)  # per GPU; A100 bf16 dense
+    # LLaMA Section 2.4: 380 tokens/s/GPU for the 65B on A100-80GB; mfu is used instead
+    # when tokens_per_gpu_s is null
+    tokens_per_gpu_s: float | None = Field(default=380.0, gt=0)  # measured on throughput_model
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    throughput_model: str = "65B"  # the model tokens_per_gpu_s was measured on
+    models: list[str] = Field(default_factory=lambda: ["7B", "13B", "33B", "65B"])
+    model_tokens: dict[str, float] = Field(default_factory=dict)  # default: shards.total_tokens
+    worker_cores: int = Field(default=8, gt=0)  # cores of one Beam worker machine
+    checkpoint_bytes_per_param: float = Field(default=12.0, gt=0)  # fp32 weights + AdamW m, v
+
+
 class Config(_Strict):
     name: str
     seed: int = 1234
@@ -166,10 +189,12 @@ class Config(_Strict):
     tokenizer: TokenizerConfig
     shards: ShardsConfig
     trainer: TrainerConfig
+    plan: PlanConfig = Field(default_factory=PlanConfig)
 
     def digest(self) -> str:
-        """SHA-256 (hex, 16 chars) of the validated config: recorded in manifests."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """SHA-256 (hex, 16 chars) of the validated config: recorded in manifests.
+        The `plan` section is left out: it changes no output of any stage."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"plan"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -1,17 +1,44 @@
 """The run report: what happened to the data, per source, from read to training.
 
 Reads only the stages' own outputs (clean manifest, shard manifest, training
-log), so it can be rebuilt at any time: `python -m pipeline report`.
+log), so it can be rebuilt at any time: `python -m pipeline report`. Writes
+`<out_dir>/report.md` and, beside it, PNG charts: `report-funnel-<source>.png`
+(records read, removed by each stage and reason, kept) and `report-mixture.png`
+(achieved vs target share per source). Charts are drawn with matplotlib's Agg
+canvas, without metadata, so a rerun on the same outputs writes the same bytes.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import SOURCES, Config
 from pipeline.io import atomic_write
+
+# The clean job's stages in pipeline order (pipeline/clean.py build_clean_pipeline),
+# with the counters each one removes documents under.
+STAGES = (
+    ("read", ("the source reader: records that are not documents (skip.*) and records "
+              "that could not be parsed (dead letters)")),
+    ("one per id", "the same record twice (drop.duplicate_id): the newest kept"),
+    ("C4 rules", "the C4 page heuristics (drop.c4_*)"),
+    ("language ID", "fastText lid.176 outside the source's languages (drop.lang)"),
+    ("quality", "too short, or the reference-page classifier (drop.too_short, drop.quality_classifier)"),
+    ("exact dedup", "the same normalised text (drop.exact_duplicate)"),
+    ("near dedup", ("MinHash LSH near-duplicates, and books with >90% overlap (drop.near_duplicate, "
+                    "drop.no_shingles)")),
+    ("other", "reasons this report does not know yet"),
+)
+_STAGE_OF_DROP = {"duplicate_id": "one per id", "lang": "language ID", "too_short": "quality",
+                  "quality_classifier": "quality", "exact_duplicate": "exact dedup",
+                  "near_duplicate": "near dedup", "no_shingles": "near dedup"}
+CHART_DPI = 100
+# No "Software" (matplotlib's version) in the PNG: the bytes depend only on the data.
+PNG_METADATA = {"Software": None}
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:
@@ -24,23 +51,43 @@ def _log_records(log_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
 
 
+def stage_of(counter: str) -> str | None:
+    """The clean stage that removed documents under a counter name (`skip.license`
+    -> "read", `drop.c4_lorem_ipsum` -> "C4 rules"), None for non-removal counters."""
+    if counter.startswith("skip.") or counter == "dead_letter":
+        return "read"
+    if not counter.startswith("drop."):
+        return None
+    reason = counter[5:]
+    return "C4 rules" if reason.startswith("c4_") else _STAGE_OF_DROP.get(reason, "other")
+
+
 def funnel(counters: dict[str, int]) -> dict[str, Any]:
     """Summarise one source's clean-job counters.
 
-    Returns {"records", "docs_read", "removed": {reason: n}, "lines_removed",
-    "dead_letter", "kept"}: records = documents read + records skipped + dead
-    letters; removed merges reader skips (`skip.*`) and filter drops (`drop.*`);
-    lines_removed counts lines cut from kept documents (CCNet line dedup, C4 rules).
+    Returns {"records", "docs_read", "removed": {reason: n}, "by_stage":
+    [(stage, {reason: n})] in pipeline order (stages that removed nothing left
+    out), "lines_removed", "dead_letter", "kept"}: records = documents read +
+    records skipped + dead letters; removed merges reader skips (`skip.*`) and
+    filter drops (`drop.*`); lines_removed counts lines cut from kept documents
+    (CCNet line dedup, C4 rules).
     """
     removed = {
         k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith(("skip.", "drop."))
     }
     skipped = sum(v for k, v in counters.items() if k.startswith("skip."))
     dead = counters.get("dead_letter", 0)
+    by_stage: dict[str, dict[str, int]] = {}
+    for key, n in sorted(counters.items()):
+        stage = stage_of(key)
+        if stage and n:
+            reason = "dead letter" if key == "dead_letter" else key.split(".", 1)[1]
+            by_stage.setdefault(stage, {})[reason] = n
     return {
         "records": counters.get("docs_read", 0) + skipped + dead,
         "docs_read": counters.get("docs_read", 0),
         "removed": dict(sorted(removed.items())),
+        "by_stage": [(s, by_stage[s]) for s, _ in STAGES if s in by_stage],
         "lines_removed": sum(
             v for k, v in counters.items() if k.startswith("c4.line.") or k == "line_dedup.lines_removed"
         ),
@@ -49,50 +96,169 @@ def funnel(counters: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def build_report(cfg: Config) -> str:
-    """The report as Markdown text."""
+def funnel_steps(f: dict[str, Any]) -> list[tuple[str, int, dict[str, int]]]:
+    """The funnel as rows: ("records read", records, {}), then per stage that removed
+    something (f"after {stage}", documents left, {reason: n}), then ("kept", kept, {})."""
+    left = f["records"]
+    rows = [("records read", left, {})]
+    for stage, reasons in f["by_stage"]:
+        left -= sum(reasons.values())
+        rows.append((f"after {stage}", left, reasons))
+    rows.append(("kept", f["kept"], {}))
+    return rows
+
+
+def _input_bytes(clean: dict[str, Any], source: str) -> int | None:
+    """Bytes of a source's input files as stored: the manifest's `input_bytes` when
+    the clean job recorded it, else the listed local files' sizes now (None when
+    one is gone or remote)."""
+    recorded = clean.get("input_bytes", {})
+    if source in recorded:
+        return recorded[source]
+    total = 0
+    for path in clean.get("inputs", {}).get(source, []):
+        if os.path.isfile(path):
+            total += os.path.getsize(path)
+        elif os.path.isdir(path):  # a repository or a paper folder
+            total += sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+        else:
+            return None
+    return total
+
+
+def collect(cfg: Config) -> dict[str, Any]:
+    """Everything the report shows, from the stages' outputs (pure reads).
+
+    Returns {"name", "out_dir", "clean", "shards", "train", "val", "sources"}:
+    `sources` holds one entry per source with clean counters or inputs, in Table 1
+    order: {"source", "files", "bytes_read" (as stored; None unknown),
+    "bytes_kept" (Arrow files), "funnel", "mixture" (the shard manifest's entry),
+    "table1_share" (percent), "val_loss", "val_tokens"}.
+    """
     clean = _load_json(Path(cfg.out_dir) / "clean" / "manifest.json")
     shards = _load_json(Path(cfg.shards.out) / "manifest.json")
     records = _log_records(Path(cfg.trainer.out) / "log.jsonl")
-    log = [r for r in records if "loss" in r]  # training steps
-    val = [r for r in records if "val_loss" in r]  # validation records
-    lines = [f"# Run report: {cfg.name}", ""]
-    lines += ["## Data, per source", ""]
-    lines += [
-        "| source | input files | records | removed (reason: n) | dead letters | kept docs "
-        "| train tokens | epochs planned (written) | target share | achieved share |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val_loss" in r]
     counters = (clean or {}).get("counters", {})
     inputs = (clean or {}).get("inputs", {})
     mix = (shards or {}).get("sources", {})
+    last_val = val[-1] if val else {}
+    kept_bytes: dict[str, int] = {}
+    for f in (clean or {}).get("files", []):
+        kept_bytes[f["source"]] = kept_bytes.get(f["source"], 0) + f["bytes"]
+    sources = []
     for source in SOURCES:
         if source not in counters and source not in inputs:
             continue
-        f = funnel(counters.get(source, {}))
-        removed = ", ".join(f"{k}: {v}" for k, v in f["removed"].items()) or "-"
+        sources.append({
+            "source": source,
+            "files": len(inputs.get(source, [])),
+            "bytes_read": _input_bytes(clean or {}, source),
+            "bytes_kept": kept_bytes.get(source, 0),
+            "funnel": funnel(counters.get(source, {})),
+            "mixture": mix.get(source, {}),
+            "table1_share": cfg.sources[source].share if source in cfg.sources else 0.0,
+            "val_loss": last_val.get("val_loss", {}).get(source),
+            "val_tokens": last_val.get("val_tokens", {}).get(source),
+        })
+    return {"name": cfg.name, "out_dir": cfg.out_dir, "shards_dir": cfg.shards.out, "trainer_dir": cfg.trainer.out,
+            "clean": clean, "shards": shards, "train": train, "val": val, "sources": sources}
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def funnel_chart_name(source: str) -> str:
+    return f"report-funnel-{source}.png"
+
+
+MIXTURE_CHART = "report-mixture.png"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """The report as Markdown text (links the charts `write_charts` draws)."""
+    clean, shards = data["clean"], data["shards"]
+    lines = [
+        f"# Run report: {data['name']}",
+        "",
+        ("What happened to the data of this run, source by source: what was read, what each "
+         "cleaning stage removed and why, what was kept, how many tokens it became and how often "
+         "training sees them, and how well the trained model predicts each source. Rebuilt from "
+         f"the stages' outputs (`{data['out_dir']}/clean/manifest.json`, "
+         f"`{data['shards_dir']}/manifest.json`, `{data['trainer_dir']}/log.jsonl`) by "
+         "`python -m pipeline report`."),
+        "",
+        "## Cleaning, per source",
+        "",
+        ("Each input record goes through the clean job's stages in this order; a stage removes a "
+         "document for one reason, counted. Records = documents read + records the reader skipped "
+         "+ dead letters; kept = what reaches the tokenizer. Bytes read: the input files as stored "
+         "(compressed); bytes kept: the cleaned Arrow files."),
+        "",
+        ("| source | input files | bytes read | records | removed, by stage (reason: n) | dead letters "
+         "| kept docs | bytes kept |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in data["sources"]:
+        f = s["funnel"]
+        removed = "; ".join(
+            f"{stage}: " + ", ".join(f"{r}: {n}" for r, n in reasons.items())
+            for stage, reasons in f["by_stage"]
+        ) or "-"
         if f["lines_removed"]:
-            removed += f"; lines cut: {f['lines_removed']}"
-        m = mix.get(source, {})
-        written = m.get("tokens_written", 0) / m["tokens_available"] if m.get("tokens_available") else 0.0
+            removed += f"; lines cut from kept documents: {f['lines_removed']}"
         lines.append(
-            f"| {source} | {len(inputs.get(source, []))} | {f['records']} | {removed} "
-            f"| {f['dead_letter']} | {f['kept']} | {m.get('tokens_written', 0)} "
-            f"| {m.get('epochs', 0):.2f} ({written:.2f}) | {100 * m.get('share', 0):.1f}% "
-            f"(Table 1: {cfg.sources[source].share:.1f}%) | {100 * m.get('achieved_share', 0):.1f}% |"
+            f"| {s['source']} | {s['files']} | {_mb(s['bytes_read'])} | {f['records']} | {removed} "
+            f"| {f['dead_letter']} | {f['kept']} | {_mb(s['bytes_kept'])} |"
         )
     if clean is None:
         lines.append("\n(no clean manifest: run `python -m pipeline clean`)")
+    else:
+        lines += ["", "Stages: " + "; ".join(f"**{name}**: {what}" for name, what in STAGES[:-1]) + ".", ""]
+        lines += ["Funnel per source (documents left after each stage that removed any):", ""]
+        lines += [f"![{s['source']} funnel]({funnel_chart_name(s['source'])})" for s in data["sources"]]
+    lines.append("")
+
+    lines += [
+        "## Mixture: tokens and epochs",
+        "",
+        ("The shard job tokenizes the kept documents and repeats each source to reach its share of "
+         "the training tokens (LLaMA Table 1): epochs = share x total tokens / tokens available. "
+         "Target share: Table 1's, renormalised over the sources present; achieved: the share of "
+         "the tokens actually written. Seen in training: achieved share x the tokens the trainer "
+         "consumed (last log record), what each source contributed to the model."),
+        "",
+        ("| source | tokens available | epochs planned (written) | training tokens | target share "
+         "| achieved share | seen in training | val loss (nats/token) |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    trained = data["train"][-1].get("tokens") if data["train"] else None
+    for s in data["sources"]:
+        m = s["mixture"]
+        avail = m.get("tokens_available", 0)
+        written = m.get("epochs_written", m.get("tokens_written", 0) / avail if avail else 0.0)
+        loss = "-" if s["val_loss"] is None else f"{s['val_loss']:.4f}"
+        seen = "-" if trained is None or not m else f"{round(m.get('achieved_share', 0) * trained)}"
+        lines.append(
+            f"| {s['source']} | {avail} | {m.get('epochs', 0):.2f} ({written:.2f}) | {m.get('tokens_written', 0)} "
+            f"| {100 * m.get('share', 0):.1f}% (Table 1: {s['table1_share']:.1f}%) "
+            f"| {100 * m.get('achieved_share', 0):.1f}% | {seen} | {loss} |"
+        )
+    mix = (shards or {}).get("sources", {})
     misses = [
-        f"{s} {100 * m['achieved_share']:.1f}% vs {100 * m['share']:.1f}%"
-        for s, m in mix.items()
+        f"{src} {100 * m['achieved_share']:.1f}% vs {100 * m['share']:.1f}%"
+        for src, m in mix.items()
         if abs(m.get("achieved_share", 0) - m.get("share", 0)) > 0.02
     ]
     if misses:
         lines.append(
-            "\nMixture off target by more than 2 points (a source of few large documents is "
-            "drawn whole, or too small for its share): " + "; ".join(misses)
+            "\nMixture off target by more than 2 points (a source capped at shards.max_epochs, or too "
+            "small for its share, or of a few large documents drawn whole): " + "; ".join(misses)
         )
+    if shards and any(s["mixture"] for s in data["sources"]):
+        lines += ["", f"![achieved vs target share]({MIXTURE_CHART})"]
     lines.append("")
     if shards:
         n_train = sum(1 for s in shards["shards"] if s["split"] == "train")
@@ -100,26 +266,32 @@ def build_report(cfg: Config) -> str:
         lines += [
             "## Token shards",
             "",
-            f"- {n_train} train and {n_val} validation shards in `{cfg.shards.out}`,"
-            f" {shards['tokens_written']} training tokens (target {shards['total_tokens_target']:.0f})",
-            f"- tokenizer `{shards['tokenizer']['path']}` (vocab {shards['tokenizer']['vocab_size']},"
-            f" sha256 {shards['tokenizer']['sha256'][:16]})",
+            "The files training reads: each holds every source in its share, shuffled.",
+            "",
+            (f"- {n_train} train and {n_val} validation shards in `{data['shards_dir']}`,"
+             f" {shards['tokens_written']} training tokens (target {shards['total_tokens_target']:.0f})"),
+            (f"- tokenizer `{shards['tokenizer']['path']}` (vocab {shards['tokenizer']['vocab_size']},"
+             f" sha256 {shards['tokenizer']['sha256'][:16]})"),
             "",
         ]
-    if log:
-        first, last = log[0], log[-1]
+    if data["train"]:
+        first, last = data["train"][0], data["train"][-1]
+        log = Path(data["trainer_dir"]) / "log.jsonl"
         lines += [
             "## Training",
             "",
-            f"- steps logged: {len(log)}, last step {last['step']}",
-            f"- loss: first {first['loss']:.4f} (step {first['step']}),"
-            f" last {last['loss']:.4f} (step {last['step']}), ratio {last['loss'] / first['loss']:.3f}",
-            f"- log `{Path(cfg.trainer.out) / 'log.jsonl'}`, loss curve `{Path(cfg.trainer.out) / 'loss.png'}`",
+            "The training loss (nats per token) falls as the model learns; the curve is drawn from the log.",
+            "",
+            f"- steps logged: {len(data['train'])}, last step {last['step']}",
+            (f"- loss: first {first['loss']:.4f} (step {first['step']}),"
+             f" last {last['loss']:.4f} (step {last['step']}), ratio {last['loss'] / first['loss']:.3f}"),
+            f"- log `{log}`, loss curve `{Path(data['trainer_dir']) / 'loss.png'}`",
             "",
         ]
-    if val:
-        last = val[-1]
-        lines += [f"Validation loss per source at step {last['step']} (held-out documents):", "",
+    if data["val"]:
+        last = data["val"][-1]
+        lines += [(f"Validation loss per source at step {last['step']}, on documents held out of training "
+                   "(lower: the model predicts that source better):"), "",
                   "| source | val loss | val tokens |", "|---|---|---|"]
         for source, loss in sorted(last["val_loss"].items()):
             lines.append(f"| {source} | {loss:.4f} | {last.get('val_tokens', {}).get(source, '')} |")
@@ -127,9 +299,108 @@ def build_report(cfg: Config) -> str:
     return "\n".join(lines)
 
 
+def build_report(cfg: Config) -> str:
+    """The report as Markdown text."""
+    return render_markdown(collect(cfg))
+
+
+def _save_png(fig: Any, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=CHART_DPI, metadata=PNG_METADATA)
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+    return path
+
+
+def funnel_chart(source: str, f: dict[str, Any], bytes_read: int | None, bytes_kept: int,
+                 path: str | Path) -> Path:
+    """Draw one source's funnel as a PNG (written atomically): a bar per row of
+    `funnel_steps` (documents left), the part each stage removed in red with its
+    reasons; below, bytes read (as stored) against bytes kept (Arrow files) when
+    bytes read are known. Returns `path`."""
+    import textwrap
+
+    from matplotlib.figure import Figure  # slow import, needed only here
+
+    rows = funnel_steps(f)
+    has_bytes = bytes_read is not None
+    fig = Figure(figsize=(10, 0.6 * len(rows) + (1.9 if has_bytes else 1.1)), layout="constrained")
+    grid = fig.add_gridspec(2 if has_bytes else 1, 1, height_ratios=(len(rows), 2) if has_bytes else None)
+    ax = fig.add_subplot(grid[0, 0])
+    top = max(1, rows[0][1])
+    y = list(range(len(rows)))[::-1]
+    for yi, (label, left, reasons) in zip(y, rows):
+        gone = sum(reasons.values())
+        ax.barh(yi, left, color="tab:green" if label == "kept" else "tab:blue")
+        ax.text(left + top * 0.01, yi, str(left), va="center", fontsize=8)
+        if gone:  # what this stage removed, stacked after what it left
+            ax.barh(yi, gone, left=left, color="tab:red", alpha=0.35)
+            text = textwrap.fill(", ".join(f"-{n} {r}" for r, n in reasons.items()), 60)
+            ax.text(left + gone + top * 0.08, yi, text, va="center", fontsize=7, color="tab:red")
+    ax.set_yticks(y, [label for label, _, _ in rows])
+    ax.set_xlim(0, top * 2.4)
+    ax.set_xlabel("documents (records)")
+    ax.set_title(f"{source}: {rows[0][1]} records read, {f['kept']} documents kept")
+    ax.grid(axis="x", alpha=0.3)
+    if has_bytes:
+        bx = fig.add_subplot(grid[1, 0])
+        values = [bytes_read / 1e6, bytes_kept / 1e6]
+        bx.barh([1, 0], values, color=["tab:blue", "tab:green"])
+        for yi, v in zip([1, 0], values):
+            bx.text(v, yi, f" {v:.2f} MB", va="center", fontsize=8)
+        bx.set_yticks([1, 0], ["bytes read (as stored)", "bytes kept (Arrow)"])
+        bx.set_xlim(0, max(values + [1e-6]) * 1.25)
+        bx.set_xlabel("MB")
+    return _save_png(fig, Path(path))
+
+
+def mixture_chart(sources: list[dict[str, Any]], path: str | Path) -> Path:
+    """Grouped bars per source: Table 1 target share (renormalised over the present
+    sources), planned share after any epoch cap (when the manifest has it) and
+    achieved share, in percent of training tokens. Returns `path`."""
+    from matplotlib.figure import Figure
+
+    names = [s["source"] for s in sources if s["mixture"]]
+    mix = [s["mixture"] for s in sources if s["mixture"]]
+    series = [("target (Table 1)", [100 * m.get("share", 0) for m in mix], "tab:gray")]
+    if all("planned_share" in m for m in mix):
+        series.append(("planned (after caps)", [100 * m["planned_share"] for m in mix], "tab:blue"))
+    series.append(("achieved", [100 * m.get("achieved_share", 0) for m in mix], "tab:orange"))
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    for i, (label, values, color) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
+        bars = ax.bar(xs, values, width, label=label, color=color)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("share of training tokens (%)")
+    ax.set_title("Mixture: achieved vs target share per source")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return _save_png(fig, Path(path))
+
+
+def write_charts(data: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """The report's PNGs into `out_dir`: a funnel per source (when there is a clean
+    manifest) and the mixture chart (when there is a shard manifest)."""
+    out_dir = Path(out_dir)
+    paths = []
+    if data["clean"] is not None:
+        for s in data["sources"]:
+            paths.append(funnel_chart(s["source"], s["funnel"], s["bytes_read"], s["bytes_kept"],
+                                      out_dir / funnel_chart_name(s["source"])))
+    if data["shards"] is not None and any(s["mixture"] for s in data["sources"]):
+        paths.append(mixture_chart(data["sources"], out_dir / MIXTURE_CHART))
+    return paths
+
+
 def write_report(cfg: Config) -> tuple[Path, str]:
-    """Write `<out_dir>/report.md` atomically; returns (path, text)."""
-    text = build_report(cfg)
+    """Write `<out_dir>/report.md` and its charts beside it, atomically; returns
+    (path of report.md, its text)."""
+    data = collect(cfg)
+    write_charts(data, cfg.out_dir)
+    text = render_markdown(data)
     path = Path(cfg.out_dir) / "report.md"
     with atomic_write(path) as f:
         f.write(text.encode("utf-8"))

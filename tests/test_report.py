@@ -1,0 +1,144 @@
+"""The lineage report (pipeline/report.py): funnel per source, mixture table and
+charts, from stage outputs. The counters and mixture figures below are those a
+`make demo` run recorded (clean and shard manifests, training log)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.report import (
+    collect,
+    funnel,
+    funnel_steps,
+    stage_of,
+    write_charts,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GITHUB = {"docs_kept": 560, "docs_read": 589, "drop.too_short": 29, "skip.alpha_per_token": 3,
+          "skip.empty": 16, "skip.license": 93, "skip.license_file": 88, "skip.max_line_length": 3,
+          "skip.mean_line_length": 1}
+WIKIPEDIA = {"docs_kept": 111, "docs_read": 112, "drop.duplicate_id": 1, "skip.namespace": 3,
+             "skip.redirect": 99}
+BOOKS = {"docs_kept": 2, "docs_read": 2}
+MIXTURE = {
+    "books": {"achieved_share": 0.44815293954018304, "capped": False, "epochs": 0.4753090419781855,
+              "share": 0.055900621118012424, "target_share": 0.045, "tokens_available": 235218,
+              "tokens_written": 235218, "val_tokens": 0},
+    "github": {"achieved_share": 0.1903303922371828, "capped": False, "epochs": 0.030547496932585825,
+               "share": 0.055900621118012424, "target_share": 0.045, "tokens_available": 3659915,
+               "tokens_written": 99897, "val_tokens": 21036},
+}
+
+
+def _chunks(png: bytes) -> list[bytes]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    out, i = [], 8
+    while i < len(png):
+        (n,) = struct.unpack(">I", png[i:i + 4])
+        out.append(png[i + 4:i + 8])
+        i += 12 + n
+    return out
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    """A run's stage outputs: clean and shard manifests and a training log."""
+    out = tmp_path / "out"
+    (out / "clean").mkdir(parents=True)
+    (tmp_path / "in").mkdir()
+    book = tmp_path / "in" / "book.txt"
+    book.write_bytes(b"x" * 633_950)
+    clean = {
+        "counters": {"github": GITHUB, "wikipedia": WIKIPEDIA, "books": BOOKS},
+        "inputs": {"github": [str(tmp_path / "in" / "gone.jsonl.gz")], "wikipedia": ["a.bz2", "b.bz2", "c.bz2"],
+                   "books": [str(book)]},
+        "input_bytes": {"wikipedia": 1_833_754},  # recorded by the clean job (proposed field)
+        "files": [{"source": "github", "bytes": 4_133_834}, {"source": "github", "bytes": 4_488_578},
+                  {"source": "wikipedia", "bytes": 3_067_684}, {"source": "books", "bytes": 620_012}],
+    }
+    (out / "clean" / "manifest.json").write_text(json.dumps(clean))
+    (out / "shards").mkdir()
+    shards = {"sources": MIXTURE, "shards": [{"split": "train"}] * 4 + [{"split": "val"}],
+              "tokens_written": 524861, "total_tokens_target": 2e6,
+              "tokenizer": {"path": "m.model", "vocab_size": 2000, "sha256": "3ac0572e16a506f9" + "0" * 48}}
+    (out / "shards" / "manifest.json").write_text(json.dumps(shards))
+    (out / "train").mkdir()
+    log = [{"step": 1, "loss": 7.6364, "lr": 1e-4, "tokens": 2048},
+           {"step": 300, "loss": 4.2964, "lr": 3e-4, "tokens": 614400},
+           {"step": 300, "val_loss": {"github": 4.614861607551575}, "val_tokens": {"github": 16384}}]
+    (out / "train" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={out}", f"shards.out={out}/shards",
+                                                        f"trainer.out={out}/train"])
+
+
+def test_stages_of_counters():
+    assert stage_of("skip.license") == "read" and stage_of("dead_letter") == "read"
+    assert stage_of("drop.c4_lorem_ipsum") == "C4 rules"
+    assert stage_of("drop.lang") == "language ID"
+    assert stage_of("drop.quality_classifier") == "quality"
+    assert stage_of("drop.near_duplicate") == "near dedup"
+    assert stage_of("drop.something_new") == "other"
+    assert stage_of("docs_kept") is None and stage_of("c4.line.javascript") is None
+
+
+def test_funnel_rows_follow_the_pipeline_order():
+    f = funnel(GITHUB)
+    assert f["records"] == 589 + 204
+    assert funnel_steps(f) == [
+        ("records read", 793, {}),
+        ("after read", 589, {"alpha_per_token": 3, "empty": 16, "license": 93, "license_file": 88,
+                             "max_line_length": 3, "mean_line_length": 1}),
+        ("after quality", 560, {"too_short": 29}),
+        ("kept", 560, {}),
+    ]
+    w = funnel({**WIKIPEDIA, "dead_letter": 2, "drop.lang": 4, "docs_kept": 107})
+    assert [(label, left) for label, left, _ in funnel_steps(w)] == [
+        ("records read", 216), ("after read", 112), ("after one per id", 111), ("after language ID", 107),
+        ("kept", 107)]
+    assert funnel_steps(w)[1][2] == {"dead letter": 2, "namespace": 3, "redirect": 99}
+
+
+def test_report_tables_and_chart_links(run_dir):
+    path, text = write_report(run_dir)
+    assert path == Path(run_dir.out_dir) / "report.md" and path.read_text() == text
+    assert ("| github | 1 | ? | 793 | read: alpha_per_token: 3, empty: 16, license: 93, license_file: 88, "
+            "max_line_length: 3, mean_line_length: 1; quality: too_short: 29 | 0 | 560 | 8.62 MB |") in text
+    assert "| wikipedia | 3 | 1.83 MB | 214 | read: namespace: 3, redirect: 99; one per id: duplicate_id: 1 " in text
+    assert "| books | 1 | 0.63 MB | 2 | - | 0 | 2 | 0.62 MB |" in text
+    # 0.1903303922371828 * 614400 tokens trained = 116939
+    assert "| github | 3659915 | 0.03 (0.03) | 99897 | 5.6% (Table 1: 4.5%) | 19.0% | 116939 | 4.6149 |" in text
+    assert "| books | 235218 | 0.48 (1.00) | 235218 | 5.6% (Table 1: 4.5%) | 44.8% | 275345 | - |" in text
+    assert "| github | 4.6149 | 16384 |" in text
+    for name in ("report-funnel-github.png", "report-funnel-wikipedia.png", "report-funnel-books.png",
+                 "report-mixture.png"):
+        assert f"]({name})" in text
+        assert (Path(run_dir.out_dir) / name).is_file()
+
+
+def test_charts_are_byte_identical_on_rerun_and_carry_no_metadata(run_dir, tmp_path):
+    data = collect(run_dir)
+    first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in write_charts(data, tmp_path / "a")}
+    again = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in write_charts(data, tmp_path / "b")}
+    assert len(first) == 4 and first == again
+    png = (tmp_path / "a" / "report-mixture.png").read_bytes()
+    assert _chunks(png) == [b"IHDR", b"pHYs", b"IDAT", b"IEND"]  # no tEXt: no version, no date
+    assert struct.unpack(">II", png[16:24]) == (800, 400)  # 8 x 4 inches at 100 dpi
+
+
+def test_report_without_outputs_says_what_to_run(tmp_path):
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}", f"shards.out={tmp_path}/s",
+                                                       f"trainer.out={tmp_path}/t"])
+    data = collect(cfg)
+    assert write_charts(data, tmp_path) == []
+    _, text = write_report(cfg)
+    assert "(no clean manifest: run `python -m pipeline clean`)" in text
+    assert ".png)" not in text and "## Token shards" not in text

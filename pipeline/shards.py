@@ -5,11 +5,21 @@ shuffled token shards with a manifest (DESIGN.md, "Token shard", "Mixture").
 2. Encode in batches (SentencePiece loads once per worker); BOS/EOS per config.
 3. Hold out `val_fraction` of each source's documents by id hash.
 4. Count tokens per source; epochs_s = share_s * total / tokens_s (Table 1).
-5. Each document is written floor(f) times plus once with probability f - floor(f);
-   each copy goes to a uniformly drawn shard and a drawn position in it, so any
-   prefix of training sees the target mixture.
+5. Each document is written floor(f) times, and a seeded token-weighted prefix
+   of the source's documents once more, holding (f - floor(f)) of its tokens
+   within half a document (pipeline/mixture.py; `build_shards_pipeline` says
+   how the prefix is found at scale). Each copy goes to a uniformly drawn shard
+   and a drawn position in it, so any prefix of training sees the mixture.
 6. Shards (uncompressed Arrow IPC) and manifest.json go to a temporary directory
    swapped into place when complete; readers trust only the manifest.
+
+The shards are Arrow IPC *file* format: record batches open by index, memory-
+mapped (`pa.ipc.open_file(pa.memory_map(path))`). Hugging Face `datasets` reads
+them through its Arrow builder, which accepts that format:
+`datasets.load_dataset("arrow", data_files=[shard paths from the manifest],
+split="train", streaming=True)` reads them in place; without `streaming` it
+converts them once into its cache for random access. (`Dataset.from_file`
+takes only the IPC stream format, so it does not open them.)
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -33,7 +44,18 @@ from pipeline.beam_util import (
 )
 from pipeline.config import Config, PipelineError
 from pipeline.io import atomic_write, sha256_file
-from pipeline.mixture import compute_epochs, hash_unit, repeat_count
+from pipeline.mixture import (
+    MIXTURE_TOLERANCE,
+    REPEAT_BUCKETS,
+    boundary_threshold,
+    compute_epochs,
+    copies_of,
+    cutoff_bucket,
+    extra_tokens,
+    hash_unit,
+    repeat_key,
+    share_error_bounds,
+)
 from pipeline.schema import token_shard_schema
 
 TRAIN, VAL = "train", "val"
@@ -80,13 +102,23 @@ class Encode(beam.DoFn):
 
 def assign_copies(
     doc: tuple[str, str, str, np.ndarray],
-    mixture: dict[str, dict[str, float]],
     seed: int,
     num_shards: int,
+    mixture: dict[str, dict[str, Any]],
+    cutoffs: dict[str, tuple[int, tuple[float, str] | None]],
 ) -> Iterator[tuple[tuple[str, int], tuple[float, str, str, np.ndarray]]]:
-    """Train document -> its copies keyed by (split, shard), each with a sort key."""
+    """Train document -> its copies keyed by (split, shard), each with a sort key.
+
+    Args:
+        mixture: `compute_epochs` of the run.
+        cutoffs: {source: (cutoff bucket, boundary threshold)} of the sources
+            that take extra copies (`mixture.copies_of`).
+    """
     _, source, doc_id, ids = doc
-    for copy in range(repeat_count(mixture[source]["epochs"], seed, doc_id)):
+    if source not in mixture:  # a share of 0: not trained on
+        return
+    n = copies_of(mixture[source]["epochs"], repeat_key(seed, doc_id), doc_id, cutoffs.get(source))
+    for copy in range(n):
         shard = int(hash_unit(seed, "shard", doc_id, copy) * num_shards)
         yield (TRAIN, shard), (hash_unit(seed, "order", doc_id, copy), source, doc_id, ids)
 
@@ -146,12 +178,228 @@ class WriteShard(beam.DoFn):
         }
 
 
-def _count_tokens(pcoll, label: str):
-    return (
-        pcoll
-        | f"{label}Lengths" >> beam.Map(lambda d: (d[1], len(d[3])))
-        | f"{label}Sum" >> beam.CombinePerKey(sum)
+def _mixture(counts: dict[str, int], shares: dict[str, float], sc) -> dict[str, dict[str, Any]]:
+    """`compute_epochs` of the run; {} when no source has training tokens."""
+    if not any(counts.values()):
+        return {}
+    return compute_epochs(shares, counts, sc.total_tokens, sc.max_epochs)
+
+
+def _cutoff(item, mixture):
+    """(source, [(bucket, tokens)]) -> (source, (cutoff bucket, residual)); none
+    when the source takes no extra copy."""
+    source, buckets = item
+    m = mixture.get(source)
+    cut = cutoff_bucket(buckets, extra_tokens(m["epochs"], m["tokens_available"])) if m else None
+    if cut is not None:
+        yield source, cut
+
+
+def _in_cutoff_bucket(doc, seed: int, cutoffs: dict[str, tuple[int, float]]):
+    """Train document in its source's cutoff bucket -> (source, (u, doc_id, tokens))."""
+    _, source, doc_id, ids = doc
+    cut = cutoffs.get(source)
+    if cut is not None:
+        bucket, u = repeat_key(seed, doc_id)
+        if bucket == cut[0]:
+            yield source, (u, doc_id, len(ids))
+
+
+def _threshold(item, cutoffs: dict[str, tuple[int, float]]):
+    """(source, cutoff-bucket docs) -> (source, (cutoff bucket, boundary threshold))."""
+    source, docs = item
+    bucket, residual = cutoffs[source]
+    return source, (bucket, boundary_threshold(docs, residual))
+
+
+def mixture_report(
+    mixture: dict[str, dict[str, Any]],
+    written: dict[str, int],
+    largest: dict[str, int],
+    val_counts: dict[str, int],
+) -> dict[str, dict[str, Any]]:
+    """Per source: the plan (`compute_epochs`), what was written, and the mixture check.
+
+    Adds to each source's plan: `tokens_written`, `epochs_written` (written /
+    available), `planned_tokens` (epochs * available), `planned_share` (the
+    share those make: `share` itself unless a source is capped by max_epochs),
+    `achieved_share`, `largest_doc_tokens`, `share_error_bound`
+    (`mixture.share_error_bounds`; None: unbounded) and `mixture_eligible`:
+    the source "has enough tokens", i.e. its bound is within MIXTURE_TOLERANCE
+    (0.5 percentage points, issue 6), so its achieved share is guaranteed to
+    be within that of `planned_share`. Every source qualifies once its largest
+    document is under 0.5% of its planned tokens and the others' too (the
+    production run: a 1M-token book against 63B planned book tokens).
+    """
+    planned = {s: m["epochs"] * m["tokens_available"] for s, m in mixture.items()}
+    boundary = {s: largest.get(s, 0) if m["epochs"] % 1 else 0 for s, m in mixture.items()}
+    bounds = share_error_bounds(planned, boundary)
+    total_planned = sum(planned.values())
+    total_written = sum(written.get(s, 0) for s in mixture)
+    out = {}
+    for s, m in mixture.items():
+        bound = bounds[s]
+        out[s] = {
+            **m,
+            "tokens_written": written.get(s, 0),
+            "epochs_written": written.get(s, 0) / m["tokens_available"],
+            "planned_tokens": planned[s],
+            "planned_share": planned[s] / total_planned,
+            "achieved_share": written.get(s, 0) / total_written if total_written else 0.0,
+            "largest_doc_tokens": largest.get(s, 0),
+            "share_error_bound": None if math.isinf(bound) else bound,
+            "mixture_eligible": bound <= MIXTURE_TOLERANCE,
+            "val_tokens": val_counts.get(s, 0),
+        }
+    return out
+
+
+def write_manifest(infos, out_dir: str, header: dict[str, Any], shares: dict[str, float], sc,
+                   train_counts, val_counts, largest) -> None:
+    """All shard records -> `<out_dir>/manifest.json` (atomic; readers trust only it)."""
+    infos = sorted(infos, key=lambda i: i["file"])
+    written: dict[str, int] = {}
+    for info in infos:
+        if info["split"] == TRAIN:
+            for s, n in info["tokens_per_source"].items():
+                written[s] = written.get(s, 0) + n
+    manifest = {
+        **header,
+        "tokens_written": sum(written.values()),
+        "mixture": {"tolerance": MIXTURE_TOLERANCE, "repeat_buckets": REPEAT_BUCKETS},
+        "sources": mixture_report(_mixture(train_counts, shares, sc), written, largest, val_counts),
+        "shards": infos,
+    }
+    with atomic_write(Path(out_dir) / "manifest.json") as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+
+def build_shards_pipeline(
+    p: beam.Pipeline, cfg: Config, files: list[str], out_dir: str, tokenizer_info: dict[str, Any]
+):
+    """Attach the shard job to pipeline `p` (run by `run_shards`; built alone by
+    the portability test). Returns the PCollection of the manifest write.
+
+    Args:
+        files: cleaned Arrow files to read.
+        out_dir: where shards and manifest.json go (a folder every worker sees).
+        tokenizer_info: {"path", "sha256", "vocab_size", "bos_id", "eos_id"} of
+            the SentencePiece model; workers load `path` themselves.
+
+    The extra copies need a global, token-weighted prefix per source, made in
+    three small steps (sizes at 1.4T tokens in brackets): tokens per (source,
+    bucket of u) [7 x 65536 integers] -> the cutoff bucket per source -> the
+    documents of that one bucket [~N/65536 per source] -> the last one taken.
+    Everything else is per document, so cost stays linear and memory flat.
+    """
+    sc, seed = cfg.shards, cfg.seed
+    vocab_size = tokenizer_info["vocab_size"]
+    num_train = max(1, math.ceil(sc.total_tokens / sc.shard_tokens))
+    shares = {s: c.share for s, c in cfg.sources.items()}
+    header = {
+        "format": "llama-token-shards/1",
+        "config_digest": cfg.digest(),
+        "seed": seed,
+        "total_tokens_target": sc.total_tokens,
+        "tokenizer": tokenizer_info,
+        "add_bos": sc.add_bos,
+        "add_eos": sc.add_eos,
+        "dtype": "uint16" if vocab_size <= 1 << 16 else "uint32",
+    }
+    encoded = (
+        p
+        | "ListFiles" >> beam.Create(sorted(files))
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadDocs" >> beam.FlatMap(read_documents)
+        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=sc.batch_size)
+        | "Encode"
+        >> beam.ParDo(Encode(tokenizer_info["path"], sc.add_bos, sc.add_eos, sc.val_fraction, seed))
     )
+    train = encoded | "Train" >> beam.Filter(lambda d: d[0] == TRAIN)
+    val = encoded | "Val" >> beam.Filter(lambda d: d[0] == VAL)
+    bucket_tokens = (
+        train
+        | "BucketKeys" >> beam.Map(lambda d: ((d[1], repeat_key(seed, d[2])[0]), len(d[3])))
+        | "SumBuckets" >> beam.CombinePerKey(sum)
+    )
+    train_counts = (
+        bucket_tokens
+        | "SourceKeys" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
+        | "TrainSum" >> beam.CombinePerKey(sum)
+    )
+    largest = (
+        train
+        | "DocLengths" >> beam.Map(lambda d: (d[1], len(d[3])))
+        | "LargestDoc" >> beam.CombinePerKey(max)
+    )
+    val_counts = (
+        val
+        | "ValLengths" >> beam.Map(lambda d: (d[1], len(d[3])))
+        | "ValSum" >> beam.CombinePerKey(sum)
+    )
+    mixture = (
+        train_counts
+        | "CountsDict" >> beam.combiners.ToDict()
+        | "Mixture" >> beam.Map(_mixture, shares, sc)
+    )
+    cutoffs = (
+        bucket_tokens
+        | "BucketsBySource" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
+        | "GroupBuckets" >> beam.GroupByKey()
+        | "Cutoffs" >> beam.FlatMap(_cutoff, mixture=beam.pvalue.AsSingleton(mixture))
+    )
+    thresholds = (
+        train
+        | "CutoffBucketDocs" >> beam.FlatMap(_in_cutoff_bucket, seed, cutoffs=beam.pvalue.AsDict(cutoffs))
+        | "GroupCutoffBucket" >> beam.GroupByKey()
+        | "Thresholds" >> beam.Map(_threshold, cutoffs=beam.pvalue.AsDict(cutoffs))
+    )
+    train_copies = train | "Repeat" >> beam.FlatMap(
+        assign_copies,
+        seed,
+        num_train,
+        mixture=beam.pvalue.AsSingleton(mixture),
+        cutoffs=beam.pvalue.AsDict(thresholds),
+    )
+    val_copies = val | "ValShard" >> beam.Map(
+        lambda d, counts: assign_val(d, seed, num_val_shards(counts, sc.shard_tokens)),
+        counts=beam.pvalue.AsDict(val_counts),
+    )
+    infos = (
+        (train_copies, val_copies)
+        | "AllCopies" >> beam.Flatten()
+        | "GroupShards" >> beam.GroupByKey()
+        | "WriteShards"
+        >> beam.ParDo(
+            WriteShard(out_dir, vocab_size, num_train, sc.shard_tokens),
+            val_counts=beam.pvalue.AsDict(val_counts),
+        )
+        | "Infos" >> beam.combiners.ToList()
+    )
+    return infos | "Manifest" >> beam.Map(
+        write_manifest,
+        out_dir,
+        header,
+        shares,
+        sc,
+        train_counts=beam.pvalue.AsDict(train_counts),
+        val_counts=beam.pvalue.AsDict(val_counts),
+        largest=beam.pvalue.AsDict(largest),
+    )
+
+
+def describe_tokenizer(model_path: Path) -> dict[str, Any]:
+    """{"path", "sha256", "vocab_size", "bos_id", "eos_id"} of a SentencePiece model."""
+    import tokenizer
+
+    sp = tokenizer.load(model_path)
+    return {
+        "path": str(model_path),
+        "sha256": sha256_file(model_path),
+        "vocab_size": sp.vocab_size(),
+        "bos_id": sp.bos_id(),
+        "eos_id": sp.eos_id(),
+    }
 
 
 def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
@@ -160,8 +408,6 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     Raises:
         ShardError: no clean manifest or tokenizer model, or no documents.
     """
-    import tokenizer
-
     quiet_beam_logging()
     sc = cfg.shards
     clean_manifest = Path(cfg.out_dir) / "clean" / "manifest.json"
@@ -174,18 +420,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     files = [str(clean_manifest.parent / f["file"]) for f in clean["files"]]
     if not files:
         raise ShardError(f"{clean_manifest} lists no document files")
-    sp = tokenizer.load(model_path)
-    vocab_size = sp.vocab_size()
-    tokenizer_info = {
-        "path": str(model_path),
-        "sha256": sha256_file(model_path),
-        "vocab_size": vocab_size,
-        "bos_id": sp.bos_id(),
-        "eos_id": sp.eos_id(),
-    }
-    del sp  # not picklable: the workers load their own
-    num_train = max(1, math.ceil(sc.total_tokens / sc.shard_tokens))
-    shares = {s: c.share for s, c in cfg.sources.items()}
+    info = describe_tokenizer(model_path)
 
     final = Path(sc.out)
     tmp = final.with_name(final.name + ".tmp")
@@ -193,83 +428,8 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     t0 = time.time()
-
-    def mixture_of(counts: dict[str, int]) -> dict[str, dict[str, float]]:
-        return compute_epochs(shares, counts, sc.total_tokens, sc.max_epochs)
-
-    def write_manifest(infos, train_counts, val_counts):
-        mixture = mixture_of(train_counts)
-        infos = sorted(infos, key=lambda i: i["file"])
-        written: dict[str, int] = {}
-        for info in infos:
-            if info["split"] == TRAIN:
-                for s, n in info["tokens_per_source"].items():
-                    written[s] = written.get(s, 0) + n
-        total_written = sum(written.values())
-        sources = {}
-        for s, m in mixture.items():
-            sources[s] = {
-                **m,
-                "tokens_written": written.get(s, 0),
-                "achieved_share": written.get(s, 0) / total_written if total_written else 0.0,
-                "val_tokens": val_counts.get(s, 0),
-            }
-        manifest = {
-            "format": "llama-token-shards/1",
-            "config_digest": cfg.digest(),
-            "seed": cfg.seed,
-            "total_tokens_target": sc.total_tokens,
-            "tokens_written": total_written,
-            "tokenizer": tokenizer_info,
-            "add_bos": sc.add_bos,
-            "add_eos": sc.add_eos,
-            "dtype": "uint16" if vocab_size <= 1 << 16 else "uint32",
-            "sources": sources,
-            "shards": infos,
-        }
-        with atomic_write(Path(str(tmp)) / "manifest.json") as f:
-            f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
-
     with beam.Pipeline(options=pipeline_options(cfg, beam_args)) as p:
-        encoded = (
-            p
-            | "ListFiles" >> beam.Create(sorted(files))
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadDocs" >> beam.FlatMap(read_documents)
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=sc.batch_size)
-            | "Encode"
-            >> beam.ParDo(
-                Encode(str(model_path), sc.add_bos, sc.add_eos, sc.val_fraction, cfg.seed)
-            )
-        )
-        train = encoded | "Train" >> beam.Filter(lambda d: d[0] == TRAIN)
-        val = encoded | "Val" >> beam.Filter(lambda d: d[0] == VAL)
-        train_counts = _count_tokens(train, "Train")
-        val_counts = _count_tokens(val, "Val")
-        train_copies = train | "Repeat" >> beam.FlatMap(
-            lambda d, counts: assign_copies(d, mixture_of(counts), cfg.seed, num_train),
-            counts=beam.pvalue.AsDict(train_counts),
-        )
-        val_copies = val | "ValShard" >> beam.Map(
-            lambda d, counts: assign_val(d, cfg.seed, num_val_shards(counts, sc.shard_tokens)),
-            counts=beam.pvalue.AsDict(val_counts),
-        )
-        infos = (
-            (train_copies, val_copies)
-            | "AllCopies" >> beam.Flatten()
-            | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards"
-            >> beam.ParDo(
-                WriteShard(str(tmp), vocab_size, num_train, sc.shard_tokens),
-                val_counts=beam.pvalue.AsDict(val_counts),
-            )
-            | "Infos" >> beam.combiners.ToList()
-        )
-        _ = infos | "Manifest" >> beam.Map(
-            write_manifest,
-            train_counts=beam.pvalue.AsDict(train_counts),
-            val_counts=beam.pvalue.AsDict(val_counts),
-        )
+        build_shards_pipeline(p, cfg, files, str(tmp), info)
     manifest_path = tmp / "manifest.json"
     if not manifest_path.is_file():
         raise ShardError("the shard job wrote no manifest (no documents encoded?)")
@@ -277,4 +437,3 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     manifest = json.loads((final / "manifest.json").read_text())
     manifest["seconds"] = round(time.time() - t0, 2)
     return manifest
-

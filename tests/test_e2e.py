@@ -95,6 +95,9 @@ def test_clean_funnel_on_real_inputs(run):
         assert counts["docs_read"] - dropped == counts["docs_kept"], source
     files = run["clean"]["files"]
     assert {f["source"] for f in files} == {"books", "commoncrawl", "github", "wikipedia"}
+    inputs = run["clean"]["inputs"]
+    assert run["clean"]["input_bytes"]["books"] == sum(Path(p).stat().st_size for p in inputs["books"])
+    assert set(run["clean"]["input_bytes"]) == set(inputs)
     assert sum(f["rows"] for f in files) == sum(v["docs_kept"] for v in c.values())
 
 
@@ -167,9 +170,9 @@ def test_shards_manifest_and_mixture(run):
 
 def test_shard_copies_follow_the_computed_epochs_exactly(run):
     """Re-derive every source's training and validation tokens from the cleaned
-    documents: floor(f) copies plus one with the seeded probability frac(f)."""
+    documents: floor(f) copies plus one for the seeded token-weighted selection."""
     import tokenizer
-    from pipeline.mixture import hash_unit, repeat_count
+    from pipeline.mixture import hash_unit, plan_copies
 
     cfg, m = run["cfg"], run["shards"]
     sp = tokenizer.load(run["tokenizer"]["model"])
@@ -182,7 +185,9 @@ def test_shard_copies_follow_the_computed_epochs_exactly(run):
         assert info["val_tokens"] == sum(n for n, v in zip(lengths, val) if v)
         epochs = min(info["share"] * total / info["tokens_available"], cfg.shards.max_epochs)
         assert info["epochs"] == pytest.approx(epochs, rel=1e-12)
-        written = sum(repeat_count(info["epochs"], cfg.seed, d["id"]) * n for d, n, v in zip(docs, lengths, val) if not v)
+        train = [(d["id"], n) for d, n, v in zip(docs, lengths, val) if not v]
+        copies = plan_copies(train, info["epochs"], cfg.seed)
+        written = sum(copies[d] * n for d, n in train)
         assert info["tokens_written"] == written, source
     assert m["sources"]["commoncrawl"]["capped"]  # one web page: capped at max_epochs
 

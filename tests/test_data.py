@@ -4,9 +4,11 @@ exact resume, and clear errors for missing or corrupt shards."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -30,9 +32,8 @@ def write_shards(shard_dir: Path, train: list[list[Doc]], val: list[list[Doc]] =
             table = pa.table({"input_ids": [d[2] for d in docs],
                               "source": [d[0] for d in docs],
                               "doc_id": [d[1] for d in docs]}, schema=schema)
-            with pa.OSFile(str(shard_dir / name), "wb") as f:
-                with pa.ipc.new_file(f, schema) as w:
-                    w.write_table(table, max_chunksize=rows_per_batch)
+            with pa.OSFile(str(shard_dir / name), "wb") as f, pa.ipc.new_file(f, schema) as w:
+                w.write_table(table, max_chunksize=rows_per_batch)
             per_source: dict[str, int] = {}
             for source, _, ids in docs:
                 per_source[source] = per_source.get(source, 0) + len(ids)
@@ -51,15 +52,15 @@ def write_shards(shard_dir: Path, train: list[list[Doc]], val: list[list[Doc]] =
 
 
 SEQ = 15  # windows of 16 tokens
+SIZES = [[37, 5, 120, 300], [1, 222], [400, 13, 90, 12], [800]]  # documents' tokens per shard
 
 
 @pytest.fixture
 def shards(tmp_path) -> Path:
     """4 train shards of uneven sizes whose 2000 tokens are all distinct (token t
     is the integer t), so a window is known by its tokens; plus one val shard."""
-    sizes = [[37, 5, 120, 300], [1, 222], [400, 13, 90, 12], [800]]
     train, t = [], 0
-    for s, docs in enumerate(sizes):
+    for s, docs in enumerate(SIZES):
         shard = []
         for d, n in enumerate(docs):
             shard.append(("books" if d % 2 else "c4", f"{s}-{d}", list(range(t, t + n))))
@@ -83,10 +84,18 @@ def windows(stream_or_loader, n: int | None = None) -> list[tuple[int, ...]]:
 
 
 def one_epoch(shards: Path, workers: int, rank: int = 0, world: int = 1,
-              shuffle_block: int = 0) -> list[tuple]:
+              shuffle_block: int = 0, batch: int = 3) -> list[tuple]:
     stream = TokenStream(shards, "train", SEQ, seed=7, rank=rank, world_size=world,
                          num_workers=workers, infinite=False, shuffle_block=shuffle_block)
-    return windows(TokenLoader(stream, batch_size=3))
+    return windows(TokenLoader(stream, batch_size=batch))
+
+
+def stream_of_epoch(epoch: int, seed: int = 7) -> list[tuple]:
+    """The epoch's windows by hand: the shards' tokens in the seeded order, cut into 16s."""
+    firsts = np.cumsum([0] + [sum(docs) for docs in SIZES])
+    order = np.random.default_rng([seed, epoch]).permutation(len(SIZES))
+    tokens = np.concatenate([np.arange(firsts[i], firsts[i + 1]) for i in order])
+    return [tuple(w) for w in tokens[:125 * 16].reshape(125, 16).tolist()]
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3-4 workers on 2 cores
@@ -95,8 +104,10 @@ def test_every_window_once_per_epoch_with_any_worker_count(shards):
     assert len(reference) == 2000 // (SEQ + 1) == 125
     tokens = [t for w in reference for t in w]
     assert len(set(tokens)) == len(tokens) == 125 * 16  # disjoint windows
-    # Windows are consecutive runs of the stream (token ids count up inside a shard).
-    assert sum(all(b == a + 1 for a, b in zip(w, w[1:])) for w in reference) >= 120
+    # The shards' tokens in the seeded order, cut in 16s; 4 windows span record
+    # batches (2 documents each) or shards, and are read piece by piece.
+    assert reference == stream_of_epoch(0)
+    assert one_epoch(shards, 0, batch=125) == reference  # one batch of the whole epoch
     for workers in (1, 3, 4):
         got = one_epoch(shards, workers)
         assert sorted(got) == sorted(reference), workers
@@ -105,11 +116,25 @@ def test_every_window_once_per_epoch_with_any_worker_count(shards):
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_ten_windows_through_a_dataloader(shards):
+    """The issue's case: 10 windows of 200 tokens, 0, 1, 3 and 4 workers, batches of
+    1 and 3 (4 batches for 4 workers: 3 + 3 + 3 + 1)."""
+    expected = np.asarray(stream_of_epoch(0)).reshape(10, 200)  # the epoch's 2000 tokens
+    for workers, batch in ((0, 3), (1, 3), (3, 3), (4, 3), (4, 1)):
+        stream = TokenStream(shards, "train", 199, seed=7, num_workers=workers, infinite=False)
+        got = [torch.cat([x, y[:, -1:]], 1) for x, y in TokenLoader(stream, batch)]
+        assert [len(b) for b in got] == [batch] * (10 // batch) + [1] * (batch == 3)
+        assert np.array_equal(torch.cat(got).numpy(), expected), (workers, batch)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
 @pytest.mark.parametrize("block", [1, 16, 40, 1000])
 def test_shuffled_windows_still_once_per_epoch(shards, block):
     reference = sorted(one_epoch(shards, 0))
     shuffled = one_epoch(shards, 0, shuffle_block=block)
     assert sorted(shuffled) == reference
+    order = TokenStream(shards, "train", SEQ, seed=7, shuffle_block=block).window_order(0)
+    assert shuffled == [stream_of_epoch(0)[w] for w in order.tolist()]
     if block > 1:
         assert shuffled != one_epoch(shards, 0)  # the order did change
     assert one_epoch(shards, 0, shuffle_block=block) == shuffled  # seeded
@@ -159,7 +184,7 @@ def test_stream_state_in_process(shards):
     stream = TokenStream(shards, "train", SEQ, seed=3)
     it = iter(stream)
     head = [next(it) for _ in range(130)]
-    assert stream.state_dict()["positions"] == [[1, 5]]  # 125 per epoch
+    assert stream.state_dict()["epoch"] == 1 and stream.state_dict()["window"] == 5  # 125 per epoch
     fresh = TokenStream(shards, "train", SEQ, seed=3)
     fresh.load_state_dict(stream.state_dict())
     rest = windows(fresh, 10)
@@ -202,3 +227,82 @@ def test_token_count_must_match_manifest(shards):
 def test_missing_manifest(tmp_path):
     with pytest.raises(ShardError, match="manifest.json: cannot read"):
         TokenStream(tmp_path, "train", SEQ)
+
+
+def read_layout(shards: Path, world: int, workers: int, batches: int, state: dict | None = None,
+                block: int = 0) -> tuple[list[tuple], dict]:
+    """`batches` batches of 3 on each of `world` ranks (with `workers` DataLoader
+    workers each), from `state`: the windows of all ranks, and the state to save
+    (the same on every rank)."""
+    seen, states = [], []
+    for rank in range(world):
+        loader = TokenLoader(TokenStream(shards, "train", SEQ, seed=7, rank=rank, world_size=world,
+                                         num_workers=workers, shuffle_block=block), 3)
+        if state is not None:
+            loader.load_state_dict(state)
+        seen += windows(itertools.islice(loader, batches))
+        states.append(loader.state_dict())
+    assert all(s == states[0] for s in states)
+    return seen, states[0]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("before,after,block", [
+    ((2, 0, 7), [(1, 0, 26), (3, 0, 8), (1, 3, 8)], 0),  # 2 ranks; 42 windows, then to 120
+    ((1, 2, 7), [(3, 0, 6), (2, 2, 9)], 16),  # 2 workers (4 and 3 batches): 42, then 96 and 96
+    ((2, 0, 23), [(3, 0, 10), (1, 3, 30)], 40),  # 138 windows: into epoch 1, then to 228
+])
+def test_resume_with_other_ranks_and_workers(shards, before, after, block):
+    """Read by 2 readers, saved, resumed by 1, 3 or 4 readers: together they read
+    what one reader reads, each window once per epoch, and the state counts the
+    same global windows (so tokens) as the one reader's."""
+    world, workers, batches = before
+    first, state = read_layout(shards, world, workers, batches, block=block)
+    consumed = world * batches * 3
+    assert state["epoch"] * 125 + state["window"] == consumed
+    for world2, workers2, batches2 in after:
+        rest, end = read_layout(shards, world2, workers2, batches2, json.loads(json.dumps(state)),
+                                block=block)
+        total = consumed + world2 * batches2 * 3
+        one = TokenLoader(TokenStream(shards, "train", SEQ, seed=7, shuffle_block=block), 3)
+        single = windows(itertools.islice(one, total // 3))
+        assert len(first + rest) == len(single) == total
+        assert sorted(first + rest) == sorted(single)
+        for epoch in range(total // 125 + 1):  # no window twice in an epoch
+            part = single[epoch * 125:(epoch + 1) * 125]
+            assert len(set(part)) == len(part)
+        assert end == one.state_dict() and end["epoch"] * 125 + end["window"] == total
+        assert sum(len(w) - 1 for w in first + rest) == total * SEQ  # tokens trained on
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("world,batch,workers,dropped", [
+    (2, 3, 0, 0), (4, 10, 0, 0), (3, 20, 2, 0),  # last round split: 3+2, 2+1+1+1, 2+2+1
+    (2, 2, 0, 1), (3, 41, 0, 2), (2, 2, 3, 1),  # last round of 1 or 2 windows: dropped
+])
+def test_finite_epoch_gives_every_rank_the_same_batch_count(shards, world, batch, workers, dropped):
+    reference = stream_of_epoch(0)
+    seen, counts = [], []
+    for rank in range(world):
+        stream = TokenStream(shards, "train", SEQ, seed=7, rank=rank, world_size=world,
+                             num_workers=workers, infinite=False)
+        loader = TokenLoader(stream, batch)
+        batches = list(loader)
+        counts.append(len(batches))
+        assert all(len(x) == batch for x, _ in batches[:-1]) and 0 < len(batches[-1][0]) <= batch
+        seen += windows(batches)
+        assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["window"] == 0
+    assert counts == [counts[0]] * world == [-(-(125 - dropped) // (world * batch))] * world
+    assert sorted(seen) == sorted(reference[:125 - dropped])  # the last windows are dropped
+
+
+def test_state_of_an_earlier_version_with_one_reader(shards):
+    old = {"split": "train", "seq_len": SEQ, "seed": 7, "shuffle_block": 0, "num_readers": 1,
+           "first_reader": 0, "positions": [[1, 5]], "rotation": 0}
+    stream = TokenStream(shards, "train", SEQ, seed=7)
+    stream.load_state_dict(old)
+    assert windows(stream, 2) == stream_of_epoch(1)[5:7]
+    with pytest.raises(ValueError, match="2 readers from an earlier version"):
+        stream.load_state_dict({**old, "num_readers": 2, "positions": [[1, 4], [1, 5]]})
+    with pytest.raises(ValueError, match="windows_per_epoch=124"):
+        stream.load_state_dict({**stream.state_dict(), "windows_per_epoch": 124})

@@ -45,8 +45,9 @@ TRAINER = dict(steps=20, seq_len=32, log_every=1, ckpt_every=10, keep_checkpoint
 
 
 def test_fsdp2_two_ranks_equal_one_process(two_source_shards, tmp_path):
-    """2 ranks x 4 sequences vs 1 process x 8: the same windows per step (rank r
-    reads windows r, r + 2, ...), so the same losses within 1e-5 over 20 steps."""
+    """2 ranks x 4 sequences vs 1 process x 8: the same windows per step (in step s
+    rank r reads windows 8s + 4r to 8s + 4r + 3), so the same losses within 1e-5
+    over 20 steps."""
     out = tmp_path / "fsdp"
     settings = {"shards.out": two_source_shards, "trainer.out": out,
                 **{f"trainer.{k}": v for k, v in {**TRAINER, "batch_size": 4,

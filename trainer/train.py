@@ -227,8 +227,8 @@ def _load(path: Path, model, optimizer, world: Dist, args: ModelArgs) -> dict:
 
     Raises:
         ValueError: a checkpoint of another model shape; a single-process checkpoint
-            under torchrun, or a sharded one without it (the data stream's reader
-            layout would differ anyway).
+            under torchrun, or a sharded one without it (the data stream's state
+            alone would resume with any number of ranks).
     """
     if is_sharded(path) != world.enabled:
         kind = "sharded (torchrun)" if is_sharded(path) else "single-process"

@@ -246,17 +246,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| {100 * m.get('share', 0):.1f}% (Table 1: {s['table1_share']:.1f}%) "
             f"| {100 * m.get('achieved_share', 0):.1f}% | {seen} | {loss} |"
         )
-    mix = (shards or {}).get("sources", {})
-    misses = [
-        f"{src} {100 * m['achieved_share']:.1f}% vs {100 * m['share']:.1f}%"
-        for src, m in mix.items()
-        if abs(m.get("achieved_share", 0) - m.get("share", 0)) > 0.02
-    ]
-    if misses:
-        lines.append(
-            "\nMixture off target by more than 2 points (a source capped at shards.max_epochs, or too "
-            "small for its share, or of a few large documents drawn whole): " + "; ".join(misses)
-        )
+    lines += mixture_notes(shards or {})
     if shards and any(s["mixture"] for s in data["sources"]):
         lines += ["", f"![achieved vs target share]({MIXTURE_CHART})"]
     lines.append("")
@@ -297,6 +287,40 @@ def render_markdown(data: dict[str, Any]) -> str:
             lines.append(f"| {source} | {loss:.4f} | {last.get('val_tokens', {}).get(source, '')} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def mixture_notes(shards: dict[str, Any]) -> list[str]:
+    """Lines explaining where the achieved mixture departs from the target.
+
+    A source capped at `shards.max_epochs` has a planned share below its target
+    share; an eligible source (`mixture_eligible` in the shard manifest) must land
+    within the manifest's tolerance of its planned share; an exempt one (a few
+    large documents, each written whole) within its own `share_error_bound`.
+    Anything else is flagged OFF TARGET.
+    """
+    mix = shards.get("sources", {})
+    tol = shards.get("mixture", {}).get("tolerance", 0.005)
+    notes = []
+    for src, m in mix.items():
+        target, achieved = m.get("share", 0.0), m.get("achieved_share", 0.0)
+        planned = m.get("planned_share", target)
+        if m.get("capped"):
+            notes.append(f"{src}: capped at shards.max_epochs ({m.get('epochs', 0):.2f} epochs), "
+                         f"so planned {100 * planned:.2f}% instead of the target {100 * target:.2f}%")
+        err = achieved - planned
+        bound = m.get("share_error_bound")
+        if abs(err) <= tol:
+            continue
+        if not m.get("mixture_eligible", True) and bound is not None and abs(err) <= bound:
+            notes.append(f"{src}: {100 * achieved:.2f}% vs planned {100 * planned:.2f}%, within its "
+                         f"bound of {100 * bound:.2f} points (its largest document, "
+                         f"{m.get('largest_doc_tokens', 0)} tokens, is written whole)")
+        else:
+            notes.append(f"{src}: OFF TARGET, {100 * achieved:.2f}% vs planned {100 * planned:.2f}%")
+    if not notes:
+        return []
+    return ["", f"Where the mixture departs from the target (tolerance {100 * tol:.1f} points):", "",
+            *[f"- {n}" for n in notes]]
 
 
 def build_report(cfg: Config) -> str:

@@ -16,6 +16,7 @@ from pipeline.report import (
     collect,
     funnel,
     funnel_steps,
+    mixture_notes,
     stage_of,
     write_charts,
     write_report,
@@ -142,3 +143,32 @@ def test_report_without_outputs_says_what_to_run(tmp_path):
     _, text = write_report(cfg)
     assert "(no clean manifest: run `python -m pipeline clean`)" in text
     assert ".png)" not in text and "## Token shards" not in text
+
+
+def test_mixture_notes_explain_each_departure():
+    # the shard manifest's per-source fields, as pipeline/shards.py writes them
+    shards = {
+        "mixture": {"tolerance": 0.005},
+        "sources": {
+            "wikipedia": {"share": 0.3, "planned_share": 0.3, "achieved_share": 0.303,
+                          "mixture_eligible": True, "share_error_bound": 0.001},
+            "github": {"share": 0.3, "planned_share": 0.3, "achieved_share": 0.31,
+                       "mixture_eligible": True, "share_error_bound": 0.004},
+            "books": {"share": 0.3, "planned_share": 0.3, "achieved_share": 0.28,
+                      "mixture_eligible": False, "share_error_bound": 0.05,
+                      "largest_doc_tokens": 180579},
+            "commoncrawl": {"share": 0.1, "planned_share": 0.02, "achieved_share": 0.02,
+                            "capped": True, "epochs": 20.0},
+        },
+    }
+    assert mixture_notes(shards) == [
+        "",
+        "Where the mixture departs from the target (tolerance 0.5 points):",
+        "",
+        "- github: OFF TARGET, 31.00% vs planned 30.00%",
+        "- books: 28.00% vs planned 30.00%, within its bound of 5.00 points "
+        "(its largest document, 180579 tokens, is written whole)",
+        "- commoncrawl: capped at shards.max_epochs (20.00 epochs), so planned 2.00% "
+        "instead of the target 10.00%",
+    ]
+    assert mixture_notes({"sources": {"wikipedia": shards["sources"]["wikipedia"]}}) == []

@@ -166,9 +166,9 @@ def test_mixture_notes_explain_each_departure():
         "Where the mixture departs from the target (tolerance 0.5 points):",
         "",
         "- github: OFF TARGET, 31.00% vs planned 30.00%",
-        "- books: 28.00% vs planned 30.00%, within its bound of 5.00 points "
-        "(its largest document, 180579 tokens, is written whole)",
-        "- commoncrawl: capped at shards.max_epochs (20.00 epochs), so planned 2.00% "
-        "instead of the target 10.00%",
+        ("- books: 28.00% vs planned 30.00%, within its bound of 5.00 points "
+        "(its largest document, 180579 tokens, is written whole)"),
+        ("- commoncrawl: capped at shards.max_epochs (20.00 epochs), so planned 2.00% "
+        "instead of the target 10.00%"),
     ]
     assert mixture_notes({"sources": {"wikipedia": shards["sources"]["wikipedia"]}}) == []

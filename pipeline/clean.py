@@ -378,6 +378,7 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
     manifest = {
         "format": "llama-clean-documents/1",
         "config_digest": cfg.digest(),
+        "clean_config_digest": cfg.clean_digest(),
         "near_dedup": {
             "sources": mh.sources if mh.enabled else [],
             "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,

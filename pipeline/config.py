@@ -197,6 +197,14 @@ class Config(_Strict):
         blob = json.dumps(self.model_dump(mode="json", exclude={"plan"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def clean_digest(self) -> str:
+        """SHA-256 (hex, 16 chars) of what decides the clean job's output (seed,
+        inputs, language ID, cleaning rules): recorded in the clean manifest, so
+        that a later stage can tell its Documents came from another config."""
+        fields = {"seed", "cache_dir", "corpus_dir", "sources", "langid", "clean"}
+        blob = json.dumps(self.model_dump(mode="json", include=fields), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:

@@ -25,6 +25,7 @@ takes only the IPC stream format, so it does not open them.)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -59,6 +60,9 @@ from pipeline.mixture import (
 from pipeline.schema import token_shard_schema
 
 TRAIN, VAL = "train", "val"
+
+
+log = logging.getLogger("pipeline.shards")
 
 
 class ShardError(PipelineError):
@@ -414,9 +418,14 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     model_path = Path(cfg.tokenizer.model_prefix + ".model")
     if not clean_manifest.is_file():
         raise ShardError(f"{clean_manifest} not found: run `python -m pipeline clean` first")
+    clean = json.loads(clean_manifest.read_text())
+    stale = clean.get("clean_config_digest")
+    if stale is not None and stale != cfg.clean_digest():
+        log.warning("%s was written under other cleaning settings (sources, langid, clean or "
+                    "seed; digest %s, now %s): rerun `python -m pipeline clean` for Documents "
+                    "that follow this config", clean_manifest, stale, cfg.clean_digest())
     if not model_path.is_file():
         raise ShardError(f"{model_path} not found: run `python -m tokenizer train` first")
-    clean = json.loads(clean_manifest.read_text())
     files = [str(clean_manifest.parent / f["file"]) for f in clean["files"]]
     if not files:
         raise ShardError(f"{clean_manifest} lists no document files")

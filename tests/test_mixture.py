@@ -276,3 +276,26 @@ def test_share_error_bounds():
     # b: own 10 tokens * 0.9 / 990; a: 0.9 * 10 / 990
     assert b["b"] == pytest.approx(9 / 990) and b["a"] == pytest.approx(9 / 990)
     assert share_error_bounds({"a": 10.0}, {"a": 30})["a"] == math.inf
+
+
+def test_shards_warn_when_the_documents_follow_other_cleaning_settings(tmp_path, caplog):
+    from pipeline.config import load_config
+    from pipeline.shards import ShardError, run_shards
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}",
+                      f"tokenizer.model_prefix={tmp_path}/none"])
+    # what the digest covers: cleaning settings, not the later stages'
+    assert load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}",
+                       "trainer.steps=7", "shards.total_tokens=1e5"]).clean_digest() == cfg.clean_digest()
+    assert load_config(ROOT / "configs" / "demo.yaml",
+                       ["clean.min_chars=300"]).clean_digest() != cfg.clean_digest()
+    manifest = tmp_path / "clean" / "manifest.json"
+    manifest.parent.mkdir()
+    for digest, warned in ((cfg.clean_digest(), False), ("0123456789abcdef", True)):
+        manifest.write_text(json.dumps({"clean_config_digest": digest, "files": []}))
+        caplog.clear()
+        with pytest.raises(ShardError, match="none.model not found"):
+            run_shards(cfg)  # stops at the missing tokenizer, after the check
+        text = caplog.text
+        assert ("written under other cleaning settings" in text) == warned
+        assert ("digest 0123456789abcdef, now " + cfg.clean_digest() in text) == warned

@@ -14,6 +14,14 @@ plain state (step, data-stream position, RNG, optimizer hyper-parameters), loade
 with `weights_only=True`. Only tensors go through DCP (it unpickles non-tensor
 values with `weights_only=False`), and `.metadata`, which DCP always pickles, is
 first checked by `check_dcp_metadata` to hold nothing but DCP's own records.
+
+Either kind resumes under any number of ranks (`trainer.train._load`): DCP reshards
+on load (N ranks -> M ranks, or into full tensors on one process), a one-process
+file is handed to `set_state_dict(full_state_dict=True)`, which cuts each rank's
+shard from it, and its optimizer state, keyed by position, is renamed to the
+parameter names first (`optimizer_state_by_name`). A rank with no `rank-RRRRR.pt`
+of its own (the checkpoint was written by fewer ranks) takes rank 0's: every rank
+holds the same step, data-stream position (global, `trainer.data`) and RNG state.
 """
 
 from __future__ import annotations
@@ -102,16 +110,19 @@ def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> None:
             remove_checkpoint(old)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict:
     """Load a checkpoint with `weights_only=True` (tensors and plain containers only).
 
+    `mmap=True` maps the file's tensors instead of reading them (`torch.load(mmap=True)`):
+    ranks that each load the same file share its pages.
     Raises:
         FileNotFoundError: no such file.
         pickle.UnpicklingError: the file holds objects other than tensors and plain data.
         CheckpointError: the file is truncated or not a checkpoint (names the file).
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except RuntimeError as e:  # torch's "PytorchStreamReader failed ..." on a damaged zip
         raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from e
 
@@ -123,6 +134,18 @@ class CheckpointError(RuntimeError):
 def rank_state_path(path: str | Path, rank: int) -> Path:
     """`<path>/rank-00003.pt`: rank 3's plain state in the sharded checkpoint `path`."""
     return Path(path) / f"rank-{rank:05d}.pt"
+
+
+def load_rank_state(path: str | Path, rank: int) -> dict:
+    """Rank `rank`'s plain state of the sharded checkpoint `path` (`weights_only=True`),
+    or rank 0's when it was written by fewer ranks.
+
+    Raises:
+        FileNotFoundError: no rank state at all (not a complete sharded checkpoint).
+        pickle.UnpicklingError: a rank state holding arbitrary objects.
+    """
+    own = rank_state_path(path, rank)
+    return load_checkpoint(own if own.exists() else rank_state_path(path, 0))
 
 
 def save_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], extra: dict[str, Any],
@@ -201,27 +224,31 @@ def check_dcp_metadata(path: str | Path) -> None:
     _MetadataUnpickler(io.BytesIO(data)).load()
 
 
-def load_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], rank: int) -> dict:
+def load_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], rank: int,
+                            no_dist: bool = False) -> dict:
     """Load a sharded checkpoint into `tensors` (in place) and return this rank's
-    plain state (`rank-RRRRR.pt`, `weights_only=True`).
+    plain state (`load_rank_state`: its own `rank-RRRRR.pt`, else rank 0's).
 
     `tensors` gives the keys and the (sharded) layout to read into, as built by
-    `torch.distributed.checkpoint.state_dict.get_state_dict`. Without a process
-    group (e.g. exporting on one process) DCP reads into full tensors.
+    `torch.distributed.checkpoint.state_dict.get_state_dict`; DCP reads each
+    rank's slices whatever the number of ranks that wrote them. With `no_dist`, or
+    without a process group, this process alone reads full tensors (DCP's
+    `no_dist`: exporting, or resuming a torchrun job on one process).
 
     Raises:
-        FileNotFoundError: no such checkpoint, or no state for this rank (saved with
-            fewer ranks).
+        FileNotFoundError: no such checkpoint, or no `.metadata` or rank state in it.
         pickle.UnpicklingError: metadata or rank state holding arbitrary objects.
+        torch.distributed.checkpoint.api.CheckpointException (a BaseException):
+            `tensors` has a key or shape the checkpoint lacks.
     """
     import torch.distributed.checkpoint as dcp
 
     path = Path(path)
     check_dcp_metadata(path)
-    extra = load_checkpoint(rank_state_path(path, rank))
+    extra = load_rank_state(path, rank)
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
         warnings.filterwarnings("ignore", message=".*single process.*")
-        dcp.load(tensors, checkpoint_id=path)
+        dcp.load(tensors, checkpoint_id=path, no_dist=no_dist)
     return extra
 
 
@@ -229,7 +256,8 @@ def load_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]
     """The full (unsharded) model weights of any checkpoint, on CPU, with its saved
     `model_args` (a dict of `ModelArgs` fields).
 
-    Reads a single-process `.pt` file, a sharded folder (on one process), or a file
+    Reads a single-process `.pt` file, a sharded folder (in this process alone, also
+    from within a process group), or a file
     written by `python -m trainer import`. Keys are the plain parameter names.
 
     Raises:
@@ -248,5 +276,71 @@ def load_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]
     with torch.device("meta"):
         model = Transformer(ModelArgs(**args))
     weights = {k: torch.empty_like(v, device="cpu") for k, v in model.state_dict().items()}
-    load_sharded_checkpoint(path, {"model": weights}, rank=0)
+    load_sharded_checkpoint(path, {"model": weights}, rank=0, no_dist=True)
     return weights, args
+
+
+def optimizer_state_by_name(state_dict: dict, named_groups: list[dict]) -> dict:
+    """An `optimizer.state_dict()` (state keyed by position) keyed by parameter name,
+    the form `torch.distributed.checkpoint.state_dict.set_state_dict` loads.
+
+    `torch.optim.Optimizer` numbers the parameters 0, 1, ... in the order of its
+    param_groups, and `load_state_dict` matches a saved state to the optimizer by
+    that order alone; the names are taken from the same positions.
+
+    Args:
+        state_dict: {"state": {int: {name: tensor}}, "param_groups": [{..., "params":
+            [int]}]}, e.g. a one-process checkpoint's "optimizer".
+        named_groups: the param_groups of the optimizer to load into, with names for
+            "params", as `get_state_dict(model, optimizer)[1]["param_groups"]` gives.
+    Returns: {"state": {name: {...}}, "param_groups": [{..., "params": [name]}]}; the
+        tensors are those of `state_dict` (not copied).
+    Raises:
+        ValueError: another number of groups, or of parameters in a group.
+    """
+    saved = state_dict["param_groups"]
+    sizes = [len(g["params"]) for g in saved], [len(g["params"]) for g in named_groups]
+    if sizes[0] != sizes[1]:
+        raise ValueError(f"optimizer state of parameter groups sized {sizes[0]}, "
+                         f"this optimizer's are {sizes[1]}")
+    names = {i: n for g, ng in zip(saved, named_groups) for i, n in zip(g["params"], ng["params"])}
+    return {"state": {names[i]: s for i, s in state_dict["state"].items()},
+            "param_groups": [{**g, "params": ng["params"]} for g, ng in zip(saved, named_groups)]}
+
+
+class GlobalBatchWarning(UserWarning):
+    """A run resumed with another global batch (batch_size x grad_accum x ranks) than
+    the checkpoint's: each step now trains on another number of tokens."""
+
+
+def check_global_batch(path: str | Path, saved: dict | None, now: dict) -> bool:
+    """Warn (`GlobalBatchWarning`, naming both) when the checkpoint at `path` was
+    written with another global batch than this run's.
+
+    The data stream resumes at the saved global window whatever the batch, but the
+    LR schedule counts steps, so a step's tokens (and the tokens by step N) change.
+
+    Args:
+        saved, now: {"batch_size", "grad_accum", "world_size"} (sequences per rank
+            per micro-batch, micro-batches per step, ranks); `saved` None (a
+            checkpoint of an earlier version) is not checked.
+    Returns: whether the global batches are equal (True when `saved` is None).
+    """
+    if saved is None:
+        return True
+
+    def total(b: dict) -> int:
+        return b["batch_size"] * b["grad_accum"] * b["world_size"]
+
+    if total(saved) == total(now):
+        return True
+
+    def says(b: dict) -> str:
+        return (f"{total(b)} sequences (batch_size {b['batch_size']} x grad_accum "
+                f"{b['grad_accum']} x {b['world_size']} rank(s))")
+
+    warnings.warn(f"{path} was written with a global batch of {says(saved)}, this run has "
+                  f"{says(now)}: each step now trains on another number of tokens (the data "
+                  "stream continues at the saved token count; the LR schedule counts steps)",
+                  GlobalBatchWarning, stacklevel=2)
+    return False

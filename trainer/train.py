@@ -36,9 +36,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from trainer.checkpoint import (checkpoint_path, is_sharded, latest_checkpoint, list_checkpoints,
-                                load_checkpoint, load_sharded_checkpoint, rank_state_path,
-                                remove_checkpoint, save_checkpoint, save_sharded_checkpoint)
+from trainer.checkpoint import (check_global_batch, checkpoint_path, is_sharded,
+                                latest_checkpoint, list_checkpoints, load_checkpoint,
+                                load_rank_state, load_sharded_checkpoint,
+                                optimizer_state_by_name, remove_checkpoint, save_checkpoint,
+                                save_sharded_checkpoint)
 from trainer.data import TokenLoader, TokenStream, source_windows
 from trainer.model import ModelArgs, Transformer
 from trainer.parallelize import Dist, init_distributed, parallelize
@@ -221,39 +223,66 @@ def _save(path: Path, model, optimizer, extra: dict, world: Dist, keep: int) -> 
                                    extra, rank=world.rank, keep=keep)
 
 
-def _load(path: Path, model, optimizer, world: Dist, args: ModelArgs) -> dict:
-    """Load model and optimizer from a checkpoint written by `_save` with the same
-    world size; returns the rest of the saved state (step, data, rng, model_args).
+# How the optimizer computes (fused kernel, multi-tensor, ...) is this run's choice,
+# not saved state: FSDP2's DTensors take the multi-tensor AdamW, one process the fused.
+_OPTIMIZER_IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")
 
+
+def _load(path: Path, model, optimizer, world: Dist, args: ModelArgs,
+          batch: dict | None = None) -> dict:
+    """Load model and optimizer from a checkpoint written by `_save` with any number of
+    ranks; returns the rest of the saved state (step, data, rng, model_args, batch).
+
+    - one-process file, one process: `load_state_dict` (a bitwise resume);
+    - sharded folder (N ranks), under M ranks or on one process: DCP reads this
+      rank's slices (full tensors without a process group) into the layout of
+      `get_state_dict`, then `set_state_dict`;
+    - one-process file under torchrun: every rank memory-maps it and
+      `set_state_dict(full_state_dict=True)` keeps its own shards; the optimizer
+      state, keyed by position, is first keyed by name (`optimizer_state_by_name`).
+    The optimizer's hyper-parameters come from the checkpoint, its implementation
+    flags (`_OPTIMIZER_IMPLEMENTATION`) stay this run's. The data stream's state is
+    global (`trainer.data`), so the run continues at the saved token count.
+
+    Args:
+        batch: this run's {"batch_size", "grad_accum", "world_size"}; when the
+            checkpoint's global batch differs, rank 0 warns (`check_global_batch`).
     Raises:
-        ValueError: a checkpoint of another model shape; a single-process checkpoint
-            under torchrun, or a sharded one without it (the data stream's state
-            alone would resume with any number of ranks).
+        ValueError: a checkpoint of another model shape, or of other optimizer groups.
     """
-    if is_sharded(path) != world.enabled:
-        kind = "sharded (torchrun)" if is_sharded(path) else "single-process"
-        raise ValueError(f"{path}: a {kind} checkpoint; resume it with the world size "
-                         f"it was written with (this run: {world.world_size} process(es))")
-
     def check(saved: dict) -> None:
         if saved != asdict(args):
             raise ValueError(f"{path}: saved for model {saved}, the config gives {asdict(args)}")
 
-    if not world.enabled:
+    if not is_sharded(path) and not world.enabled:
         state = load_checkpoint(path)
         check(state["model_args"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        return state
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    else:
+        from torch.distributed.checkpoint import state_dict as dsd
 
-    check(load_checkpoint(rank_state_path(path, world.rank))["model_args"])
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = load_sharded_checkpoint(path, {"model": model_sd, "optimizer": optim_sd["state"]},
-                                    world.rank)
-    set_state_dict(model, optimizer, model_state_dict=model_sd,
-                   optim_state_dict={"state": optim_sd["state"],
-                                     "param_groups": state["param_groups"]})
+        model_sd, optim_sd = dsd.get_state_dict(model, optimizer)
+        if is_sharded(path):
+            check(load_rank_state(path, world.rank)["model_args"])
+            state = load_sharded_checkpoint(
+                path, {"model": model_sd, "optimizer": optim_sd["state"]}, world.rank,
+                no_dist=not world.enabled)
+            saved_optim = {"state": optim_sd["state"], "param_groups": state["param_groups"]}
+            options = None
+        else:
+            state = load_checkpoint(path, mmap=True)
+            check(state["model_args"])
+            model_sd = state["model"]
+            saved_optim = optimizer_state_by_name(state["optimizer"], optim_sd["param_groups"])
+            options = dsd.StateDictOptions(full_state_dict=True)
+        mine = {k: optimizer.defaults[k] for k in _OPTIMIZER_IMPLEMENTATION
+                if k in optimizer.defaults}
+        saved_optim["param_groups"] = [{**g, **mine} for g in saved_optim["param_groups"]]
+        dsd.set_state_dict(model, optimizer, model_state_dict=model_sd,
+                           optim_state_dict=saved_optim, options=options)
+    if batch is not None and world.is_main:
+        check_global_batch(path, state.get("batch"), batch)
     return state
 
 
@@ -298,7 +327,7 @@ def train(cfg: Config, resume: bool = True, peak_flops: float | None = None,
         nats/token} (None if none) and every val record of the run.
     Raises:
         ShardError: missing or corrupt shards or manifest.
-        ValueError: a checkpoint of another model shape or world size.
+        ValueError: a checkpoint of another model shape (one of any world size resumes).
         FloatingPointError: the loss became NaN or infinite.
     """
     t = cfg.trainer
@@ -349,7 +378,9 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
         if world.enabled:
             dist.barrier()
     elif (latest := latest_checkpoint(ckpt_dir)) is not None:
-        state = _load(latest, model, optimizer, world, args)
+        batch = {"batch_size": t.batch_size, "grad_accum": t.grad_accum,
+                 "world_size": world.world_size}
+        state = _load(latest, model, optimizer, world, args, batch)
         saved_digest = state.get("config_digest")
         if world.is_main and saved_digest not in (None, cfg.digest()):
             print(f"warning: {latest} was written with another config (digest {saved_digest}, "
@@ -423,7 +454,9 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
 
             if step % t.ckpt_every == 0 or step == t.steps or interrupt["requested"]:
                 extra = {"step": step, "data": loader.state_dict(), "rng": _rng_state(device),
-                         "model_args": asdict(args), "config_digest": cfg.digest()}
+                         "model_args": asdict(args), "config_digest": cfg.digest(),
+                         "batch": {"batch_size": t.batch_size, "grad_accum": t.grad_accum,
+                                   "world_size": world.world_size}}
                 checkpoint = _save(checkpoint_path(ckpt_dir, step, sharded=world.enabled),
                                    model, optimizer, extra, world, t.keep_checkpoints)
             if interrupt["requested"]:

@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.bench",
         description="Run the benchmarks, print a table, write out/bench/results.json.",
     )
-    parser.add_argument("--only", nargs="*", default=[], help="module names, e.g. tokenizer dedup")
+    parser.add_argument("--only", nargs="*", default=[], help="module names, e.g. tokenizer dedup; their figures replace those of the same "
+                        "name in --out, the others stay")
     parser.add_argument("--out", default="out/bench/results.json")
     args = parser.parse_args(argv)
     names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
         results += importlib.import_module(f"tests.bench.{name}").run()
-    with atomic_write(Path(args.out)) as f:
+    out = Path(args.out)
+    if args.only and out.is_file():  # a partial run updates its figures, keeps the others
+        fresh = {r["name"] for r in results}
+        results = [r for r in json.loads(out.read_text()) if r["name"] not in fresh] + results
+    with atomic_write(out) as f:
         f.write(json.dumps(results, indent=2).encode())
     print(f"{'figure':<34} {'value':>14} {'unit':<12} {'reference':<28} {'ratio':>7} {'goal':>6}  met")
     for r in results:

@@ -3,6 +3,7 @@ our logits on real text; import(export(m)) gives back the same weights."""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict
 
@@ -12,8 +13,13 @@ import torch
 from tests import test_trainer
 from trainer.__main__ import main
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.hf import (args_from_hf_config, hf_config, permute_for_hf, permute_from_hf,
-                        to_hf_state_dict)
+from trainer.hf import (
+    args_from_hf_config,
+    hf_config,
+    permute_for_hf,
+    permute_from_hf,
+    to_hf_state_dict,
+)
 from trainer.model import MODEL_SIZES, ModelArgs, Transformer
 
 alice = test_trainer.alice  # the fixture (pytest finds fixtures among module attributes)
@@ -66,6 +72,31 @@ def test_transformers_loads_export_with_our_logits(model, text_ids, tmp_path):
             layer.self_attn.k_proj.weight.copy_(model.layers[i].attention.wk.weight)
         wrong = hf(text_ids).logits
     assert (wrong - ours).abs().max() > 1e-2
+
+
+def test_loss_and_gradients_match_transformers(model, text_ids):
+    """Our training loss (chunked, gradients made in the forward) against the loss
+    transformers computes from `labels` on the same text, and the gradients of the
+    weights the export does not permute."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    ours = copy.deepcopy(model)
+    config = {k: v for k, v in hf_config(ours.args).items()
+              if k not in ("architectures", "model_type")}
+    hf = LlamaForCausalLM(LlamaConfig(**config)).eval()
+    hf.load_state_dict(to_hf_state_dict(ours.state_dict(), ours.args))
+    _, loss = ours(text_ids[:, :-1], text_ids[:, 1:])
+    loss.backward()
+    theirs = hf(input_ids=text_ids, labels=text_ids).loss  # shifts the labels itself
+    theirs.backward()
+    assert loss.item() == pytest.approx(6.1549, abs=1e-4)  # nats/byte of these weights
+    torch.testing.assert_close(loss, theirs, rtol=1e-5, atol=0)
+    grads = {n: p.grad for n, p in ours.named_parameters()}
+    hf_grads = {n: p.grad for n, p in hf.named_parameters()}
+    for name, hf_name in (("output.weight", "lm_head.weight"), ("norm.weight", "model.norm.weight"),
+                          ("tok_embeddings.weight", "model.embed_tokens.weight"),
+                          ("layers.3.feed_forward.w2.weight", "model.layers.3.mlp.down_proj.weight")):
+        torch.testing.assert_close(grads[name], hf_grads[hf_name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_import_of_export_gives_identical_weights(model, tmp_path):

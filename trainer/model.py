@@ -95,34 +95,140 @@ class RMSNorm(nn.Module):
         return xf.type_as(x) * self.weight
 
 
-def rope_angles(head_dim: int, max_seq_len: int, theta: float) -> torch.Tensor:
-    """RoPE cos/sin table (Su et al. 2021), float32 [max_seq_len, head_dim/2, 2].
+def rope_angles(head_dim: int, seq_len: int, theta: float,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """RoPE table (Su et al. 2021), float32 [2, seq_len, head_dim] on `device`.
 
-    Frequency i is theta^(-2i/head_dim); entry [t, i] is (cos, sin)(t * freq_i),
-    as `precompute_freqs_cis` in the LLaMA reference code.
+    Features (2i, 2i+1) form pair i, turned at position t by the angle
+    t * theta^(-2i/head_dim) (`precompute_freqs_cis` in the LLaMA reference code).
+    Row 0 holds the cosine of each feature's pair angle, row 1 the sine with the sign
+    it takes in the rotation (-sin at 2i, +sin at 2i+1); see `apply_rope`.
     """
-    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
-    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+    freqs = 1.0 / theta ** (
+        torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), freqs)
+    angles = angles[:, :, None].expand(-1, -1, 2).flatten(1)  # each pair's angle twice
+    sin = angles.sin()
+    sin[:, 0::2].neg_()
+    return torch.stack([angles.cos(), sin])
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs (x[2i], x[2i+1]) of `x` [B, T, H, D] by rope [T, D/2, 2].
+    """Rotate consecutive pairs (x[2i], x[2i+1]) of `x` [B, T, H, D] by `rope_angles`
+    [2, >=T, D]: (x0 cos - x1 sin, x1 cos + x0 sin).
 
     The rotation is done in float32 and cast back to x's dtype (the reference code
     does it in complex64). Pairs are interleaved, as in Meta's checkpoints
     (`trainer.hf` converts to Hugging Face's rotate-half order). Real arithmetic
     rather than the reference's complex product: inductor generates no code for
     complex operators, and on an H200 the complex form made the compiled 1B
-    training step 5% slower (in eager mode on CPU it is the faster one).
+    training step 5% slower. As x * cos + swap_pairs(x) * signed sin, the backward
+    is two products and a swap: on CPU, forward and backward are 1.1-1.5x faster
+    than turning the pair's two halves apart and stacking them (bitwise the same).
     """
-    B, T, H, D = x.shape
-    xp = x.float().reshape(B, T, H, D // 2, 2)
-    cos = rope[:T, None, :, 0].float()
-    sin = rope[:T, None, :, 1].float()
-    x0, x1 = xp[..., 0], xp[..., 1]
-    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
-    return out.reshape(B, T, H, D).type_as(x)
+    T = x.shape[1]
+    cos, sin = rope[0, :T, None], rope[1, :T, None]  # [T, 1, D]: the same for every head
+    xf = x.float()
+    swapped = torch.stack((xf[..., 1::2], xf[..., 0::2]), dim=-1).flatten(-2)
+    return (xf * cos + swapped * sin).type_as(x)
+
+
+# Logits the CPU loss holds at once: about 2^22 float32 (16 MiB, plus as much scratch;
+# 128 rows at vocabulary 32000), in whole 64-row blocks. Small enough to stay in cache
+# from the matmul to the softmax, large enough for efficient matmuls: at dim 192, 128
+# and 256 rows are equally fast, 64 rows 5% and 512 rows 13% slower.
+LOSS_CHUNK_ELEMENTS = 2**22
+
+
+def _chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                           grads: bool) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                 torch.Tensor | None]:
+    """sum_i CE(h_i weight^T, targets_i) over the rows with target != -100, a chunk of
+    rows at a time; with `grads`, also its gradients with respect to h and weight.
+
+    d loss / d logits = exp(logits - logsumexp) - onehot(target), zero on ignored
+    rows (the probabilities as exp of the log-softmax, as in `F.cross_entropy`'s
+    backward), made in place in the chunk's logits and multiplied into both
+    gradients at once.
+    """
+    valid = targets != -100
+    t = targets.where(valid, 0).unsqueeze(-1)
+    rows = max(64, LOSS_CHUNK_ELEMENTS // weight.shape[0] // 64 * 64)
+    buf = h.new_empty(2, min(rows, h.shape[0]), weight.shape[0])  # logits, exp scratch
+    grad_h = torch.empty_like(h) if grads else None
+    grad_w = torch.empty_like(weight) if grads else None
+    loss = h.new_zeros(())
+    for s in range(0, h.shape[0], rows):
+        hc, tc, vc = h[s:s + rows], t[s:s + rows], valid[s:s + rows, None]
+        logits = torch.mm(hc, weight.t(), out=buf[0, :len(hc)])
+        m = logits.amax(-1, keepdim=True)
+        lse = m + torch.sub(logits, m, out=buf[1, :len(hc)]).exp_().sum(-1, keepdim=True).log()
+        loss += ((lse - logits.gather(-1, tc)) * vc).sum()
+        if grads:
+            probs = logits.sub_(lse).exp_().mul_(vc)
+            probs.scatter_add_(-1, tc, -vc.to(probs.dtype))
+            torch.mm(probs, weight, out=grad_h[s:s + rows])
+            if s == 0:
+                torch.mm(probs.t(), hc, out=grad_w)
+            else:
+                grad_w.addmm_(probs.t(), hc)
+    return loss, grad_h, grad_w
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """`_chunked_cross_entropy` as an autograd function: the gradients are made in the
+    forward pass; the backward only scales them by the loss's incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss, grad_h, grad_w = _chunked_cross_entropy(h, weight, targets, grads=True)
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        grad_h, grad_w = ctx.saved_tensors
+        # In place: no new buffers; a second backward through the graph raises
+        # (autograd checks the saved tensors' versions).
+        return grad_h.mul_(grad_loss), grad_w.mul_(grad_loss), None
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         reduction: str = "mean") -> torch.Tensor:
+    """Token cross-entropy of the logits `h @ weight.T`, in nats: the value of
+    `F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=-100,
+    reduction=reduction)`.
+
+    Args:
+        h: [N, dim] final hidden states; weight: [vocab_size, dim] output projection.
+        targets: int64 [N]; -100 marks rows to ignore.
+        reduction: "sum", or "mean" over the non-ignored rows (nan when there are none).
+    Returns: float32 0-dim tensor.
+    Raises:
+        ValueError: another reduction.
+
+    On CPU in float32 (eager, no autocast) it never holds the [N, vocab_size]
+    logits whole (`_chunked_cross_entropy`, as Liger-Kernel's fused linear
+    cross-entropy): eager `F.cross_entropy` writes the logits, their log-softmax
+    and, in the backward, a one-hot and a softmax gradient, four fresh [N, V]
+    buffers, which dominate a small model's step at LLaMA's 32000-word vocabulary.
+    Projection and loss, forward and backward, are 1.4x faster at N = 1024,
+    dim 192 on one thread (tests/bench/bench_trainer.py has the whole step).
+    Elsewhere (GPU, autocast, torch.compile) it is `F.cross_entropy` over the
+    float32 logits.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction {reduction!r}, expected 'sum' or 'mean'")
+    if (h.device.type == "cpu" and h.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+            loss = _LinearCrossEntropy.apply(h, weight, targets)
+        else:
+            loss = _chunked_cross_entropy(h, weight, targets, grads=False)[0]
+    else:
+        loss = F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=-100,
+                               reduction="sum")
+    return loss / (targets != -100).sum() if reduction == "mean" else loss
 
 
 class Attention(nn.Module):
@@ -189,21 +295,16 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
-        # Not saved: always recomputed in float32 from the config (init_weights).
-        self.register_buffer("rope", torch.empty(args.max_seq_len, args.head_dim // 2, 2),
-                             persistent=False)
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """(Re)initialise every parameter and the RoPE table, in place.
+        """(Re)initialise every parameter, in place.
 
         The paper gives no init; this is GPT-2's: normal(0, 0.02), residual output
         projections (wo, w2) scaled by 1/sqrt(2 * n_layers), norms at 1. Call it
         after `to_empty(device=...)` when the model was built on the meta device.
         """
-        self.rope.copy_(rope_angles(self.args.head_dim, self.args.max_seq_len,
-                                    self.args.rope_theta))
         std_out = 0.02 / math.sqrt(2 * self.args.n_layers)
         for name, p in self.named_parameters():
             if p.dim() == 1:
@@ -214,8 +315,8 @@ class Transformer(nn.Module):
 
     def forward(
         self, tokens: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Next-token logits, and the cross-entropy loss when `targets` are given.
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Next-token logits without `targets`; the cross-entropy loss with them.
 
         Args:
             tokens: int64 [B, T] token ids, T <= max_seq_len.
@@ -223,22 +324,27 @@ class Transformer(nn.Module):
             reduction: "mean" (nats per target token) or "sum" (nats; divide by the
                 number of target tokens of all micro-batches for grad accumulation).
         Returns:
-            (logits [B, T, vocab_size] in the compute dtype, loss float32 scalar or None).
+            (logits [B, T, vocab_size] in the compute dtype, None) without targets;
+            (None, loss float32 0-dim) with them: the loss is computed from the last
+            hidden states without keeping the logits (`linear_cross_entropy`).
         Raises:
             ValueError: T exceeds max_seq_len.
         """
         T = tokens.shape[1]
         if T > self.args.max_seq_len:
             raise ValueError(f"sequence length {T} > max_seq_len {self.args.max_seq_len}")
+        # The RoPE table is made per forward (a few small ops, as in transformers' Llama),
+        # not held in a buffer: `model.to(torch.bfloat16)` would cast a buffer, rounding
+        # cos and sin by up to 2e-3.
+        rope = rope_angles(self.args.head_dim, T, self.args.rope_theta, device=tokens.device)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, self.rope)
-        logits = self.output(self.norm(h))
+            h = layer(h, rope)
+        h = self.norm(h)
         if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                               ignore_index=-100, reduction=reduction)
-        return logits, loss
+            return self.output(h), None
+        return None, linear_cross_entropy(h.flatten(0, 1), self.output.weight,
+                                          targets.flatten(), reduction)
 
     def num_params(self, exclude_embedding: bool = False) -> int:
         """Number of parameters; `exclude_embedding` leaves out the input embedding

@@ -178,6 +178,8 @@ def test_resume_into_another_number_of_ranks(runs, two_source_shards, tmp_path):
         summary = train(config(two_source_shards, other, batch_size=4, **{**TRAINER, "steps": 11}))
     state = load_checkpoint(summary["checkpoint"])
     assert (state["step"], state["data"]["window"]) == (11, 10 * 8 + 4)
+    seq_len = TRAINER["seq_len"]  # tokens trained on count from the stream, not step x batch
+    assert summary["tokens"] == (10 * 8 + 4) * seq_len
 
 
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled")

@@ -402,6 +402,11 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
         peak_flops = (PEAK_FLOPS_CUDA if device.type == "cuda"
                       else PEAK_FLOPS_CPU_PER_THREAD * torch.get_num_threads())
     tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world.world_size
+    # tokens trained on so far, from the stream's global position: right after a resume
+    # under another global batch too (then step * tokens_per_step would not be)
+    position = loader.state_dict()
+    tokens_start = (position["epoch"] * position["windows_per_epoch"] + position["window"]) * t.seq_len
+    step_start = step
     checkpoint = latest_checkpoint(ckpt_dir)
     batches = iter(loader)
     model.train()
@@ -441,7 +446,8 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
                 elapsed = time.perf_counter() - clock
                 tokens_per_s = tokens_since / elapsed
                 write({"step": step, "loss": loss_value, "lr": lr,
-                       "grad_norm": grad_norm.item(), "tokens": step * tokens_per_step,
+                       "grad_norm": grad_norm.item(),
+                       "tokens": tokens_start + (step - step_start) * tokens_per_step,
                        "tokens_per_s": tokens_per_s,
                        "mfu": flops_per_token * tokens_per_s / (peak_flops * world.world_size)})
                 clock, tokens_since = time.perf_counter(), 0
@@ -469,7 +475,7 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
             if world.is_main else None)
     return {"first_loss": train_records[0]["loss"] if train_records else None,
             "last_loss": train_records[-1]["loss"] if train_records else None,
-            "steps": step, "tokens": step * tokens_per_step,
+            "steps": step, "tokens": tokens_start + (step - step_start) * tokens_per_step,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "log": str(log_path), "plot": str(plot) if plot else None,
             "val_loss": val_records[-1]["val_loss"] if val_records else None,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.config import Config
 
@@ -18,7 +22,8 @@ def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> Pipelin
     """Beam options from the config's `beam` section, then command-line extras.
 
     Arguments given on the command line after the job's own (for example
-    `--runner=DataflowRunner --project=...`) override the config.
+    `--runner=DataflowRunner --project=...`) override the config. With a local
+    runner this also calls `bound_local_heap` (this process is then the runner).
     """
     b = cfg.beam
     args = [
@@ -29,7 +34,51 @@ def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> Pipelin
         *b.extra_args,
         *(beam_args or []),
     ]
-    return PipelineOptions(args)
+    options = PipelineOptions(args)
+    if options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+        bound_local_heap()
+    return options
+
+
+# runners that run the job inside this process (FnApiRunner, or DirectRunner's fallback to it)
+LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"})
+# glibc malloc tunables (glibc manual, "Memory Allocation Tunables"): one arena per
+# thread (gRPC's) and a heap that grows but is never trimmed keep freed shuffle
+# buffers resident; measured on the demo at 4x: clean runner 874 -> 637 MiB,
+# shards worker 574 -> 337 MiB, at the same wall time (issue 8)
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_ARENA_MAX": -8}  # <malloc.h> M_*
+
+
+def bound_local_heap() -> bool:
+    """Make glibc return freed memory of large buffers to the system, here and in
+    the Beam SDK workers this process starts.
+
+    Beam's local runner holds every PCollection between fused stages in this
+    process (`fn_api_runner.execution.ListBuffer`/`GroupingBuffer`, no spill to
+    disk) and frees it once consumed; with glibc's defaults the freed heap stays
+    resident, so peak RSS counts buffers long dead. Sets the `MALLOC_ENV`
+    variables (those already set are kept: the user's choice wins) for child
+    processes, and the same values with `mallopt` for this one. Idempotent.
+
+    Returns: True when applied; False off Linux or without glibc's `mallopt`
+    (nothing changed, no error).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    for name, value in MALLOC_ENV.items():
+        os.environ.setdefault(name, value)
+    for name, param in _MALLOPT.items():
+        try:
+            mallopt(ctypes.c_int(param), ctypes.c_int(int(os.environ[name])))
+        except ValueError:  # a user's value glibc would reject too
+            pass
+    return True
 
 
 class Counters:

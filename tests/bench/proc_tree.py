@@ -19,6 +19,11 @@ output to FILE and prints one JSON line:
 - `cpu_by_role`: CPU seconds per kind of process ("main": the command itself,
   "worker": Beam SDK workers), from the last sample of each process: where
   the time goes, short by what a process did after its last sample.
+- `peak_mb_by_role`: {role: the highest sampled RSS (MiB) of any one process
+  of that role}: under Beam's local runner "main" is the runner, which holds
+  every PCollection between fused stages (its in-memory shuffle), and
+  "worker" is the SDK harness running the job's own DoFns. Sampled, so it can
+  miss a peak shorter than the interval.
 - `returncode`.
 
 Why a wrapper process: `RUSAGE_CHILDREN` accumulates over all children of a
@@ -103,11 +108,13 @@ def measure(cmd: list[str], log_path: str, interval: float = 0.1) -> dict[str, A
 
     Returns: {"seconds", "cpu_seconds", "max_process_mb", "tree_peak_mb",
     "largest_sampled": {"cmdline", "mb"} of the process with the highest sampled
-    RSS, "cpu_by_role": {role: CPU seconds}, "returncode"}.
+    RSS, "cpu_by_role": {role: CPU seconds}, "peak_mb_by_role": {role: MiB},
+    "returncode"}.
     """
     peak, largest, name = 0, (0, -1), ""
     cpu_seen: dict[int, float] = {}  # pid: CPU seconds at its last sample
     roles: dict[int, str] = {}
+    rss_peak: dict[int, int] = defaultdict(int)  # pid: highest sampled RSS bytes
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -120,12 +127,16 @@ def measure(cmd: list[str], log_path: str, interval: float = 0.1) -> dict[str, A
                 if pid not in roles or roles[pid] == "shell":  # until the shell execs
                     roles[pid] = role(_cmdline(pid))
                 cpu_seen[pid] = cpu
+                rss_peak[pid] = max(rss_peak[pid], n)
             time.sleep(interval)
         seconds = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     by_role: dict[str, float] = defaultdict(float)
     for pid, cpu in cpu_seen.items():
         by_role[roles[pid]] += cpu
+    peak_by_role: dict[str, float] = defaultdict(float)
+    for pid, n in rss_peak.items():
+        peak_by_role[roles[pid]] = max(peak_by_role[roles[pid]], n / 2**20)
     return {
         "seconds": seconds,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
@@ -133,6 +144,7 @@ def measure(cmd: list[str], log_path: str, interval: float = 0.1) -> dict[str, A
         "tree_peak_mb": peak / 2**20,
         "largest_sampled": {"cmdline": name, "mb": largest[0] / 2**20},
         "cpu_by_role": by_role,
+        "peak_mb_by_role": peak_by_role,
         "returncode": proc.returncode,
     }
 

@@ -21,7 +21,7 @@ help:
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==26.3
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -c "from pipeline.filters.langid import check_fasttext_module as c; c()"
 	touch $@

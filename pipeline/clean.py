@@ -181,12 +181,13 @@ class QualityFilter(beam.DoFn):
                 yield {**doc, "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
 
 
-def _newest_first(doc: dict[str, Any]) -> tuple[str, str]:
+def _newest_first(doc: dict[str, Any]) -> tuple[str, str, str, str]:
     """Sort key among documents sharing an id: newest `meta.timestamp` first, then
-    the smallest content hash, so the choice never depends on arrival order."""
+    the smallest content hash, then url and meta (the same paper as a `.tex` and
+    inside a `.tar.gz`), so the choice never depends on arrival order."""
     stamp = str(json.loads(doc["meta"]).get("timestamp", ""))
     inverted = "".join(chr(0x10FFFF - ord(ch)) for ch in stamp)
-    return inverted, content_hash(doc["text"])
+    return inverted, content_hash(doc["text"]), doc["url"], doc["meta"]
 
 
 class KeepOnePerId(beam.DoFn):

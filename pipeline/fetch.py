@@ -74,6 +74,25 @@ DEMO_FILES = (
 )
 
 GITHUB_SAMPLE = "inputs/github/site-packages.jsonl.gz"
+# The demo's GitHub sample: these repositories of the pinned environment
+# (requirements.txt, the Makefile's pip, Python 3.11's standard library), so that
+# installing another package beside them does not change the demo's data.
+DEMO_GITHUB_REPOS = (
+    "FastWARC", "Jinja2", "MarkupSafe", "PyYAML", "Pygments", "Resiliparse",
+    "annotated-doc", "annotated-types", "anyio", "apache-beam", "beartype", "brotli",
+    "certifi", "cffi", "charset-normalizer", "click", "contourpy", "cpython-stdlib",
+    "cryptography", "cycler", "datasketch", "dnspython", "fastavro", "fasteners",
+    "fasttext", "filelock", "fonttools", "fsspec", "grpcio", "h11", "hf-xet", "httpcore2",
+    "httplib2", "httpx2", "huggingface_hub", "idna", "iniconfig", "jsonpickle",
+    "kiwisolver", "markdown-it-py", "matplotlib", "mdurl", "mpmath", "mwparserfromhell",
+    "networkx", "numpy", "objsize", "packaging", "pillow", "pip", "pluggy", "proto-plus",
+    "protobuf", "pyarrow", "pybind11", "pycparser", "pydantic", "pydantic_core", "pymongo",
+    "pyparsing", "pytest", "python-dateutil", "pytz", "regex", "requests", "rich",
+    "safetensors", "scipy", "sentencepiece", "setuptools", "shellingham", "six",
+    "sortedcontainers", "sympy", "tokenizers", "torch", "tqdm", "transformers",
+    "truststore", "typer", "typing-inspection", "typing_extensions", "urllib3", "warcio",
+    "zstandard",
+)
 GITHUB_FILES_PER_REPO = 10  # code files sampled from each installed distribution
 
 
@@ -145,6 +164,8 @@ def fetch_demo_inputs(cache_dir: str | Path) -> dict[str, Path]:
     if not target.exists():
         from pipeline.sources.github import export_installed_distributions
 
-        export_installed_distributions(target, max_files_per_repo=GITHUB_FILES_PER_REPO)
+        export_installed_distributions(
+            target, max_files_per_repo=GITHUB_FILES_PER_REPO, repos=DEMO_GITHUB_REPOS
+        )
     out[GITHUB_SAMPLE] = target
     return out

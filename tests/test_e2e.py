@@ -232,3 +232,19 @@ def test_clean_refuses_to_start_without_inputs_or_model(tmp_path):
     assert "['wiki'] are not sources" in message
     assert "lid.176.ftz" in message and "pipeline fetch" in message
     assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_one_document_per_id_whatever_the_arrival_order():
+    """The same arXiv paper as a `.tex` and inside a `.tar.gz`: same id, text and
+    (no) timestamp, other url and meta; the kept one must not depend on order."""
+    from pipeline.clean import KeepOnePerId
+    from pipeline.sources.base import make_document
+
+    tex = make_document("arxiv", "1602.00123", "Text.", "a/Unconventional_pairing.tex",
+                        meta={"files_merged": ["Unconventional_pairing.tex"]})
+    tar = make_document("arxiv", "1602.00123", "Text.", "a/arXiv-1602.00123.tar.gz",
+                        meta={"files_merged": ["arXiv-1602.00123_Unconventional_pairing.tex"]})
+    keep = KeepOnePerId()
+    keep.setup()
+    picks = [next(iter(keep.process((tex["id"], docs)))) for docs in ([tex, tar], [tar, tex])]
+    assert picks == [tex, tex]  # the smaller url ("U" < "a")

@@ -843,7 +843,9 @@ def _installed_repos() -> dict[str, tuple[str, Path, list[str]]]:
     return repos
 
 
-def export_installed_distributions(out_path: str | Path, max_files_per_repo: int = 40) -> dict:
+def export_installed_distributions(
+    out_path: str | Path, max_files_per_repo: int = 40, repos: Iterable[str] | None = None
+) -> dict:
     """Write a BigQuery `github_repos`-style JSONL.gz sample of the code installed
     in the running interpreter's environment (the shared corpus' github/README.md
     recipe): one "repository" per distribution (`importlib.metadata`) and one for
@@ -857,16 +859,22 @@ def export_installed_distributions(out_path: str | Path, max_files_per_repo: int
     keys sorted, gzip with mtime 0 and no file name: the same installed files
     give the same bytes. Written atomically (`pipeline.io.atomic_write`).
 
+    `repos`: only these repository names (distribution names, `cpython-stdlib`);
+    None: every installed one. A fixed list keeps the sample the same when other
+    packages are installed beside it.
+
     Returns: {"repos", "files", "code_files", "license_files", "passed_over",
     "bytes"}. Raises: OSError if `out_path` cannot be written.
     """
     counts = {"repos": 0, "files": 0, "code_files": 0, "license_files": 0,
               "passed_over": 0, "bytes": 0}
-    repos = _installed_repos()
+    wanted = None if repos is None else set(repos)
+    found = {name: repo for name, repo in _installed_repos().items()
+             if wanted is None or name in wanted}
     with atomic_write(out_path, "wb") as f:
         with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=6, mtime=0) as gz:
-            for repo in sorted(repos):
-                license_name, root, files = repos[repo]
+            for repo in sorted(found):
+                license_name, root, files = found[repo]
                 rows, passed_over = _repo_rows(repo, license_name, root, files, max_files_per_repo)
                 counts["passed_over"] += passed_over
                 if rows:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
 
 # The seven sources of the LLaMA recipe (Table 1), in the paper's order.
 SOURCES = ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
@@ -34,7 +42,7 @@ class _Strict(BaseModel):
 
 class BeamConfig(_Strict):
     runner: str = "FnApiRunner"  # local; "DirectRunner" would first try Prism, which downloads a binary
-    direct_num_workers: int = 2
+    direct_num_workers: PositiveInt = 2
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
         "multi_processing"
     )
@@ -47,7 +55,7 @@ class LangIdConfig(_Strict):
 
 
 class SourceConfig(_Strict):
-    share: float  # percent of training tokens (Table 1)
+    share: NonNegativeFloat  # percent of training tokens (Table 1)
     inputs: list[str] = Field(default_factory=list)  # file patterns, any Beam filesystem
     keep_langs: list[str] = Field(default_factory=list)  # empty: annotate only
     min_lang_score: float = 0.0
@@ -107,49 +115,49 @@ class CleanConfig(_Strict):
 
 class TokenizerConfig(_Strict):
     model_prefix: str
-    vocab_size: int = 32000
-    input_sentence_size: int = 1_000_000
+    vocab_size: PositiveInt = 32000
+    input_sentence_size: PositiveInt = 1_000_000
     sample_bytes: int = 100_000_000
-    max_sentence_length: int = 4192
+    max_sentence_length: PositiveInt = 4192
     character_coverage: float = 0.99995
     num_threads: int = 2
 
 
 class ShardsConfig(_Strict):
     out: str
-    total_tokens: float
-    shard_tokens: int = 1 << 27
+    total_tokens: PositiveFloat
+    shard_tokens: PositiveInt = 1 << 27
     max_epochs: float | None = None  # cap on any source's repeat factor (None: Table 1 math)
     val_fraction: float = 0.0
     add_bos: bool = True
     add_eos: bool = True
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
 
 
 class TrainerConfig(_Strict):
     out: str
     model: str = "demo"
-    seq_len: int = 2048
-    batch_size: int = 8
-    grad_accum: int = 1
+    seq_len: PositiveInt = 2048
+    batch_size: PositiveInt = 8
+    grad_accum: PositiveInt = 1
     shuffle_block: int = 4096  # windows shuffled in seeded blocks of this many (0: stream order)
-    steps: int = 1000
-    lr: float = 3.0e-4
+    steps: PositiveInt = 1000
+    lr: PositiveFloat = 3.0e-4
     min_lr_ratio: float = 0.1
     warmup_steps: int = 2000
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
-    log_every: int = 10
-    ckpt_every: int = 1000
-    keep_checkpoints: int = 2
+    log_every: PositiveInt = 10
+    ckpt_every: PositiveInt = 1000
+    keep_checkpoints: PositiveInt = 2
     device: str = "cpu"
     num_threads: int = 0  # 0: leave torch's default
     compile: bool = False  # torch.compile the model
     activation_checkpointing: bool = False
     val_every: int = 0  # steps between validation-loss evaluations (0: only at the end)
-    val_batches: int = 8  # batches per source for validation loss
+    val_batches: PositiveInt = 8  # batches per source for validation loss
     peak_flops: float | None = None  # per device, for MFU; None: a documented default
 
 

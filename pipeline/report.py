@@ -312,9 +312,11 @@ def mixture_notes(shards: dict[str, Any]) -> list[str]:
         if abs(err) <= tol:
             continue
         if not m.get("mixture_eligible", True) and bound is not None and abs(err) <= bound:
-            notes.append(f"{src}: {100 * achieved:.2f}% vs planned {100 * planned:.2f}%, within its "
-                         f"bound of {100 * bound:.2f} points (its largest document, "
-                         f"{m.get('largest_doc_tokens', 0)} tokens, is written whole)")
+            miss = (f"can miss by up to {100 * bound:.2f} points" if bound < 1
+                    else "is not bounded: too few documents for its share")
+            notes.append(f"{src}: {100 * achieved:.2f}% vs planned {100 * planned:.2f}%; a source "
+                         f"of few large documents (its largest, {m.get('largest_doc_tokens', 0)} "
+                         f"tokens, is written whole), so its share {miss}")
         else:
             notes.append(f"{src}: OFF TARGET, {100 * achieved:.2f}% vs planned {100 * planned:.2f}%")
     if not notes:

@@ -166,8 +166,8 @@ def test_mixture_notes_explain_each_departure():
         "Where the mixture departs from the target (tolerance 0.5 points):",
         "",
         "- github: OFF TARGET, 31.00% vs planned 30.00%",
-        ("- books: 28.00% vs planned 30.00%, within its bound of 5.00 points "
-        "(its largest document, 180579 tokens, is written whole)"),
+        ("- books: 28.00% vs planned 30.00%; a source of few large documents (its largest, "
+         "180579 tokens, is written whole), so its share can miss by up to 5.00 points"),
         ("- commoncrawl: capped at shards.max_epochs (20.00 epochs), so planned 2.00% "
         "instead of the target 10.00%"),
     ]

@@ -188,5 +188,10 @@ def test_cli_export(trained, tmp_path, capsys):
     assert cli.main(["export", "--hf", str(tmp_path / "x"), "--model", "missing.model"]) == 1
     assert "missing.model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
-    with pytest.raises(SystemExit):
-        cli.main(["export", "--hf", str(tmp_path / "y")])  # neither --model nor --config
+    # neither --model nor --config: the demo config's model (here moved by --set)
+    assert cli.main(["export", "--hf", str(tmp_path / "y"),
+                     "--set", f"tokenizer.model_prefix={tmp_path / 'none'}"]) == 1
+    assert f"{tmp_path / 'none'}.model" in capsys.readouterr().err
+    assert cli.main(["encode", "--set", f"tokenizer.model_prefix={Path(model).with_suffix('')}",
+                     "12345"]) == 0
+    assert json.loads(capsys.readouterr().out)["pieces"] == ["▁", "1", "2", "3", "4", "5"]

@@ -9,6 +9,8 @@ import sys
 
 from pipeline.config import add_override_argument  # pydantic and yaml only, no Beam
 
+DEMO_CONFIG = "configs/demo.yaml"
+
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
@@ -35,10 +37,10 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tokenizer.hf import LLAMA_CONTEXT, export_hf  # imports transformers: only here
 
-    if args.config:
+    if args.config or not args.model:
         from pipeline.config import load_config
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
         model, context = f"{cfg.tokenizer.model_prefix}.model", cfg.trainer.seq_len
     else:
         if args.overrides:
@@ -52,10 +54,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_path(args: argparse.Namespace) -> str:
+    """--model, else <tokenizer.model_prefix>.model of --config."""
+    if args.model:
+        return args.model
+    from pipeline.config import load_config
+
+    return f"{load_config(args.config, args.overrides).tokenizer.model_prefix}.model"
+
+
 def _encode(args: argparse.Namespace) -> int:
     from tokenizer import load
 
-    sp = load(args.model)
+    sp = load(_model_path(args))
     ids = sp.encode(args.text, out_type=int)
     print(json.dumps({"ids": ids, "pieces": [sp.id_to_piece(i) for i in ids]}, ensure_ascii=False))
     return 0
@@ -64,11 +75,12 @@ def _encode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     from tokenizer import load
 
-    sp = load(args.model)
+    model = _model_path(args)
+    sp = load(model)
     size = sp.get_piece_size()
     bad = [i for i in args.ids if not 0 <= i < size]
     if bad:
-        print(f"error: ids {bad} are outside [0, {size}) of {args.model}", file=sys.stderr)
+        print(f"error: ids {bad} are outside [0, {size}) of {model}", file=sys.stderr)
         return 2
     print(sp.decode(args.ids))
     return 0
@@ -95,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
             "model path and the sample per source."
         ),
     )
-    train.add_argument("--config", required=True, help="YAML config, e.g. configs/demo.yaml")
+    train.add_argument("--config", default=DEMO_CONFIG, help="YAML config (default: %(default)s)")
     add_override_argument(train, "tokenizer.vocab_size=500")
     train.set_defaults(run=_train)
 
@@ -111,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     export.add_argument("--hf", required=True, metavar="DIR", help="the folder to write")
-    which = export.add_mutually_exclusive_group(required=True)
+    which = export.add_mutually_exclusive_group()
     which.add_argument("--model", help="a trained .model file")
-    which.add_argument("--config", help="YAML config, e.g. configs/demo.yaml")
+    which.add_argument("--config", help=f"YAML config (default without --model: {DEMO_CONFIG})")
     add_override_argument(export, "tokenizer.model_prefix=out/tok/m")
     export.set_defaults(run=_export)
 
@@ -124,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
             'Encode TEXT (no BOS/EOS) and print one JSON line: {"ids": [...], "pieces": [...]}.'
         ),
     )
-    encode.add_argument("--model", required=True, help="a trained .model file")
+    encode.add_argument("--model", help="a trained .model file (default: the --config's)")
+    encode.add_argument("--config", default=DEMO_CONFIG, help="YAML config (default: %(default)s)")
+    add_override_argument(encode, "tokenizer.model_prefix=out/demo/tokenizer/llama-demo")
     encode.add_argument("text", help="the text to encode")
     encode.set_defaults(run=_encode)
 
@@ -133,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the text of token ids",
         description="Decode token IDS with the model and print the text.",
     )
-    decode.add_argument("--model", required=True, help="a trained .model file")
+    decode.add_argument("--model", help="a trained .model file (default: the --config's)")
+    decode.add_argument("--config", default=DEMO_CONFIG, help="YAML config (default: %(default)s)")
+    add_override_argument(decode, "tokenizer.model_prefix=out/demo/tokenizer/llama-demo")
     decode.add_argument("ids", nargs="+", type=int, help="token ids, e.g. 1 450 4996")
     decode.set_defaults(run=_decode)
     return parser

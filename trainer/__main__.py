@@ -57,8 +57,10 @@ def _train(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (CheckpointError, ValueError) as e:  # a checkpoint that cannot be resumed here
-        print(f"error: {e}\n(delete that checkpoint to resume from the one before it, "
-              "or pass --no-resume to start afresh)", file=sys.stderr)
+        hint = ("\n(the checkpoints in trainer.out come from another run: pass --no-resume, "
+                "or `make clean`, to start afresh)" if "checkpoint" in str(e) or "data state" in str(e)
+                else "")
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 1
     if summary["plot"] is None:  # ranks > 0 under torchrun: rank 0 reports
         return 0

@@ -5,14 +5,15 @@ the scaling benchmark reads from `tests.bench.proc_tree`."""
 from __future__ import annotations
 
 import ctypes.util
+import json
 import os
+import subprocess
 import sys
 
 import pytest
 
 from pipeline.beam_util import MALLOC_ENV, pipeline_options
 from pipeline.config import load_config
-from tests.bench.proc_tree import measure
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -37,7 +38,13 @@ def test_local_runner_sets_heap_variables_for_its_workers(monkeypatch):
 def test_proc_tree_reports_peak_rss_by_role(tmp_path):
     # 300 MiB written (every page resident), held 0.6 s: several 0.1 s samples see it
     code = "import time; b = b'x' * (300 * 2**20); time.sleep(0.6)"
-    m = measure([sys.executable, "-c", code], str(tmp_path / "log"))
+    # measured from a small fresh interpreter, as the bench does: a child forked from
+    # this (large) test process would inherit its peak RSS as its own starting peak
+    probe = (f"import json, sys; from tests.bench.proc_tree import measure; "
+             f"print(json.dumps(measure([sys.executable, '-c', {code!r}], {str(tmp_path / 'log')!r})))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    m = json.loads(out.strip().splitlines()[-1])
     assert m["returncode"] == 0
     assert set(m["peak_mb_by_role"]) == {"main"}
     assert 300 <= m["peak_mb_by_role"]["main"] < 360  # the string plus the interpreter

@@ -68,6 +68,9 @@ def _train(argv: list[str]) -> int:
         print(f"interrupted after step {summary['steps']}; checkpoint: {summary['checkpoint']}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
+    if summary["steps"] > cfg.trainer.steps:
+        print(f"note: the latest checkpoint is at step {summary['steps']}, past trainer.steps="
+              f"{cfg.trainer.steps}: nothing to train (--no-resume starts afresh)", file=sys.stderr)
     print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens; "
           f"loss {summary['first_loss']} -> {summary['last_loss']}")
     if summary["val_loss"]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets  # pinned in requirements.txt: a missing install must fail, not skip
 import pyarrow as pa
 import pytest
 
 from tests.test_mixture import shard_run
-
-datasets = pytest.importorskip("datasets", reason="Hugging Face `datasets` is not installed")
 
 
 @pytest.fixture(scope="module")

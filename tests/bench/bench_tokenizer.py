@@ -73,7 +73,7 @@ STRIDE_1X, STRIDE_4X = 8, 2  # documents kept per source: every 8th, every 2nd
 INPUT_SENTENCE_SIZE = 25_000  # below the 1x line count (about 30 000)
 UNBOUNDED = 1_000_000_000
 TRAIN_SETS = [
-    "tokenizer.vocab_size=2000",
+    "tokenizer.vocab_size=4000",  # the demo GitHub sample alone needs 2 120 characters at 0.9995
     "tokenizer.character_coverage=0.9995",  # 4x text has 4 000 distinct characters at 0.99995
     "tokenizer.sample_bytes=1000000000",  # the whole corpus goes into the sample
 ]

@@ -390,7 +390,7 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
         "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
                           "sha256": sha256_file(cfg.clean.quality.model) if cfg.clean.quality.model else None},
         "inputs": {s: files[s] for s in SOURCES if files[s]},
-        "input_bytes": {s: n for s, (_, n) in measure_inputs(cfg).items()},  # as stored
+        "input_bytes": {s: n for s, (_, n) in measure_inputs(cfg, files).items()},  # as stored
         "files": outputs,
         "counters": counters,
         "seconds": round(time.time() - t0, 2),

@@ -154,7 +154,9 @@ def num(x: float) -> str:
     return s
 
 
-def measure_inputs(cfg: Config) -> dict[str, tuple[int, int]]:
+def measure_inputs(
+    cfg: Config, files: dict[str, list[str]] | None = None
+) -> dict[str, tuple[int, int]]:
     """{source: (files, bytes as stored)} of every source whose inputs match files,
     listed the way the clean job lists them (`pipeline.clean.plan_inputs`) and sized
     from the same patterns' Beam FileSystems metadata (one listing per pattern, not
@@ -170,7 +172,8 @@ def measure_inputs(cfg: Config) -> dict[str, tuple[int, int]]:
 
     out = {}
     try:
-        _, files = plan_inputs(cfg)
+        if files is None:  # the clean job passes the listing it already made
+            _, files = plan_inputs(cfg)
         for source, paths in files.items():
             if not paths:
                 continue

@@ -170,10 +170,7 @@ def _count_functions(proto) -> int:
 
 
 def _cloud(options):
-    cloud = getattr(po, "GoogleCloudOptions", None)
-    if cloud is None:
-        pytest.skip("this Beam has no GoogleCloudOptions")
-    return options.view_as(cloud)
+    return options.view_as(po.GoogleCloudOptions)  # part of Beam's core options
 
 
 def test_command_line_runner_options_reach_beam():

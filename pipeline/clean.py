@@ -35,6 +35,7 @@ from pipeline.filters.quality import language_rejected, too_short
 from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
+from pipeline.packed import pack, unpack, unpacked_size
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import get_reader
 from pipeline.sources.base import DeadLetter, Skip
@@ -191,36 +192,61 @@ def _newest_first(doc: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 class KeepOnePerId(beam.DoFn):
-    """(id, docs) -> one document. The same record can come twice (a Wikipedia page
-    in two dumps, at two revisions): keep the newest, count the rest."""
+    """(id, packed docs) -> one document. The same record can come twice (a
+    Wikipedia page in two dumps, at two revisions): keep the newest, count the rest."""
 
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[str, Iterable[dict[str, Any]]]):
-        _, docs = item
-        docs = sorted(docs, key=_newest_first)
+    def process(self, item: tuple[str, Iterable[bytes]]):
+        _, packed = item
+        docs = sorted(map(unpack, packed), key=_newest_first)
         if len(docs) > 1:
             self.counters.inc(docs[0]["source"], "drop.duplicate_id", len(docs) - 1)
         yield docs[0]
 
 
 class KeepFirstOfDuplicates(beam.DoFn):
-    """((source, hash), docs) -> the document with the smallest id; the rest counted."""
+    """((source, hash), (id, packed doc)s) -> the document with the smallest id;
+    the rest counted."""
 
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[tuple[str, str], Iterable[dict[str, Any]]]):
+    def process(self, item: tuple[tuple[str, str], Iterable[tuple[str, bytes]]]):
         (source, _), docs = item
-        docs = sorted(docs, key=lambda d: d["id"])
+        docs = sorted(docs)
         if len(docs) > 1:
             self.counters.inc(source, "drop.exact_duplicate", len(docs) - 1)
-        yield docs[0]
+        yield unpack(docs[0][1])
+
+
+# An Arrow record batch of a Document file ends at WRITE_BATCH_ROWS rows or once
+# it holds WRITE_BATCH_BYTES of UTF-8, so a writer never unpacks more than that
+WRITE_BATCH_ROWS = 1024
+WRITE_BATCH_BYTES = 4 << 20
+
+
+def record_batches(packed: list[bytes]) -> Iterator[pa.RecordBatch]:
+    """Packed Documents, in order -> DOCUMENT_SCHEMA record batches of at most
+    WRITE_BATCH_ROWS rows, each closed once it reaches WRITE_BATCH_BYTES of
+    UTF-8 (a single larger document makes a batch of its own)."""
+    start = 0
+    while start < len(packed):
+        end, size = start, 0
+        while end < len(packed) and end - start < WRITE_BATCH_ROWS and size < WRITE_BATCH_BYTES:
+            size += unpacked_size(packed[end])
+            end += 1
+        rows = [unpack(p) for p in packed[start:end]]
+        yield pa.RecordBatch.from_pydict({f: [d[f] for d in rows] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
+        start = end
 
 
 class WriteDocuments(beam.DoFn):
-    """((source, part), docs) -> one Arrow IPC file, rows sorted by id, written atomically."""
+    """((source, part), (id, packed doc)s) -> one Arrow IPC file, rows sorted by
+    id, written atomically. The part is held packed and unpacked one record
+    batch at a time (`record_batches`), so a part of any size costs its packed
+    bytes plus one batch."""
 
     def __init__(self, out_dir: str, num_parts: int):
         self.out_dir = out_dir
@@ -229,17 +255,20 @@ class WriteDocuments(beam.DoFn):
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[tuple[str, int], Iterable[dict[str, Any]]]):
+    def process(self, item: tuple[tuple[str, int], Iterable[tuple[str, bytes]]]):
         (source, part), docs = item
-        docs = sorted(docs, key=lambda d: d["id"])
-        table = pa.Table.from_pydict(
-            {f: [d[f] for d in docs] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA
-        )
+        docs = sorted(docs)
         path = Path(self.out_dir) / source / f"part-{part:05d}-of-{self.num_parts:05d}.arrow"
         with atomic_write(path) as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as writer:
-            writer.write_table(table, max_chunksize=1024)
+            for batch in record_batches([p for _, p in docs]):
+                writer.write_batch(batch)
         self.counters.inc(source, "docs_kept", len(docs))
         yield str(path)
+
+
+def part_of(doc_id: str, num_parts: int) -> int:
+    """The output part of a document: its id's first 32 bits mod `num_parts`."""
+    return int(doc_id[:8], 16) % num_parts
 
 
 def write_dead_letters(out_dir: str, records: Iterable[dict[str, str]]) -> None:
@@ -268,7 +297,10 @@ def book_dedup_config(cfg: Config) -> Config:
 
 
 def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, str]], out_dir: str):
-    """Attach the clean job to pipeline `p`; returns (written paths, dead letters)."""
+    """Attach the clean job to pipeline `p`; returns (written paths, dead letters).
+
+    Documents cross every shuffle and merge packed (`pipeline.packed`).
+    """
     cfg_json = cfg.model_dump_json()
     num_parts = cfg.clean.num_files_per_source
     read = (
@@ -279,7 +311,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
     )
     docs = (
         read.docs
-        | "KeyById" >> beam.Map(lambda d: (d["id"], d))
+        | "KeyById" >> beam.Map(lambda d: (d["id"], pack(d)))
         | "GroupIds" >> beam.GroupByKey()
         | "OnePerId" >> beam.ParDo(KeepOnePerId())
         | "CCNetLineDedup" >> LineDedup(cfg.clean.line_dedup_sources)
@@ -288,7 +320,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
         | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
         | "BatchQuality" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
         | "Quality" >> beam.ParDo(QualityFilter(cfg_json))
-        | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), d))
+        | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), (d["id"], pack(d))))
         | "GroupDuplicates" >> beam.GroupByKey()
         | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())
         | "NearDedup" >> NearDedup(cfg)
@@ -296,7 +328,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
     )
     written = (
         docs
-        | "KeyByPart" >> beam.Map(lambda d: ((d["source"], int(d["id"][:8], 16) % num_parts), d))
+        | "KeyByPart" >> beam.Map(lambda d: ((d["source"], part_of(d["id"], num_parts)), (d["id"], pack(d))))
         | "GroupParts" >> beam.GroupByKey()
         | "Write" >> beam.ParDo(WriteDocuments(out_dir, num_parts))
     )

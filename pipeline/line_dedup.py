@@ -15,6 +15,7 @@ import apache_beam as beam
 
 from pipeline.beam_util import Counters
 from pipeline.filters.ccnet import line_hash, remove_lines
+from pipeline.packed import MergeDocuments, pack, unpack
 
 
 def line_keys(doc: dict[str, Any]) -> Iterator[tuple[tuple[str, bytes], tuple[str, int]]]:
@@ -33,7 +34,7 @@ def repeated_occurrences(item: tuple[Any, Iterable[tuple[str, int]]]) -> Iterato
 
 
 class RemoveLines(beam.DoFn):
-    """(doc id, {"doc": [doc], "drop": [line indices]}) -> the document without them."""
+    """(doc id, {"doc": [packed doc], "drop": [line indices]}) -> the document without them."""
 
     def setup(self) -> None:
         self.counters = Counters()
@@ -41,7 +42,7 @@ class RemoveLines(beam.DoFn):
     def process(self, item):
         _, joined = item
         drop = set(joined["drop"])
-        for doc in joined["doc"]:
+        for doc in map(unpack, joined["doc"]):
             if drop:
                 self.counters.inc(doc["source"], "line_dedup.lines_removed", len(drop))
                 doc = {**doc, "text": remove_lines(doc["text"], drop).strip("\n")}
@@ -66,10 +67,10 @@ class LineDedup(beam.PTransform):
             | "GroupLines" >> beam.GroupByKey()
             | "Repeats" >> beam.FlatMap(repeated_occurrences)
         )
-        by_id = scoped | "KeyDocs" >> beam.Map(lambda d: (d["id"], d))
+        by_id = scoped | "KeyDocs" >> beam.Map(lambda d: (d["id"], pack(d)))
         cleaned = (
             {"doc": by_id, "drop": drops}
             | "Join" >> beam.CoGroupByKey()
             | "RemoveLines" >> beam.ParDo(RemoveLines())
         )
-        return (cleaned, others) | "Merge" >> beam.Flatten()
+        return (cleaned, others) | "Merge" >> MergeDocuments()

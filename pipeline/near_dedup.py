@@ -63,6 +63,7 @@ import numpy as np
 from pipeline.beam_util import Counters
 from pipeline.config import Config
 from pipeline.filters.minhash import band_hashes, lsh_params, signatures
+from pipeline.packed import MergeDocuments, pack, unpack
 
 BANDS = "bands"
 BATCH_SIZE = 256  # documents per MinHash batch (BatchElements' maximum)
@@ -87,7 +88,7 @@ def copy_order(doc: dict[str, Any]) -> str:
 
 
 class MinHashBands(beam.DoFn):
-    """Batches of Documents -> (node, doc) on the main output and
+    """Batches of Documents -> (node, packed doc) on the main output and
     ((source, band, band_hash), node) on `BANDS`; documents with no shingle
     dropped and counted (`drop.no_shingles`)."""
 
@@ -109,7 +110,7 @@ class MinHashBands(beam.DoFn):
                 self.counters.inc(doc["source"], "drop.no_shingles")
                 continue
             node = node_key(doc)
-            yield node, doc
+            yield node, pack(doc)
             for band, band_hash in enumerate(next(rows)):
                 yield beam.pvalue.TaggedOutput(BANDS, ((doc["source"], band, band_hash), node))
 
@@ -180,7 +181,7 @@ class StarContraction(beam.PTransform):
 
 
 class KeepSurvivors(beam.DoFn):
-    """(node, {"docs", "parents", "children"}) -> the node's surviving document.
+    """(node, {"docs": packed docs, "parents", "children"}) -> the node's surviving document.
 
     A node with a parent is a near duplicate of a smaller node: all its documents
     are dropped. Otherwise one document survives (`copy_order`), the other copies
@@ -194,7 +195,7 @@ class KeepSurvivors(beam.DoFn):
     def process(self, item: tuple[Node, dict[str, Iterable[Any]]]) -> Iterator[dict[str, Any]]:
         node, groups = item
         source = node[0]
-        docs = list(groups["docs"])
+        docs = list(map(unpack, groups["docs"]))
         parents = set(groups["parents"])
         has_children = any(n > 0 for n in groups["children"])
         if len(parents) > 1 or (parents and has_children):
@@ -269,4 +270,4 @@ class NearDedup(beam.PTransform):
             | "JoinNodes" >> beam.CoGroupByKey()
             | "KeepSurvivors" >> beam.ParDo(KeepSurvivors())
         )
-        return (survivors, passthrough) | "Merge" >> beam.Flatten()
+        return (survivors, passthrough) | "Merge" >> MergeDocuments()

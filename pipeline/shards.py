@@ -57,6 +57,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
+from pipeline.packed import pack_ids, unpack_ids
 from pipeline.schema import token_shard_schema
 
 TRAIN, VAL = "train", "val"
@@ -79,7 +80,8 @@ def read_documents(path: str) -> Iterator[tuple[str, str, str]]:
 
 
 class Encode(beam.DoFn):
-    """Batches of (source, doc_id, text) -> (split, source, doc_id, input_ids uint16/32)."""
+    """Batches of (source, doc_id, text) -> (split, source, doc_id, number of
+    tokens, `pack_ids` of the input_ids as uint16/32)."""
 
     def __init__(self, model_path: str, add_bos: bool, add_eos: bool, val_fraction: float, seed: int):
         self.model_path = model_path
@@ -101,24 +103,26 @@ class Encode(beam.DoFn):
         for (source, doc_id, _), ids in zip(batch, pieces):
             split = VAL if hash_unit(self.seed, "val", doc_id) < self.val_fraction else TRAIN
             self.counters.inc(source, f"docs_{split}")
-            yield split, source, doc_id, np.asarray(bos + ids + eos, dtype=self.dtype)
+            ids = np.asarray(bos + ids + eos, dtype=self.dtype)
+            yield split, source, doc_id, len(ids), pack_ids(ids)
 
 
 def assign_copies(
-    doc: tuple[str, str, str, np.ndarray],
+    doc: tuple[str, str, str, int, bytes],
     seed: int,
     num_shards: int,
     mixture: dict[str, dict[str, Any]],
     cutoffs: dict[str, tuple[int, tuple[float, str] | None]],
-) -> Iterator[tuple[tuple[str, int], tuple[float, str, str, np.ndarray]]]:
-    """Train document -> its copies keyed by (split, shard), each with a sort key.
+) -> Iterator[tuple[tuple[str, int], tuple[float, str, str, bytes]]]:
+    """Train document (`Encode`'s output) -> its copies keyed by (split, shard),
+    each (sort key, source, doc_id, packed ids).
 
     Args:
         mixture: `compute_epochs` of the run.
         cutoffs: {source: (cutoff bucket, boundary threshold)} of the sources
             that take extra copies (`mixture.copies_of`).
     """
-    _, source, doc_id, ids = doc
+    _, source, doc_id, _, ids = doc
     if source not in mixture:  # a share of 0: not trained on
         return
     n = copies_of(mixture[source]["epochs"], repeat_key(seed, doc_id), doc_id, cutoffs.get(source))
@@ -129,7 +133,7 @@ def assign_copies(
 
 def assign_val(doc, seed: int, num_shards: int):
     """Validation document -> one copy keyed by (split, shard)."""
-    _, source, doc_id, ids = doc
+    _, source, doc_id, _, ids = doc
     shard = int(hash_unit(seed, "val_shard", doc_id) * num_shards)
     return (VAL, shard), (hash_unit(seed, "val_order", doc_id), source, doc_id, ids)
 
@@ -152,10 +156,11 @@ class WriteShard(beam.DoFn):
         copies = sorted(copies, key=lambda c: (c[0], c[2]))
         schema = token_shard_schema(self.vocab_size)
         id_type = schema.field("input_ids").type.value_type
-        lengths = np.fromiter((len(c[3]) for c in copies), dtype=np.int64, count=len(copies))
+        ids = [unpack_ids(c[3], id_type.to_pandas_dtype()) for c in copies]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(copies))
         offsets = np.zeros(len(copies) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        values = np.concatenate([c[3] for c in copies]) if copies else np.zeros(0)
+        values = np.concatenate(ids) if copies else np.zeros(0)
         table = pa.table(
             [
                 pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, type=id_type)),
@@ -201,12 +206,12 @@ def _cutoff(item, mixture):
 
 def _in_cutoff_bucket(doc, seed: int, cutoffs: dict[str, tuple[int, float]]):
     """Train document in its source's cutoff bucket -> (source, (u, doc_id, tokens))."""
-    _, source, doc_id, ids = doc
+    _, source, doc_id, n, _ = doc
     cut = cutoffs.get(source)
     if cut is not None:
         bucket, u = repeat_key(seed, doc_id)
         if bucket == cut[0]:
-            yield source, (u, doc_id, len(ids))
+            yield source, (u, doc_id, n)
 
 
 def _threshold(item, cutoffs: dict[str, tuple[int, float]]):
@@ -323,7 +328,7 @@ def build_shards_pipeline(
     val = encoded | "Val" >> beam.Filter(lambda d: d[0] == VAL)
     bucket_tokens = (
         train
-        | "BucketKeys" >> beam.Map(lambda d: ((d[1], repeat_key(seed, d[2])[0]), len(d[3])))
+        | "BucketKeys" >> beam.Map(lambda d: ((d[1], repeat_key(seed, d[2])[0]), d[3]))
         | "SumBuckets" >> beam.CombinePerKey(sum)
     )
     train_counts = (
@@ -333,12 +338,12 @@ def build_shards_pipeline(
     )
     largest = (
         train
-        | "DocLengths" >> beam.Map(lambda d: (d[1], len(d[3])))
+        | "DocLengths" >> beam.Map(lambda d: (d[1], d[3]))
         | "LargestDoc" >> beam.CombinePerKey(max)
     )
     val_counts = (
         val
-        | "ValLengths" >> beam.Map(lambda d: (d[1], len(d[3])))
+        | "ValLengths" >> beam.Map(lambda d: (d[1], d[3]))
         | "ValSum" >> beam.CombinePerKey(sum)
     )
     mixture = (

@@ -244,7 +244,9 @@ def test_one_document_per_id_whatever_the_arrival_order():
                         meta={"files_merged": ["Unconventional_pairing.tex"]})
     tar = make_document("arxiv", "1602.00123", "Text.", "a/arXiv-1602.00123.tar.gz",
                         meta={"files_merged": ["arXiv-1602.00123_Unconventional_pairing.tex"]})
+    from pipeline.packed import pack
+
     keep = KeepOnePerId()
     keep.setup()
-    picks = [next(iter(keep.process((tex["id"], docs)))) for docs in ([tex, tar], [tar, tex])]
+    picks = [next(iter(keep.process((tex["id"], map(pack, docs))))) for docs in ([tex, tar], [tar, tex])]
     assert picks == [tex, tex]  # the smaller url ("U" < "a")

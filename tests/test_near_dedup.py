@@ -269,12 +269,14 @@ def test_keep_survivors_counts_drops_and_unconverged_nodes():
     from pipeline.beam_util import collect_counters
     from pipeline.near_dedup import KeepSurvivors
 
+    from pipeline.packed import pack
+
     a, b, c = (("c4", i, "h") for i in ("a", "b", "c"))
     doc = make_doc("c4", "x", "some text")
     groups = [
-        (c, {"docs": [doc], "parents": [a, b], "children": []}),  # two parents: unconverged
-        (b, {"docs": [doc], "parents": [a], "children": [1]}),  # parent and child: unconverged
-        (a, {"docs": [dict(doc, url="z"), doc], "parents": [], "children": [2]}),  # a survivor
+        (c, {"docs": [pack(doc)], "parents": [a, b], "children": []}),  # two parents: unconverged
+        (b, {"docs": [pack(doc)], "parents": [a], "children": [1]}),  # parent and child: unconverged
+        (a, {"docs": [pack(dict(doc, url="z")), pack(doc)], "parents": [], "children": [2]}),  # a survivor
     ]
     p = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
     out = p | beam.Create(groups) | beam.ParDo(KeepSurvivors())

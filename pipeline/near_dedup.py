@@ -23,8 +23,8 @@ corpus in memory:
    `parent < child`. When the rounds have converged, every component is a star
    around its minimum node.
 4. **Survivors**: a node survives iff no edge gives it a smaller parent; its
-   documents are joined back with a `CoGroupByKey`. Every dropped document is
-   counted under `<source>/drop.near_duplicate`.
+   documents (packed, `pipeline.packed`) are joined back with a `CoGroupByKey`.
+   Every dropped document is counted under `<source>/drop.near_duplicate`.
 
 Nodes. A node is `node_key(doc) = (source, id, sha1(text))`, so within a source
 the lowest id survives; two documents with the same id and the same text are one

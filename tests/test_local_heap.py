@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from pipeline.beam_util import MALLOC_ENV, pipeline_options
+from pipeline.beam_util import ARROW_POOL_ENV, MALLOC_ENV, pipeline_options
 from pipeline.config import load_config
 from tests.conftest import ROOT
 
@@ -24,15 +24,24 @@ glibc = pytest.mark.skipif(
 
 @glibc
 def test_local_runner_sets_heap_variables_for_its_workers(monkeypatch):
-    for name in MALLOC_ENV:
+    import pyarrow as pa
+
+    monkeypatch.setattr(pa, "set_memory_pool", lambda pool: chosen.append(pool.backend_name))
+    chosen: list[str] = []
+    for name in (*MALLOC_ENV, *ARROW_POOL_ENV):
         monkeypatch.delenv(name, raising=False)
     pipeline_options(load_config(DEMO), ["--runner=DataflowRunner", "--project=p", "--region=r"])
-    assert [n for n in MALLOC_ENV if n in os.environ] == []  # a remote runner: untouched
+    assert [n for n in (*MALLOC_ENV, *ARROW_POOL_ENV) if n in os.environ] == []  # a remote runner: untouched
+    assert chosen == []
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the user's own setting wins
     pipeline_options(load_config(DEMO))  # the demo's FnApiRunner: this process is the runner
     assert {n: os.environ[n] for n in MALLOC_ENV} == {
         "MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
     }
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system" and chosen == ["system"]
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")  # so here too
+    pipeline_options(load_config(DEMO))
+    assert chosen == ["system"]
 
 
 def test_proc_tree_reports_peak_rss_by_role(tmp_path):

@@ -69,21 +69,28 @@ FnApiRunner runs a job stage by stage and holds every PCollection between fused
 stages in the runner process, in memory, whole (`fn_api_runner.execution`:
 `ListBuffer`, `GroupingBuffer`; no spill to disk, no option reachable from
 PipelineOptions or `FnApiRunner(...)` that bounds it; `use_state_iterables`
-only changes how a grouped value reaches the worker). Each stage then runs as
-exactly `direct_num_workers` bundles, each worker getting half the stage's input
-(`ParallelBundleManager`). So under this runner both the runner's and the
-workers' memory grow with the input by design; on Dataflow neither holds a
-whole PCollection. At 4x the clean job puts 47 MiB (11.8 at 1x) of encoded
-Documents through each of six whole-document buffers (GroupIds,
-CCNetLineDedup/Merge, GroupDuplicates, NearDedup/Merge, BookDedup/Merge,
-GroupParts); every other shuffle carries under 2.4 MiB. A key-only shuffle
-would not shrink the runner here (the documents still cross a stage boundary
-to be joined back), so none was made. `pipeline.beam_util.bound_local_heap`
-(glibc malloc settings in the runner and its workers) stops freed buffers from
-staying resident: peak RSS at 1x/4x, clean 483/860 MiB -> 373/565, shards
-381/599 -> 258/389, no slower in paired runs. The growth stays about 1.5x (runner 1.58x,
-workers 1.40x in one bench run; 8x: 2.24x, runner 2.50x, workers 1.68x): the
-goal is not met under this runner.
+only changes how a grouped value reaches the worker). While a stage runs, its
+input is there several times over: the grouping table, its re-encoded grouped
+copy, and the data-plane send queues (up to 2 x 100 MB per worker: the runner
+writes a bundle's whole input before it starts the bundle), plus the stage's
+output buffer. Each stage then runs as exactly `direct_num_workers` bundles,
+each worker getting half the stage's input, whose data plane buffers up to
+10 MB per output stream before sending. So under this runner both the runner's
+and the workers' memory grow with the input by design; on Dataflow neither
+holds a whole PCollection. What the project controls is how many bytes cross:
+
+- Documents cross every shuffle and merge packed (`pipeline.packed`: zstd,
+  3.2x smaller on the demo text) and token ids too (2x); `WriteDocuments`
+  unpacks one bounded record batch at a time. Clean 1x/4x peak 386/535 MiB ->
+  305/395, shards 261/393 -> 249/281; the 8x growth 2.21 -> 1.44.
+- `pipeline.beam_util.bound_local_heap` (glibc malloc settings, and Arrow on
+  that heap instead of mimalloc, which kept 44 MB after one 17 MB part was
+  written) stops freed buffers from staying resident. Before packing it had cut
+  clean 483/860 MiB -> 373/565 and shards 381/599 -> 258/389.
+
+The growth left, 1.28x at 4x (runner 1.30, workers 1.30; 8x: 1.44, runner
+1.55, workers 1.38), is those copies of the packed stream: the goal (1.2) is
+not met under this runner.
 
 Also written: `out/bench/scaling.png` (seconds/MB and peak RSS per stage
 against input MB), `out/bench/scaling.json` (every measurement), and

@@ -35,9 +35,15 @@ def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> Pipelin
         *(beam_args or []),
     ]
     options = PipelineOptions(args)
-    if options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+    if is_local(options):
         bound_local_heap()
     return options
+
+
+def is_local(options: PipelineOptions) -> bool:
+    """Whether the job runs inside this process's machine (Beam's local runner,
+    the default when no runner is named): its workers then share a disk."""
+    return options.view_as(StandardOptions).runner in LOCAL_RUNNERS | {None}
 
 
 # runners that run the job inside this process (FnApiRunner, or DirectRunner's fallback to it)

@@ -23,6 +23,7 @@ import pyarrow as pa
 from pipeline.beam_util import (
     Counters,
     collect_counters,
+    is_local,
     pipeline_options,
     quiet_beam_logging,
     swap_into_place,
@@ -35,7 +36,7 @@ from pipeline.filters.quality import language_rejected, too_short
 from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
-from pipeline.packed import pack, unpack, unpacked_size
+from pipeline.packed import INLINE, Packed, Packer
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import get_reader
 from pipeline.sources.base import DeadLetter, Skip
@@ -195,12 +196,15 @@ class KeepOnePerId(beam.DoFn):
     """(id, packed docs) -> one document. The same record can come twice (a
     Wikipedia page in two dumps, at two revisions): keep the newest, count the rest."""
 
+    def __init__(self, packer: Packer = INLINE):
+        self.packer = packer
+
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[str, Iterable[bytes]]):
+    def process(self, item: tuple[str, Iterable[Packed]]):
         _, packed = item
-        docs = sorted(map(unpack, packed), key=_newest_first)
+        docs = sorted(map(self.packer.unpack, packed), key=_newest_first)
         if len(docs) > 1:
             self.counters.inc(docs[0]["source"], "drop.duplicate_id", len(docs) - 1)
         yield docs[0]
@@ -210,57 +214,67 @@ class KeepFirstOfDuplicates(beam.DoFn):
     """((source, hash), (id, packed doc)s) -> the document with the smallest id;
     the rest counted."""
 
+    def __init__(self, packer: Packer = INLINE):
+        self.packer = packer
+
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[tuple[str, str], Iterable[tuple[str, bytes]]]):
+    def process(self, item: tuple[tuple[str, str], Iterable[tuple[str, Packed]]]):
         (source, _), docs = item
-        docs = sorted(docs)
+        docs = sorted(docs, key=_first)  # ids are unique here (KeepOnePerId)
         if len(docs) > 1:
             self.counters.inc(source, "drop.exact_duplicate", len(docs) - 1)
-        yield unpack(docs[0][1])
+        yield self.packer.unpack(docs[0][1])
+
+
+def _first(item: tuple) -> Any:
+    return item[0]
 
 
 # An Arrow record batch of a Document file ends at WRITE_BATCH_ROWS rows or once
-# it holds WRITE_BATCH_BYTES of UTF-8, so a writer never unpacks more than that
+# its texts reach WRITE_BATCH_CHARS, so a writer never unpacks more than that
 WRITE_BATCH_ROWS = 1024
-WRITE_BATCH_BYTES = 4 << 20
+WRITE_BATCH_CHARS = 4 << 20
 
 
-def record_batches(packed: list[bytes]) -> Iterator[pa.RecordBatch]:
-    """Packed Documents, in order -> DOCUMENT_SCHEMA record batches of at most
-    WRITE_BATCH_ROWS rows, each closed once it reaches WRITE_BATCH_BYTES of
-    UTF-8 (a single larger document makes a batch of its own)."""
-    start = 0
-    while start < len(packed):
-        end, size = start, 0
-        while end < len(packed) and end - start < WRITE_BATCH_ROWS and size < WRITE_BATCH_BYTES:
-            size += unpacked_size(packed[end])
-            end += 1
-        rows = [unpack(p) for p in packed[start:end]]
+def record_batches(docs: Iterable[dict[str, Any]]) -> Iterator[pa.RecordBatch]:
+    """Documents, in order -> DOCUMENT_SCHEMA record batches of at most
+    WRITE_BATCH_ROWS rows, each closed once its texts reach WRITE_BATCH_CHARS
+    characters (a single longer text makes a batch of its own). Consumes
+    `docs` lazily: one batch is held at a time."""
+    rows: list[dict[str, Any]] = []
+    chars = 0
+    for doc in docs:
+        rows.append(doc)
+        chars += len(doc["text"])
+        if len(rows) == WRITE_BATCH_ROWS or chars >= WRITE_BATCH_CHARS:
+            yield pa.RecordBatch.from_pydict({f: [d[f] for d in rows] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
+            rows, chars = [], 0
+    if rows:
         yield pa.RecordBatch.from_pydict({f: [d[f] for d in rows] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
-        start = end
 
 
 class WriteDocuments(beam.DoFn):
     """((source, part), (id, packed doc)s) -> one Arrow IPC file, rows sorted by
     id, written atomically. The part is held packed and unpacked one record
     batch at a time (`record_batches`), so a part of any size costs its packed
-    bytes plus one batch."""
+    form plus one batch."""
 
-    def __init__(self, out_dir: str, num_parts: int):
+    def __init__(self, out_dir: str, num_parts: int, packer: Packer = INLINE):
         self.out_dir = out_dir
         self.num_parts = num_parts
+        self.packer = packer
 
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[tuple[str, int], Iterable[tuple[str, bytes]]]):
+    def process(self, item: tuple[tuple[str, int], Iterable[tuple[str, Packed]]]):
         (source, part), docs = item
-        docs = sorted(docs)
+        docs = sorted(docs, key=_first)  # ids are unique here (KeepOnePerId)
         path = Path(self.out_dir) / source / f"part-{part:05d}-of-{self.num_parts:05d}.arrow"
         with atomic_write(path) as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as writer:
-            for batch in record_batches([p for _, p in docs]):
+            for batch in record_batches(self.packer.unpack(p) for _, p in docs):
                 writer.write_batch(batch)
         self.counters.inc(source, "docs_kept", len(docs))
         yield str(path)
@@ -296,12 +310,15 @@ def book_dedup_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"clean": cfg.clean.model_copy(update={"minhash": cfg.clean.book_dedup})})
 
 
-def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, str]], out_dir: str):
+def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, str]], out_dir: str,
+                         spill_dir: str | None = None):
     """Attach the clean job to pipeline `p`; returns (written paths, dead letters).
 
-    Documents cross every shuffle and merge packed (`pipeline.packed`).
+    Documents cross every shuffle and merge packed (`pipeline.packed`), and
+    spilled to `spill_dir` when one is given (the local runner: `run_clean`).
     """
     cfg_json = cfg.model_dump_json()
+    packer = Packer(spill_dir)
     num_parts = cfg.clean.num_files_per_source
     read = (
         p
@@ -311,26 +328,26 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
     )
     docs = (
         read.docs
-        | "KeyById" >> beam.Map(lambda d: (d["id"], pack(d)))
+        | "KeyById" >> beam.Map(lambda d: (d["id"], packer.pack(d)))
         | "GroupIds" >> beam.GroupByKey()
-        | "OnePerId" >> beam.ParDo(KeepOnePerId())
-        | "CCNetLineDedup" >> LineDedup(cfg.clean.line_dedup_sources)
+        | "OnePerId" >> beam.ParDo(KeepOnePerId(packer))
+        | "CCNetLineDedup" >> LineDedup(cfg.clean.line_dedup_sources, packer)
         | "C4Rules" >> beam.ParDo(C4Rules(cfg_json))
         | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
         | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
         | "BatchQuality" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
         | "Quality" >> beam.ParDo(QualityFilter(cfg_json))
-        | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), (d["id"], pack(d))))
+        | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), (d["id"], packer.pack(d))))
         | "GroupDuplicates" >> beam.GroupByKey()
-        | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates())
-        | "NearDedup" >> NearDedup(cfg)
-        | "BookDedup" >> NearDedup(book_dedup_config(cfg))
+        | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates(packer))
+        | "NearDedup" >> NearDedup(cfg, packer)
+        | "BookDedup" >> NearDedup(book_dedup_config(cfg), packer)
     )
     written = (
         docs
-        | "KeyByPart" >> beam.Map(lambda d: ((d["source"], part_of(d["id"], num_parts)), (d["id"], pack(d))))
+        | "KeyByPart" >> beam.Map(lambda d: ((d["source"], part_of(d["id"], num_parts)), (d["id"], packer.pack(d))))
         | "GroupParts" >> beam.GroupByKey()
-        | "Write" >> beam.ParDo(WriteDocuments(out_dir, num_parts))
+        | "Write" >> beam.ParDo(WriteDocuments(out_dir, num_parts, packer))
     )
     dead = (
         read[DEAD]
@@ -386,8 +403,12 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     t0 = time.time()
-    with beam.Pipeline(options=pipeline_options(cfg, beam_args)) as p:
-        build_clean_pipeline(p, cfg, items, str(tmp))
+    options = pipeline_options(cfg, beam_args)
+    spill = tmp / "_spill" if is_local(options) else None  # pipeline.packed: why
+    with beam.Pipeline(options=options) as p:
+        build_clean_pipeline(p, cfg, items, str(tmp), spill_dir=str(spill) if spill else None)
+    if spill:
+        shutil.rmtree(spill, ignore_errors=True)
     result = p.result
     counters = collect_counters(result, SOURCES)
     if not (tmp / "dead_letter.jsonl").exists():

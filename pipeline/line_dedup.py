@@ -15,7 +15,7 @@ import apache_beam as beam
 
 from pipeline.beam_util import Counters
 from pipeline.filters.ccnet import line_hash, remove_lines
-from pipeline.packed import MergeDocuments, pack, unpack
+from pipeline.packed import INLINE, MergeDocuments, Packer
 
 
 def line_keys(doc: dict[str, Any]) -> Iterator[tuple[tuple[str, bytes], tuple[str, int]]]:
@@ -36,13 +36,16 @@ def repeated_occurrences(item: tuple[Any, Iterable[tuple[str, int]]]) -> Iterato
 class RemoveLines(beam.DoFn):
     """(doc id, {"doc": [packed doc], "drop": [line indices]}) -> the document without them."""
 
+    def __init__(self, packer: Packer = INLINE):
+        self.packer = packer
+
     def setup(self) -> None:
         self.counters = Counters()
 
     def process(self, item):
         _, joined = item
         drop = set(joined["drop"])
-        for doc in map(unpack, joined["doc"]):
+        for doc in map(self.packer.unpack, joined["doc"]):
             if drop:
                 self.counters.inc(doc["source"], "line_dedup.lines_removed", len(drop))
                 doc = {**doc, "text": remove_lines(doc["text"], drop).strip("\n")}
@@ -52,12 +55,13 @@ class RemoveLines(beam.DoFn):
 class LineDedup(beam.PTransform):
     """Documents -> documents, CCNet line dedup applied to those of `sources`."""
 
-    def __init__(self, sources: list[str]):
+    def __init__(self, sources: list[str], packer: Packer = INLINE):
         super().__init__()
         self.sources = frozenset(sources)
+        self.packer = packer
 
     def expand(self, docs):
-        sources = self.sources
+        sources, packer = self.sources, self.packer
         scoped, others = docs | "Scope" >> beam.Partition(
             lambda d, _: 0 if d["source"] in sources else 1, 2
         )
@@ -67,10 +71,10 @@ class LineDedup(beam.PTransform):
             | "GroupLines" >> beam.GroupByKey()
             | "Repeats" >> beam.FlatMap(repeated_occurrences)
         )
-        by_id = scoped | "KeyDocs" >> beam.Map(lambda d: (d["id"], pack(d)))
+        by_id = scoped | "KeyDocs" >> beam.Map(lambda d: (d["id"], packer.pack(d)))
         cleaned = (
             {"doc": by_id, "drop": drops}
             | "Join" >> beam.CoGroupByKey()
-            | "RemoveLines" >> beam.ParDo(RemoveLines())
+            | "RemoveLines" >> beam.ParDo(RemoveLines(packer))
         )
-        return (cleaned, others) | "Merge" >> MergeDocuments()
+        return (cleaned, others) | "Merge" >> MergeDocuments(packer)

@@ -63,7 +63,7 @@ import numpy as np
 from pipeline.beam_util import Counters
 from pipeline.config import Config
 from pipeline.filters.minhash import band_hashes, lsh_params, signatures
-from pipeline.packed import MergeDocuments, pack, unpack
+from pipeline.packed import INLINE, MergeDocuments, Packer
 
 BANDS = "bands"
 BATCH_SIZE = 256  # documents per MinHash batch (BatchElements' maximum)
@@ -92,8 +92,9 @@ class MinHashBands(beam.DoFn):
     ((source, band, band_hash), node) on `BANDS`; documents with no shingle
     dropped and counted (`drop.no_shingles`)."""
 
-    def __init__(self, num_perm: int, ngram: int, seed: int, b: int, r: int):
+    def __init__(self, num_perm: int, ngram: int, seed: int, b: int, r: int, packer: Packer = INLINE):
         self.num_perm, self.ngram, self.seed, self.b, self.r = num_perm, ngram, seed, b, r
+        self.packer = packer
 
     def setup(self) -> None:
         self.counters = Counters()
@@ -110,7 +111,7 @@ class MinHashBands(beam.DoFn):
                 self.counters.inc(doc["source"], "drop.no_shingles")
                 continue
             node = node_key(doc)
-            yield node, pack(doc)
+            yield node, self.packer.pack(doc)
             for band, band_hash in enumerate(next(rows)):
                 yield beam.pvalue.TaggedOutput(BANDS, ((doc["source"], band, band_hash), node))
 
@@ -189,13 +190,16 @@ class KeepSurvivors(beam.DoFn):
     a node that shows the rounds did not converge is counted
     (`near_dedup.unconverged_nodes`)."""
 
+    def __init__(self, packer: Packer = INLINE):
+        self.packer = packer
+
     def setup(self) -> None:
         self.counters = Counters()
 
     def process(self, item: tuple[Node, dict[str, Iterable[Any]]]) -> Iterator[dict[str, Any]]:
         node, groups = item
         source = node[0]
-        docs = list(map(unpack, groups["docs"]))
+        docs = list(map(self.packer.unpack, groups["docs"]))
         parents = set(groups["parents"])
         has_children = any(n > 0 for n in groups["children"])
         if len(parents) > 1 or (parents and has_children):
@@ -226,6 +230,7 @@ class NearDedup(beam.PTransform):
     Args:
         cfg: the job config; reads `cfg.clean.minhash` (num_perm, ngram,
             threshold, seed, components_rounds, sources, enabled).
+        packer: how Documents cross the join and the merge (`pipeline.packed`).
     Attributes:
         b, r: the LSH bands and rows per band in use (for the manifest).
     Raises:
@@ -233,8 +238,9 @@ class NearDedup(beam.PTransform):
             would pick fewer than two bands (see `lsh_params`).
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, packer: Packer = INLINE):
         super().__init__()
+        self.packer = packer
         mh = cfg.clean.minhash
         self.mh = mh.model_copy()
         self.b, self.r = lsh_params(mh.threshold, mh.num_perm)
@@ -250,7 +256,7 @@ class NearDedup(beam.PTransform):
             todo
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_SIZE)
             | "MinHash" >> beam.ParDo(
-                MinHashBands(mh.num_perm, mh.ngram, mh.seed, self.b, self.r)
+                MinHashBands(mh.num_perm, mh.ngram, mh.seed, self.b, self.r, self.packer)
             ).with_outputs(BANDS, main="docs")
         )
         edges = (
@@ -268,6 +274,6 @@ class NearDedup(beam.PTransform):
         survivors = (
             {"docs": signed.docs, "parents": parents, "children": children}
             | "JoinNodes" >> beam.CoGroupByKey()
-            | "KeepSurvivors" >> beam.ParDo(KeepSurvivors())
+            | "KeepSurvivors" >> beam.ParDo(KeepSurvivors(self.packer))
         )
-        return (survivors, passthrough) | "Merge" >> MergeDocuments()
+        return (survivors, passthrough) | "Merge" >> MergeDocuments(self.packer)

@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from pipeline.beam_util import (
     Counters,
+    is_local,
     pipeline_options,
     quiet_beam_logging,
     swap_into_place,
@@ -57,7 +58,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
-from pipeline.packed import pack_ids, unpack_ids
+from pipeline.packed import INLINE, Packer, pack_ids, unpack_ids
 from pipeline.schema import token_shard_schema
 
 TRAIN, VAL = "train", "val"
@@ -71,8 +72,11 @@ class ShardError(PipelineError):
 
 
 def read_documents(path: str) -> Iterator[tuple[str, str, str]]:
-    """(source, doc_id, text) for every row of a cleaned Arrow file, batch by batch."""
-    with pa.memory_map(path) as f:
+    """(source, doc_id, text) for every row of a cleaned Arrow file, batch by batch.
+
+    Read, not memory-mapped: a mapped file's pages stay in the worker's RSS
+    until it is closed, so memory would grow with the file."""
+    with pa.OSFile(path) as f:
         reader = pa.ipc.open_file(f)
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i).select(["source", "id", "text"]).to_pydict()
@@ -81,10 +85,11 @@ def read_documents(path: str) -> Iterator[tuple[str, str, str]]:
 
 class Encode(beam.DoFn):
     """Batches of (source, doc_id, text) -> (split, source, doc_id, number of
-    tokens, `pack_ids` of the input_ids as uint16/32)."""
+    tokens, `pack_ids` of the input_ids as uint16/32, through `packer`)."""
 
-    def __init__(self, model_path: str, add_bos: bool, add_eos: bool, val_fraction: float, seed: int):
-        self.model_path = model_path
+    def __init__(self, model_path: str, add_bos: bool, add_eos: bool, val_fraction: float, seed: int,
+                 packer: Packer = INLINE):
+        self.model_path, self.packer = model_path, packer
         self.add_bos, self.add_eos = add_bos, add_eos
         self.val_fraction, self.seed = val_fraction, seed
 
@@ -104,7 +109,7 @@ class Encode(beam.DoFn):
             split = VAL if hash_unit(self.seed, "val", doc_id) < self.val_fraction else TRAIN
             self.counters.inc(source, f"docs_{split}")
             ids = np.asarray(bos + ids + eos, dtype=self.dtype)
-            yield split, source, doc_id, len(ids), pack_ids(ids)
+            yield split, source, doc_id, len(ids), self.packer.put(pack_ids(ids))
 
 
 def assign_copies(
@@ -146,8 +151,9 @@ def num_val_shards(val_counts: dict[str, int], shard_tokens: int) -> int:
 class WriteShard(beam.DoFn):
     """((split, shard), copies) -> one uncompressed Arrow IPC shard; yields its record."""
 
-    def __init__(self, out_dir: str, vocab_size: int, num_train: int, shard_tokens: int):
-        self.out_dir, self.vocab_size = out_dir, vocab_size
+    def __init__(self, out_dir: str, vocab_size: int, num_train: int, shard_tokens: int,
+                 packer: Packer = INLINE):
+        self.out_dir, self.vocab_size, self.packer = out_dir, vocab_size, packer
         self.num_train, self.shard_tokens = num_train, shard_tokens
 
     def process(self, item, val_counts: dict[str, int]):
@@ -156,7 +162,7 @@ class WriteShard(beam.DoFn):
         copies = sorted(copies, key=lambda c: (c[0], c[2]))
         schema = token_shard_schema(self.vocab_size)
         id_type = schema.field("input_ids").type.value_type
-        ids = [unpack_ids(c[3], id_type.to_pandas_dtype()) for c in copies]
+        ids = [unpack_ids(self.packer.get(c[3]), id_type.to_pandas_dtype()) for c in copies]
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(copies))
         offsets = np.zeros(len(copies) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -284,7 +290,8 @@ def write_manifest(infos, out_dir: str, header: dict[str, Any], shares: dict[str
 
 
 def build_shards_pipeline(
-    p: beam.Pipeline, cfg: Config, files: list[str], out_dir: str, tokenizer_info: dict[str, Any]
+    p: beam.Pipeline, cfg: Config, files: list[str], out_dir: str, tokenizer_info: dict[str, Any],
+    spill_dir: str | None = None,
 ):
     """Attach the shard job to pipeline `p` (run by `run_shards`; built alone by
     the portability test). Returns the PCollection of the manifest write.
@@ -294,6 +301,8 @@ def build_shards_pipeline(
         out_dir: where shards and manifest.json go (a folder every worker sees).
         tokenizer_info: {"path", "sha256", "vocab_size", "bos_id", "eos_id"} of
             the SentencePiece model; workers load `path` themselves.
+        spill_dir: where token ids spill between stages (`pipeline.packed`;
+            the local runner), or None to carry them in the PCollections.
 
     The extra copies need a global, token-weighted prefix per source, made in
     three small steps (sizes at 1.4T tokens in brackets): tokens per (source,
@@ -302,6 +311,7 @@ def build_shards_pipeline(
     Everything else is per document, so cost stays linear and memory flat.
     """
     sc, seed = cfg.shards, cfg.seed
+    packer = Packer(spill_dir)
     vocab_size = tokenizer_info["vocab_size"]
     num_train = max(1, math.ceil(sc.total_tokens / sc.shard_tokens))
     shares = {s: c.share for s, c in cfg.sources.items()}
@@ -322,7 +332,7 @@ def build_shards_pipeline(
         | "ReadDocs" >> beam.FlatMap(read_documents)
         | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=sc.batch_size)
         | "Encode"
-        >> beam.ParDo(Encode(tokenizer_info["path"], sc.add_bos, sc.add_eos, sc.val_fraction, seed))
+        >> beam.ParDo(Encode(tokenizer_info["path"], sc.add_bos, sc.add_eos, sc.val_fraction, seed, packer))
     )
     train = encoded | "Train" >> beam.Filter(lambda d: d[0] == TRAIN)
     val = encoded | "Val" >> beam.Filter(lambda d: d[0] == VAL)
@@ -380,7 +390,7 @@ def build_shards_pipeline(
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards"
         >> beam.ParDo(
-            WriteShard(out_dir, vocab_size, num_train, sc.shard_tokens),
+            WriteShard(out_dir, vocab_size, num_train, sc.shard_tokens, packer),
             val_counts=beam.pvalue.AsDict(val_counts),
         )
         | "Infos" >> beam.combiners.ToList()
@@ -442,8 +452,12 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     t0 = time.time()
-    with beam.Pipeline(options=pipeline_options(cfg, beam_args)) as p:
-        build_shards_pipeline(p, cfg, files, str(tmp), info)
+    options = pipeline_options(cfg, beam_args)
+    spill = tmp / "_spill" if is_local(options) else None  # pipeline.packed: why
+    with beam.Pipeline(options=options) as p:
+        build_shards_pipeline(p, cfg, files, str(tmp), info, spill_dir=str(spill) if spill else None)
+    if spill:
+        shutil.rmtree(spill, ignore_errors=True)
     manifest_path = tmp / "manifest.json"
     if not manifest_path.is_file():
         raise ShardError("the shard job wrote no manifest (no documents encoded?)")

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.clean import WRITE_BATCH_BYTES, WRITE_BATCH_ROWS, WriteDocuments, record_batches
-from pipeline.packed import MergeDocuments, pack, pack_ids, unpack, unpack_ids, unpacked_size
+from pipeline.clean import WRITE_BATCH_CHARS, WRITE_BATCH_ROWS, WriteDocuments, record_batches
+from pipeline.packed import MergeDocuments, Packer, SpillError, pack, pack_ids, unpack, unpack_ids
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import wikipedia
 from pipeline.sources.base import make_document
@@ -34,9 +34,6 @@ def test_pack_round_trips_real_documents_and_shrinks_them(wiki_docs):
     assert [unpack(p) for p in packed] == wiki_docs
     assert all(list(unpack(p)) == list(DOCUMENT_FIELDS) for p in packed)  # schema order
     raw = sum(len(d[f].encode()) for d in wiki_docs for f in DOCUMENT_FIELDS if f != "lang_score")
-    assert [unpacked_size(p) for p in packed] == [
-        sum(len(d[f].encode()) for f in DOCUMENT_FIELDS if f != "lang_score") for d in wiki_docs
-    ]
     assert sum(map(len, packed)) < raw / 2  # zstd on prose
 
 
@@ -68,15 +65,15 @@ def test_pack_ids_round_trips(dtype):
 
 def test_record_batches_bound_rows_and_bytes(wiki_docs):
     many = [dict(d, id=f"{i:05d}") for i in range(2) for d in wiki_docs] * 3  # 642 rows, 17 MB
-    batches = list(record_batches([pack(d) for d in many]))
+    batches = list(record_batches(iter(many)))
     assert sum(b.num_rows for b in batches) == len(many)
-    assert all(b.num_rows <= WRITE_BATCH_ROWS for b in batches)
-    sizes = [b.column("text").nbytes for b in batches]
-    assert max(sizes) < WRITE_BATCH_BYTES + max(len(d["text"].encode()) for d in many) + 64 * 1024
+    chars = [sum(map(len, b.column("text").to_pylist())) for b in batches]
+    longest = max(len(d["text"]) for d in many)
+    assert all(c < WRITE_BATCH_CHARS + longest for c in chars) and min(chars[:-1]) >= WRITE_BATCH_CHARS
     assert len(batches) > 1 and batches[0].schema == DOCUMENT_SCHEMA
     assert pa.Table.from_batches(batches).to_pylist() == many
     small = [make_document("books", str(i), f"line {i}", "u") for i in range(WRITE_BATCH_ROWS + 76)]
-    assert [b.num_rows for b in record_batches([pack(d) for d in small])] == [WRITE_BATCH_ROWS, 76]
+    assert [b.num_rows for b in record_batches(small)] == [WRITE_BATCH_ROWS, 76]
 
 
 def test_write_documents_sorts_by_id_and_writes_every_row(wiki_docs, tmp_path):
@@ -104,3 +101,30 @@ def test_merge_documents_in_a_pipeline(wiki_docs):
         merged = (a, b) | MergeDocuments()
         assert_that(merged | beam.Map(lambda d: (d["id"], d["text"])),
                     equal_to([(d["id"], d["text"]) for d in wiki_docs]))
+
+
+def test_spilled_documents_read_back_in_another_process(wiki_docs, tmp_path):
+    """The local runner's form: bytes in a spill file, a reference in the PCollection."""
+    import pickle
+    import subprocess
+    import sys
+
+    packer = Packer(str(tmp_path / "spill"))
+    refs = [packer.pack(d) for d in wiki_docs]
+    assert all(isinstance(r, tuple) and len(pickle.dumps(r)) < 120 for r in refs)
+    assert [packer.unpack(r) for r in reversed(refs)] == wiki_docs[::-1]
+    assert len({r[0] for r in refs}) == 1  # one append-only file per process
+    code = ("import pickle, sys; from pipeline.packed import Packer; "
+            "p, refs = pickle.loads(sys.stdin.buffer.read()); "
+            "print(sum(len(p.unpack(r)['text']) for r in refs))")
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps((packer, refs)),
+                         capture_output=True, check=True).stdout
+    assert int(out) == sum(len(d["text"]) for d in wiki_docs)
+    assert Packer().unpack(pack(wiki_docs[0])) == wiki_docs[0]  # inline bytes still read
+    with pytest.raises(SpillError, match="no spill folder"):
+        Packer().unpack(refs[0])
+    name, offset, n = refs[-1]
+    with pytest.raises(SpillError, match="expected"):
+        packer.unpack((name, offset, n + 10))
+    with pytest.raises(SpillError, match="cannot be opened"):
+        packer.unpack(("missing.spill", 0, 10))

@@ -2,6 +2,9 @@
 identify language, apply quality rules, drop exact duplicates, and write
 Document Arrow files per source, a dead-letter file and a stats file.
 
+On the local runner, Documents spill between stages to `<out_dir>/clean.tmp/_spill/`
+(`pipeline.packed`), deleted when the job ends.
+
 Output (`<out_dir>/clean/`, swapped into place only when the job succeeded):
     <source>/part-00000-of-0000N.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
     dead_letter.jsonl                    records that could not be parsed, with reasons
@@ -36,7 +39,7 @@ from pipeline.filters.quality import language_rejected, too_short
 from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
-from pipeline.packed import INLINE, Packed, Packer
+from pipeline.packed import INLINE, Packed, Packer, release_spill
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import get_reader
 from pipeline.sources.base import DeadLetter, Skip
@@ -408,6 +411,7 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
     with beam.Pipeline(options=options) as p:
         build_clean_pipeline(p, cfg, items, str(tmp), spill_dir=str(spill) if spill else None)
     if spill:
+        release_spill(str(spill))
         shutil.rmtree(spill, ignore_errors=True)
     result = p.result
     counters = collect_counters(result, SOURCES)

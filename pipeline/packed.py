@@ -133,9 +133,22 @@ _LOCK = threading.Lock()
 def _writer(folder: str) -> _SpillFile:
     with _LOCK:
         w = _WRITERS.get(folder)
-        if w is None or w.pid != os.getpid():  # none yet, or inherited through fork
+        # none yet, inherited through fork, or its folder deleted (a job ran before)
+        if w is None or w.pid != os.getpid() or os.fstat(w.fd).st_nlink == 0:
             w = _WRITERS[folder] = _SpillFile(folder)
         return w
+
+
+def release_spill(folder: str) -> None:
+    """Close this process's spill files (written and read) in `folder`; the job
+    calls it when done, before deleting the folder. Idempotent."""
+    prefix = os.path.join(folder, "")
+    with _LOCK:
+        w = _WRITERS.pop(folder, None)
+        if w is not None and w.pid == os.getpid():
+            os.close(w.fd)
+        for path in [p for p in _READERS if p.startswith(prefix)]:
+            os.close(_READERS.pop(path))
 
 
 def _read(folder: str, ref: SpillRef) -> bytes:

@@ -58,7 +58,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
-from pipeline.packed import INLINE, Packer, pack_ids, unpack_ids
+from pipeline.packed import INLINE, Packer, pack_ids, release_spill, unpack_ids
 from pipeline.schema import token_shard_schema
 
 TRAIN, VAL = "train", "val"
@@ -457,6 +457,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     with beam.Pipeline(options=options) as p:
         build_shards_pipeline(p, cfg, files, str(tmp), info, spill_dir=str(spill) if spill else None)
     if spill:
+        release_spill(str(spill))
         shutil.rmtree(spill, ignore_errors=True)
     manifest_path = tmp / "manifest.json"
     if not manifest_path.is_file():

@@ -128,3 +128,19 @@ def test_spilled_documents_read_back_in_another_process(wiki_docs, tmp_path):
         packer.unpack((name, offset, n + 10))
     with pytest.raises(SpillError, match="cannot be opened"):
         packer.unpack(("missing.spill", 0, 10))
+
+
+def test_a_spill_folder_deleted_and_made_again_gets_a_new_file(wiki_docs, tmp_path):
+    """Two jobs in one process (in-memory workers) spilling to the same path."""
+    import shutil
+
+    from pipeline.packed import release_spill
+
+    folder = str(tmp_path / "spill")
+    first = Packer(folder).pack(wiki_docs[0])
+    shutil.rmtree(folder)  # the first job ended without releasing
+    second = Packer(folder).pack(wiki_docs[1])
+    assert second[0] != first[0] and Packer(folder).unpack(second) == wiki_docs[1]
+    release_spill(folder)
+    release_spill(folder)
+    assert Packer(folder).unpack(second) == wiki_docs[1]  # reopened on demand

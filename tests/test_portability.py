@@ -38,37 +38,42 @@ PORTABLE_LEAVES = {
 SIDE_INPUTS = {common_urns.side_inputs.ITERABLE.urn, common_urns.side_inputs.MULTIMAP.urn}
 
 
-def _clean_graph(cfg, items) -> beam.Pipeline:
+def _clean_graph(cfg, items, spill: bool) -> beam.Pipeline:
+    """spill: as the local runner builds it (Documents spilled, `pipeline.packed`)."""
     from pipeline.clean import build_clean_pipeline
 
     p = beam.Pipeline(runner="FnApiRunner")
-    build_clean_pipeline(p, cfg, items, f"{cfg.out_dir}/clean.tmp")
+    out = f"{cfg.out_dir}/clean.tmp"
+    build_clean_pipeline(p, cfg, items, out, spill_dir=f"{out}/_spill" if spill else None)
     return p
 
 
-def _shards_graph(cfg, files) -> beam.Pipeline:
+def _shards_graph(cfg, files, spill: bool) -> beam.Pipeline:
     from pipeline.shards import build_shards_pipeline
 
     p = beam.Pipeline(runner="FnApiRunner")
     info = {"path": cfg.tokenizer.model_prefix + ".model", "sha256": "0" * 64,
             "vocab_size": cfg.tokenizer.vocab_size, "bos_id": 1, "eos_id": 2}
-    build_shards_pipeline(p, cfg, files, cfg.shards.out + ".tmp", info)
+    out = cfg.shards.out + ".tmp"
+    build_shards_pipeline(p, cfg, files, out, info, spill_dir=f"{out}/_spill" if spill else None)
     return p
 
 
 def _graphs() -> dict[str, beam.Pipeline]:
-    """The two jobs under the demo config (its real inputs) and the production one
-    (its input patterns stand for files: nothing is listed or read)."""
+    """The two jobs under the demo config (its real inputs; spilling, as on the
+    local runner) and the production one (its input patterns stand for files:
+    nothing is listed or read; Documents inline, as on Dataflow)."""
     from pipeline.clean import plan_inputs
 
     demo, prod = load_config(DEMO), load_config(PRODUCTION)
     items, _ = plan_inputs(demo)
     prod_items = [(s, pattern) for s in SOURCES for pattern in prod.sources[s].inputs]
     return {
-        "clean/demo": _clean_graph(demo, items),
-        "clean/production": _clean_graph(prod, prod_items),
-        "shards/demo": _shards_graph(demo, [f"{demo.out_dir}/clean/books/part-00000-of-00002.arrow"]),
-        "shards/production": _shards_graph(prod, [f"{prod.out_dir}/clean/{s}/part-00000-of-04096.arrow" for s in SOURCES]),
+        "clean/demo": _clean_graph(demo, items, spill=True),
+        "clean/production": _clean_graph(prod, prod_items, spill=False),
+        "shards/demo": _shards_graph(demo, [f"{demo.out_dir}/clean/books/part-00000-of-00002.arrow"], spill=True),
+        "shards/production": _shards_graph(
+            prod, [f"{prod.out_dir}/clean/{s}/part-00000-of-04096.arrow" for s in SOURCES], spill=False),
     }
 
 

@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as e:  # expected failures: one line naming the file, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Beam's own traceback says nothing useful here
+        print(f"interrupted: {args.command} stopped; its earlier output is untouched (jobs write "
+              "to a .tmp folder swapped into place at the end): run the same command again",
+              file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:

@@ -227,3 +227,16 @@ def test_cli_hands_unknown_arguments_to_beam(monkeypatch, capsys, command):
     assert opts.view_as(po.PortableOptions).environment_type == "DOCKER"
     assert opts.view_as(po.DirectOptions).direct_num_workers == 3  # --set reached the config
     capsys.readouterr()
+
+
+def test_ctrl_c_in_a_job_is_one_line_and_exit_130(monkeypatch, capsys):
+    import pipeline.clean
+    from pipeline.__main__ import main
+
+    def interrupted(cfg, beam_args=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.clean, "run_clean", interrupted)
+    assert main(["clean", "--config", str(DEMO)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: clean stopped") and "Traceback" not in err

@@ -211,3 +211,8 @@ def test_command_line(book_shards, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(ROOT / "configs" / "demo.yaml"), "--set", "trainer.stepz=2"])
     assert "trainer.stepz" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # named before any shard is opened
+        main(["--config", str(ROOT / "configs" / "demo.yaml"), "--set", "trainer.model=7b",
+              "--set", f"shards.out={tmp_path / 'none'}"])
+    assert "trainer.model '7b' is not a model size" in (err := capsys.readouterr().err)
+    assert "did you mean '7B'?" in err

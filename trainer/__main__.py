@@ -49,7 +49,14 @@ def _train(argv: list[str]) -> int:
 
     from trainer.checkpoint import CheckpointError
     from trainer.data import ShardError
+    from trainer.model import MODEL_SIZES
     from trainer.train import train  # after --help: importing torch is slow
+
+    name = cfg.trainer.model
+    if name not in MODEL_SIZES:  # before any data is read
+        close = [n for n in MODEL_SIZES if n.lower() == name.lower()]
+        parser.error(f"trainer.model {name!r} is not a model size ({', '.join(MODEL_SIZES)})"
+                     + (f": did you mean {close[0]!r}?" if close else ""))
 
     try:
         summary = train(cfg, resume=not opts.no_resume, peak_flops=opts.peak_flops)

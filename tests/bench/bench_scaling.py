@@ -68,29 +68,27 @@ Where the memory is (measured at 4x against 1x, issue 8). Beam's local
 FnApiRunner runs a job stage by stage and holds every PCollection between fused
 stages in the runner process, in memory, whole (`fn_api_runner.execution`:
 `ListBuffer`, `GroupingBuffer`; no spill to disk, no option reachable from
-PipelineOptions or `FnApiRunner(...)` that bounds it; `use_state_iterables`
-only changes how a grouped value reaches the worker). While a stage runs, its
+PipelineOptions or `FnApiRunner(...)` that bounds it). While a stage runs, its
 input is there several times over: the grouping table, its re-encoded grouped
 copy, and the data-plane send queues (up to 2 x 100 MB per worker: the runner
 writes a bundle's whole input before it starts the bundle), plus the stage's
-output buffer. Each stage then runs as exactly `direct_num_workers` bundles,
-each worker getting half the stage's input, whose data plane buffers up to
-10 MB per output stream before sending. So under this runner both the runner's
-and the workers' memory grow with the input by design; on Dataflow neither
-holds a whole PCollection. What the project controls is how many bytes cross:
+output buffer; each worker gets half of it in one bundle. So the jobs keep
+bulk out of their PCollections on this runner (`pipeline.packed`):
 
-- Documents cross every shuffle and merge packed (`pipeline.packed`: zstd,
-  3.2x smaller on the demo text) and token ids too (2x); `WriteDocuments`
-  unpacks one bounded record batch at a time. Clean 1x/4x peak 386/535 MiB ->
-  305/395, shards 261/393 -> 249/281; the 8x growth 2.21 -> 1.44.
-- `pipeline.beam_util.bound_local_heap` (glibc malloc settings, and Arrow on
-  that heap instead of mimalloc, which kept 44 MB after one 17 MB part was
-  written) stops freed buffers from staying resident. Before packing it had cut
-  clean 483/860 MiB -> 373/565 and shards 381/599 -> 258/389.
+- Documents and token ids are packed (zstd: 3.2x and 2x smaller) and, on the
+  local runner, spilled to an append-only file per worker; the PCollections
+  carry (file, offset, length). `WriteDocuments` unpacks one bounded record
+  batch at a time, and the shard job reads clean files rather than mapping
+  them (a mapped file's pages count in RSS until it is closed).
+- `pipeline.beam_util.bound_local_heap`: glibc malloc settings, and Arrow on
+  that heap instead of mimalloc (which kept 44 MB after one 17 MB part was
+  written), so freed buffers do not stay resident.
 
-The growth left, 1.28x at 4x (runner 1.30, workers 1.30; 8x: 1.44, runner
-1.55, workers 1.38), is those copies of the packed stream: the goal (1.2) is
-not met under this runner.
+Peak RSS of the largest process, 1x/4x (MiB), as these landed: before, clean
+386/535 and shards 261/393 (1.50x); packed inline, 305/395 and 249/281
+(1.28x; Dataflow's shuffle now carries a third of the bytes); spilled, 284/295
+and 241/263 (about 1.1x). What still grows at 8x is the tokenizer's trainer,
+whose sample the bench scales with N (SentencePiece holds its sentences).
 
 Also written: `out/bench/scaling.png` (seconds/MB and peak RSS per stage
 against input MB), `out/bench/scaling.json` (every measurement), and

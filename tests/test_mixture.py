@@ -183,7 +183,7 @@ def test_achieved_mixture_within_half_a_point_for_sources_with_enough_tokens(run
             assert miss <= MIXTURE_TOLERANCE, s
     # The measured misses, in percentage points (the exempt ones land close too).
     assert {s: round(100 * (v["achieved_share"] - v["share"]), 2) for s, v in src.items()} == {
-        "books": -1.27, "commoncrawl": 1.35, "github": -0.22, "wikipedia": 0.14,
+        "books": -1.16, "commoncrawl": 1.44, "github": -0.34, "wikipedia": 0.06,
     }
 
 

@@ -3,9 +3,10 @@
 LLaMA trains its tokenizer on data of the training mixture (Table 1). Each
 configured source with cleaned files contributes `share / sum(shares present)`
 of `tokenizer.sample_bytes`; inside a source, documents are taken in increasing
-order of a seeded hash of their id until the byte budget is met, so the sample
-is a uniform random subset that does not depend on file order or on how many
-files the pipeline wrote. Files are streamed record batch by record batch,
+order of a seeded hash of their id until the byte budget is met (the document
+that crosses it only up to the line that reaches it, so one long book cannot
+tilt the mixture), so the sample is a uniform random subset that does not
+depend on file order or on how many files the pipeline wrote. Files are streamed record batch by record batch,
 memory-mapped; memory stays flat however large the corpus.
 
 The sample is a text file of one SentencePiece sentence per line. SentencePiece
@@ -162,16 +163,18 @@ def _keys_and_sizes(
             yield batch, keys, sizes
 
 
-def key_cutoff(paths: list[Path], seed: int, target_bytes: int) -> tuple[int, int]:
+def key_cutoff(paths: list[Path], seed: int, target_bytes: int) -> tuple[int, int, int | None]:
     """The largest key to take so the documents with key <= it hold >= `target_bytes`.
 
     Two streaming passes: a histogram of bytes over the keys' top bits finds the
     bucket where the budget runs out; the second pass sorts that bucket alone.
 
     Returns:
-        (cutoff key, total text bytes of the source). The cutoff is 2**64 - 1
-        (take everything) when the source holds no more than the target, and
-        -1 (take nothing) when the target is 0.
+        (cutoff key, total text bytes of the source, bytes of the cutoff
+        document still needed: `target_bytes` minus those of the smaller keys).
+        The cutoff is 2**64 - 1 (take everything; needed None) when the source
+        holds no more than the target, and -1 (take nothing; None) when the
+        target is 0.
     """
     shift = np.uint64(64 - _KEY_BUCKET_BITS)
     hist = np.zeros(1 << _KEY_BUCKET_BITS, dtype=np.int64)
@@ -179,9 +182,9 @@ def key_cutoff(paths: list[Path], seed: int, target_bytes: int) -> tuple[int, in
         np.add.at(hist, (keys >> shift).astype(np.intp), sizes)
     total = int(hist.sum())
     if total <= target_bytes:
-        return (1 << 64) - 1, total
+        return (1 << 64) - 1, total, None
     if target_bytes <= 0:
-        return -1, total
+        return -1, total, None
     cumulative = np.cumsum(hist)
     bucket = int(np.searchsorted(cumulative, target_bytes))  # first bucket reaching it
     taken = int(cumulative[bucket - 1]) if bucket else 0
@@ -190,9 +193,9 @@ def key_cutoff(paths: list[Path], seed: int, target_bytes: int) -> tuple[int, in
         rows = np.nonzero((keys >> shift) == np.uint64(bucket))[0]
         in_bucket.extend(zip(keys[rows].tolist(), sizes[rows].tolist()))
     for key, size in sorted(in_bucket):
+        if taken + size >= target_bytes:
+            return key, total, target_bytes - taken
         taken += size
-        if taken >= target_bytes:
-            return key, total
     raise AssertionError("the byte histogram and the bucket disagree")  # unreachable
 
 
@@ -203,8 +206,10 @@ def write_training_sample(cfg: Config, out_path: str | Path) -> dict[str, dict[s
     percent) are renormalised over them. A source contributes the documents with
     the smallest `sample_key(cfg.seed, id)` until their UTF-8 text reaches
     `share * cfg.tokenizer.sample_bytes` (all of it if it has less), written in
-    file order as `document_lines`. The file is written atomically; the same
-    files and config give the same bytes.
+    file order as `document_lines`; of the document that crosses the target,
+    only the lines up to the one that reaches it (so a source overshoots by
+    less than one line, `max_sentence_length` bytes). The file is written
+    atomically; the same files and config give the same bytes.
 
     Args:
         cfg: the job config (`out_dir`, `seed`, `sources`, `tokenizer`).
@@ -231,17 +236,23 @@ def write_training_sample(cfg: Config, out_path: str | Path) -> dict[str, dict[s
         for name, paths in files.items():
             share = cfg.sources[name].share / total_share
             target = round(share * tok.sample_bytes)
-            cutoff, source_bytes = key_cutoff(paths, cfg.seed, target)
+            cutoff, source_bytes, needed = key_cutoff(paths, cfg.seed, target)
             docs = lines = written = 0
             for batch, keys, _ in _keys_and_sizes(paths, cfg.seed) if cutoff >= 0 else ():
-                mask = pa.array(keys <= np.uint64(cutoff))
-                for text in pc.filter(batch.column("text"), mask).to_pylist():
+                take = keys <= np.uint64(cutoff)
+                texts = pc.filter(batch.column("text"), pa.array(take)).to_pylist()
+                for key, text in zip(keys[take].tolist(), texts):
                     docs += 1
+                    limit = needed if key == cutoff else None
+                    doc_bytes = 0
                     for line in document_lines(text, tok.max_sentence_length):
                         data = line.encode("utf-8")
                         out.write(data + b"\n")
                         lines += 1
-                        written += len(data)
+                        doc_bytes += len(data)
+                        if limit is not None and doc_bytes >= limit:
+                            break
+                    written += doc_bytes
             stats[name] = {
                 "share": share,
                 "target_bytes": target,

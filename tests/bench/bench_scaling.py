@@ -12,11 +12,10 @@ rewritten copies of it in the native formats (`tests.bench.scaled_inputs`, which
 says why that rewrite keeps the per-document work representative). The knobs
 that fix an amount of output regardless of the input scale with N too:
 `tokenizer.sample_bytes`, `tokenizer.input_sentence_size` and
-`shards.total_tokens` are N times the config's (the tokenizer's sample still
-grows unevenly, 1.1, 1.4, 2.8, 5.8 MB from 1x to 8x: each source gives its
-share of `sample_bytes` in whole documents, so the two books overshoot it at 1x,
-and the demo's one Common Crawl page cannot fill its 83%). Input MB = bytes of
-the input files as stored (compressed as they are).
+`shards.total_tokens` are N times the config's (the tokenizer's sample is
+about 0.67 MB per N, less than `sample_bytes`: the demo's one Common Crawl page
+cannot fill its 83% share). Input MB = bytes of the input files as stored
+(compressed as they are).
 
 Fixed overhead: a run on a small input, every 40th record of each demo input
 file (`scaled_inputs.build_sample`, 0.13 MB, all four sources, so every reader

@@ -45,6 +45,12 @@ Arguments after the command's own that this program does not know are passed to 
 """
 
 
+BEAM_EPILOG = ("Arguments this command does not know go to Beam, e.g. --runner=DataflowRunner "
+               "--project=P --region=R, or --direct_num_workers=N on the local runner. An "
+               "interrupted job can simply be run again: it writes to a .tmp folder swapped "
+               "into place only when it succeeds.")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/demo.yaml", help="YAML job config (default: %(default)s)")
     add_override_argument(p, "shards.total_tokens=2e6")
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         ("report", "write report.md from the stage outputs"),
         ("plan", "print the run's plan: tokens, epochs, shards, disk, Beam and GPU hours"),
     ):
-        _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_)))
+        epilog = BEAM_EPILOG if name in ("clean", "shards") else None
+        _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_), epilog=epilog))
     from pipeline.plan import add_plan_arguments, cli_overrides
 
     add_plan_arguments(sub.choices["plan"])

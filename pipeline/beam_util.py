@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import json
 import logging
 import os
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
 from pipeline.config import Config
 
@@ -38,6 +41,46 @@ def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> Pipelin
     if is_local(options):
         bound_local_heap()
     return options
+
+
+
+@contextlib.contextmanager
+def local_scratch(options: PipelineOptions, tmp_dir: Path) -> Iterator[str | None]:
+    """Around a job's run: on a local runner, its spill folder and its SDK
+    workers' log level, removed and restored however the run ends (an error,
+    Ctrl-C); elsewhere nothing (yields None).
+
+    Yields the spill folder (`<tmp_dir>/_spill`, `pipeline.packed`), made by the
+    workers on first use and deleted at the end. FnApiRunner hands its worker
+    processes no pipeline options, so they log at INFO whatever
+    `--default_sdk_harness_log_level` says; they read `PIPELINE_OPTIONS_FILE`
+    from their environment first, so that variable names a file holding the
+    level (and any `--sdk_harness_log_level_overrides`) while the job runs.
+    """
+    if not is_local(options):
+        yield None
+        return
+    from pipeline.packed import release_spill
+
+    spill = Path(tmp_dir) / "_spill"
+    workers = options.view_as(WorkerOptions)
+    worker_options = {"default_sdk_harness_log_level": workers.default_sdk_harness_log_level or "WARNING"}
+    if workers.sdk_harness_log_level_overrides:
+        worker_options["sdk_harness_log_level_overrides"] = workers.sdk_harness_log_level_overrides
+    options_file = Path(tmp_dir) / "_worker_options.json"
+    options_file.write_text(json.dumps({"options": worker_options}))
+    before = os.environ.get("PIPELINE_OPTIONS_FILE")
+    os.environ["PIPELINE_OPTIONS_FILE"] = str(options_file)
+    try:
+        yield str(spill)
+    finally:
+        if before is None:
+            os.environ.pop("PIPELINE_OPTIONS_FILE", None)
+        else:
+            os.environ["PIPELINE_OPTIONS_FILE"] = before
+        options_file.unlink(missing_ok=True)
+        release_spill(str(spill))
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def is_local(options: PipelineOptions) -> bool:

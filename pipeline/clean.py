@@ -26,7 +26,7 @@ import pyarrow as pa
 from pipeline.beam_util import (
     Counters,
     collect_counters,
-    is_local,
+    local_scratch,
     pipeline_options,
     quiet_beam_logging,
     swap_into_place,
@@ -39,7 +39,7 @@ from pipeline.filters.quality import language_rejected, too_short
 from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
-from pipeline.packed import INLINE, Packed, Packer, release_spill
+from pipeline.packed import INLINE, Packed, Packer
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import get_reader
 from pipeline.sources.base import DeadLetter, Skip
@@ -407,12 +407,8 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
     tmp.mkdir(parents=True)
     t0 = time.time()
     options = pipeline_options(cfg, beam_args)
-    spill = tmp / "_spill" if is_local(options) else None  # pipeline.packed: why
-    with beam.Pipeline(options=options) as p:
-        build_clean_pipeline(p, cfg, items, str(tmp), spill_dir=str(spill) if spill else None)
-    if spill:
-        release_spill(str(spill))
-        shutil.rmtree(spill, ignore_errors=True)
+    with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
+        build_clean_pipeline(p, cfg, items, str(tmp), spill_dir=spill)
     result = p.result
     counters = collect_counters(result, SOURCES)
     if not (tmp / "dead_letter.jsonl").exists():

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from pipeline.beam_util import (
     Counters,
-    is_local,
+    local_scratch,
     pipeline_options,
     quiet_beam_logging,
     swap_into_place,
@@ -58,7 +58,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
-from pipeline.packed import INLINE, Packer, pack_ids, release_spill, unpack_ids
+from pipeline.packed import INLINE, Packer, pack_ids, unpack_ids
 from pipeline.schema import token_shard_schema
 
 TRAIN, VAL = "train", "val"
@@ -453,12 +453,8 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     tmp.mkdir(parents=True)
     t0 = time.time()
     options = pipeline_options(cfg, beam_args)
-    spill = tmp / "_spill" if is_local(options) else None  # pipeline.packed: why
-    with beam.Pipeline(options=options) as p:
-        build_shards_pipeline(p, cfg, files, str(tmp), info, spill_dir=str(spill) if spill else None)
-    if spill:
-        release_spill(str(spill))
-        shutil.rmtree(spill, ignore_errors=True)
+    with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
+        build_shards_pipeline(p, cfg, files, str(tmp), info, spill_dir=spill)
     manifest_path = tmp / "manifest.json"
     if not manifest_path.is_file():
         raise ShardError("the shard job wrote no manifest (no documents encoded?)")

@@ -58,3 +58,28 @@ def test_proc_tree_reports_peak_rss_by_role(tmp_path):
     assert set(m["peak_mb_by_role"]) == {"main"}
     assert 300 <= m["peak_mb_by_role"]["main"] < 360  # the string plus the interpreter
     assert 300 <= m["max_process_mb"] < 360  # the kernel's high-water mark agrees
+
+
+def test_local_scratch_is_removed_however_the_run_ends(tmp_path, monkeypatch):
+    """The spill folder and the workers' options file exist only while the job
+    runs, and PIPELINE_OPTIONS_FILE is restored, also after Ctrl-C."""
+    from pipeline.beam_util import local_scratch
+    from pipeline.packed import Packer
+    from pipeline.sources.base import make_document
+
+    monkeypatch.setenv("PIPELINE_OPTIONS_FILE", "users-own.json")
+    cfg = load_config(DEMO)
+    with pytest.raises(KeyboardInterrupt):
+        with local_scratch(pipeline_options(cfg, ["--sdk_harness_log_level_overrides={\"a\": \"INFO\"}"]),
+                           tmp_path) as spill:
+            assert spill == str(tmp_path / "_spill")
+            Packer(spill).pack(make_document("books", "b", "text", "u"))  # a worker spilled
+            written = json.loads(open(os.environ["PIPELINE_OPTIONS_FILE"]).read())
+            assert written == {"options": {"default_sdk_harness_log_level": "WARNING",
+                                           "sdk_harness_log_level_overrides": {"a": "INFO"}}}
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    assert os.environ["PIPELINE_OPTIONS_FILE"] == "users-own.json"
+    with local_scratch(pipeline_options(cfg, ["--runner=DataflowRunner", "--project=p", "--region=r"]),
+                       tmp_path) as spill:
+        assert spill is None and os.environ["PIPELINE_OPTIONS_FILE"] == "users-own.json"

@@ -246,16 +246,19 @@ def record_batches(docs: Iterable[dict[str, Any]]) -> Iterator[pa.RecordBatch]:
     WRITE_BATCH_ROWS rows, each closed once its texts reach WRITE_BATCH_CHARS
     characters (a single longer text makes a batch of its own). Consumes
     `docs` lazily: one batch is held at a time."""
+    def batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pydict({f: [d[f] for d in rows] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
+
     rows: list[dict[str, Any]] = []
     chars = 0
     for doc in docs:
         rows.append(doc)
         chars += len(doc["text"])
         if len(rows) == WRITE_BATCH_ROWS or chars >= WRITE_BATCH_CHARS:
-            yield pa.RecordBatch.from_pydict({f: [d[f] for d in rows] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
+            yield batch(rows)
             rows, chars = [], 0
     if rows:
-        yield pa.RecordBatch.from_pydict({f: [d[f] for d in rows] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
+        yield batch(rows)
 
 
 class WriteDocuments(beam.DoFn):

@@ -85,11 +85,11 @@ bulk out of their PCollections on this runner (`pipeline.packed`):
 
 Peak RSS of the largest process, 1x/4x (MiB), as these landed: before, clean
 386/535 and shards 261/393 (1.50x); packed inline, 305/395 and 249/281
-(1.28x; Dataflow's shuffle now carries a third of the bytes); spilled, 286/296
-and 246/264, with the runner flat (245/247), so 1.10x. At 8x clean is 298 and
-shards 259: what still grows is the tokenizer's trainer (221/242/273 MiB at
-1x/4x/8x), whose sample the bench scales with N (SentencePiece holds its
-sentences; a production sample has a fixed size).
+(1.28x; Dataflow's shuffle now carries a third of the bytes); spilled, 284/295
+and 245/255 with the runner flat (1.006x), so 1.09x. At 8x: clean 298, shards
+276, and the tokenizer's trainer 236 against 205 at 1x, whose sample the bench
+scales with N (SentencePiece holds its sentences; a production sample has a
+fixed size): 1.15x.
 
 Also written: `out/bench/scaling.png` (seconds/MB and peak RSS per stage
 against input MB), `out/bench/scaling.json` (every measurement), and

@@ -36,7 +36,13 @@ from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
 from pipeline.filters.quality import language_rejected, too_short
-from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
+from pipeline.io import (
+    atomic_write,
+    count_rows,
+    exclusive_output,
+    match_inputs,
+    sha256_file,
+)
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
@@ -399,59 +405,61 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
 
     Raises:
         CleanError: see `check_inputs`.
+        OutputBusy: another job is writing `<out_dir>/clean` (`exclusive_output`).
     """
     quiet_beam_logging()
     final = Path(cfg.out_dir) / "clean"
     tmp = Path(cfg.out_dir) / "clean.tmp"
     items, files = plan_inputs(cfg)
     check_inputs(cfg, files)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    t0 = time.time()
-    options = pipeline_options(cfg, beam_args)
-    with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
-        build_clean_pipeline(p, cfg, items, str(tmp), spill_dir=spill)
-    result = p.result
-    counters = collect_counters(result, SOURCES)
-    if not (tmp / "dead_letter.jsonl").exists():
-        write_dead_letters(str(tmp), [])
-    outputs = []
-    for path in sorted(tmp.glob("*/part-*.arrow")):
-        rows = count_rows(path)
-        outputs.append(
-            {
-                "source": path.parent.name,
-                "file": str(path.relative_to(tmp)),
-                "rows": rows,
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        )
-    from pipeline.plan import measure_inputs  # the planner's listing: one size rule
+    with exclusive_output(final):  # two runs on one folder would delete each other's tmp
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        t0 = time.time()
+        options = pipeline_options(cfg, beam_args)
+        with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
+            build_clean_pipeline(p, cfg, items, str(tmp), spill_dir=spill)
+        result = p.result
+        counters = collect_counters(result, SOURCES)
+        if not (tmp / "dead_letter.jsonl").exists():
+            write_dead_letters(str(tmp), [])
+        outputs = []
+        for path in sorted(tmp.glob("*/part-*.arrow")):
+            rows = count_rows(path)
+            outputs.append(
+                {
+                    "source": path.parent.name,
+                    "file": str(path.relative_to(tmp)),
+                    "rows": rows,
+                    "bytes": path.stat().st_size,
+                    "sha256": sha256_file(path),
+                }
+            )
+        from pipeline.plan import measure_inputs  # the planner's listing: one size rule
 
-    mh = cfg.clean.minhash
-    bands, rows = lsh_params(mh.threshold, mh.num_perm)
-    manifest = {
-        "format": "llama-clean-documents/1",
-        "config_digest": cfg.digest(),
-        "clean_config_digest": cfg.clean_digest(),
-        "near_dedup": {
-            "sources": mh.sources if mh.enabled else [],
-            "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
-            "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
-        },
-        "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
-                     "badwords_sha256": sha256_file(cfg.clean.c4.badwords) if cfg.clean.c4.badwords else None},
-        "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
-                          "sha256": sha256_file(cfg.clean.quality.model) if cfg.clean.quality.model else None},
-        "inputs": {s: files[s] for s in SOURCES if files[s]},
-        "input_bytes": {s: n for s, (_, n) in measure_inputs(cfg, files).items()},  # as stored
-        "files": outputs,
-        "counters": counters,
-        "seconds": round(time.time() - t0, 2),
-    }
-    with atomic_write(tmp / "manifest.json") as f:
-        f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
-    swap_into_place(tmp, final)
-    return manifest
+        mh = cfg.clean.minhash
+        bands, rows = lsh_params(mh.threshold, mh.num_perm)
+        manifest = {
+            "format": "llama-clean-documents/1",
+            "config_digest": cfg.digest(),
+            "clean_config_digest": cfg.clean_digest(),
+            "near_dedup": {
+                "sources": mh.sources if mh.enabled else [],
+                "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
+                "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
+            },
+            "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
+                         "badwords_sha256": sha256_file(cfg.clean.c4.badwords) if cfg.clean.c4.badwords else None},
+            "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
+                              "sha256": sha256_file(cfg.clean.quality.model) if cfg.clean.quality.model else None},
+            "inputs": {s: files[s] for s in SOURCES if files[s]},
+            "input_bytes": {s: n for s, (_, n) in measure_inputs(cfg, files).items()},  # as stored
+            "files": outputs,
+            "counters": counters,
+            "seconds": round(time.time() - t0, 2),
+        }
+        with atomic_write(tmp / "manifest.json") as f:
+            f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
+        swap_into_place(tmp, final)
+        return manifest

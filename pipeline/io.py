@@ -19,6 +19,8 @@ from typing import IO, Iterator
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.config import PipelineError
+
 _MAGIC = (
     # multi-member gzip (one member per WARC record) reads to the end
     (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
@@ -77,6 +79,48 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class OutputBusy(PipelineError):
+    """Another job is writing the same output folder."""
+
+
+@contextlib.contextmanager
+def exclusive_output(final: str | Path) -> Iterator[None]:
+    """Hold `<final>.lock` (an advisory `flock`) while a job writes `final`, so
+    two runs on one output folder cannot delete each other's temporary files.
+
+    The lock goes with the process (a killed job leaves no stale lock); the
+    file stays, empty. No-op where `fcntl` is missing (not POSIX).
+
+    Raises:
+        OutputBusy: another process holds the lock (its pid in the message).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock = Path(f"{final}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise OutputBusy(f"{final} is being written by another job (pid {holder}, "
+                             f"lock {lock}); wait for it or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -45,7 +45,7 @@ from pipeline.beam_util import (
     swap_into_place,
 )
 from pipeline.config import Config, PipelineError
-from pipeline.io import atomic_write, sha256_file
+from pipeline.io import atomic_write, exclusive_output, sha256_file
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
     REPEAT_BUCKETS,
@@ -426,6 +426,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
 
     Raises:
         ShardError: no clean manifest or tokenizer model, or no documents.
+        OutputBusy: another job is writing `shards.out` (`exclusive_output`).
     """
     quiet_beam_logging()
     sc = cfg.shards
@@ -448,17 +449,18 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
 
     final = Path(sc.out)
     tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    t0 = time.time()
-    options = pipeline_options(cfg, beam_args)
-    with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
-        build_shards_pipeline(p, cfg, files, str(tmp), info, spill_dir=spill)
-    manifest_path = tmp / "manifest.json"
-    if not manifest_path.is_file():
-        raise ShardError("the shard job wrote no manifest (no documents encoded?)")
-    swap_into_place(tmp, final)
-    manifest = json.loads((final / "manifest.json").read_text())
-    manifest["seconds"] = round(time.time() - t0, 2)
-    return manifest
+    with exclusive_output(final):  # two runs on one folder would delete each other's tmp
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        t0 = time.time()
+        options = pipeline_options(cfg, beam_args)
+        with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
+            build_shards_pipeline(p, cfg, files, str(tmp), info, spill_dir=spill)
+        manifest_path = tmp / "manifest.json"
+        if not manifest_path.is_file():
+            raise ShardError("the shard job wrote no manifest (no documents encoded?)")
+        swap_into_place(tmp, final)
+        manifest = json.loads((final / "manifest.json").read_text())
+        manifest["seconds"] = round(time.time() - t0, 2)
+        return manifest

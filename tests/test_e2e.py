@@ -250,3 +250,35 @@ def test_one_document_per_id_whatever_the_arrival_order():
     keep.setup()
     picks = [next(iter(keep.process((tex["id"], map(pack, docs))))) for docs in ([tex, tar], [tar, tex])]
     assert picks == [tex, tex]  # the smaller url ("U" < "a")
+
+
+def test_one_job_at_a_time_per_output_folder(tmp_path):
+    """A second run on the same output folder fails at once, naming the first
+    one's pid, instead of deleting its temporary files; the lock dies with it."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.io import OutputBusy, exclusive_output
+
+    final = tmp_path / "clean"
+    with exclusive_output(final):
+        with pytest.raises(OutputBusy, match=rf"{final} is being written by another job \(pid {os.getpid()}"):
+            with exclusive_output(final):
+                pass
+    with exclusive_output(final):  # released: free again
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pipeline.io import exclusive_output\n"
+        f"with exclusive_output({str(final)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputBusy, match=f"pid {holder.pid}"):
+            with exclusive_output(final):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_output(final):  # a killed holder leaves no stale lock
+        pass

@@ -11,12 +11,17 @@ import os
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    WorkerOptions,
+)
 
 from pipeline.config import Config
 
@@ -81,6 +86,33 @@ def local_scratch(options: PipelineOptions, tmp_dir: Path) -> Iterator[str | Non
         options_file.unlink(missing_ok=True)
         release_spill(str(spill))
         shutil.rmtree(spill, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def job_folder(final: Path) -> Iterator[Path]:
+    """A fresh `<final>.tmp` for a job to write, `final` held with
+    `pipeline.io.exclusive_output` until the job is done (two runs on one folder
+    would delete each other's tmp); the job swaps it in (`swap_into_place`).
+
+    Raises:
+        OutputBusy: another job is writing `final`.
+    """
+    from pipeline.io import exclusive_output
+
+    with exclusive_output(final):
+        tmp = final.with_name(final.name + ".tmp")
+        if tmp.exists():  # a run that crashed or was stopped
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        yield tmp
+
+
+def run_pipeline(options: PipelineOptions, tmp: Path, build: Callable[[beam.Pipeline, str | None], object]):
+    """Build a job with `build(pipeline, spill_dir)` and run it to the end in
+    `local_scratch(options, tmp)`; returns the PipelineResult."""
+    with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
+        build(p, spill)
+    return p.result
 
 
 def is_local(options: PipelineOptions) -> bool:

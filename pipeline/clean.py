@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -26,9 +25,10 @@ import pyarrow as pa
 from pipeline.beam_util import (
     Counters,
     collect_counters,
-    local_scratch,
+    job_folder,
     pipeline_options,
     quiet_beam_logging,
+    run_pipeline,
     swap_into_place,
 )
 from pipeline.config import SOURCES, Config, PipelineError
@@ -36,13 +36,7 @@ from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
 from pipeline.filters.quality import language_rejected, too_short
-from pipeline.io import (
-    atomic_write,
-    count_rows,
-    exclusive_output,
-    match_inputs,
-    sha256_file,
-)
+from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
@@ -405,22 +399,16 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
 
     Raises:
         CleanError: see `check_inputs`.
-        OutputBusy: another job is writing `<out_dir>/clean` (`exclusive_output`).
+        OutputBusy: another job is writing `<out_dir>/clean` (`job_folder`).
     """
     quiet_beam_logging()
     final = Path(cfg.out_dir) / "clean"
-    tmp = Path(cfg.out_dir) / "clean.tmp"
     items, files = plan_inputs(cfg)
     check_inputs(cfg, files)
-    with exclusive_output(final):  # two runs on one folder would delete each other's tmp
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+    with job_folder(final) as tmp:
         t0 = time.time()
-        options = pipeline_options(cfg, beam_args)
-        with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
-            build_clean_pipeline(p, cfg, items, str(tmp), spill_dir=spill)
-        result = p.result
+        result = run_pipeline(pipeline_options(cfg, beam_args), tmp, lambda p, spill: build_clean_pipeline(
+            p, cfg, items, str(tmp), spill_dir=spill))
         counters = collect_counters(result, SOURCES)
         if not (tmp / "dead_letter.jsonl").exists():
             write_dead_letters(str(tmp), [])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,13 +38,14 @@ import pyarrow as pa
 
 from pipeline.beam_util import (
     Counters,
-    local_scratch,
+    job_folder,
     pipeline_options,
     quiet_beam_logging,
+    run_pipeline,
     swap_into_place,
 )
 from pipeline.config import Config, PipelineError
-from pipeline.io import atomic_write, exclusive_output, sha256_file
+from pipeline.io import atomic_write, sha256_file
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
     REPEAT_BUCKETS,
@@ -426,7 +426,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
 
     Raises:
         ShardError: no clean manifest or tokenizer model, or no documents.
-        OutputBusy: another job is writing `shards.out` (`exclusive_output`).
+        OutputBusy: another job is writing `shards.out` (`job_folder`).
     """
     quiet_beam_logging()
     sc = cfg.shards
@@ -448,15 +448,10 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     info = describe_tokenizer(model_path)
 
     final = Path(sc.out)
-    tmp = final.with_name(final.name + ".tmp")
-    with exclusive_output(final):  # two runs on one folder would delete each other's tmp
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+    with job_folder(final) as tmp:
         t0 = time.time()
-        options = pipeline_options(cfg, beam_args)
-        with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
-            build_shards_pipeline(p, cfg, files, str(tmp), info, spill_dir=spill)
+        run_pipeline(pipeline_options(cfg, beam_args), tmp, lambda p, spill: build_shards_pipeline(
+            p, cfg, files, str(tmp), info, spill_dir=spill))
         manifest_path = tmp / "manifest.json"
         if not manifest_path.is_file():
             raise ShardError("the shard job wrote no manifest (no documents encoded?)")

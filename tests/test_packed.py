@@ -11,8 +11,21 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.clean import WRITE_BATCH_CHARS, WRITE_BATCH_ROWS, WriteDocuments, record_batches
-from pipeline.packed import MergeDocuments, Packer, SpillError, pack, pack_ids, unpack, unpack_ids
+from pipeline.clean import (
+    WRITE_BATCH_CHARS,
+    WRITE_BATCH_ROWS,
+    WriteDocuments,
+    record_batches,
+)
+from pipeline.packed import (
+    MergeDocuments,
+    Packer,
+    SpillError,
+    pack,
+    pack_ids,
+    unpack,
+    unpack_ids,
+)
 from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import wikipedia
 from pipeline.sources.base import make_document

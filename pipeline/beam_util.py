@@ -48,7 +48,6 @@ def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> Pipelin
     return options
 
 
-
 @contextlib.contextmanager
 def local_scratch(options: PipelineOptions, tmp_dir: Path) -> Iterator[str | None]:
     """Around a job's run: on a local runner, its spill folder and its SDK

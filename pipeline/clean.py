@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -225,14 +226,10 @@ class KeepFirstOfDuplicates(beam.DoFn):
 
     def process(self, item: tuple[tuple[str, str], Iterable[tuple[str, Packed]]]):
         (source, _), docs = item
-        docs = sorted(docs, key=_first)  # ids are unique here (KeepOnePerId)
+        docs = sorted(docs, key=itemgetter(0))  # ids are unique here (KeepOnePerId)
         if len(docs) > 1:
             self.counters.inc(source, "drop.exact_duplicate", len(docs) - 1)
         yield self.packer.unpack(docs[0][1])
-
-
-def _first(item: tuple) -> Any:
-    return item[0]
 
 
 # An Arrow record batch of a Document file ends at WRITE_BATCH_ROWS rows or once
@@ -277,7 +274,7 @@ class WriteDocuments(beam.DoFn):
 
     def process(self, item: tuple[tuple[str, int], Iterable[tuple[str, Packed]]]):
         (source, part), docs = item
-        docs = sorted(docs, key=_first)  # ids are unique here (KeepOnePerId)
+        docs = sorted(docs, key=itemgetter(0))  # ids are unique here (KeepOnePerId)
         path = Path(self.out_dir) / source / f"part-{part:05d}-of-{self.num_parts:05d}.arrow"
         with atomic_write(path) as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as writer:
             for batch in record_batches(self.packer.unpack(p) for _, p in docs):
@@ -394,6 +391,48 @@ def check_inputs(cfg: Config, files: dict[str, list[str]]) -> None:
         raise CleanError("; ".join(problems))
 
 
+def clean_manifest(cfg: Config, tmp: Path, files: dict[str, list[str]], result, t0: float) -> dict[str, Any]:
+    """The clean job's manifest for its finished output in `tmp`: every part file
+    (rows, bytes, sha256), the settings that shaped it, inputs and their sizes,
+    the counters of `result` (Beam's PipelineResult), seconds since `t0`."""
+    counters = collect_counters(result, SOURCES)
+    outputs = []
+    for path in sorted(tmp.glob("*/part-*.arrow")):
+        rows = count_rows(path)
+        outputs.append(
+            {
+                "source": path.parent.name,
+                "file": str(path.relative_to(tmp)),
+                "rows": rows,
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+        )
+    from pipeline.plan import measure_inputs  # the planner's listing: one size rule
+
+    mh = cfg.clean.minhash
+    bands, rows = lsh_params(mh.threshold, mh.num_perm)
+    return {
+        "format": "llama-clean-documents/1",
+        "config_digest": cfg.digest(),
+        "clean_config_digest": cfg.clean_digest(),
+        "near_dedup": {
+            "sources": mh.sources if mh.enabled else [],
+            "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
+            "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
+        },
+        "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
+                     "badwords_sha256": sha256_file(cfg.clean.c4.badwords) if cfg.clean.c4.badwords else None},
+        "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
+                          "sha256": sha256_file(cfg.clean.quality.model) if cfg.clean.quality.model else None},
+        "inputs": {s: files[s] for s in SOURCES if files[s]},
+        "input_bytes": {s: n for s, (_, n) in measure_inputs(cfg, files).items()},  # as stored
+        "files": outputs,
+        "counters": counters,
+        "seconds": round(time.time() - t0, 2),
+    }
+
+
 def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run the clean job; returns the manifest it wrote to `<out_dir>/clean/manifest.json`.
 
@@ -409,44 +448,9 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
         t0 = time.time()
         result = run_pipeline(pipeline_options(cfg, beam_args), tmp, lambda p, spill: build_clean_pipeline(
             p, cfg, items, str(tmp), spill_dir=spill))
-        counters = collect_counters(result, SOURCES)
         if not (tmp / "dead_letter.jsonl").exists():
             write_dead_letters(str(tmp), [])
-        outputs = []
-        for path in sorted(tmp.glob("*/part-*.arrow")):
-            rows = count_rows(path)
-            outputs.append(
-                {
-                    "source": path.parent.name,
-                    "file": str(path.relative_to(tmp)),
-                    "rows": rows,
-                    "bytes": path.stat().st_size,
-                    "sha256": sha256_file(path),
-                }
-            )
-        from pipeline.plan import measure_inputs  # the planner's listing: one size rule
-
-        mh = cfg.clean.minhash
-        bands, rows = lsh_params(mh.threshold, mh.num_perm)
-        manifest = {
-            "format": "llama-clean-documents/1",
-            "config_digest": cfg.digest(),
-            "clean_config_digest": cfg.clean_digest(),
-            "near_dedup": {
-                "sources": mh.sources if mh.enabled else [],
-                "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
-                "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
-            },
-            "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
-                         "badwords_sha256": sha256_file(cfg.clean.c4.badwords) if cfg.clean.c4.badwords else None},
-            "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
-                              "sha256": sha256_file(cfg.clean.quality.model) if cfg.clean.quality.model else None},
-            "inputs": {s: files[s] for s in SOURCES if files[s]},
-            "input_bytes": {s: n for s, (_, n) in measure_inputs(cfg, files).items()},  # as stored
-            "files": outputs,
-            "counters": counters,
-            "seconds": round(time.time() - t0, 2),
-        }
+        manifest = clean_manifest(cfg, tmp, files, result, t0)
         with atomic_write(tmp / "manifest.json") as f:
             f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
         swap_into_place(tmp, final)

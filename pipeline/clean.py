@@ -2,13 +2,14 @@
 identify language, apply quality rules, drop exact duplicates, and write
 Document Arrow files per source, a dead-letter file and a stats file.
 
-On the local runner, Documents spill between stages to `<out_dir>/clean.tmp/_spill/`
-(`pipeline.packed`), deleted when the job ends.
+Input patterns are expanded on the workers. On the local runner, Documents spill
+between stages to `<run>/_spill/` (`pipeline.packed`), deleted when the job ends.
 
-Output (`<out_dir>/clean/`, swapped into place only when the job succeeded):
-    <source>/part-00000-of-0000N.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
-    dead_letter.jsonl                    records that could not be parsed, with reasons
-    manifest.json                        files, rows, bytes, sha256; counters per source
+Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.io.Run`):
+    run-<id>/<source>/part-00000-of-0000N.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
+    run-<id>/dead_letter.jsonl           records that could not be parsed, with reasons
+    manifest.json                        written last, the commit: files, rows, bytes,
+                                         sha256; counters per source
 """
 
 from __future__ import annotations
@@ -23,35 +24,59 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 import pyarrow as pa
 
+from pipeline import io
 from pipeline.beam_util import (
     Counters,
     collect_counters,
-    job_folder,
     pipeline_options,
     quiet_beam_logging,
     run_pipeline,
-    swap_into_place,
 )
 from pipeline.config import SOURCES, Config, PipelineError
 from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
 from pipeline.filters.quality import language_rejected, too_short
-from pipeline.io import atomic_write, count_rows, match_inputs, sha256_file
+from pipeline.inputs import expand, source_patterns
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
-from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
+from pipeline.schema import CLEAN_FORMAT, DOCUMENT_FIELDS, DOCUMENT_SCHEMA, clean_dir, write_arrow
 from pipeline.sources import get_reader
 from pipeline.sources.base import DeadLetter, Skip
 
 log = logging.getLogger(__name__)
 DEAD = "dead_letter"
-FOLDER_SOURCES = ("github", "arxiv")  # a record can be a folder: a repository, a paper
+INPUTS = "inputs"  # counter namespace: files and bytes matched per source
+FILES_LIST = "_files.json"  # a run's written parts, for the launcher's manifest
 
 
 def _dead(source: str, path: str, record: str, reason: str) -> dict[str, str]:
     return DeadLetter(source, path, record, reason)._asdict()
+
+
+class ExpandInputs(beam.DoFn):
+    """(source, pattern) -> (source, path) for every record it matches, listed on
+    the worker (`pipeline.inputs.expand`); files and bytes counted per source."""
+
+    def process(self, item: tuple[str, str]) -> Iterator[tuple[str, str]]:
+        source, pattern = item
+        for path, nbytes in expand(source, pattern):
+            yield source, path, nbytes
+
+
+class CountInputs(beam.DoFn):
+    """(source, path, bytes), each once -> (source, path); counted as
+    `inputs/<source>.files` and `inputs/<source>.bytes`."""
+
+    def setup(self) -> None:
+        self.counters = Counters()
+
+    def process(self, item: tuple[str, str, int]) -> Iterator[tuple[str, str]]:
+        source, path, nbytes = item
+        self.counters.inc(INPUTS, f"{source}.files")
+        self.counters.inc(INPUTS, f"{source}.bytes", nbytes)
+        yield source, path
 
 
 class ReadSource(beam.DoFn):
@@ -104,7 +129,7 @@ class IdentifyLanguage(beam.DoFn):
         from pipeline.filters.langid import LanguageIdentifier
 
         self.cfg = Config.model_validate_json(self.cfg_json)
-        self.lid = LanguageIdentifier(self.cfg.langid.model)
+        self.lid = LanguageIdentifier(io.local_copy(self.cfg.langid.model))
         self.counters = Counters()
 
     def process(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -132,7 +157,7 @@ class C4Rules(beam.DoFn):
         cfg = Config.model_validate_json(self.cfg_json).clean.c4
         self.sources = set(cfg.sources)
         self.params = C4_VARIANTS[cfg.variant]
-        self.badwords = load_badwords(cfg.badwords)
+        self.badwords = load_badwords(io.local_copy(cfg.badwords) if cfg.badwords else None)
         self.counters = Counters()
 
     def process(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -260,9 +285,10 @@ def record_batches(docs: Iterable[dict[str, Any]]) -> Iterator[pa.RecordBatch]:
 
 class WriteDocuments(beam.DoFn):
     """((source, part), (id, packed doc)s) -> one Arrow IPC file, rows sorted by
-    id, written atomically. The part is held packed and unpacked one record
-    batch at a time (`record_batches`), so a part of any size costs its packed
-    form plus one batch."""
+    id, written atomically on any filesystem; yields its manifest entry (file
+    relative to `out_dir`, rows, bytes, sha256). The part is held packed and
+    unpacked one record batch at a time (`record_batches`), so a part of any
+    size costs its packed form plus one batch."""
 
     def __init__(self, out_dir: str, num_parts: int, packer: Packer = INLINE):
         self.out_dir = out_dir
@@ -275,12 +301,11 @@ class WriteDocuments(beam.DoFn):
     def process(self, item: tuple[tuple[str, int], Iterable[tuple[str, Packed]]]):
         (source, part), docs = item
         docs = sorted(docs, key=itemgetter(0))  # ids are unique here (KeepOnePerId)
-        path = Path(self.out_dir) / source / f"part-{part:05d}-of-{self.num_parts:05d}.arrow"
-        with atomic_write(path) as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as writer:
-            for batch in record_batches(self.packer.unpack(p) for _, p in docs):
-                writer.write_batch(batch)
+        name = f"{source}/part-{part:05d}-of-{self.num_parts:05d}.arrow"
+        written = write_arrow(io.join(self.out_dir, *name.split("/")), DOCUMENT_SCHEMA,
+                              record_batches(self.packer.unpack(p) for _, p in docs))
         self.counters.inc(source, "docs_kept", len(docs))
-        yield str(path)
+        yield {"source": source, "file": name, **written}
 
 
 def part_of(doc_id: str, num_parts: int) -> int:
@@ -291,21 +316,7 @@ def part_of(doc_id: str, num_parts: int) -> int:
 def write_dead_letters(out_dir: str, records: Iterable[dict[str, str]]) -> None:
     """All dead-letter records as sorted JSON lines (reproducible bytes)."""
     lines = sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records)
-    with atomic_write(Path(out_dir) / "dead_letter.jsonl") as f:
-        f.write("".join(line + "\n" for line in lines).encode("utf-8"))
-
-
-def plan_inputs(cfg: Config) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
-    """Expand each source's input patterns: ([(source, path)], {source: paths})."""
-    files: dict[str, list[str]] = {}
-    for source in SOURCES:
-        src = cfg.sources.get(source)
-        patterns = list(src.inputs) if src else []
-        if src and cfg.corpus_dir:
-            patterns.append(f"{cfg.corpus_dir}/{source}/*")
-        folders = source in FOLDER_SOURCES
-        files[source] = [p for p in match_inputs(patterns, directories=folders) if not p.endswith(".md")]
-    return [(s, p) for s in SOURCES for p in files[s]], files
+    io.write_bytes(io.join(out_dir, "dead_letter.jsonl"), "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def book_dedup_config(cfg: Config) -> Config:
@@ -313,19 +324,28 @@ def book_dedup_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"clean": cfg.clean.model_copy(update={"minhash": cfg.clean.book_dedup})})
 
 
-def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, str]], out_dir: str,
+def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str, str]], out_dir: str,
                          spill_dir: str | None = None):
-    """Attach the clean job to pipeline `p`; returns (written paths, dead letters).
+    """Attach the clean job to pipeline `p`; returns (the write of the parts
+    list `<out_dir>/_files.json`, dead letters).
 
-    Documents cross every shuffle and merge packed (`pipeline.packed`), and
-    spilled to `spill_dir` when one is given (the local runner: `run_clean`).
+    Args:
+        patterns: (source, input pattern) pairs (`pipeline.inputs.source_patterns`),
+            expanded on the workers.
+        out_dir: the run's folder on any filesystem (`pipeline.io.Run.dir`).
+        spill_dir: where Documents spill between stages (`pipeline.packed`; the
+            local runner: `run_clean`), or None to carry them packed in the
+            PCollections.
     """
     cfg_json = cfg.model_dump_json()
     packer = Packer(spill_dir)
     num_parts = cfg.clean.num_files_per_source
     read = (
         p
-        | "ListInputs" >> beam.Create(items)
+        | "Patterns" >> beam.Create(patterns)
+        | "ExpandPatterns" >> beam.ParDo(ExpandInputs())
+        | "OncePerFile" >> beam.Distinct()
+        | "CountInputs" >> beam.ParDo(CountInputs())
         | "SpreadFiles" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(ReadSource(cfg_json)).with_outputs(DEAD, main="docs")
     )
@@ -351,6 +371,9 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, items: list[tuple[str, s
         | "KeyByPart" >> beam.Map(lambda d: ((d["source"], part_of(d["id"], num_parts)), (d["id"], packer.pack(d))))
         | "GroupParts" >> beam.GroupByKey()
         | "Write" >> beam.ParDo(WriteDocuments(out_dir, num_parts, packer))
+        | "PartsList" >> beam.combiners.ToList()
+        | "WritePartsList" >> beam.Map(lambda files: io.write_json(
+            io.join(out_dir, FILES_LIST), sorted(files, key=itemgetter("file"))))
     )
     dead = (
         read[DEAD]
@@ -365,55 +388,72 @@ class CleanError(PipelineError):
     """The clean job cannot start: no inputs, a missing corpus folder or model."""
 
 
-def check_inputs(cfg: Config, files: dict[str, list[str]]) -> None:
-    """Fail before starting Beam on what would otherwise fail late or silently.
+def check_inputs(cfg: Config) -> list[tuple[str, str]]:
+    """Fail before starting Beam on what would otherwise fail late or silently;
+    returns the (source, pattern) pairs the workers will expand. Lists at most
+    one file per pattern (a production listing is millions of paths).
 
     Raises:
         CleanError: a configured pattern matches no file, `corpus_dir` is not a
-            folder, no source has any input, or the language-ID model is missing.
+            folder, no source has any input, or a model or list is missing.
     """
     problems = []
-    for source, src in cfg.sources.items():
-        for pattern in src.inputs:
-            if not match_inputs([pattern], directories=source in FOLDER_SOURCES):
-                problems.append(f"sources.{source}.inputs: {pattern!r} matches no file")
-    if cfg.corpus_dir and not Path(cfg.corpus_dir).is_dir():
-        problems.append(f"corpus_dir {cfg.corpus_dir!r} is not a folder")
-    elif cfg.corpus_dir:
-        unknown = sorted(p.name for p in Path(cfg.corpus_dir).iterdir() if p.is_dir() and p.name not in SOURCES)
-        if unknown:
-            problems.append(f"corpus_dir folders {unknown} are not sources ({', '.join(SOURCES)})")
-    if not any(files.values()):
+    patterns = source_patterns(cfg)
+    matched = set()
+    for source, pattern in patterns:
+        try:
+            found = expand(source, pattern, limit=1)
+        except io.StorageError as e:
+            problems.append(f"sources.{source}.inputs: {e}")
+            continue
+        if found:
+            matched.add(source)
+        elif pattern in cfg.sources[source].inputs:
+            problems.append(f"sources.{source}.inputs: {pattern!r} matches no file")
+    if cfg.corpus_dir and not io.is_remote(cfg.corpus_dir):
+        root = Path(cfg.corpus_dir)
+        if not root.is_dir():
+            problems.append(f"corpus_dir {cfg.corpus_dir!r} is not a folder")
+        else:
+            unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in SOURCES)
+            if unknown:
+                problems.append(f"corpus_dir folders {unknown} are not sources ({', '.join(SOURCES)})")
+    if not matched and not problems:
         problems.append("no input at all: every source's inputs are empty")
-    if not Path(cfg.langid.model).is_file():
-        problems.append(f"language-ID model not found: {cfg.langid.model} (run `python -m pipeline fetch`)")
+    models = [("langid.model", cfg.langid.model, "run `python -m pipeline fetch`"),
+              ("clean.c4.badwords", cfg.clean.c4.badwords, "give a word list, one per line"),
+              ("clean.quality.model", cfg.clean.quality.model, "run `python -m pipeline quality-train`")]
+    for key, path, hint in models:
+        if path and not io.exists(path):
+            problems.append(f"{key} not found: {path} ({hint})")
     if problems:
         raise CleanError("; ".join(problems))
+    return patterns
 
 
-def clean_manifest(cfg: Config, tmp: Path, files: dict[str, list[str]], result, t0: float) -> dict[str, Any]:
-    """The clean job's manifest for its finished output in `tmp`: every part file
-    (rows, bytes, sha256), the settings that shaped it, inputs and their sizes,
-    the counters of `result` (Beam's PipelineResult), seconds since `t0`."""
-    counters = collect_counters(result, SOURCES)
-    outputs = []
-    for path in sorted(tmp.glob("*/part-*.arrow")):
-        rows = count_rows(path)
-        outputs.append(
-            {
-                "source": path.parent.name,
-                "file": str(path.relative_to(tmp)),
-                "rows": rows,
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        )
-    from pipeline.plan import measure_inputs  # the planner's listing: one size rule
+def _sha256_or_none(path: str | None) -> str | None:
+    return io.sha256_file(path) if path else None
 
+
+def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any]:
+    """The clean job's manifest for its finished run: every part file (as its
+    writer described it: rows, bytes, sha256, relative to `<out_dir>/clean`),
+    the settings that shaped it, input patterns with the files and bytes the
+    workers matched, the counters of `result` (Beam's PipelineResult), seconds
+    since `t0`."""
+    counters = collect_counters(result, (*SOURCES, INPUTS))
+    matched = counters.pop(INPUTS, {})
+    run_name = io.relative(run.dir, run.final)
+    parts_list = io.join(run.dir, FILES_LIST)
+    parts = io.read_json(parts_list) if io.exists(parts_list) else []
+    io.delete(parts_list)
+    outputs = [{**entry, "file": f"{run_name}/{entry['file']}"} for entry in parts]
     mh = cfg.clean.minhash
     bands, rows = lsh_params(mh.threshold, mh.num_perm)
+    used = {s for s, _ in source_patterns(cfg)}
     return {
-        "format": "llama-clean-documents/1",
+        "format": CLEAN_FORMAT,
+        "run": run.id,
         "config_digest": cfg.digest(),
         "clean_config_digest": cfg.clean_digest(),
         "near_dedup": {
@@ -422,11 +462,13 @@ def clean_manifest(cfg: Config, tmp: Path, files: dict[str, list[str]], result, 
             "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
         },
         "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
-                     "badwords_sha256": sha256_file(cfg.clean.c4.badwords) if cfg.clean.c4.badwords else None},
+                     "badwords_sha256": _sha256_or_none(cfg.clean.c4.badwords)},
         "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
-                          "sha256": sha256_file(cfg.clean.quality.model) if cfg.clean.quality.model else None},
-        "inputs": {s: files[s] for s in SOURCES if files[s]},
-        "input_bytes": {s: n for s, (_, n) in measure_inputs(cfg, files).items()},  # as stored
+                          "sha256": _sha256_or_none(cfg.clean.quality.model)},
+        "inputs": {s: [p for src, p in source_patterns(cfg) if src == s] for s in SOURCES if s in used},
+        "input_files": {s: matched[f"{s}.files"] for s in SOURCES if matched.get(f"{s}.files")},
+        "input_bytes": {s: matched.get(f"{s}.bytes", 0) for s in SOURCES if matched.get(f"{s}.files")},
+        "dead_letter": f"{run_name}/dead_letter.jsonl",
         "files": outputs,
         "counters": counters,
         "seconds": round(time.time() - t0, 2),
@@ -434,24 +476,26 @@ def clean_manifest(cfg: Config, tmp: Path, files: dict[str, list[str]], result, 
 
 
 def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run the clean job; returns the manifest it wrote to `<out_dir>/clean/manifest.json`.
+    """Run the clean job; returns the manifest it committed to
+    `<out_dir>/clean/manifest.json` (any Beam filesystem).
 
     Raises:
         CleanError: see `check_inputs`.
-        OutputBusy: another job is writing `<out_dir>/clean` (`job_folder`).
+        OutputBusy: another job is writing `<out_dir>/clean` (`pipeline.io.Run`).
     """
     quiet_beam_logging()
-    final = Path(cfg.out_dir) / "clean"
-    items, files = plan_inputs(cfg)
-    check_inputs(cfg, files)
-    with job_folder(final) as tmp:
-        t0 = time.time()
-        result = run_pipeline(pipeline_options(cfg, beam_args), tmp, lambda p, spill: build_clean_pipeline(
-            p, cfg, items, str(tmp), spill_dir=spill))
-        if not (tmp / "dead_letter.jsonl").exists():
-            write_dead_letters(str(tmp), [])
-        manifest = clean_manifest(cfg, tmp, files, result, t0)
-        with atomic_write(tmp / "manifest.json") as f:
-            f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
-        swap_into_place(tmp, final)
+    options = pipeline_options(cfg, beam_args)  # also hands the filesystems their options
+    patterns = check_inputs(cfg)
+    with io.Run(clean_dir(cfg.out_dir)) as run:
+        try:
+            t0 = time.time()
+            result = run_pipeline(options, run.dir, lambda p, spill: build_clean_pipeline(
+                p, cfg, patterns, run.dir, spill_dir=spill))
+            if not io.exists(io.join(run.dir, "dead_letter.jsonl")):
+                write_dead_letters(run.dir, [])
+            manifest = clean_manifest(cfg, run, result, t0)
+            run.commit(manifest)
+        except BaseException:
+            run.abandon()
+            raise
         return manifest

@@ -1,7 +1,20 @@
-"""File helpers shared by every stage: input matching, decompression, atomic writes.
+"""Storage for every stage: paths on any Beam filesystem (local, `gs://`, `s3://`).
 
-Inputs go through Beam's `FileSystems`, so `gs://`, `s3://` and local paths are
-the same code (DESIGN.md, "Scale-out").
+Everything a job, the tokenizer, the trainer or the report reads or writes goes
+through here, so a local folder and a bucket are the same code (DESIGN.md,
+"Scale-out"):
+
+- `atomic_write`: a file appears under its final name only once complete
+  (temporary name, then rename; a failed write leaves nothing).
+- `Run`: a job writes under a run-specific prefix `<final>/run-<id>/` and commits
+  by writing `<final>/manifest.json` last; readers trust only that manifest, so a
+  killed run's files are never seen and never mixed with the rerun's. One run at
+  a time per output: a `flock` on local disks, a lease object on object stores.
+- `local_copy`: a model or word list named by any path, copied once per machine
+  into a local cache (workers share nothing with the launcher).
+
+Object stores need options (an S3 endpoint, credentials): `configure` hands
+Beam's pipeline options to `FileSystems` before anything is listed or read.
 """
 
 from __future__ import annotations
@@ -10,11 +23,16 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import json
 import lzma
 import os
+import socket
 import tempfile
+import threading
+import time
+import uuid
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -27,29 +45,117 @@ _MAGIC = (
     (b"BZh", bz2.BZ2File),
     (b"\xfd7zXZ\x00", lzma.LZMAFile),
 )
+MANIFEST = "manifest.json"
+RUN_PREFIX = "run-"
+CACHE_ENV = "LLAMA_STACK_CACHE"  # the per-machine cache of models and shards
+_configured = False
 
 
-def match_inputs(patterns: list[str], directories: bool = False) -> list[str]:
-    """Expand file patterns through Beam's filesystems; sorted, de-duplicated paths.
+class StorageError(PipelineError):
+    """A path that cannot be read or written (missing, unreachable, not configured)."""
 
-    Args:
-        directories: also return local directories a pattern matches (sources
-            whose record is a folder: a GitHub repository, an arXiv paper).
-    A pattern that matches nothing is not an error here (the caller reports it).
-    """
-    import glob
 
-    paths: set[str] = set()
-    for pattern in patterns:
-        for result in FileSystems.match([pattern]):
-            paths.update(m.path for m in result.metadata_list)
-        if directories and "://" not in pattern:
-            paths.update(p for p in glob.glob(pattern) if os.path.isdir(p))
-    return sorted(paths)
+class OutputBusy(PipelineError):
+    """Another job is writing the same output folder."""
+
+
+def configure(args: list[str] | None = None, *, force: bool = False) -> None:
+    """Hand filesystem options (`--s3_endpoint_url`, `--s3_access_key_id`, GCP
+    project...) to Beam's `FileSystems` for this process. Beam's workers do this
+    themselves from the job's options; the launcher, the tokenizer and the
+    trainer call it once, before any remote path is touched. Without arguments
+    the clients fall back to their environment (`AWS_*`, Google's default
+    credentials). Idempotent unless `force`."""
+    global _configured
+    if _configured and not force and not args:
+        return
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(list(args or [])))
+    _configured = True
+
+
+def _ensure_configured() -> None:
+    if FileSystems._pipeline_options is None:  # noqa: SLF001 (Beam keeps no public getter)
+        configure()
+
+
+def is_remote(path: str | Path) -> bool:
+    """Whether `path` names an object store (`scheme://...`), not a local file."""
+    return "://" in str(path)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """`base/part/...` on any filesystem (object stores always use `/`)."""
+    base = str(base)
+    if is_remote(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
+    return os.path.join(base, *parts)
+
+
+def relative(path: str, base: str) -> str:
+    """`path` relative to the folder `base` (both on the same filesystem)."""
+    if is_remote(base):
+        prefix = base.rstrip("/") + "/"
+        if not path.startswith(prefix):
+            raise ValueError(f"{path} is not under {base}")
+        return path[len(prefix):]
+    return os.path.relpath(path, base)
+
+
+def exists(path: str | Path) -> bool:
+    """Whether a file (or local folder) exists."""
+    path = str(path)
+    if not is_remote(path):
+        return os.path.exists(path)
+    _ensure_configured()
+    return FileSystems.exists(path)
+
+
+def size(path: str | Path) -> int:
+    """Bytes of a file."""
+    path = str(path)
+    if not is_remote(path):
+        return os.path.getsize(path)
+    _ensure_configured()
+    return FileSystems.match([path], limits=[1])[0].metadata_list[0].size_in_bytes
+
+
+def match(pattern: str, limit: int | None = None) -> list[tuple[str, int]]:
+    """(path, bytes) of the files a glob pattern matches, sorted; [] for none."""
+    _ensure_configured()
+    try:
+        result = FileSystems.match([pattern], limits=[limit] if limit else None)[0]
+    except Exception as e:  # noqa: BLE001 (Beam raises BeamIOError for "no match" on some filesystems)
+        if "No files found" in str(e) or "matched no files" in str(e).lower():
+            return []
+        raise StorageError(f"cannot list {pattern}: {e}") from e
+    return sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
+
+
+def list_tree(prefix: str | Path) -> list[tuple[str, int]]:
+    """Every file under a folder or prefix, recursively: sorted (path, bytes)."""
+    prefix = str(prefix)
+    if not is_remote(prefix):
+        root = Path(prefix)
+        if not root.is_dir():
+            return []
+        return sorted((str(p), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+    return match(prefix.rstrip("/") + "/**")
+
+
+def open_read(path: str | Path) -> IO[bytes]:
+    """A file's bytes as stored (no decompression), seekable."""
+    path = str(path)
+    if not is_remote(path):
+        return open(path, "rb")
+    _ensure_configured()
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def open_input(path: str) -> IO[bytes]:
     """Open a file for binary reading, decompressing gzip, bzip2 or xz by magic bytes."""
+    _ensure_configured()
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     head = raw.read(6)
     raw.seek(0)
@@ -59,38 +165,333 @@ def open_input(path: str) -> IO[bytes]:
     return raw
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """A whole (small) file: a manifest, a config, a log."""
+    with open_read(path) as f:
+        return f.read()
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file (a manifest).
+
+    Raises:
+        StorageError: missing, unreadable or not JSON (the message names the path).
+    """
+    try:
+        return json.loads(read_bytes(path))
+    except FileNotFoundError:
+        raise StorageError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        if not exists(path):
+            raise StorageError(f"{path}: no such file") from None
+        raise StorageError(f"{path}: cannot read: {e}") from e
+
+
+class HashingWriter:
+    """A binary sink that passes writes on and keeps their SHA-256 and size, so a
+    writer can describe its file without reading it back."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.sha = f, hashlib.sha256()
+        self.bytes = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.sha.update(view)
+        self.bytes += len(view)
+        self.f.write(view)
+        return len(view)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def close(self) -> None:  # the owner (`atomic_write`) closes the real file
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def sha256(self) -> str:
+        return self.sha.hexdigest()
+
+
+def _tmp_name(path: str) -> str:
+    """A unique temporary name beside `path` (hidden: a dot first)."""
+    sep = "/" if is_remote(path) else os.sep
+    head, _, name = path.rpartition(sep)
+    return f"{head}{sep}.{name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Write to a temporary file beside `path`, then rename it into place.
+    """Write to a temporary name beside `path`, then rename it into place.
 
-    A killed job never leaves a file under the final name that looks complete.
+    A killed or failed write never leaves a file under the final name: locally
+    `mkstemp` + `fsync` + `os.replace`; on an object store the upload goes to a
+    temporary object, renamed (copied) once complete and deleted on failure.
+    `mode` is "wb" or "w" (UTF-8 text).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = str(path)
+    if not is_remote(path):
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
+            os.replace(tmp, p)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return
+    _ensure_configured()
+    tmp = _tmp_name(path)
+    raw = FileSystems.create(tmp)
+    ok = False
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
+        if "b" in mode:
+            yield raw
+        else:
+            import io as _io
+
+            text = _io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+            yield text
+            text.flush()
+            text.detach()
+        ok = True
+    finally:
+        try:
+            raw.close()  # completes the upload (also after a failure: removed below)
+        except Exception:  # noqa: BLE001
+            if ok:
+                raise
+        if not ok:
+            with contextlib.suppress(Exception):
+                FileSystems.delete([tmp])
+    FileSystems.rename([tmp], [path])
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Indented, key-sorted JSON, atomically: reproducible bytes."""
+    write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def delete_tree(prefix: str | Path) -> None:
+    """Remove a folder or every object under a prefix (absent: no error)."""
+    prefix = str(prefix)
+    if not is_remote(prefix):
+        import shutil
+
+        shutil.rmtree(prefix, ignore_errors=True)
+        return
+    paths = [p for p, _ in list_tree(prefix)]
+    if paths:
+        FileSystems.delete(paths)
+
+
+def delete(path: str | Path) -> None:
+    """Remove one file (absent: no error)."""
+    path = str(path)
+    if not is_remote(path):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            os.unlink(path)
+        return
+    _ensure_configured()
+    with contextlib.suppress(Exception):
+        FileSystems.delete([path])
 
 
-class OutputBusy(PipelineError):
-    """Another job is writing the same output folder."""
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open_read(path) as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- the per-machine cache -------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """This machine's cache of remote models and shards: `$LLAMA_STACK_CACHE`, else
+    `<system temp>/llama-stack-cache` (a worker's scratch disk)."""
+    return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "llama-stack-cache")
 
 
 @contextlib.contextmanager
-def exclusive_output(final: str | Path) -> Iterator[None]:
-    """Hold `<final>.lock` (an advisory `flock`) while a job writes `final`, so
-    two runs on one output folder cannot delete each other's temporary files.
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive `flock` on a local file (several worker processes of one machine)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: downloads may repeat, the rename keeps them safe
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
-    The lock goes with the process (a killed job leaves no stale lock); the
+
+def local_copy(path: str | Path, sha256: str | None = None, cache: Path | None = None) -> str:
+    """A local file with the bytes of `path`: the path itself when local, else a
+    copy in this machine's cache, downloaded once (a lock keeps the worker
+    processes of one machine from fetching it twice; temporary name, then
+    rename). The cache key is the path and the object's size, or `sha256` when
+    given, which is then checked.
+
+    Raises:
+        StorageError: the file does not exist, or its bytes disagree with `sha256`.
+    """
+    path = str(path)
+    if not is_remote(path):
+        if not os.path.isfile(path):
+            raise StorageError(f"{path}: no such file")
+        return path
+    try:
+        nbytes = size(path)
+    except Exception as e:  # noqa: BLE001
+        raise StorageError(f"{path}: cannot read: {e}") from e
+    key = sha256 or hashlib.sha1(f"{path}\x00{nbytes}".encode()).hexdigest()
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    root = cache or cache_dir()
+    local = root / key[:24] / name
+    if local.is_file() and local.stat().st_size == nbytes:
+        return str(local)
+    with _file_lock(root / key[:24] / ".lock"):
+        if local.is_file() and local.stat().st_size == nbytes:
+            return str(local)
+        h = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=local.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open_read(path) as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+                    out.write(block)
+            if sha256 and h.hexdigest() != sha256:
+                raise StorageError(f"{path}: sha256 {h.hexdigest()} differs from the manifest's {sha256}")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, local)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    return str(local)
+
+
+# --- runs: one job's output, committed by its manifest ----------------------
+
+
+def _lease_seconds() -> float:
+    return float(os.environ.get("LLAMA_STACK_LEASE_SECONDS", "120"))
+
+
+class Run:
+    """One job writing the output folder `final`: its files go under
+    `<final>/run-<id>/` (`self.dir`), and `commit(manifest)` makes them visible
+    by writing `<final>/manifest.json`, then removes older runs' folders.
+
+    Only one run at a time per output: locally a `flock` on `<final>.lock` (it
+    dies with the process); on object stores a lease object `<final>.lock`
+    renewed while the run lives and taken over once expired (a killed run's
+    lease expires by itself).
+    """
+
+    def __init__(self, final: str | Path):
+        self.final = str(final)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self.id = f"{stamp}-{uuid.uuid4().hex[:8]}"
+        self.dir = join(self.final, f"{RUN_PREFIX}{self.id}")
+        self._lock_path = f"{self.final.rstrip('/')}.lock"
+        self._stop = threading.Event()
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Run:
+        if is_remote(self.final):
+            self._stack.enter_context(self._lease())
+        else:
+            self._stack.enter_context(_exclusive_local(self._lock_path))
+            Path(self.dir).mkdir(parents=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def commit(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest (the commit point), then delete every other run's files."""
+        write_json(join(self.final, MANIFEST), manifest)
+        for path in _run_folders(self.final):
+            if path.rstrip("/") != self.dir.rstrip("/"):
+                delete_tree(path)
+
+    def abandon(self) -> None:
+        """Remove this run's own files (the job failed; the old manifest stays)."""
+        delete_tree(self.dir)
+
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator[None]:
+        me = {"run": self.id, "host": socket.gethostname(), "pid": os.getpid()}
+        ttl = _lease_seconds()
+        if exists(self._lock_path):
+            try:
+                held = read_json(self._lock_path)
+            except StorageError:
+                held = {}
+            if held.get("run") != self.id and held.get("expires", 0) > time.time():
+                raise OutputBusy(
+                    f"{self.final} is being written by another job (run {held.get('run')}, host "
+                    f"{held.get('host')}, pid {held.get('pid')}; lease {self._lock_path} expires in "
+                    f"{held['expires'] - time.time():.0f} s); wait for it or stop it")
+        write_json(self._lock_path, {**me, "expires": time.time() + ttl})
+        time.sleep(min(1.0, ttl / 10))  # two runs starting together: the last writer wins
+        if read_json(self._lock_path).get("run") != self.id:
+            raise OutputBusy(f"{self.final}: another job took the lease {self._lock_path} at the same time")
+
+        def renew() -> None:
+            while not self._stop.wait(ttl / 3):
+                with contextlib.suppress(Exception):
+                    write_json(self._lock_path, {**me, "expires": time.time() + ttl})
+
+        thread = threading.Thread(target=renew, name="lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join(timeout=5)
+            delete(self._lock_path)
+
+
+def _run_folders(final: str) -> list[str]:
+    """The `run-*` folders (prefixes) under an output folder."""
+    if not is_remote(final):
+        root = Path(final)
+        return sorted(str(p) for p in root.glob(f"{RUN_PREFIX}*")) if root.is_dir() else []
+    runs = {relative(p, final).split("/", 1)[0] for p, _ in list_tree(final)}
+    return sorted(join(final, r) for r in runs if r.startswith(RUN_PREFIX))
+
+
+@contextlib.contextmanager
+def _exclusive_local(lock_path: str) -> Iterator[None]:
+    """Hold `lock_path` (an advisory `flock`) while a job writes, so two runs on
+    one output folder cannot interleave. The lock goes with the process; the
     file stays, empty. No-op where `fcntl` is missing (not POSIX).
 
     Raises:
@@ -101,7 +502,8 @@ def exclusive_output(final: str | Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    lock = Path(f"{final}.lock")
+    lock = Path(lock_path)
+    final = lock.with_suffix("") if lock.suffix == ".lock" else lock
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as f:
         try:
@@ -123,19 +525,6 @@ def exclusive_output(final: str | Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def count_rows(path: str | Path) -> int:
-    """Rows of an Arrow IPC file, from its record batches (memory-mapped, no copy)."""
-    import pyarrow as pa
-
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+def exclusive_output(final: str | Path):
+    """Hold the one-run-at-a-time lock of the output folder `final` (see `Run`)."""
+    return _exclusive_local(f"{final}.lock")

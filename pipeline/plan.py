@@ -154,42 +154,23 @@ def num(x: float) -> str:
     return s
 
 
-def measure_inputs(
-    cfg: Config, files: dict[str, list[str]] | None = None
-) -> dict[str, tuple[int, int]]:
+def measure_inputs(cfg: Config) -> dict[str, tuple[int, int]]:
     """{source: (files, bytes as stored)} of every source whose inputs match files,
-    listed the way the clean job lists them (`pipeline.clean.plan_inputs`) and sized
-    from the same patterns' Beam FileSystems metadata (one listing per pattern, not
-    per file); local folders (a repository, a paper) are walked.
+    listed by the clean job's own rule (`pipeline.inputs.list_inputs`: files on
+    any Beam filesystem, local folders walked).
 
     Raises:
-        PlanError: a filesystem cannot be listed (e.g. s3:// without Beam's aws
-            extra); the message says to give `plan.input_bytes` instead.
+        PlanError: a filesystem cannot be listed (e.g. s3:// without its options
+            or Beam's aws extra); the message says to give `plan.input_bytes` instead.
     """
-    from apache_beam.io.filesystems import FileSystems
+    from pipeline.inputs import list_inputs
 
-    from pipeline.clean import plan_inputs
-
-    out = {}
     try:
-        if files is None:  # the clean job passes the listing it already made
-            _, files = plan_inputs(cfg)
-        for source, paths in files.items():
-            if not paths:
-                continue
-            patterns = [*cfg.sources[source].inputs, *([f"{cfg.corpus_dir}/{source}/*"] if cfg.corpus_dir else [])]
-            sizes = {m.path: m.size_in_bytes for r in FileSystems.match(patterns) for m in r.metadata_list}
-            total = 0
-            for path in paths:
-                if path in sizes:
-                    total += sizes[path]
-                else:  # a local folder record
-                    total += sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-            out[source] = (len(paths), total)
-    except (OSError, ValueError) as e:  # BeamIOError is an OSError; no filesystem for a scheme: ValueError
+        listed = list_inputs(cfg)
+    except (OSError, ValueError, PipelineError) as e:  # no filesystem for a scheme: ValueError
         raise PlanError(f"cannot list the inputs ({type(e).__name__}: {e}); "
                         "give their sizes as plan.input_bytes.<source> instead") from None
-    return out
+    return {s: (len(found), sum(n for _, n in found)) for s, found in listed.items() if found}
 
 
 @functools.cache

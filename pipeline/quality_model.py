@@ -11,14 +11,16 @@ the positive label is at least `clean.quality.threshold`.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.config import Config, PipelineError
 from pipeline.filters.langid import check_fasttext_module, to_single_line
-from pipeline.io import atomic_write, sha256_file
+from pipeline import io
 from pipeline.mixture import hash_unit
+from pipeline.schema import ContractError, clean_files, load_clean_manifest
 from pipeline.shards import read_documents
 
 POSITIVE, NEGATIVE = "__label__reference", "__label__random"
@@ -29,10 +31,10 @@ class QualityModelError(PipelineError):
     """The classifier cannot be trained or loaded (names the file or the missing data)."""
 
 
-def _texts(clean_dir: Path, source: str) -> Iterator[tuple[str, str]]:
+def _texts(files: dict[str, list[str]], source: str) -> Iterator[tuple[str, str]]:
     """(doc id, text) of every cleaned document of a source, batch by batch."""
-    for path in sorted((clean_dir / source).glob("part-*.arrow")):
-        for _, doc_id, text in read_documents(str(path)):
+    for path in files.get(source, []):
+        for _, doc_id, text in read_documents(path):
             yield doc_id, text
 
 
@@ -41,12 +43,12 @@ def example_line(label: str, text: str) -> str:
     return f"{label} {to_single_line(text[:MAX_CHARS]).strip()}\n"
 
 
-def select(clean_dir: Path, sources: list[str], seed: int, limit: int) -> list[str]:
+def select(files: dict[str, list[str]], sources: list[str], seed: int, limit: int) -> list[str]:
     """Up to `limit` texts of `sources`, the ones with the smallest seeded id hash."""
     ranked = sorted(
         (hash_unit(seed, "quality", doc_id), text)
         for source in sources
-        for doc_id, text in _texts(clean_dir, source)
+        for doc_id, text in _texts(files, source)
         if text.strip()
     )
     return [text for _, text in ranked[:limit]]
@@ -63,9 +65,13 @@ def train_quality_model(cfg: Config) -> dict[str, Any]:
     import fasttext
 
     q = cfg.clean.quality
-    clean_dir = Path(cfg.out_dir) / "clean"
-    negatives = select(clean_dir, q.negative_sources, cfg.seed, q.max_examples)
-    positives = select(clean_dir, q.positive_sources, cfg.seed, max(len(negatives), 1))
+    clean_dir = io.join(cfg.out_dir, "clean")
+    try:
+        files = clean_files(cfg.out_dir, load_clean_manifest(cfg.out_dir))
+    except ContractError as e:
+        raise QualityModelError(str(e)) from None
+    negatives = select(files, q.negative_sources, cfg.seed, q.max_examples)
+    positives = select(files, q.positive_sources, cfg.seed, max(len(negatives), 1))
     if not positives or not negatives:
         raise QualityModelError(
             f"{clean_dir}: need cleaned documents of {q.positive_sources} (positives) and "
@@ -73,9 +79,7 @@ def train_quality_model(cfg: Config) -> dict[str, Any]:
         )
     examples = [example_line(POSITIVE, t) for t in positives] + [example_line(NEGATIVE, t) for t in negatives]
     examples.sort(key=lambda line: hash_unit(cfg.seed, "order", line))
-    model_path = Path(q.model)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(examples), encoding="utf-8")
         model = fasttext.train_supervised(
@@ -85,11 +89,11 @@ def train_quality_model(cfg: Config) -> dict[str, Any]:
         _, precision, _ = model.test(str(train_file))
         tmp_model = Path(tmp) / "model.bin"
         model.save_model(str(tmp_model))
-        with atomic_write(model_path) as out:
-            out.write(tmp_model.read_bytes())
+        data = tmp_model.read_bytes()
+    io.write_bytes(q.model, data)
     return {
-        "model": str(model_path),
-        "sha256": sha256_file(model_path),
+        "model": q.model,
+        "sha256": hashlib.sha256(data).hexdigest(),
         "positives": len(positives),
         "negatives": len(negatives),
         "train_precision": float(precision),
@@ -106,11 +110,11 @@ class QualityScorer:
         check_fasttext_module()
         import fasttext
 
-        path = Path(model_path)
-        if not path.is_file():
-            raise QualityModelError(f"quality model not found: {path} (run `python -m pipeline quality-train`)")
+        if not io.exists(model_path):
+            raise QualityModelError(f"quality model not found: {model_path} (run `python -m pipeline quality-train`)")
+        path = io.local_copy(model_path)
         fasttext.FastText.eprint = lambda *a, **k: None
-        self.model = fasttext.load_model(str(path))
+        self.model = fasttext.load_model(path)
 
     def score(self, texts: list[str]) -> list[float]:
         """P(reference page) for each text, in [0, 1]; the list form of predict works under numpy 2."""

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline import io as storage
 from pipeline.config import SOURCES, Config
-from pipeline.io import atomic_write
 
 # The clean job's stages in pipeline order (pipeline/clean.py build_clean_pipeline),
 # with the counters each one removes documents under.
@@ -41,14 +41,14 @@ CHART_DPI = 100
 PNG_METADATA = {"Software": None}
 
 
-def _load_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _load_json(path: str) -> dict[str, Any] | None:
+    return storage.read_json(path) if storage.exists(path) else None
 
 
-def _log_records(log_path: Path) -> list[dict[str, Any]]:
-    if not log_path.is_file():
+def _log_records(log_path: str) -> list[dict[str, Any]]:
+    if not storage.exists(log_path):
         return []
-    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in storage.read_bytes(log_path).decode().splitlines() if line.strip()]
 
 
 def stage_of(counter: str) -> str | None:
@@ -135,9 +135,9 @@ def collect(cfg: Config) -> dict[str, Any]:
     "bytes_kept" (Arrow files), "funnel", "mixture" (the shard manifest's entry),
     "table1_share" (percent), "val_loss", "val_tokens"}.
     """
-    clean = _load_json(Path(cfg.out_dir) / "clean" / "manifest.json")
-    shards = _load_json(Path(cfg.shards.out) / "manifest.json")
-    records = _log_records(Path(cfg.trainer.out) / "log.jsonl")
+    clean = _load_json(storage.join(cfg.out_dir, "clean", storage.MANIFEST))
+    shards = _load_json(storage.join(cfg.shards.out, storage.MANIFEST))
+    records = _log_records(storage.join(cfg.trainer.out, "log.jsonl"))
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_loss" in r]
     counters = (clean or {}).get("counters", {})
@@ -153,7 +153,7 @@ def collect(cfg: Config) -> dict[str, Any]:
             continue
         sources.append({
             "source": source,
-            "files": len(inputs.get(source, [])),
+            "files": (clean or {}).get("input_files", {}).get(source, len(inputs.get(source, []))),
             "bytes_read": _input_bytes(clean or {}, source),
             "bytes_kept": kept_bytes.get(source, 0),
             "funnel": funnel(counters.get(source, {})),
@@ -266,7 +266,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         ]
     if data["train"]:
         first, last = data["train"][0], data["train"][-1]
-        log = Path(data["trainer_dir"]) / "log.jsonl"
+        log = storage.join(data["trainer_dir"], "log.jsonl")
         lines += [
             "## Training",
             "",
@@ -275,7 +275,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"- steps logged: {len(data['train'])}, last step {last['step']}",
             (f"- loss: first {first['loss']:.4f} (step {first['step']}),"
              f" last {last['loss']:.4f} (step {last['step']}), ratio {last['loss'] / first['loss']:.3f}"),
-            f"- log `{log}`, loss curve `{Path(data['trainer_dir']) / 'loss.png'}`",
+            f"- log `{log}`, loss curve `{storage.join(data['trainer_dir'], 'loss.png')}`",
             "",
         ]
     if data["val"]:
@@ -330,16 +330,15 @@ def build_report(cfg: Config) -> str:
     return render_markdown(collect(cfg))
 
 
-def _save_png(fig: Any, path: Path) -> Path:
+def _save_png(fig: Any, path: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=CHART_DPI, metadata=PNG_METADATA)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    storage.write_bytes(path, buf.getvalue())
     return path
 
 
 def funnel_chart(source: str, f: dict[str, Any], bytes_read: int | None, bytes_kept: int,
-                 path: str | Path) -> Path:
+                 path: str | Path) -> str:
     """Draw one source's funnel as a PNG (written atomically): a bar per row of
     `funnel_steps` (documents left), the part each stage removed in red with its
     reasons; below, bytes read (as stored) against bytes kept (Arrow files) when
@@ -377,10 +376,10 @@ def funnel_chart(source: str, f: dict[str, Any], bytes_read: int | None, bytes_k
         bx.set_yticks([1, 0], ["bytes read (as stored)", "bytes kept (Arrow)"])
         bx.set_xlim(0, max(values + [1e-6]) * 1.25)
         bx.set_xlabel("MB")
-    return _save_png(fig, Path(path))
+    return _save_png(fig, str(path))
 
 
-def mixture_chart(sources: list[dict[str, Any]], path: str | Path) -> Path:
+def mixture_chart(sources: list[dict[str, Any]], path: str | Path) -> str:
     """Grouped bars per source: Table 1 target share (renormalised over the present
     sources), planned share after any epoch cap (when the manifest has it) and
     achieved share, in percent of training tokens. Returns `path`."""
@@ -404,30 +403,28 @@ def mixture_chart(sources: list[dict[str, Any]], path: str | Path) -> Path:
     ax.set_title("Mixture: achieved vs target share per source")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    return _save_png(fig, Path(path))
+    return _save_png(fig, str(path))
 
 
-def write_charts(data: dict[str, Any], out_dir: str | Path) -> list[Path]:
+def write_charts(data: dict[str, Any], out_dir: str | Path) -> list[str]:
     """The report's PNGs into `out_dir`: a funnel per source (when there is a clean
     manifest) and the mixture chart (when there is a shard manifest)."""
-    out_dir = Path(out_dir)
     paths = []
     if data["clean"] is not None:
         for s in data["sources"]:
             paths.append(funnel_chart(s["source"], s["funnel"], s["bytes_read"], s["bytes_kept"],
-                                      out_dir / funnel_chart_name(s["source"])))
+                                      storage.join(out_dir, funnel_chart_name(s["source"]))))
     if data["shards"] is not None and any(s["mixture"] for s in data["sources"]):
-        paths.append(mixture_chart(data["sources"], out_dir / MIXTURE_CHART))
+        paths.append(mixture_chart(data["sources"], storage.join(out_dir, MIXTURE_CHART)))
     return paths
 
 
-def write_report(cfg: Config) -> tuple[Path, str]:
+def write_report(cfg: Config) -> tuple[str, str]:
     """Write `<out_dir>/report.md` and its charts beside it, atomically; returns
     (path of report.md, its text)."""
     data = collect(cfg)
     write_charts(data, cfg.out_dir)
     text = render_markdown(data)
-    path = Path(cfg.out_dir) / "report.md"
-    with atomic_write(path) as f:
-        f.write(text.encode("utf-8"))
+    path = storage.join(cfg.out_dir, "report.md")
+    storage.write_bytes(path, text.encode("utf-8"))
     return path, text

@@ -1,7 +1,8 @@
 """The shard job (Beam): tokenize the cleaned Documents and write mixture-weighted,
 shuffled token shards with a manifest (DESIGN.md, "Token shard", "Mixture").
 
-1. Read every cleaned Arrow file listed in `<out_dir>/clean/manifest.json`.
+1. Read every cleaned Arrow file listed in `<out_dir>/clean/manifest.json`
+   (any Beam filesystem; the tokenizer model is copied once per worker).
 2. Encode in batches (SentencePiece loads once per worker); BOS/EOS per config.
 3. Hold out `val_fraction` of each source's documents by id hash.
 4. Count tokens per source; epochs_s = share_s * total / tokens_s (Table 1).
@@ -10,8 +11,9 @@ shuffled token shards with a manifest (DESIGN.md, "Token shard", "Mixture").
    within half a document (pipeline/mixture.py; `build_shards_pipeline` says
    how the prefix is found at scale). Each copy goes to a uniformly drawn shard
    and a drawn position in it, so any prefix of training sees the mixture.
-6. Shards (uncompressed Arrow IPC) and manifest.json go to a temporary directory
-   swapped into place when complete; readers trust only the manifest.
+6. Shards (uncompressed Arrow IPC) go to the run's folder `<shards.out>/run-<id>/`
+   and `<shards.out>/manifest.json`, written last, commits them
+   (`pipeline.io.Run`); readers trust only the manifest.
 
 The shards are Arrow IPC *file* format: record batches open by index, memory-
 mapped (`pa.ipc.open_file(pa.memory_map(path))`). Hugging Face `datasets` reads
@@ -24,28 +26,24 @@ takes only the IPC stream format, so it does not open them.)
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from pipeline import io
 from pipeline.beam_util import (
     Counters,
-    job_folder,
     pipeline_options,
     quiet_beam_logging,
     run_pipeline,
-    swap_into_place,
 )
 from pipeline.config import Config, PipelineError
-from pipeline.io import atomic_write, sha256_file
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
     REPEAT_BUCKETS,
@@ -59,9 +57,18 @@ from pipeline.mixture import (
     share_error_bounds,
 )
 from pipeline.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
-from pipeline.schema import token_shard_schema
+from pipeline.schema import (
+    SHARDS_FORMAT,
+    ContractError,
+    clean_files,
+    load_clean_manifest,
+    read_batches,
+    token_shard_schema,
+    write_arrow,
+)
 
 TRAIN, VAL = "train", "val"
+RUN_MANIFEST = "_manifest.json"  # the job's manifest in its run folder, before the commit
 
 
 log = logging.getLogger("pipeline.shards")
@@ -72,15 +79,11 @@ class ShardError(PipelineError):
 
 
 def read_documents(path: str) -> Iterator[tuple[str, str, str]]:
-    """(source, doc_id, text) for every row of a cleaned Arrow file, batch by batch.
-
-    Read, not memory-mapped: a mapped file's pages stay in the worker's RSS
-    until it is closed, so memory would grow with the file."""
-    with pa.OSFile(path) as f:
-        reader = pa.ipc.open_file(f)
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i).select(["source", "id", "text"]).to_pydict()
-            yield from zip(batch["source"], batch["id"], batch["text"])
+    """(source, doc_id, text) for every row of a cleaned Arrow file (any
+    filesystem), batch by batch (`pipeline.schema.read_batches`)."""
+    for batch in read_batches(path, ["source", "id", "text"]):
+        cols = batch.to_pydict()
+        yield from zip(cols["source"], cols["id"], cols["text"])
 
 
 class Encode(beam.DoFn):
@@ -96,7 +99,7 @@ class Encode(beam.DoFn):
     def setup(self) -> None:
         import tokenizer
 
-        self.sp = tokenizer.load(self.model_path)
+        self.sp = tokenizer.load(io.local_copy(self.model_path))
         self.encode = tokenizer.encode_batch
         self.dtype = np.uint16 if self.sp.vocab_size() <= 1 << 16 else np.uint32
         self.counters = Counters()
@@ -152,8 +155,9 @@ class WriteShard(beam.DoFn):
     """((split, shard), copies) -> one uncompressed Arrow IPC shard; yields its record."""
 
     def __init__(self, out_dir: str, vocab_size: int, num_train: int, shard_tokens: int,
-                 packer: Packer = INLINE):
+                 packer: Packer = INLINE, prefix: str = ""):
         self.out_dir, self.vocab_size, self.packer = out_dir, vocab_size, packer
+        self.prefix = prefix  # the run's folder, as the manifest names files
         self.num_train, self.shard_tokens = num_train, shard_tokens
 
     def process(self, item, val_counts: dict[str, int]):
@@ -177,20 +181,18 @@ class WriteShard(beam.DoFn):
             schema=schema,
         )
         name = f"{split}-{shard:05d}-of-{total:05d}.arrow"
-        path = Path(self.out_dir) / name
-        with atomic_write(path) as f, pa.ipc.new_file(f, schema) as writer:
-            writer.write_table(table, max_chunksize=4096)
+        written = write_arrow(io.join(self.out_dir, name), schema, [table])
         per_source: dict[str, int] = {}
         for c, n in zip(copies, lengths.tolist()):
             per_source[c[1]] = per_source.get(c[1], 0) + n
         yield {
-            "file": name,
+            "file": f"{self.prefix}/{name}" if self.prefix else name,
             "split": split,
             "rows": len(copies),
             "tokens": int(offsets[-1]),
             "tokens_per_source": dict(sorted(per_source.items())),
-            "bytes": path.stat().st_size,
-            "sha256": sha256_file(path),
+            "bytes": written["bytes"],
+            "sha256": written["sha256"],
         }
 
 
@@ -272,7 +274,8 @@ def mixture_report(
 
 def write_manifest(infos, out_dir: str, header: dict[str, Any], shares: dict[str, float], sc,
                    train_counts, val_counts, largest) -> None:
-    """All shard records -> `<out_dir>/manifest.json` (atomic; readers trust only it)."""
+    """All shard records -> `<out_dir>/_manifest.json`, which the launcher commits
+    as the output's `manifest.json` (`run_shards`)."""
     infos = sorted(infos, key=lambda i: i["file"])
     written: dict[str, int] = {}
     for info in infos:
@@ -286,24 +289,25 @@ def write_manifest(infos, out_dir: str, header: dict[str, Any], shares: dict[str
         "sources": mixture_report(_mixture(train_counts, shares, sc), written, largest, val_counts),
         "shards": infos,
     }
-    with atomic_write(Path(out_dir) / "manifest.json") as f:
-        f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
+    io.write_json(io.join(out_dir, RUN_MANIFEST), manifest)
 
 
 def build_shards_pipeline(
     p: beam.Pipeline, cfg: Config, files: list[str], out_dir: str, tokenizer_info: dict[str, Any],
-    spill_dir: str | None = None,
+    spill_dir: str | None = None, prefix: str = "",
 ):
     """Attach the shard job to pipeline `p` (run by `run_shards`; built alone by
     the portability test). Returns the PCollection of the manifest write.
 
     Args:
         files: cleaned Arrow files to read.
-        out_dir: where shards and manifest.json go (a folder every worker sees).
+        out_dir: the run's folder, where shards and `_manifest.json` go (any
+            Beam filesystem every worker reaches).
         tokenizer_info: {"path", "sha256", "vocab_size", "bos_id", "eos_id"} of
             the SentencePiece model; workers load `path` themselves.
         spill_dir: where token ids spill between stages (`pipeline.packed`;
             the local runner), or None to carry them in the PCollections.
+        prefix: the run folder's name, as the manifest names files.
 
     The extra copies need a global, token-weighted prefix per source, made in
     three small steps (sizes at 1.4T tokens in brackets): tokens per (source,
@@ -317,7 +321,7 @@ def build_shards_pipeline(
     num_train = max(1, math.ceil(sc.total_tokens / sc.shard_tokens))
     shares = {s: c.share for s, c in cfg.sources.items()}
     header = {
-        "format": "llama-token-shards/1",
+        "format": SHARDS_FORMAT,
         "config_digest": cfg.digest(),
         "seed": seed,
         "total_tokens_target": sc.total_tokens,
@@ -391,7 +395,7 @@ def build_shards_pipeline(
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards"
         >> beam.ParDo(
-            WriteShard(out_dir, vocab_size, num_train, sc.shard_tokens, packer),
+            WriteShard(out_dir, vocab_size, num_train, sc.shard_tokens, packer, prefix),
             val_counts=beam.pvalue.AsDict(val_counts),
         )
         | "Infos" >> beam.combiners.ToList()
@@ -408,14 +412,15 @@ def build_shards_pipeline(
     )
 
 
-def describe_tokenizer(model_path: Path) -> dict[str, Any]:
-    """{"path", "sha256", "vocab_size", "bos_id", "eos_id"} of a SentencePiece model."""
+def describe_tokenizer(model_path: str) -> dict[str, Any]:
+    """{"path", "sha256", "vocab_size", "bos_id", "eos_id"} of a SentencePiece
+    model on any filesystem."""
     import tokenizer
 
-    sp = tokenizer.load(model_path)
+    sp = tokenizer.load(io.local_copy(model_path))
     return {
         "path": str(model_path),
-        "sha256": sha256_file(model_path),
+        "sha256": io.sha256_file(model_path),
         "vocab_size": sp.vocab_size(),
         "bos_id": sp.bos_id(),
         "eos_id": sp.eos_id(),
@@ -423,40 +428,47 @@ def describe_tokenizer(model_path: Path) -> dict[str, Any]:
 
 
 def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run the shard job; returns the manifest written to `<shards.out>/manifest.json`.
+    """Run the shard job; returns the manifest committed to `<shards.out>/manifest.json`.
 
     Raises:
         ShardError: no clean manifest or tokenizer model, or no documents.
-        OutputBusy: another job is writing `shards.out` (`job_folder`).
+        OutputBusy: another job is writing `shards.out` (`pipeline.io.Run`).
     """
     quiet_beam_logging()
     sc = cfg.shards
-    clean_manifest = Path(cfg.out_dir) / "clean" / "manifest.json"
-    model_path = Path(cfg.tokenizer.model_prefix + ".model")
-    if not clean_manifest.is_file():
-        raise ShardError(f"{clean_manifest} not found: run `python -m pipeline clean` first")
-    clean = json.loads(clean_manifest.read_text())
+    options = pipeline_options(cfg, beam_args)  # also hands the filesystems their options
+    model_path = cfg.tokenizer.model_prefix + ".model"
+    try:
+        clean = load_clean_manifest(cfg.out_dir)
+    except ContractError as e:
+        raise ShardError(str(e)) from None
     stale = clean.get("clean_config_digest")
     if stale is not None and stale != cfg.clean_digest():
         log.warning("%s was written under other cleaning settings (sources, langid, clean or "
                     "seed; digest %s, now %s): rerun `python -m pipeline clean` for Documents "
-                    "that follow this config", clean_manifest, stale, cfg.clean_digest())
-    if not model_path.is_file():
+                    "that follow this config", io.join(cfg.out_dir, "clean", io.MANIFEST), stale,
+                    cfg.clean_digest())
+    if not io.exists(model_path):
         raise ShardError(f"{model_path} not found: run `python -m tokenizer train` first")
-    files = [str(clean_manifest.parent / f["file"]) for f in clean["files"]]
+    files = [path for paths in clean_files(cfg.out_dir, clean).values() for path in paths]
     if not files:
-        raise ShardError(f"{clean_manifest} lists no document files")
+        raise ShardError(f"{io.join(cfg.out_dir, 'clean', io.MANIFEST)} lists no document files")
     info = describe_tokenizer(model_path)
 
-    final = Path(sc.out)
-    with job_folder(final) as tmp:
-        t0 = time.time()
-        run_pipeline(pipeline_options(cfg, beam_args), tmp, lambda p, spill: build_shards_pipeline(
-            p, cfg, files, str(tmp), info, spill_dir=spill))
-        manifest_path = tmp / "manifest.json"
-        if not manifest_path.is_file():
-            raise ShardError("the shard job wrote no manifest (no documents encoded?)")
-        swap_into_place(tmp, final)
-        manifest = json.loads((final / "manifest.json").read_text())
+    with io.Run(sc.out) as run:
+        try:
+            t0 = time.time()
+            prefix = io.relative(run.dir, run.final)
+            run_pipeline(options, run.dir, lambda p, spill: build_shards_pipeline(
+                p, cfg, files, run.dir, info, spill_dir=spill, prefix=prefix))
+            staged = io.join(run.dir, RUN_MANIFEST)
+            if not io.exists(staged):
+                raise ShardError("the shard job wrote no manifest (no documents encoded?)")
+            manifest = io.read_json(staged)
+            io.delete(staged)
+            run.commit(manifest)
+        except BaseException:
+            run.abandon()
+            raise
         manifest["seconds"] = round(time.time() - t0, 2)
         return manifest

@@ -48,12 +48,20 @@ def _config(out: Path, cache: Path, *extra: str):
     )
 
 
-def _read_docs(clean_dir: Path, source: str) -> list[dict]:
+def _read_docs(out_dir: Path, source: str) -> list[dict]:
+    """A source's cleaned Documents, from the files its clean manifest lists."""
+    from pipeline.schema import clean_files
+
     rows = []
-    for path in sorted((clean_dir / source).glob("part-*.arrow")):
-        with pa.memory_map(str(path)) as f:
+    for path in clean_files(str(out_dir), sources=[source]).get(source, []):
+        with pa.memory_map(path) as f:
             rows += pa.ipc.open_file(f).read_all().to_pylist()
     return rows
+
+
+def _without_run(entries: list[dict]) -> dict[str, str]:
+    """{file name inside its run folder: sha256} of manifest entries."""
+    return {e["file"].split("/", 1)[1]: e["sha256"] for e in entries}
 
 
 @pytest.fixture(scope="module")
@@ -95,24 +103,27 @@ def test_clean_funnel_on_real_inputs(run):
         assert counts["docs_read"] - dropped == counts["docs_kept"], source
     files = run["clean"]["files"]
     assert {f["source"] for f in files} == {"books", "commoncrawl", "github", "wikipedia"}
-    inputs = run["clean"]["inputs"]
-    assert run["clean"]["input_bytes"]["books"] == sum(Path(p).stat().st_size for p in inputs["books"])
-    assert set(run["clean"]["input_bytes"]) == set(inputs)
+    from pipeline.inputs import list_inputs
+
+    listed = list_inputs(run["cfg"])
+    assert run["clean"]["inputs"]["books"] == [str(run["cache"] / "inputs" / "books" / "*.txt")]
+    assert run["clean"]["input_files"]["books"] == len(listed["books"]) == 2
+    assert run["clean"]["input_bytes"]["books"] == sum(Path(p).stat().st_size for p, _ in listed["books"])
+    assert set(run["clean"]["input_bytes"]) == set(run["clean"]["inputs"]) == {s for s in listed if listed[s]}
     assert sum(f["rows"] for f in files) == sum(v["docs_kept"] for v in c.values())
 
 
 def test_clean_documents_are_real_cleaned_text(run):
-    clean = run["out"] / "clean"
-    books = {json.loads(d["meta"])["title"]: d for d in _read_docs(clean, "books")}
+    books = {json.loads(d["meta"])["title"]: d for d in _read_docs(run["out"], "books")}
     assert len(books) == 2
     for doc in books.values():
         assert doc["lang"] == "en" and doc["lang_score"] > 0.5
         assert "Project Gutenberg" not in doc["text"][:2000]
-    wiki = _read_docs(clean, "wikipedia")
+    wiki = _read_docs(run["out"], "wikipedia")
     assert {d["lang"] for d in wiki} == {"en", "bg"}
     for d in wiki:
         assert "[[" not in d["text"] and "{{" not in d["text"]
-    dead = (clean / "dead_letter.jsonl").read_text()
+    dead = (run["out"] / "clean" / run["clean"]["dead_letter"]).read_text()
     assert dead == ""
 
 
@@ -121,8 +132,7 @@ def test_clean_output_is_byte_identical_across_runs_and_workers(run, tmp_path):
 
     cfg = _config(tmp_path, run["cache"], "beam.direct_num_workers=1", "beam.direct_running_mode=in_memory")
     again = run_clean(cfg)
-    first = {f["file"]: f["sha256"] for f in run["clean"]["files"]}
-    assert {f["file"]: f["sha256"] for f in again["files"]} == first
+    assert _without_run(again["files"]) == _without_run(run["clean"]["files"])
 
 
 def test_shards_are_byte_identical_across_runs_and_workers(run, tmp_path):
@@ -136,7 +146,7 @@ def test_shards_are_byte_identical_across_runs_and_workers(run, tmp_path):
     cfg = _config(tmp_path, run["cache"], "beam.direct_num_workers=1", "beam.direct_running_mode=in_memory",
                   f"tokenizer.model_prefix={run['out']}/tokenizer/m")
     again = run_shards(cfg)
-    assert [(s["file"], s["sha256"]) for s in again["shards"]] == [(s["file"], s["sha256"]) for s in run["shards"]["shards"]]
+    assert _without_run(again["shards"]) == _without_run(run["shards"]["shards"])
 
 
 def test_tokenizer_round_trips_cleaned_documents(run):
@@ -144,7 +154,7 @@ def test_tokenizer_round_trips_cleaned_documents(run):
 
     assert run["tokenizer"]["skipped_lines"] == 0
     sp = tokenizer.load(run["tokenizer"]["model"])
-    docs = [d["text"] for s in ("books", "wikipedia", "commoncrawl") for d in _read_docs(run["out"] / "clean", s)]
+    docs = [d["text"] for s in ("books", "wikipedia", "commoncrawl") for d in _read_docs(run["out"], s)]
     ids = tokenizer.encode_batch(sp, docs)
     assert tokenizer.decode_batch(sp, ids) == docs
     assert all(0 not in x for x in ids)  # byte fallback: no unk
@@ -178,7 +188,7 @@ def test_shard_copies_follow_the_computed_epochs_exactly(run):
     sp = tokenizer.load(run["tokenizer"]["model"])
     total = cfg.shards.total_tokens
     for source, info in m["sources"].items():
-        docs = _read_docs(run["out"] / "clean", source)
+        docs = _read_docs(run["out"], source)
         lengths = [len(x) + 2 for x in tokenizer.encode_batch(sp, [d["text"] for d in docs])]  # + BOS, EOS
         val = [hash_unit(cfg.seed, "val", d["id"]) < cfg.shards.val_fraction for d in docs]
         assert info["tokens_available"] == sum(n for n, v in zip(lengths, val) if not v)
@@ -204,15 +214,15 @@ def test_training_loss_goes_down_and_report_is_written(run):
         assert f"| {source} | {t['val_loss'][source]:.4f} |" in report
 
 
-def test_plan_inputs_takes_repository_folders(tmp_path):
-    from pipeline.clean import plan_inputs
+def test_inputs_take_repository_folders(tmp_path):
+    from pipeline.inputs import list_inputs
 
     (tmp_path / "repo-a").mkdir()
     (tmp_path / "notes.md").write_text("x")
     (tmp_path / "table.jsonl.gz").write_bytes(b"")
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"sources.github.inputs=[{tmp_path}/*]",
                                                       f"sources.books.inputs=[{tmp_path}/*]"])
-    _, files = plan_inputs(cfg)
+    files = {s: [p for p, _ in found] for s, found in list_inputs(cfg).items()}
     assert files["github"] == [str(tmp_path / "repo-a"), str(tmp_path / "table.jsonl.gz")]
     assert files["books"] == [str(tmp_path / "table.jsonl.gz")]  # folders only for folder sources
 

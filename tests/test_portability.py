@@ -43,7 +43,7 @@ def _clean_graph(cfg, items, spill: bool) -> beam.Pipeline:
     from pipeline.clean import build_clean_pipeline
 
     p = beam.Pipeline(runner="FnApiRunner")
-    out = f"{cfg.out_dir}/clean.tmp"
+    out = f"{cfg.out_dir}/clean/run-0"
     build_clean_pipeline(p, cfg, items, out, spill_dir=f"{out}/_spill" if spill else None)
     return p
 
@@ -54,7 +54,7 @@ def _shards_graph(cfg, files, spill: bool) -> beam.Pipeline:
     p = beam.Pipeline(runner="FnApiRunner")
     info = {"path": cfg.tokenizer.model_prefix + ".model", "sha256": "0" * 64,
             "vocab_size": cfg.tokenizer.vocab_size, "bos_id": 1, "eos_id": 2}
-    out = cfg.shards.out + ".tmp"
+    out = cfg.shards.out + "/run-0"
     build_shards_pipeline(p, cfg, files, out, info, spill_dir=f"{out}/_spill" if spill else None)
     return p
 
@@ -63,14 +63,12 @@ def _graphs() -> dict[str, beam.Pipeline]:
     """The two jobs under the demo config (its real inputs; spilling, as on the
     local runner) and the production one (its input patterns stand for files:
     nothing is listed or read; Documents inline, as on Dataflow)."""
-    from pipeline.clean import plan_inputs
+    from pipeline.inputs import source_patterns
 
     demo, prod = load_config(DEMO), load_config(PRODUCTION)
-    items, _ = plan_inputs(demo)
-    prod_items = [(s, pattern) for s in SOURCES for pattern in prod.sources[s].inputs]
     return {
-        "clean/demo": _clean_graph(demo, items, spill=True),
-        "clean/production": _clean_graph(prod, prod_items, spill=False),
+        "clean/demo": _clean_graph(demo, source_patterns(demo), spill=True),
+        "clean/production": _clean_graph(prod, source_patterns(prod), spill=False),
         "shards/demo": _shards_graph(demo, [f"{demo.out_dir}/clean/books/part-00000-of-00002.arrow"], spill=True),
         "shards/production": _shards_graph(
             prod, [f"{prod.out_dir}/clean/{s}/part-00000-of-04096.arrow" for s in SOURCES], spill=False),

@@ -11,18 +11,18 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.quality_model import QualityModelError, QualityScorer, train_quality_model
-from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
+from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, write_clean_output
 from pipeline.sources.base import make_document
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _write(clean: Path, source: str, texts: list[str]) -> None:
-    docs = [make_document(source, f"{source}-{i}", t, f"u:{i}") for i, t in enumerate(texts)]
-    (clean / source).mkdir(parents=True)
-    table = pa.Table.from_pydict({f: [d[f] for d in docs] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
-    with pa.OSFile(str(clean / source / "part-00000-of-00001.arrow"), "wb") as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as w:
-        w.write_table(table)
+def _write(out: Path, parts: dict[str, list[str]]) -> None:
+    tables = {}
+    for source, texts in parts.items():
+        docs = [make_document(source, f"{source}-{i}", t, f"u:{i}") for i, t in enumerate(texts)]
+        tables[source] = [pa.Table.from_pydict({f: [d[f] for d in docs] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)]
+    write_clean_output(str(out), tables)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,7 @@ def corpus(tmp_path_factory, demo_inputs):
     paragraphs = ["\n".join(lines[i : i + 20]) for i in range(0, 20 * 70, 20)]  # 20-line passages
     with gzip.open(demo_inputs["inputs/github/site-packages.jsonl.gz"], "rt", encoding="utf-8") as f:
         code = [r["content"] for r in map(json.loads, f) if r["path"].endswith(".py") and len(r["content"]) > 300]
-    _write(out / "clean", "books", paragraphs[:60])
-    _write(out / "clean", "github", code[:60])
+    _write(out, {"books": paragraphs[:60], "github": code[:60]})
     return out, paragraphs[60:70], code[60:70]
 
 
@@ -59,6 +58,9 @@ def test_training_is_reproducible_and_separates_held_out_pages(corpus):
 
 
 def test_missing_examples_and_model_are_clear_errors(tmp_path):
+    with pytest.raises(QualityModelError, match="manifest.json not found: run `python -m pipeline clean`"):
+        train_quality_model(_cfg(tmp_path, "m.bin"))
+    _write(tmp_path, {"books": ["A reference page. " * 30]})  # positives, but no negatives
     with pytest.raises(QualityModelError, match="need cleaned documents"):
         train_quality_model(_cfg(tmp_path, "m.bin"))
     with pytest.raises(QualityModelError, match="quality-train"):

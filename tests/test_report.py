@@ -110,7 +110,7 @@ def test_funnel_rows_follow_the_pipeline_order():
 
 def test_report_tables_and_chart_links(run_dir):
     path, text = write_report(run_dir)
-    assert path == Path(run_dir.out_dir) / "report.md" and path.read_text() == text
+    assert path == str(Path(run_dir.out_dir) / "report.md") and Path(path).read_text() == text
     assert ("| github | 1 | ? | 793 | read: alpha_per_token: 3, empty: 16, license: 93, license_file: 88, "
             "max_line_length: 3, mean_line_length: 1; quality: too_short: 29 | 0 | 560 | 8.62 MB |") in text
     assert "| wikipedia | 3 | 1.83 MB | 214 | read: namespace: 3, redirect: 99; one per id: duplicate_id: 1 " in text
@@ -127,8 +127,8 @@ def test_report_tables_and_chart_links(run_dir):
 
 def test_charts_are_byte_identical_on_rerun_and_carry_no_metadata(run_dir, tmp_path):
     data = collect(run_dir)
-    first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in write_charts(data, tmp_path / "a")}
-    again = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in write_charts(data, tmp_path / "b")}
+    first = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in write_charts(data, tmp_path / "a")}
+    again = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in write_charts(data, tmp_path / "b")}
     assert len(first) == 4 and first == again
     png = (tmp_path / "a" / "report-mixture.png").read_bytes()
     assert _chunks(png) == [b"IHDR", b"pHYs", b"IDAT", b"IEND"]  # no tEXt: no version, no date

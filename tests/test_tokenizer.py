@@ -25,7 +25,7 @@ import sentencepiece as spm
 
 import tokenizer
 from pipeline.config import load_config
-from pipeline.schema import DOCUMENT_SCHEMA
+from pipeline.schema import DOCUMENT_SCHEMA, clean_files, write_clean_output
 from pipeline.sources.base import make_document
 from tests.conftest import CACHE, ROOT
 from tokenizer import __main__ as cli
@@ -104,14 +104,13 @@ def _code_documents() -> list[dict]:
 
 
 def _write_clean(out_dir: Path, source: str, docs: list[dict], n_files: int = 2) -> None:
-    """Cleaned Arrow IPC files as the pipeline writes them: several files, small batches."""
-    folder = out_dir / "clean" / source
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in range(n_files):
-        table = pa.Table.from_pylist(docs[k::n_files], schema=DOCUMENT_SCHEMA)
-        with pa.OSFile(str(folder / f"part-{k:05d}.arrow"), "wb") as sink:
-            with pa.ipc.new_file(sink, DOCUMENT_SCHEMA) as writer:
-                writer.write_table(table, max_chunksize=25)
+    """Cleaned Arrow IPC files as the pipeline writes them: several files, small
+    batches, listed by the clean manifest (sources written before are kept)."""
+    parts = {source: [pa.Table.from_pylist(docs[k::n_files], schema=DOCUMENT_SCHEMA) for k in range(n_files)]}
+    if (out_dir / "clean" / "manifest.json").exists():  # keep the sources written before
+        for other, paths in clean_files(str(out_dir)).items():
+            parts.setdefault(other, [pa.ipc.open_file(pa.memory_map(p)).read_all() for p in paths])
+    write_clean_output(str(out_dir), parts, max_chunksize=25)
 
 
 def _config(out_dir: Path, *extra: str):
@@ -271,6 +270,8 @@ def test_sample_errors_name_the_input(tmp_path):
     bad = tmp_path / "clean" / "books" / "part-00000.arrow"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"this is not an Arrow file")
+    (tmp_path / "clean" / "manifest.json").write_text(json.dumps({
+        "format": "llama-clean-documents/1", "files": [{"source": "books", "file": "books/part-00000.arrow"}]}))
     with pytest.raises(ValueError, match=re.escape(str(bad))):
         write_training_sample(cfg, tmp_path / "s.txt")
     assert not (tmp_path / "s.txt").exists()  # atomic: no partial sample left

@@ -35,6 +35,10 @@ def load(model_path: str | Path) -> spm.SentencePieceProcessor:
         FileNotFoundError: the file does not exist (the message names it).
         ValueError: the file is not a SentencePiece model (names the file).
     """
+    if "://" in str(model_path):  # on an object store: this machine's cached copy
+        from pipeline.io import local_copy
+
+        model_path = local_copy(model_path)
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such SentencePiece model file")

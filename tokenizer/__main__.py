@@ -17,6 +17,9 @@ def _train(args: argparse.Namespace) -> int:
     from tokenizer.train import train_tokenizer  # imports Beam: only for this command
 
     cfg = load_config(args.config, args.overrides)
+    from pipeline import io
+
+    io.configure(cfg.beam.extra_args)  # s3/gcs options, when the clean output is on a bucket
     summary = train_tokenizer(cfg)
     print(f"model: {summary['model']} (sha256 {summary['sha256']})")
     print(f"vocab: {summary['vocab']} ({summary['vocab_size']} pieces)")

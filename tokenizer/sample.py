@@ -6,8 +6,9 @@ of `tokenizer.sample_bytes`; inside a source, documents are taken in increasing
 order of a seeded hash of their id until the byte budget is met (the document
 that crosses it only up to the line that reaches it, so one long book cannot
 tilt the mixture), so the sample is a uniform random subset that does not
-depend on file order or on how many files the pipeline wrote. Files are streamed record batch by record batch,
-memory-mapped; memory stays flat however large the corpus.
+depend on file order or on how many files the pipeline wrote. The files are those
+the clean manifest lists, on any Beam filesystem, streamed record batch by record
+batch (memory-mapped when local); memory stays flat however large the corpus.
 
 The sample is a text file of one SentencePiece sentence per line. SentencePiece
 silently skips a training line longer than `max_sentence_length` bytes, and a
@@ -26,8 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import io
 from pipeline.config import Config
-from pipeline.io import atomic_write
+from pipeline.schema import ContractError, load_clean_manifest
+from pipeline.schema import clean_files as manifest_files
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +51,22 @@ _MIN_CUT_BYTES = 4
 _KEY_BUCKET_BITS = 16
 
 
-def clean_files(cfg: Config) -> dict[str, list[Path]]:
-    """Cleaned Arrow files per configured source, `<out_dir>/clean/<source>/part-*.arrow`.
+def clean_files(cfg: Config) -> dict[str, list[str]]:
+    """Cleaned Arrow files per configured source, as `<out_dir>/clean/manifest.json`
+    lists them (any Beam filesystem).
 
     Returns:
         {source: sorted paths} for sources of `cfg.sources` (in config order)
         with a share > 0 and at least one file; sources without files are absent.
+    Raises:
+        FileNotFoundError: there is no clean manifest (names it).
     """
-    root = Path(cfg.out_dir) / "clean"
-    found = {}
-    for name, source in cfg.sources.items():
-        paths = sorted((root / name).glob("part-*.arrow"))
-        if paths and source.share > 0:
-            found[name] = paths
-    return found
+    try:
+        listed = manifest_files(cfg.out_dir, load_clean_manifest(cfg.out_dir))
+    except ContractError as e:
+        raise FileNotFoundError(str(e)) from None
+    return {name: sorted(listed[name]) for name, source in cfg.sources.items()
+            if listed.get(name) and source.share > 0}
 
 
 def sample_key(seed: int, doc_id: str) -> int:
@@ -128,10 +133,11 @@ def document_lines(text: str, max_bytes: int) -> Iterator[str]:
                     yield piece
 
 
-def _open_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """Record batches of a cleaned Arrow IPC file, memory-mapped; checks the columns."""
+def _open_batches(path: str) -> Iterator[pa.RecordBatch]:
+    """Record batches of a cleaned Arrow IPC file (memory-mapped when local, else
+    streamed); checks the columns."""
     try:
-        with pa.memory_map(str(path), "r") as source:
+        with (io.open_read(path) if io.is_remote(path) else pa.memory_map(str(path), "r")) as source:
             reader = pa.ipc.open_file(source)
             for column in ("id", "text"):
                 if column not in reader.schema.names:
@@ -149,7 +155,7 @@ def _open_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
 
 def _keys_and_sizes(
-    paths: list[Path], seed: int
+    paths: list[str], seed: int
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
     """Per batch: the batch, its sample keys (uint64) and its text sizes (int64 bytes)."""
     for path in paths:
@@ -163,7 +169,7 @@ def _keys_and_sizes(
             yield batch, keys, sizes
 
 
-def key_cutoff(paths: list[Path], seed: int, target_bytes: int) -> tuple[int, int, int | None]:
+def key_cutoff(paths: list[str], seed: int, target_bytes: int) -> tuple[int, int, int | None]:
     """The largest key to take so the documents with key <= it hold >= `target_bytes`.
 
     Two streaming passes: a histogram of bytes over the keys' top bits finds the
@@ -226,13 +232,13 @@ def write_training_sample(cfg: Config, out_path: str | Path) -> dict[str, dict[s
     files = clean_files(cfg)
     if not files:
         raise FileNotFoundError(
-            f"{Path(cfg.out_dir) / 'clean'}: no part-*.arrow files for any configured "
+            f"{io.join(cfg.out_dir, 'clean', io.MANIFEST)} lists no Document files for any configured "
             f"source ({', '.join(cfg.sources)}); run the cleaning pipeline first"
         )
     tok = cfg.tokenizer
     total_share = sum(cfg.sources[name].share for name in files)
     stats: dict[str, dict[str, Any]] = {}
-    with atomic_write(out_path, "wb") as out:
+    with io.atomic_write(out_path, "wb") as out:
         for name, paths in files.items():
             share = cfg.sources[name].share / total_share
             target = round(share * tok.sample_bytes)

@@ -18,6 +18,7 @@ same model bytes anywhere.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -25,15 +26,13 @@ import re
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import IO, Any, Iterator
 
 import numpy as np
 import sentencepiece as spm
 
+from pipeline import io as storage
 from pipeline.config import Config
-from pipeline.io import atomic_write, sha256_file
-from tokenizer import load
 from tokenizer.sample import write_training_sample
 
 __all__ = [
@@ -73,17 +72,17 @@ _RESERVED = re.compile(r"Reserved chars are found\. Skipped")
 _LOADED = re.compile(r"(?:Loaded all (\d+) sentences|Sampled (\d+) sentences from)")
 
 
-def sample_path(cfg: Config) -> Path:
+def sample_path(cfg: Config) -> str:
     """Where `train_tokenizer` writes the training sample: `<model_prefix>.sample.txt`."""
-    return Path(f"{cfg.tokenizer.model_prefix}.sample.txt")
+    return f"{cfg.tokenizer.model_prefix}.sample.txt"
 
 
-def _select_lines(path: Path, n_lines: int, keep: int, seed: int) -> Iterator[str]:
+def _select_lines(path: str, n_lines: int, keep: int, seed: int) -> Iterator[str]:
     """Stream `keep` of the `n_lines` lines of `path`, chosen uniformly with `seed`."""
     chosen = None
     if n_lines > keep:
         chosen = np.sort(np.random.default_rng(seed).choice(n_lines, size=keep, replace=False))
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         if chosen is None:
             for line in f:
                 yield line.rstrip(b"\n").decode("utf-8")
@@ -153,8 +152,8 @@ def train_tokenizer(cfg: Config) -> dict[str, Any]:
         RuntimeError: SentencePiece failed (its message and log tail attached).
     """
     tok = cfg.tokenizer
-    model_path = Path(f"{tok.model_prefix}.model")
-    vocab_path = Path(f"{tok.model_prefix}.vocab")
+    model_path = f"{tok.model_prefix}.model"
+    vocab_path = f"{tok.model_prefix}.vocab"
     sample = sample_path(cfg)
 
     t0 = time.perf_counter()
@@ -163,7 +162,7 @@ def train_tokenizer(cfg: Config) -> dict[str, Any]:
     if n_lines == 0:
         raise ValueError(
             f"{sample}: the training sample is empty: no text in the cleaned files of "
-            f"{', '.join(stats)} under {Path(cfg.out_dir) / 'clean'}"
+            f"{', '.join(stats)} under {storage.join(cfg.out_dir, 'clean')}"
         )
     sample_seconds = time.perf_counter() - t0
 
@@ -193,18 +192,17 @@ def train_tokenizer(cfg: Config) -> dict[str, Any]:
     if counts["skipped"]:
         log.warning("SentencePiece skipped %d of %d lines", counts["skipped"], sentences)
 
-    with atomic_write(model_path) as f:
-        f.write(model.getvalue())
-    sp = load(model_path)
-    with atomic_write(vocab_path) as f:
+    storage.write_bytes(model_path, model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    with storage.atomic_write(vocab_path) as f:
         for i in range(sp.get_piece_size()):
             f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n".encode("utf-8"))
     return {
         "model": str(model_path),
         "vocab": str(vocab_path),
         "sample": str(sample),
-        "sha256": sha256_file(model_path),
-        "sample_sha256": sha256_file(sample),
+        "sha256": hashlib.sha256(model.getvalue()).hexdigest(),
+        "sample_sha256": storage.sha256_file(sample),
         "vocab_size": sp.get_piece_size(),
         "sample_stats": stats,
         "sentences": sentences,

@@ -267,6 +267,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             yield text
             text.flush()
             text.detach()
+        if raw.tell() == 0:
+            _allow_empty(raw)
         ok = True
     finally:
         try:
@@ -278,6 +280,15 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             with contextlib.suppress(Exception):
                 FileSystems.delete([tmp])
     FileSystems.rename([tmp], [path])
+
+
+def _allow_empty(raw) -> None:
+    """Beam's S3 writer completes a multipart upload of no parts when nothing was
+    written, which S3 rejects (MalformedXML); one empty part is valid (only a
+    part before the last has a minimum size)."""
+    uploader = getattr(getattr(raw, "raw", None), "_uploader", None)
+    if uploader is not None and hasattr(uploader, "_write_to_s3") and not uploader.parts:
+        uploader._write_to_s3(b"")
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -31,7 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.config import SOURCES, Config, PipelineError
 from pipeline.mixture import compute_epochs
 
-DEFAULT_THROUGHPUTS = ("out/bench/throughputs.json", "configs/throughputs.json")
+# a fresh `make bench` measurement first, then the committed one (beside the package,
+# so `plan` works from any working directory)
+DEFAULT_THROUGHPUTS = ("out/bench/throughputs.json", "configs/throughputs.json",
+                       str(Path(__file__).resolve().parents[1] / "configs" / "throughputs.json"))
 STAGES = ("clean", "tokenizer_train", "shards")
 
 # LLaMA (Touvron et al. 2023) Table 1: epochs per source, for comparison only.

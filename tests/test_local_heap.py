@@ -75,8 +75,10 @@ def test_local_scratch_is_removed_however_the_run_ends(tmp_path, monkeypatch):
             assert spill == str(tmp_path / "_spill")
             Packer(spill).pack(make_document("books", "b", "text", "u"))  # a worker spilled
             written = json.loads(open(os.environ["PIPELINE_OPTIONS_FILE"]).read())
-            assert written == {"options": {"default_sdk_harness_log_level": "WARNING",
-                                           "sdk_harness_log_level_overrides": {"a": "INFO"}}}
+            # the job's own options (FnApiRunner gives its workers none), log level included
+            assert written["options"]["default_sdk_harness_log_level"] == "WARNING"
+            assert written["options"]["sdk_harness_log_level_overrides"] == {"a": "INFO"}
+            assert written["options"]["direct_num_workers"] == cfg.beam.direct_num_workers
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
     assert os.environ["PIPELINE_OPTIONS_FILE"] == "users-own.json"

@@ -19,6 +19,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
+from pipeline.schema import CLEAN_FORMAT
 from tests.conftest import ROOT
 
 # LLaMA Table 1: share (%), epochs, and disk size (GB) of each source
@@ -119,7 +120,7 @@ def _write_clean(out: Path, docs: dict[str, list[dict]]) -> None:
             with pa.OSFile(str(out / "clean" / rel), "wb") as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as w:
                 w.write_table(table, max_chunksize=64)
             files.append({"source": source, "file": rel})
-    (out / "clean" / "manifest.json").write_text(json.dumps({"files": files}))
+    (out / "clean" / "manifest.json").write_text(json.dumps({"format": CLEAN_FORMAT, "files": files}))
 
 
 def shard_run(tmp_path_factory, demo_inputs: dict[str, Path]) -> dict:
@@ -292,7 +293,7 @@ def test_shards_warn_when_the_documents_follow_other_cleaning_settings(tmp_path,
     manifest = tmp_path / "clean" / "manifest.json"
     manifest.parent.mkdir()
     for digest, warned in ((cfg.clean_digest(), False), ("0123456789abcdef", True)):
-        manifest.write_text(json.dumps({"clean_config_digest": digest, "files": []}))
+        manifest.write_text(json.dumps({"format": CLEAN_FORMAT, "clean_config_digest": digest, "files": []}))
         caplog.clear()
         with pytest.raises(ShardError, match="none.model not found"):
             run_shards(cfg)  # stops at the missing tokenizer, after the check

@@ -5,6 +5,9 @@
     python -m trainer import --hf DIR --out CKPT                                # from HF Llama
 
 Training runs the same under `torchrun --nproc_per_node N -m trainer ...` (FSDP2).
+Paths (shards.out, trainer.out, --checkpoint, import's --out) may be local, s3:// or
+gs://; filesystem options (--s3_endpoint_url=URL, ...) come from the config's
+beam.extra_args, as for the pipeline, or the clients' environment (AWS_*, ...).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import sys
 
 from pipeline.config import ConfigError, add_override_argument, load_config
+from trainer.storage import is_remote
 
 DESCRIPTION = """\
 Train a LLaMA model on the token shards of a config.
@@ -24,9 +28,21 @@ MFU per logged step; val records: step, val_loss per source, on the manifest's v
 shards), checkpoints/step-NNNNNN.pt (model, optimizer, step, RNG and data-stream
 state; a sharded folder checkpoints/step-NNNNNN/ under torchrun) and loss.png.
 A rerun resumes from the newest checkpoint, on exactly the same tokens.
+shards.out and trainer.out may be on an object store (s3://, gs://; options in the
+config's beam.extra_args): shards are downloaded once per machine and checked; the run
+works in a local staging folder and uploads each checkpoint, log.jsonl and loss.png.
 
 Other commands: `python -m trainer export --help`, `python -m trainer import --help`.
 """
+
+
+def _configure_storage(cfg, *paths: str) -> None:
+    """Hand the config's filesystem options (beam.extra_args: --s3_endpoint_url=...) to
+    `pipeline.io` when a path is on an object store (Beam is slow to import: only then)."""
+    if any(is_remote(p) for p in paths if p):
+        from pipeline import io as pio
+
+        pio.configure(cfg.beam.extra_args)
 
 
 def _train(argv: list[str]) -> int:
@@ -46,6 +62,7 @@ def _train(argv: list[str]) -> int:
         cfg = load_config(opts.config, opts.overrides)
     except ConfigError as e:
         parser.error(str(e))
+    _configure_storage(cfg, cfg.shards.out, cfg.trainer.out)
 
     from trainer.checkpoint import CheckpointError
     from trainer.data import ShardError
@@ -105,12 +122,11 @@ def _export(argv: list[str]) -> int:
     add_override_argument(parser)
     opts = parser.parse_args(argv)
 
-    from pathlib import Path
-
     from trainer.checkpoint import latest_checkpoint, load_model_weights
     from trainer.data import ShardError, load_manifest
     from trainer.hf import export_hf
     from trainer.model import ModelArgs
+    from trainer.storage import join
 
     bos, eos = 1, 2
     checkpoint = opts.checkpoint
@@ -120,8 +136,9 @@ def _export(argv: list[str]) -> int:
             cfg = load_config(config, opts.overrides)
         except ConfigError as e:
             parser.error(str(e))
+        _configure_storage(cfg, cfg.shards.out, cfg.trainer.out, checkpoint)
         if checkpoint is None:
-            checkpoint = latest_checkpoint(Path(cfg.trainer.out) / "checkpoints")
+            checkpoint = latest_checkpoint(join(cfg.trainer.out, "checkpoints"))
             if checkpoint is None:
                 parser.error(f"no checkpoint under {cfg.trainer.out}/checkpoints")
         try:
@@ -145,19 +162,29 @@ def _import(argv: list[str]) -> int:
                     "into a checkpoint file holding the model and its ModelArgs "
                     "(no optimizer state), loadable with weights_only.")
     parser.add_argument("--hf", required=True, metavar="DIR", help="input folder")
-    parser.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
+    parser.add_argument("--out", required=True, metavar="CKPT",
+                        help="checkpoint file to write (local, s3:// or gs://)")
     opts = parser.parse_args(argv)
 
+    import tempfile
     from dataclasses import asdict
+    from pathlib import Path
 
     from trainer.checkpoint import save_checkpoint
     from trainer.hf import import_hf
+    from trainer.storage import upload
 
     try:
         weights, args = import_hf(opts.hf)
     except (FileNotFoundError, ValueError, KeyError) as e:
         parser.error(f"{opts.hf}: {e}")
-    path = save_checkpoint(opts.out, {"step": 0, "model": weights, "model_args": asdict(args)})
+    state = {"step": 0, "model": weights, "model_args": asdict(args)}
+    if not is_remote(opts.out):
+        path = save_checkpoint(opts.out, state)
+    else:  # written here, then uploaded (the object appears only once complete)
+        with tempfile.TemporaryDirectory() as tmp:
+            upload(save_checkpoint(Path(tmp) / "checkpoint.pt", state), opts.out)
+        path = opts.out
     print(f"imported {opts.hf} -> {path}")
     return 0
 

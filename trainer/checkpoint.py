@@ -22,6 +22,16 @@ shard from it, and its optimizer state, keyed by position, is renamed to the
 parameter names first (`optimizer_state_by_name`). A rank with no `rank-RRRRR.pt`
 of its own (the checkpoint was written by fewer ranks) takes rank 0's: every rank
 holds the same step, data-stream position (global, `trainer.data`) and RNG state.
+
+On an object store (`s3://`, `gs://`; `trainer.storage`) a run writes each
+checkpoint in a local staging folder as above, then uploads it (`remote_dir` of
+the save functions): a file as one object that appears only once complete; a
+sharded folder file by file, each rank its own files (no disk shared between
+machines needed), and rank 0 `.metadata` last, once it has checked that every
+file the metadata names is there. A remote folder without `.metadata` is not a
+checkpoint (`list_checkpoints`), so a killed upload is never resumed from. The
+newest `keep` are kept there, the newest one locally; `fetch_checkpoint` brings
+one back to resume from.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from typing import Any
 
 import torch
 
+from trainer.storage import download, is_file, is_remote, join, upload
+
 _NAME = re.compile(r"^step-(\d{6,})(\.pt)?$")
 
 
@@ -49,13 +61,26 @@ def checkpoint_path(ckpt_dir: str | Path, step: int, sharded: bool = False) -> P
 
 
 def is_sharded(path: str | Path) -> bool:
-    """Whether `path` is a sharded (DCP folder) checkpoint rather than one file."""
+    """Whether `path` is a sharded (DCP folder) checkpoint rather than one file (on an
+    object store, where folders are prefixes: whether its name lacks ".pt")."""
+    if is_remote(path):
+        return not str(path).endswith(".pt")
     return Path(path).is_dir()
 
 
-def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path | str]:
     """Complete checkpoints (files and sharded folders) in `ckpt_dir`, oldest step
-    first (temporary files and folders, whose names start with ".", ignored)."""
+    first (temporary files and folders, whose names start with ".", ignored). On an
+    object store, a folder counts once its `.metadata`, uploaded last, is there."""
+    if is_remote(ckpt_dir):
+        from pipeline import io as pio
+
+        found = {}
+        for path, _ in pio.list_tree(ckpt_dir):
+            name, _, rest = pio.relative(path, str(ckpt_dir)).partition("/")
+            if (m := _NAME.match(name)) and rest == ("" if m.group(2) else ".metadata"):
+                found[int(m.group(1))] = pio.join(str(ckpt_dir), name)
+        return [found[s] for s in sorted(found)]
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
@@ -63,19 +88,22 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
+def latest_checkpoint(ckpt_dir: str | Path) -> Path | str | None:
     """The checkpoint with the highest step, or None."""
     found = list_checkpoints(ckpt_dir)
     return found[-1] if found else None
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any], keep: int = 0) -> Path:
+def save_checkpoint(path: str | Path, state: dict[str, Any], keep: int = 0,
+                    remote_dir: str | None = None) -> Path | str:
     """Write `state` with `torch.save` to a temporary file, then rename it to `path`.
 
     A killed run never leaves a file under a checkpoint name that is incomplete.
     Args:
         keep: if > 0, afterwards delete all but the newest `keep` checkpoints.
-    Returns: `path`.
+        remote_dir: a folder on an object store to upload the file to; `keep` then
+            applies there, and only this newest checkpoint stays beside `path`.
+    Returns: `path`, or the uploaded object.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,12 +118,55 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep: int = 0) -> P
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    prune_checkpoints(path.parent, keep)
-    return path
+    if remote_dir is None:
+        prune_checkpoints(path.parent, keep)
+        return path
+    dest = join(remote_dir, path.name)
+    upload(path, dest)
+    prune_checkpoints(path.parent, 1)
+    prune_checkpoints(remote_dir, keep)
+    return dest
+
+
+def fetch_checkpoint(path: str, ckpt_dir: str | Path) -> Path:
+    """Download the checkpoint `path` on an object store (a file, or a sharded
+    folder's files) into the local folder `ckpt_dir`, under its own name; a folder is
+    assembled under a temporary name, then renamed. Returns the local path.
+
+    Raises:
+        FileNotFoundError: no such (complete) checkpoint.
+    """
+    from pipeline import io as pio
+
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    local = Path(ckpt_dir) / name
+    if not is_file(join(path, ".metadata") if is_sharded(path) else path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    if not is_sharded(path):
+        return download(path, local)
+    tmp = local.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for src, _ in pio.list_tree(path):
+        rel = pio.relative(src, path)
+        if not rel.startswith(".") or rel == ".metadata":  # not a killed upload's temporary
+            download(src, tmp / rel)
+    if local.exists():
+        remove_checkpoint(local)
+    os.replace(tmp, local)
+    return local
 
 
 def remove_checkpoint(path: str | Path) -> None:
     """Delete a checkpoint file or sharded checkpoint folder."""
+    if is_remote(path):
+        from pipeline import io as pio
+
+        if is_sharded(path):
+            pio.delete(pio.join(str(path), ".metadata"))  # first: a part left is no checkpoint
+            pio.delete_tree(path)
+        else:
+            pio.delete(path)
+        return
     path = Path(path)
     if path.is_dir():
         shutil.rmtree(path)
@@ -149,12 +220,15 @@ def load_rank_state(path: str | Path, rank: int) -> dict:
 
 
 def save_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], extra: dict[str, Any],
-                            rank: int, keep: int = 0) -> Path:
+                            rank: int, keep: int = 0, remote_dir: str | None = None) -> Path | str:
     """Write a sharded checkpoint folder; a collective: every rank calls it.
 
     The ranks write into `.<name>.tmp/` next to `path`; after a barrier rank 0
     renames it to `path` (and prunes to the newest `keep`), so a killed job never
-    leaves a complete-looking folder. Needs an initialised process group.
+    leaves a complete-looking folder. Needs an initialised process group. With
+    `remote_dir` (an object store folder), the folder is first uploaded there
+    (`_upload_sharded`); `keep` then applies there, and only this newest checkpoint
+    stays beside `path`.
 
     Args:
         path: the folder, e.g. `checkpoint_path(dir, step, sharded=True)`.
@@ -164,12 +238,13 @@ def save_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], extra: di
         extra: this rank's plain state (ints, floats, strings, lists, dicts,
             tensors), written with `torch.save` as `rank-RRRRR.pt`.
         rank: this process's rank.
-    Returns: `path`.
+    Returns: `path`, or the uploaded folder.
     """
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
 
     path = Path(path)
+    dest = join(remote_dir, path.name) if remote_dir is not None else None
     tmp = path.with_name(f".{path.name}.tmp")
     if rank == 0:
         if tmp.exists():
@@ -181,14 +256,49 @@ def save_sharded_checkpoint(path: str | Path, tensors: dict[str, Any], extra: di
         torch.save(extra, f)
         f.flush()
         os.fsync(f.fileno())
+    if dest is not None and rank == 0:
+        remove_checkpoint(dest)  # what a killed upload of this step left
     dist.barrier()
+    if dest is not None:
+        _upload_sharded(tmp, dest, rank)
     if rank == 0:
         if path.exists():
             remove_checkpoint(path)
         os.replace(tmp, path)
-        prune_checkpoints(path.parent, keep)
+        prune_checkpoints(path.parent, keep if dest is None else 1)
+        if dest is not None:
+            prune_checkpoints(remote_dir, keep)
     dist.barrier()
-    return path
+    return path if dest is None else dest
+
+
+def _upload_sharded(folder: Path, dest: str, rank: int) -> None:
+    """Upload the sharded checkpoint written in `folder` (on each rank's machine) to
+    `dest`; a collective. Each rank uploads the files it wrote: DCP's
+    `__<rank>_<n>.distcp` and its `rank-RRRRR.pt`. Then rank 0 checks that every
+    file `.metadata` names is there and uploads `.metadata`, which makes `dest` a
+    checkpoint.
+
+    Raises:
+        CheckpointError: a file the metadata names was not uploaded (on rank 0).
+    """
+    import torch.distributed as dist
+
+    own = rank_state_path(folder, rank).name
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(f"__{rank}_") or f.name == own:
+            upload(f, join(dest, f.name))
+    dist.barrier()
+    if rank == 0:
+        from pipeline import io as pio
+
+        metadata = _MetadataUnpickler(io.BytesIO((folder / ".metadata").read_bytes())).load()
+        needed = {s.relative_path for s in metadata.storage_data.values()}
+        needed |= {rank_state_path(".", r).name for r in range(dist.get_world_size())}
+        missing = needed - {pio.relative(p, dest) for p, _ in pio.list_tree(dest)}
+        if missing:
+            raise CheckpointError(f"{dest}: not uploaded: {', '.join(sorted(missing))}")
+        upload(folder / ".metadata", join(dest, ".metadata"))
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -258,12 +368,16 @@ def load_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]
 
     Reads a single-process `.pt` file, a sharded folder (in this process alone, also
     from within a process group), or a file
-    written by `python -m trainer import`. Keys are the plain parameter names.
+    written by `python -m trainer import`. Keys are the plain parameter names. A
+    checkpoint on an object store is first downloaded to a temporary folder.
 
     Raises:
         FileNotFoundError: no such checkpoint.
         KeyError: a file without "model" and "model_args".
     """
+    if is_remote(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            return load_model_weights(fetch_checkpoint(str(path), tmp))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")

@@ -17,6 +17,11 @@ windows [S, S + k * R * B) have been read, each once: the stream's state is that
 one number (saved as epoch and window), and a run resumed with any number of ranks
 or workers continues at the same global window and token count (DESIGN.md,
 "Training stream").
+
+`shard_dir` may be local, where the shards are memory-mapped in place, or on an
+object store (`s3://`, `gs://`): each shard is then downloaded once per machine
+into `pipeline.io`'s cache, checked against the manifest's sha256 on the way, and
+memory-mapped there (`shard_file`), as mosaicml-streaming's remote/local does.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from trainer.storage import is_remote, join, read_bytes
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "llama-token-shards/1"
@@ -50,11 +57,12 @@ def load_manifest(shard_dir: str | Path) -> dict:
     Raises:
         ShardError: the manifest is missing, not JSON, or of another format.
     """
-    path = Path(shard_dir) / MANIFEST
-    if not path.is_file():
-        raise ShardError(f"{path}: cannot read the shard manifest: no such file (write the shards first: `python -m pipeline shards`)")
+    path = join(shard_dir, MANIFEST)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(read_bytes(path))
+    except FileNotFoundError:
+        raise ShardError(f"{path}: cannot read the shard manifest: no such file (write the "
+                         "shards first: `python -m pipeline shards`)") from None
     except (OSError, ValueError) as e:
         raise ShardError(f"{path}: cannot read the shard manifest: {e}") from e
     if manifest.get("format") != MANIFEST_FORMAT:
@@ -68,6 +76,37 @@ def _sha256(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def shard_file(shard_dir: str | Path, entry: dict, verify: bool = True) -> Path:
+    """The local file to memory-map for the manifest entry `entry` of `shard_dir`.
+
+    A local shard is used in place, its sha256 checked when `verify`. A remote one
+    is this machine's cached copy (`pipeline.io.local_copy`), downloaded once and
+    always checked against the manifest's sha256 as it is (the check is part of the
+    download, and the cache is keyed by that sha256).
+
+    Raises:
+        ShardError: the shard is missing, or its bytes disagree with the manifest (named).
+    """
+    name = entry["file"]
+    if not is_remote(shard_dir):
+        path = Path(shard_dir) / name
+        if not path.is_file():
+            raise ShardError(f"shard {name}: listed in {MANIFEST} but missing from {shard_dir}")
+        if verify and (digest := _sha256(path)) != entry["sha256"]:
+            raise ShardError(f"shard {name}: sha256 {digest} does not match the manifest's "
+                             f"{entry['sha256']} (corrupt or replaced)")
+        return path
+    from pipeline import io as pio
+
+    remote = pio.join(str(shard_dir), name)
+    try:
+        return Path(pio.local_copy(remote, sha256=entry["sha256"]))
+    except pio.StorageError as e:
+        if not pio.exists(remote):
+            raise ShardError(f"shard {name}: listed in {MANIFEST} but missing from {shard_dir}") from None
+        raise ShardError(f"shard {name}: {e} (corrupt or replaced)") from None
 
 
 class _Shard:
@@ -214,7 +253,8 @@ class TokenStream(IterableDataset):
     across epochs, nothing dropped: a batch may end one epoch and start the next.
 
     Args:
-        shard_dir: the folder holding `manifest.json` and the shards.
+        shard_dir: the folder holding `manifest.json` and the shards, local or on an
+            object store (see the module docstring).
         split: "train" or "val" (the manifest's `split` field).
         seq_len: tokens per sample; each window holds seq_len + 1 tokens.
         batch_size: windows per batch (`TokenLoader` sets it).
@@ -223,8 +263,9 @@ class TokenStream(IterableDataset):
         num_workers: DataLoader worker processes for `TokenLoader` (0: iterated in
             this process). The windows read do not depend on it.
         infinite: loop over epochs forever (default: only for "train").
-        verify: check each shard's sha256 against the manifest when a reader first
-            opens it (reads the whole file once per reader process).
+        verify: check each local shard's sha256 against the manifest when a reader
+            first opens it (reads the whole file once per reader process); remote
+            shards are always checked, once per machine, as they are downloaded.
         shuffle_block: 0 reads the epoch's windows in stream order; K > 0 reads them
             in a seeded order, permuting blocks of K consecutive windows and the
             windows inside each block, so a batch mixes documents (a book is not
@@ -240,11 +281,11 @@ class TokenStream(IterableDataset):
                  num_workers: int = 0, infinite: bool | None = None, verify: bool = True,
                  shuffle_block: int = 0):
         super().__init__()
-        self.dir = Path(shard_dir)
+        self.dir = shard_dir if is_remote(shard_dir) else Path(shard_dir)
         self.manifest = load_manifest(self.dir)
         self.shards = [s for s in self.manifest["shards"] if s["split"] == split]
         if not self.shards:
-            raise ShardError(f"{self.dir / MANIFEST}: no shard with split {split!r}")
+            raise ShardError(f"{join(self.dir, MANIFEST)}: no shard with split {split!r}")
         self.split, self.seq_len, self.seed, self.verify = split, seq_len, seed, verify
         self.batch_size, self.shuffle_block = batch_size, shuffle_block
         self.infinite = split == "train" if infinite is None else infinite
@@ -272,16 +313,8 @@ class TokenStream(IterableDataset):
         return _Epoch(self, epoch).windows(np.arange(self.windows_per_epoch))
 
     def _open(self, entry: dict) -> _Shard:
-        path = self.dir / entry["file"]
-        if not path.is_file():
-            raise ShardError(f"shard {entry['file']}: listed in {MANIFEST} "
-                             f"but missing from {self.dir}")
-        if self.verify and entry["file"] not in self._verified:
-            digest = _sha256(path)
-            if digest != entry["sha256"]:
-                raise ShardError(f"shard {entry['file']}: sha256 {digest} does not match "
-                                 f"the manifest's {entry['sha256']} (corrupt or replaced)")
-            self._verified.add(entry["file"])
+        path = shard_file(self.dir, entry, self.verify and entry["file"] not in self._verified)
+        self._verified.add(entry["file"])
         return _Shard(path, entry, self.manifest.get("dtype", "uint16"), self.seq_len + 1)
 
     def _rounds(self, start: int) -> tuple[int | None, int]:
@@ -496,8 +529,12 @@ def split_sources(shard_dir: str | Path, split: str = "val") -> dict[str, int]:
     Raises:
         ShardError: bad manifest.
     """
+    return _split_sources(load_manifest(shard_dir), split)
+
+
+def _split_sources(manifest: dict, split: str) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for entry in load_manifest(shard_dir)["shards"]:
+    for entry in manifest["shards"]:
         if entry["split"] == split:
             for source, n in entry.get("tokens_per_source", {}).items():
                 totals[source] = totals.get(source, 0) + int(n)
@@ -526,22 +563,16 @@ def source_windows(shard_dir: str | Path, seq_len: int, max_windows: int, split:
     """
     import pyarrow.compute as pc
 
-    shard_dir = Path(shard_dir)
     manifest = load_manifest(shard_dir)
     span = seq_len + 1
     need = max_windows * span
-    pieces: dict[str, list[np.ndarray]] = {s: [] for s in split_sources(shard_dir, split)}
+    pieces: dict[str, list[np.ndarray]] = {s: [] for s in _split_sources(manifest, split)}
     have = dict.fromkeys(pieces, 0)
     for entry in manifest["shards"]:
         wanted = [s for s in entry.get("tokens_per_source", {}) if s in have and have[s] < need]
         if entry["split"] != split or not wanted:
             continue
-        path = shard_dir / entry["file"]
-        if not path.is_file():
-            raise ShardError(f"shard {entry['file']}: listed in {MANIFEST} but missing from {shard_dir}")
-        if verify and _sha256(path) != entry["sha256"]:
-            raise ShardError(f"shard {entry['file']}: sha256 does not match the manifest's "
-                             f"{entry['sha256']} (corrupt or replaced)")
+        path = shard_file(shard_dir, entry, verify)
         try:
             reader = pa.ipc.open_file(pa.memory_map(str(path)))
             for i in range(reader.num_record_batches):

@@ -16,17 +16,24 @@ told apart by their keys:
 - val: {"step", "val_loss": {source: nats/token}, "val_tokens": {source: target
   tokens evaluated}}, every `val_every` steps (if > 0) and at the last step, when
   the manifest has "val" shards.
+
+`trainer.out` may be on an object store (`s3://`, `gs://`): the run then works in a
+local staging folder (`trainer.storage.staging_dir`) and mirrors it there. Each
+checkpoint is uploaded once saved (`trainer.checkpoint`), after the log and a fresh
+loss plot, so a resume trims the log records past its checkpoint as it does
+locally; a resume first fetches the newest complete checkpoint and the log.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
-import sys
-import threading
 import json
 import math
 import random
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,15 +43,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from trainer.checkpoint import (check_global_batch, checkpoint_path, is_sharded,
-                                latest_checkpoint, list_checkpoints, load_checkpoint,
-                                load_rank_state, load_sharded_checkpoint,
+from trainer.checkpoint import (check_global_batch, checkpoint_path, fetch_checkpoint,
+                                is_sharded, latest_checkpoint, list_checkpoints,
+                                load_checkpoint, load_rank_state, load_sharded_checkpoint,
                                 optimizer_state_by_name, remove_checkpoint, save_checkpoint,
                                 save_sharded_checkpoint)
 from trainer.data import TokenLoader, TokenStream, source_windows
 from trainer.model import ModelArgs, Transformer
 from trainer.parallelize import Dist, init_distributed, parallelize
 from trainer.plot import plot_loss
+from trainer.storage import delete, download, is_remote, join, staging_dir, upload
 
 if TYPE_CHECKING:  # pipeline.config needs pydantic, which GPU images may lack
     from pipeline.config import Config
@@ -209,18 +217,38 @@ def evaluate(model: torch.nn.Module, windows: dict[str, torch.Tensor], batch_siz
     return out
 
 
-def _save(path: Path, model, optimizer, extra: dict, world: Dist, keep: int) -> Path:
+def _save(path: Path, model, optimizer, extra: dict, world: Dist, keep: int,
+          remote_dir: str | None = None) -> Path | str:
     """Single-process: one `torch.save` file with everything; distributed: a DCP folder
-    of model and optimizer tensors plus each rank's plain state (`trainer.checkpoint`)."""
+    of model and optimizer tensors plus each rank's plain state (`trainer.checkpoint`).
+    Uploaded to `remote_dir` when given (an object store folder)."""
     if not world.enabled:
         return save_checkpoint(path, {**extra, "model": model.state_dict(),
-                                      "optimizer": optimizer.state_dict()}, keep=keep)
+                                      "optimizer": optimizer.state_dict()}, keep=keep,
+                               remote_dir=remote_dir)
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(model, optimizer)
     extra = {**extra, "param_groups": optim_sd["param_groups"]}
     return save_sharded_checkpoint(path, {"model": model_sd, "optimizer": optim_sd["state"]},
-                                   extra, rank=world.rank, keep=keep)
+                                   extra, rank=world.rank, keep=keep, remote_dir=remote_dir)
+
+
+def _fetch(path: str, ckpt_dir: Path, world: Dist) -> Path:
+    """The remote checkpoint `path`, downloaded into `ckpt_dir` once per machine
+    (by local rank 0, while the machine's other ranks wait)."""
+    if world.local_rank == 0:
+        fetch_checkpoint(path, ckpt_dir)
+    if world.enabled:
+        dist.barrier()
+    return ckpt_dir / path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _publish(staging: Path, out: str, records: list[dict], title: str) -> None:
+    """Upload a run's log and a freshly drawn loss plot from `staging` to `out` (rank 0)."""
+    plot_loss(records, staging / "loss.png", title=title)
+    for name in ("log.jsonl", "loss.png"):
+        upload(staging / name, join(out, name))
 
 
 # How the optimizer computes (fused kernel, multi-tensor, ...) is this run's choice,
@@ -347,8 +375,16 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
     t = cfg.trainer
     if world.enabled and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
-    out = Path(t.out)
-    ckpt_dir, log_path = out / "checkpoints", out / "log.jsonl"
+    remote = is_remote(t.out)
+    local = staging_dir(t.out) if remote else Path(t.out)  # where this machine writes
+    ckpt_dir, log_path = local / "checkpoints", local / "log.jsonl"
+    # where they are kept: those very paths when local, else uploaded there
+    out_ckpt_dir, out_log = join(t.out, "checkpoints"), join(t.out, "log.jsonl")
+    if remote:
+        if world.local_rank == 0:  # the store holds the run: nothing stale is kept here
+            shutil.rmtree(local, ignore_errors=True)
+        if world.enabled:
+            dist.barrier()
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
     random.seed(cfg.seed)
@@ -370,29 +406,37 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
     optimizer = build_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2),
                                 fused=not world.enabled)
 
-    step = 0
+    step, checkpoint = 0, None  # the newest checkpoint under trainer.out
     if not resume:
         if world.is_main:
-            for old in list_checkpoints(ckpt_dir):
+            for old in list_checkpoints(out_ckpt_dir):
                 remove_checkpoint(old)
         if world.enabled:
             dist.barrier()
-    elif (latest := latest_checkpoint(ckpt_dir)) is not None:
+    elif (checkpoint := latest_checkpoint(out_ckpt_dir)) is not None:
         batch = {"batch_size": t.batch_size, "grad_accum": t.grad_accum,
                  "world_size": world.world_size}
-        state = _load(latest, model, optimizer, world, args, batch)
+        state = _load(_fetch(checkpoint, ckpt_dir, world) if remote else checkpoint,
+                      model, optimizer, world, args, batch)
         saved_digest = state.get("config_digest")
         if world.is_main and saved_digest not in (None, cfg.digest()):
-            print(f"warning: {latest} was written with another config (digest {saved_digest}, "
+            print(f"warning: {checkpoint} was written with another config (digest {saved_digest}, "
                   f"now {cfg.digest()}): a changed trainer.steps, lr or warmup re-plans the "
                   "schedule from here", file=sys.stderr)
         loader.load_state_dict(state["data"])
         _set_rng_state(state["rng"])
         step = state["step"]
+    if remote and resume and world.is_main:
+        with contextlib.suppress(FileNotFoundError):  # no log yet
+            download(out_log, log_path)
     records = _read_log(log_path, upto=step) if world.is_main else []
     if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        local.mkdir(parents=True, exist_ok=True)
         log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        if remote and records:
+            upload(log_path, out_log)
+        elif remote:  # Beam's S3 writer cannot write an empty object: none stands for it
+            delete(out_log)
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
@@ -407,7 +451,8 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
     position = loader.state_dict()
     tokens_start = (position["epoch"] * position["windows_per_epoch"] + position["window"]) * t.seq_len
     step_start = step
-    checkpoint = latest_checkpoint(ckpt_dir)
+    title = f"{cfg.name}: {t.model}"
+    published = None  # the step whose log and plot were last uploaded (remote out)
     batches = iter(loader)
     model.train()
     bar = tqdm(total=t.steps, initial=step, desc=f"train {t.model}", unit="step",
@@ -463,20 +508,29 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
                          "model_args": asdict(args), "config_digest": cfg.digest(),
                          "batch": {"batch_size": t.batch_size, "grad_accum": t.grad_accum,
                                    "world_size": world.world_size}}
+                if remote and world.is_main:  # the log first: records past a checkpoint are trimmed
+                    _publish(local, t.out, records, title)
+                    published = step
                 checkpoint = _save(checkpoint_path(ckpt_dir, step, sharded=world.enabled),
-                                   model, optimizer, extra, world, t.keep_checkpoints)
+                                   model, optimizer, extra, world, t.keep_checkpoints,
+                                   out_ckpt_dir if remote else None)
             if interrupt["requested"]:
                 break
     bar.close()
 
     train_records = [r for r in records if "loss" in r]
     val_records = [r for r in records if "val_loss" in r]
-    plot = (plot_loss(records, out / "loss.png", title=f"{cfg.name}: {t.model}")
-            if world.is_main else None)
+    plot = None
+    if world.is_main and remote:
+        if published != step:
+            _publish(local, t.out, records, title)
+        plot = join(t.out, "loss.png")
+    elif world.is_main:
+        plot = plot_loss(records, local / "loss.png", title=title)
     return {"first_loss": train_records[0]["loss"] if train_records else None,
             "last_loss": train_records[-1]["loss"] if train_records else None,
             "steps": step, "tokens": tokens_start + (step - step_start) * tokens_per_step,
             "checkpoint": str(checkpoint) if checkpoint else None,
-            "log": str(log_path), "plot": str(plot) if plot else None,
+            "log": str(out_log), "plot": str(plot) if plot else None,
             "val_loss": val_records[-1]["val_loss"] if val_records else None,
             "val": val_records, "interrupted": interrupt["requested"]}

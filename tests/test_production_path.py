@@ -110,7 +110,6 @@ def s3_run(tmp_path_factory, demo_inputs, s3_server, worker_pool):  # noqa: F811
     bucket = s3_server.make_bucket(BUCKET)
     for source, _ in INPUTS:
         s3_server.upload_tree(cache / "inputs" / source, f"{bucket}/inputs/{source}")
-    s3_server.client().upload_file(str(cache / "models" / "lid.176.ftz"), BUCKET, "models/lid.176.ftz")
     tmp = tmp_path_factory.mktemp("s3")
     cwd = tmp / "launcher"
     cwd.mkdir()
@@ -122,7 +121,9 @@ def s3_run(tmp_path_factory, demo_inputs, s3_server, worker_pool):  # noqa: F811
                            f"beam.extra_args={json.dumps(fs)}")
     portable = worker_pool.beam_args()
     t0 = time.time()
-    stdout = {"clean": _cli("pipeline", ["clean"], overrides, portable, cwd, env)}
+    # `fetch` puts the model where the config names it (the packages are already in the cache)
+    stdout = {"fetch": _cli("pipeline", ["fetch"], [*overrides, f"cache_dir={cache}"], [], cwd, env)}
+    stdout["clean"] = _cli("pipeline", ["clean"], overrides, portable, cwd, env)
     stdout["tokenizer"] = _cli("tokenizer", ["train"], overrides, [], cwd, env)
     stdout["shards"] = _cli("pipeline", ["shards"], overrides, portable, cwd, env)
     stdout["train"] = _cli("trainer", [], overrides, [], cwd, env)
@@ -145,6 +146,8 @@ def test_every_output_is_an_object_in_the_bucket(s3_run, s3_server):  # noqa: F8
                  "out/train/log.jsonl", "out/train/loss.png", "out/report.md"}
     assert expected <= set(keys), sorted(expected - set(keys))
     assert any(k.startswith("out/train/checkpoints/step-000020") for k in keys)
+    assert "placed  langid.model" in s3_run["stdout"]["fetch"]
+    assert s3_server.list(f"{s3_run['bucket']}/models/") == ["models/lid.176.ftz"]
     # nothing else: no temporary object, no lease left behind, one run per stage
     assert not [k for k in keys if "/." in k or k.endswith((".tmp", ".lock"))]
     assert len({k.split("/")[2] for k in keys if k.startswith("out/clean/run-")}) == 1

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="sample the cleaned text and train the tokenizer",
         description=(
-            "Read the cleaned Arrow files <out_dir>/clean/<source>/part-*.arrow, write a "
+            "Read the cleaned Arrow files that <out_dir>/clean/manifest.json lists "
+            "(run-<id>/<source>/part-*.arrow; local, gs:// or s3://), write a "
             "mixture-weighted sample to <tokenizer.model_prefix>.sample.txt, train SentencePiece "
             "BPE with LLaMA's settings and write <model_prefix>.model and .vocab. Prints the "
             "model path and the sample per source."

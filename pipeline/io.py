@@ -361,12 +361,47 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def upload(local: str | Path, dest: str | Path) -> None:
+    """Copy a local file to `dest` on any filesystem (`atomic_write`)."""
+    import shutil
+
+    with open(local, "rb") as src, atomic_write(dest) as out:
+        shutil.copyfileobj(src, out, 1 << 22)
+
+
+def download(src: str | Path, local: str | Path, sha256: str | None = None) -> str:
+    """Copy `src` (any filesystem) to the local file `local`: temporary name, then
+    rename, so a killed download leaves nothing under that name. Returns `local`.
+
+    Raises:
+        StorageError: the bytes disagree with `sha256` (when given).
+    """
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".tmp", dir=local.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open_read(src) as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+                out.write(block)
+        if sha256 and h.hexdigest() != sha256:
+            raise StorageError(f"{src}: sha256 {h.hexdigest()} differs from the manifest's {sha256}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, local)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return str(local)
+
+
 def local_copy(path: str | Path, sha256: str | None = None, cache: Path | None = None) -> str:
     """A local file with the bytes of `path`: the path itself when local, else a
     copy in this machine's cache, downloaded once (a lock keeps the worker
     processes of one machine from fetching it twice; temporary name, then
-    rename). The cache key is the path and the object's size, or `sha256` when
-    given, which is then checked.
+    rename). The cache key is `sha256` when given (then checked), else the
+    path, size and modification time of the object.
 
     Raises:
         StorageError: the file does not exist, or its bytes disagree with `sha256`.
@@ -376,34 +411,22 @@ def local_copy(path: str | Path, sha256: str | None = None, cache: Path | None =
         if not os.path.isfile(path):
             raise StorageError(f"{path}: no such file")
         return path
+    _ensure_configured()
     try:
-        nbytes = size(path)
+        meta = FileSystems.match([path], limits=[1])[0].metadata_list
     except Exception as e:  # noqa: BLE001
         raise StorageError(f"{path}: cannot read: {e}") from e
-    key = sha256 or hashlib.sha1(f"{path}\x00{nbytes}".encode()).hexdigest()
+    if not meta or meta[0].path != path:
+        raise StorageError(f"{path}: no such file")
+    nbytes, stamp = meta[0].size_in_bytes, meta[0].last_updated_in_seconds
+    key = sha256 or hashlib.sha1(f"{path}\x00{nbytes}\x00{stamp}".encode()).hexdigest()
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    root = cache or cache_dir()
-    local = root / key[:24] / name
+    local = (cache or cache_dir()) / key[:24] / name
     if local.is_file() and local.stat().st_size == nbytes:
         return str(local)
-    with _file_lock(root / key[:24] / ".lock"):
-        if local.is_file() and local.stat().st_size == nbytes:
-            return str(local)
-        h = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=local.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, open_read(path) as f:
-                while block := f.read(1 << 22):
-                    h.update(block)
-                    out.write(block)
-            if sha256 and h.hexdigest() != sha256:
-                raise StorageError(f"{path}: sha256 {h.hexdigest()} differs from the manifest's {sha256}")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, local)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+    with _file_lock(local.parent / ".lock"):
+        if not (local.is_file() and local.stat().st_size == nbytes):
+            download(path, local, sha256)
     return str(local)
 
 

@@ -11,14 +11,8 @@ object store works in a local staging folder that it mirrors there
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
-
-CHUNK = 1 << 22
 
 
 def is_remote(path: str | Path) -> bool:
@@ -73,12 +67,10 @@ def staging_dir(out: str) -> Path:
 
 
 def upload(local: str | Path, dest: str) -> None:
-    """Copy a local file to the object `dest`, which appears only once complete
-    (`pipeline.io.atomic_write`)."""
+    """Copy a local file to the object `dest`, which appears only once complete."""
     from pipeline import io as pio
 
-    with open(local, "rb") as src, pio.atomic_write(dest) as out:
-        shutil.copyfileobj(src, out, CHUNK)
+    pio.upload(local, dest)
 
 
 def download(src: str, local: Path) -> Path:
@@ -86,15 +78,4 @@ def download(src: str, local: Path) -> Path:
     so a killed download leaves nothing under that name). Returns `local`."""
     from pipeline import io as pio
 
-    local.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".tmp", dir=local.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, pio.open_read(src) as f:
-            shutil.copyfileobj(f, out, CHUNK)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, local)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return local
+    return Path(pio.download(src, local))

@@ -75,7 +75,7 @@ DEMO_FILES = (
 
 GITHUB_SAMPLE = "inputs/github/site-packages.jsonl.gz"
 # The demo's GitHub sample: these repositories of the pinned environment
-# (requirements.txt, the Makefile's pip, Python 3.11's standard library), so that
+# (requirements.txt and requirements-dev.txt, the Makefile's pip, Python 3.11's standard library), so that
 # installing another package beside them does not change the demo's data.
 DEMO_GITHUB_REPOS = (
     "FastWARC", "Jinja2", "MarkupSafe", "PyYAML", "Pygments", "Resiliparse",

@@ -75,6 +75,51 @@ def configure(args: list[str] | None = None, *, force: bool = False) -> None:
     _configured = True
 
 
+# what Beam's S3 client is built from (apache_beam.io.aws.clients.s3.boto3_client)
+_S3_SETTINGS = ("access_key_id", "secret_access_key", "session_token", "endpoint_url", "disable_ssl",
+                "region_name", "api_version", "verify")
+
+
+def _reuse_s3_clients() -> None:
+    """Beam's S3 filesystem builds a new boto3 client for every call (exists,
+    open, create, rename...): about 0.25 s of CPU each, re-reading botocore's
+    service model, which made most of the time of a small object's write. A
+    client is thread-safe, so one per process and set of options is reused.
+    Does nothing when Beam's S3 client is not there or has another shape."""
+    try:
+        from apache_beam.io.aws.clients.s3 import boto3_client
+    except ImportError:
+        return
+    client_class = getattr(boto3_client, "Client", None)
+    if client_class is None or getattr(client_class, "_reused", False):
+        return
+    build = client_class.__init__
+    clients: dict[tuple, Any] = {}
+
+    def init(self, options) -> None:
+        if hasattr(options, "view_as"):
+            from apache_beam.options.pipeline_options import S3Options
+
+            s3 = options.view_as(S3Options)
+            settings = tuple(getattr(s3, f"s3_{name}", None) for name in _S3_SETTINGS)
+        else:
+            settings = tuple(options.get(f"s3_{name}") for name in _S3_SETTINGS)
+        key = (os.getpid(), settings)  # never across a fork: a client's connections are the process's
+        if key in clients:
+            self.client = clients[key]
+            self._download_request = self._download_stream = None
+            self._download_pos = 0
+        else:
+            build(self, options)
+            clients[key] = self.client
+
+    client_class.__init__ = init
+    client_class._reused = True
+
+
+_reuse_s3_clients()
+
+
 def _ensure_configured() -> None:
     if FileSystems._pipeline_options is None:  # noqa: SLF001 (Beam keeps no public getter)
         configure()
@@ -110,15 +155,6 @@ def exists(path: str | Path) -> bool:
         return os.path.exists(path)
     _ensure_configured()
     return FileSystems.exists(path)
-
-
-def size(path: str | Path) -> int:
-    """Bytes of a file."""
-    path = str(path)
-    if not is_remote(path):
-        return os.path.getsize(path)
-    _ensure_configured()
-    return FileSystems.match([path], limits=[1])[0].metadata_list[0].size_in_bytes
 
 
 def match(pattern: str, limit: int | None = None) -> list[tuple[str, int]]:

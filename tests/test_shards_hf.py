@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets  # pinned in requirements.txt: a missing install must fail, not skip
+import datasets  # pinned in requirements-dev.txt: a missing install must fail, not skip
 import pyarrow as pa
 import pytest
 

@@ -13,6 +13,7 @@ from pipeline.config import (
     ConfigError,
     PipelineError,
     add_override_argument,
+    config_paths,
     load_config,
 )
 
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import io
 
         io.configure([*cfg.beam.extra_args, *beam_args])  # s3/gcs options for this process
+        if args.command != "fetch":
+            io.check_reachable(config_paths(cfg))
         return _run(args, cfg, beam_args)
     except PipelineError as e:  # expected failures: one line naming the file, no traceback
         print(f"error: {e}", file=sys.stderr)

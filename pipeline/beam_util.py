@@ -80,6 +80,7 @@ def local_scratch(options: PipelineOptions, tmp_dir: str | Path) -> Iterator[str
     worker_options = options.get_all_options(drop_default=True, retain_unknown_options=False)
     worker_options["default_sdk_harness_log_level"] = workers.default_sdk_harness_log_level or "WARNING"
     options_file = Path(tmp_dir) / "_worker_options.json"
+    options_file.touch(mode=0o600)  # it may hold the job's S3 credentials
     options_file.write_text(json.dumps({"options": worker_options}, default=str))
     before = os.environ.get("PIPELINE_OPTIONS_FILE")
     os.environ["PIPELINE_OPTIONS_FILE"] = str(options_file)

@@ -214,6 +214,15 @@ class Config(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def config_paths(cfg: Config) -> list[str]:
+    """Every input pattern, model and output path the config names (to check
+    that their filesystems answer before a job starts)."""
+    paths = [cfg.out_dir, cfg.langid.model, cfg.clean.c4.badwords, cfg.clean.quality.model,
+             cfg.tokenizer.model_prefix, cfg.shards.out, cfg.trainer.out, cfg.corpus_dir]
+    paths += [p for src in cfg.sources.values() for p in src.inputs]
+    return [p for p in paths if p]
+
+
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")

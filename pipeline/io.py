@@ -125,6 +125,40 @@ def _ensure_configured() -> None:
         configure()
 
 
+def check_reachable(paths) -> None:
+    """Fail fast, in one line, when an S3 bucket among `paths` cannot be reached
+    with this process's options (a wrong endpoint, wrong credentials, no such
+    bucket): Beam's own calls retry for about ten minutes first. One quick
+    request per bucket, no retries. Other schemes are not probed.
+
+    Raises:
+        StorageError: naming the bucket, the endpoint and what was answered.
+    """
+    buckets = sorted({str(p).split("/")[2] for p in paths if p and str(p).startswith("s3://")})
+    if not buckets:
+        return
+    _ensure_configured()
+    import boto3
+    from botocore.config import Config as BotoConfig
+    from apache_beam.options.pipeline_options import S3Options
+
+    s3 = FileSystems._pipeline_options.view_as(S3Options)  # noqa: SLF001
+    client = boto3.session.Session().client(
+        "s3", region_name=s3.s3_region_name, endpoint_url=s3.s3_endpoint_url, use_ssl=not s3.s3_disable_ssl,
+        verify=s3.s3_verify, aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key,
+        aws_session_token=s3.s3_session_token,
+        config=BotoConfig(connect_timeout=5, read_timeout=20, retries={"max_attempts": 1}))
+    where = s3.s3_endpoint_url or "AWS's default endpoint"
+    for bucket in buckets:
+        try:
+            client.head_bucket(Bucket=bucket)
+        except Exception as e:  # noqa: BLE001 - any answer but success is the user's to fix
+            code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+            hint = {"403": "check the credentials (--s3_access_key_id/--s3_secret_access_key, or AWS_*)",
+                    "404": "no such bucket"}.get(str(code), "check --s3_endpoint_url and the network")
+            raise StorageError(f"cannot reach s3://{bucket} at {where}: {type(e).__name__}: {e}; {hint}") from None
+
+
 def is_remote(path: str | Path) -> bool:
     """Whether `path` names an object store (`scheme://...`), not a local file."""
     return "://" in str(path)
@@ -524,11 +558,11 @@ class Run:
                 held = read_json(self._lock_path)
             except StorageError:
                 held = {}
-            if held.get("run") != self.id and held.get("expires", 0) > time.time():
+            if held.get("run") != self.id and held.get("expires", 0) > time.time() and not _dead_here(held):
                 raise OutputBusy(
                     f"{self.final} is being written by another job (run {held.get('run')}, host "
                     f"{held.get('host')}, pid {held.get('pid')}; lease {self._lock_path} expires in "
-                    f"{held['expires'] - time.time():.0f} s); wait for it or stop it")
+                    f"{held['expires'] - time.time():.0f} s, sooner if it was killed); wait for it or stop it")
         write_json(self._lock_path, {**me, "expires": time.time() + ttl})
         time.sleep(min(1.0, ttl / 10))  # two runs starting together: the last writer wins
         if read_json(self._lock_path).get("run") != self.id:
@@ -547,6 +581,20 @@ class Run:
             self._stop.set()
             thread.join(timeout=5)
             delete(self._lock_path)
+
+
+def _dead_here(lease: dict[str, Any]) -> bool:
+    """Whether a lease's holder was a process of this machine that is gone (a
+    killed run: its lease need not run out)."""
+    if lease.get("host") != socket.gethostname() or not isinstance(lease.get("pid"), int):
+        return False
+    try:
+        os.kill(lease["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def _run_folders(final: str) -> list[str]:

@@ -7,6 +7,7 @@ Every module that reads or writes these files imports the schemas from here
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -142,17 +143,45 @@ def load_clean_manifest(out_dir: str) -> dict[str, Any]:
 def clean_files(out_dir: str, manifest: dict[str, Any] | None = None,
                 sources: Iterable[str] | None = None) -> dict[str, list[str]]:
     """{source: [full paths of its Document files]} as the clean manifest lists
-    them, in manifest order; only `sources` when given."""
+    them, in manifest order; only `sources` when given. Each is checked to be
+    there with the size the manifest gives (one listing, no read).
+
+    Raises:
+        ContractError: a listed file is missing or of another size (names it).
+    """
     from pipeline import io
 
     manifest = manifest if manifest is not None else load_clean_manifest(out_dir)
     root = clean_dir(out_dir)
     wanted = set(sources) if sources is not None else None
+    entries = [e for e in manifest["files"] if wanted is None or e["source"] in wanted]
+    check_listed(root, entries, "python -m pipeline clean")
     out: dict[str, list[str]] = {}
-    for entry in manifest["files"]:
-        if wanted is None or entry["source"] in wanted:
-            out.setdefault(entry["source"], []).append(io.join(root, entry["file"]))
+    for entry in entries:
+        out.setdefault(entry["source"], []).append(io.join(root, entry["file"]))
     return out
+
+
+def check_listed(root: str, entries: list[dict[str, Any]], hint: str) -> None:
+    """Every file a manifest under `root` lists is there, of the listed `bytes`.
+
+    Raises:
+        ContractError: the first missing or resized file, and what to rerun.
+    """
+    from pipeline import io
+
+    def norm(path: str) -> str:
+        return path if io.is_remote(path) else os.path.normpath(path)
+
+    found = {norm(p): n for p, n in io.list_tree(root)} if entries else {}
+    for entry in entries:
+        path = io.join(root, entry["file"])
+        size = found.get(norm(path))
+        if size is None:
+            raise ContractError(f"{path}: listed in {io.join(root, io.MANIFEST)} but missing: rerun `{hint}`")
+        if "bytes" in entry and size != entry["bytes"]:
+            raise ContractError(f"{path}: {size} bytes, its manifest says {entry['bytes']} (corrupt or "
+                                f"replaced): rerun `{hint}`")
 
 
 def write_clean_output(out_dir: str, parts: dict[str, list[pa.Table]], max_chunksize: int | None = None) -> dict[str, Any]:

@@ -451,7 +451,10 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
                     cfg.clean_digest())
     if not io.exists(model_path):
         raise ShardError(f"{model_path} not found: run `python -m tokenizer train` first")
-    files = [path for paths in clean_files(cfg.out_dir, clean).values() for path in paths]
+    try:
+        files = [path for paths in clean_files(cfg.out_dir, clean).values() for path in paths]
+    except ContractError as e:
+        raise ShardError(str(e)) from None
     if not files:
         raise ShardError(f"{io.join(cfg.out_dir, 'clean', io.MANIFEST)} lists no document files")
     info = describe_tokenizer(model_path)

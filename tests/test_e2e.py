@@ -313,3 +313,21 @@ def test_outputs_the_launcher_cannot_see_fail_the_run(tmp_path):
     with io.Run(tmp_path / "clean") as run, pytest.raises(CleanError, match="do not share"):
         clean_manifest(cfg, run, result, 0.0)
     assert not (tmp_path / "clean" / "manifest.json").exists()
+
+
+def test_readers_check_the_listed_files_before_reading(tmp_path):
+    """A clean file deleted or resized after its manifest was written: named at
+    once, with what to rerun, before any job reads it."""
+    from pipeline.schema import ContractError, clean_files, write_clean_output
+    from pipeline.sources.base import make_document
+
+    docs = [make_document("books", str(i), f"text {i}", "u") for i in range(4)]
+    table = pa.Table.from_pylist(docs)
+    manifest = write_clean_output(str(tmp_path), {"books": [table, table.slice(2)]})
+    paths = clean_files(str(tmp_path), manifest)["books"]
+    Path(paths[1]).write_bytes(Path(paths[1]).read_bytes()[:-8])
+    with pytest.raises(ContractError, match=rf"{paths[1]}: \d+ bytes, its manifest says \d+ .*pipeline clean"):
+        clean_files(str(tmp_path), manifest)
+    Path(paths[0]).unlink()
+    with pytest.raises(ContractError, match=rf"{paths[0]}: listed in .*manifest.json but missing"):
+        clean_files(str(tmp_path))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import load_config
-from tests.cluster import s3_server, worker_pool  # noqa: F401 - fixtures
+from tests.cluster import free_port, s3_server, worker_pool  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "llama"
@@ -250,6 +251,33 @@ def test_one_run_at_a_time_on_an_object_store(s3_server):  # noqa: F811
     io.write_json(f"{final}.lock", {"run": "killed", "expires": time.time() - 1})  # the same, expired
     with io.Run(final) as second:
         assert io.read_json(f"{final}.lock")["run"] == second.id
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a killed launcher of this machine: its live lease is taken over at once
+    io.write_json(f"{final}.lock", {"run": "killed", "host": socket.gethostname(), "pid": gone.pid,
+                                    "expires": time.time() + 600})
+    with io.Run(final) as third:
+        assert io.read_json(f"{final}.lock")["run"] == third.id
+
+
+def test_unreachable_buckets_fail_at_once_in_one_line(s3_server):  # noqa: F811
+    """A wrong endpoint or bucket: one line naming it, in seconds (Beam's own
+    calls would retry for about ten minutes)."""
+    from pipeline import io
+
+    io.configure(s3_server.beam_args(), force=True)
+    bucket = s3_server.make_bucket("reach-test")
+    io.check_reachable([f"{bucket}/out", "/local/path", None])
+    with pytest.raises(io.StorageError, match=r"cannot reach s3://no-such-bucket .*no such bucket"):
+        io.check_reachable([f"{bucket}/out", "s3://no-such-bucket/inputs/*.gz"])
+    wrong = [a for a in s3_server.beam_args() if not a.startswith("--s3_endpoint_url")]
+    io.configure([*wrong, f"--s3_endpoint_url=http://127.0.0.1:{free_port()}"], force=True)
+    t0 = time.time()
+    try:
+        with pytest.raises(io.StorageError, match=r"cannot reach s3://reach-test at http://127.0.0.1:\d+: .*endpoint"):
+            io.check_reachable([f"{bucket}/out"])
+    finally:
+        io.configure(s3_server.beam_args(), force=True)
+    assert time.time() - t0 < 30
 
 
 def test_production_plan_lists_s3_patterns(s3_run, s3_server):  # noqa: F811

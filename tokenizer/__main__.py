@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from pipeline.config import add_override_argument  # pydantic and yaml only, no Beam
+from pipeline.config import PipelineError, add_override_argument  # pydantic and yaml only, no Beam
 
 DEMO_CONFIG = "configs/demo.yaml"
 
@@ -20,6 +20,7 @@ def _train(args: argparse.Namespace) -> int:
     from pipeline import io
 
     io.configure(cfg.beam.extra_args)  # s3/gcs options, when the clean output is on a bucket
+    io.check_reachable([cfg.out_dir, cfg.tokenizer.model_prefix])
     summary = train_tokenizer(cfg)
     print(f"model: {summary['model']} (sha256 {summary['sha256']})")
     print(f"vocab: {summary['vocab']} ({summary['vocab_size']} pieces)")
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tokenizer").setLevel(logging.INFO)  # ours, not Beam's import chatter
     try:
         return args.run(args)
-    except (OSError, ValueError) as e:  # bad config, missing or unreadable input: no traceback
+    except (OSError, ValueError, PipelineError) as e:  # bad config, missing or unreadable input, an
+        # unreachable bucket: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -43,6 +43,10 @@ def _configure_storage(cfg, *paths: str) -> None:
         from pipeline import io as pio
 
         pio.configure(cfg.beam.extra_args)
+        try:
+            pio.check_reachable(paths)  # a wrong endpoint or key: one line now, not minutes of retries
+        except pio.StorageError as e:
+            sys.exit(f"error: {e}")
 
 
 def _train(argv: list[str]) -> int:

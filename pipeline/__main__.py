@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import io
 
         io.configure([*cfg.beam.extra_args, *beam_args])  # s3/gcs options for this process
-        if args.command != "fetch":
+        if args.command not in ("fetch", "plan"):  # plan lists only what the config does not size
             io.check_reachable(config_paths(cfg))
         return _run(args, cfg, beam_args)
     except PipelineError as e:  # expected failures: one line naming the file, no traceback

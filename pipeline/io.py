@@ -154,7 +154,10 @@ def check_reachable(paths) -> None:
             client.head_bucket(Bucket=bucket)
         except Exception as e:  # noqa: BLE001 - any answer but success is the user's to fix
             code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
-            hint = {"403": "check the credentials (--s3_access_key_id/--s3_secret_access_key, or AWS_*)",
+            if type(e).__name__ == "NoCredentialsError":
+                code = "403"
+            hint = {"403": "check the credentials (--s3_access_key_id/--s3_secret_access_key, AWS_*, or the "
+                           "machine's role)",
                     "404": "no such bucket"}.get(str(code), "check --s3_endpoint_url and the network")
             raise StorageError(f"cannot reach s3://{bucket} at {where}: {type(e).__name__}: {e}; {hint}") from None
 

@@ -457,7 +457,7 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
     outputs = [{**entry, "file": f"{run_name}/{entry['file']}"} for entry in parts]
     mh = cfg.clean.minhash
     bands, rows = lsh_params(mh.threshold, mh.num_perm)
-    used = {s for s, _ in source_patterns(cfg)}
+    patterns = source_patterns(cfg)
     return {
         "format": CLEAN_FORMAT,
         "run": run.id,
@@ -472,7 +472,7 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
                      "badwords_sha256": _sha256_or_none(cfg.clean.c4.badwords)},
         "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
                           "sha256": _sha256_or_none(cfg.clean.quality.model)},
-        "inputs": {s: [p for src, p in source_patterns(cfg) if src == s] for s in SOURCES if s in used},
+        "inputs": {s: [p for src, p in patterns if src == s] for s in SOURCES if any(src == s for src, _ in patterns)},
         "input_files": {s: matched[f"{s}.files"] for s in SOURCES if matched.get(f"{s}.files")},
         "input_bytes": {s: matched.get(f"{s}.bytes", 0) for s in SOURCES if matched.get(f"{s}.files")},
         "dead_letter": f"{run_name}/dead_letter.jsonl",

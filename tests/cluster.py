@@ -127,6 +127,21 @@ class _Service:
                 raise TimeoutError(f"{what} did not answer within {timeout:.0f}s; log tail:\n{self.log_tail()}")
             time.sleep(0.1)
 
+    def _start(self, command: Callable[[int], list[str]], *, host: str, cwd: Path, env: dict[str, str],
+               timeout: float, attempts: int, what: Callable[[], str]) -> None:
+        """Spawn `command(port)` on a free port until it answers; another port when
+        it dies first (most likely the port was taken meanwhile)."""
+        for attempt in range(attempts):
+            self.port = free_port(host)
+            self._spawn(command(self.port), cwd=cwd, env=env)
+            try:
+                self._wait_ready(self._answers, timeout, what())
+                return
+            except RuntimeError:
+                self._stop_proc()
+                if attempt == attempts - 1:
+                    raise
+
     def _stop_proc(self, grace: float = 5.0) -> None:
         """SIGTERM to the whole process group (the service and any worker it
         started), then SIGKILL to what is left of the group. The leader is only
@@ -199,20 +214,12 @@ class S3Server(_Service):
         self.host = host
         self.port = 0
         try:
-            for attempt in range(attempts):
-                self.port = free_port(host)
-                (self.root / "cwd").mkdir(exist_ok=True)
-                env = {k: v for k, v in os.environ.items() if not k.startswith(_WORKER_ENV_DROP_PREFIXES)}
-                _no_proxy(env)
-                self._spawn(_module_cmd("moto.server", "-H", host, "-p", str(self.port)),
-                            cwd=self.root / "cwd", env=env)
-                try:
-                    self._wait_ready(self._answers, start_timeout, f"moto server on {self.endpoint_url}")
-                    return
-                except RuntimeError:  # died: most likely the port was taken meanwhile
-                    self._stop_proc()
-                    if attempt == attempts - 1:
-                        raise
+            (self.root / "cwd").mkdir(exist_ok=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(_WORKER_ENV_DROP_PREFIXES)}
+            _no_proxy(env)
+            self._start(lambda port: _module_cmd("moto.server", "-H", host, "-p", str(port)),
+                        host=host, cwd=self.root / "cwd", env=env, timeout=start_timeout, attempts=attempts,
+                        what=lambda: f"moto server on {self.endpoint_url}")
         except BaseException:
             self.close()
             raise
@@ -321,19 +328,11 @@ class WorkerPool(_Service):
             self.boot.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(BOOT))} "$@"\n')
             self.boot.chmod(0o755)
             self.env = self._worker_env(isolate_home, extra_env or {})
-            for attempt in range(attempts):
-                self.port = free_port()
-                self._spawn(_module_cmd("apache_beam.runners.worker.worker_pool_main",
-                                        f"--service_port={self.port}", f"--container_executable={self.boot}",
-                                        group_kill=True),
-                            cwd=self.cwd, env=self.env)
-                try:
-                    self._wait_ready(self._answers, start_timeout, f"worker pool on {self.endpoint}")
-                    return
-                except RuntimeError:
-                    self._stop_proc()
-                    if attempt == attempts - 1:
-                        raise
+            self._start(lambda port: _module_cmd("apache_beam.runners.worker.worker_pool_main",
+                                                 f"--service_port={port}", f"--container_executable={self.boot}",
+                                                 group_kill=True),
+                        host="127.0.0.1", cwd=self.cwd, env=self.env, timeout=start_timeout, attempts=attempts,
+                        what=lambda: f"worker pool on {self.endpoint}")
         except BaseException:
             self.close()
             raise

@@ -43,11 +43,12 @@ from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
 from pipeline.schema import CLEAN_FORMAT, DOCUMENT_FIELDS, DOCUMENT_SCHEMA, clean_dir, write_arrow
-from pipeline.sources import get_reader
-from pipeline.sources.base import DeadLetter, Skip
+from pipeline.sources import get_reader, source_hook
+from pipeline.sources.base import DeadLetter, Part, Skip
 
 log = logging.getLogger(__name__)
 DEAD = "dead_letter"
+PARTS = "parts"  # pieces of documents grouped by key before their source assembles them
 INPUTS = "inputs"  # counter namespace: files and bytes matched per source
 FILES_LIST = "_files.json"  # a run's written parts, for the launcher's manifest
 
@@ -73,15 +74,17 @@ class CountInputs(beam.DoFn):
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[str, str, int]) -> Iterator[tuple[str, str]]:
+    def process(self, item: tuple[str, str, int]) -> Iterator[tuple[str, str, int]]:
         source, path, nbytes = item
         self.counters.inc(INPUTS, f"{source}.files")
         self.counters.inc(INPUTS, f"{source}.bytes", nbytes)
-        yield source, path
+        yield source, path, nbytes
 
 
-class ReadSource(beam.DoFn):
-    """(source, path) -> Documents; skips counted by reason, dead letters tagged."""
+class SplitInputs(beam.DoFn):
+    """(source, path, bytes) -> (source, path, span): an input over
+    `clean.split_bytes` whose source can split it (`split` in its module) becomes
+    its spans, read by any worker; any other input is one span, None."""
 
     def __init__(self, cfg_json: str):
         self.cfg_json = cfg_json
@@ -90,8 +93,57 @@ class ReadSource(beam.DoFn):
         self.cfg = Config.model_validate_json(self.cfg_json)
         self.counters = Counters()
 
-    def process(self, item: tuple[str, str]) -> Iterator[Any]:
-        source, path = item
+    def process(self, item: tuple[str, str, int]) -> Iterator[tuple[str, str, tuple[int, ...] | None]]:
+        source, path, nbytes = item
+        split = source_hook(source, "split") if nbytes > self.cfg.clean.split_bytes else None
+        spans = split(path, nbytes, self.cfg) if split else None
+        if not spans:
+            yield source, path, None
+            return
+        self.counters.inc(INPUTS, f"{source}.splits", len(spans))
+        for span in spans:
+            yield source, path, tuple(span)
+
+
+class _Records(beam.DoFn):
+    """What a reader or an assembler yields, routed: Documents out, Skips counted
+    by reason, DeadLetters tagged DEAD, Parts tagged PARTS keyed by (source, key)."""
+
+    def __init__(self, cfg_json: str):
+        self.cfg_json = cfg_json
+
+    def setup(self) -> None:
+        self.cfg = Config.model_validate_json(self.cfg_json)
+        self.counters = Counters()
+
+    def route(self, source: str, where: str, records: Iterable[Any]) -> Iterator[Any]:
+        n = 0
+        try:
+            for rec in records:
+                n += 1
+                if isinstance(rec, Skip):
+                    self.counters.inc(source, f"skip.{rec.reason}")
+                elif isinstance(rec, DeadLetter):
+                    self.counters.inc(source, "dead_letter")
+                    yield beam.pvalue.TaggedOutput(DEAD, rec._asdict())
+                elif isinstance(rec, Part):
+                    yield beam.pvalue.TaggedOutput(PARTS, ((rec.source, rec.key), rec.value))
+                else:
+                    self.counters.inc(source, "docs_read")
+                    yield rec
+        except Exception as e:  # a reader bug must not kill the job: dead-letter the rest
+            log.exception("reading %s failed on %s", source, where)
+            self.counters.inc(source, "dead_letter")
+            yield beam.pvalue.TaggedOutput(
+                DEAD, _dead(source, where, f"after record {n}", f"{type(e).__name__}: {e}")
+            )
+
+
+class ReadSource(_Records):
+    """(source, path, span) -> Documents (and Parts, Skips, DeadLetters: `_Records`)."""
+
+    def process(self, item: tuple[str, str, tuple[int, ...] | None]) -> Iterator[Any]:
+        source, path, span = item
         reader = get_reader(source)
         if reader is None:
             self.counters.inc(source, "dead_letter")
@@ -99,24 +151,18 @@ class ReadSource(beam.DoFn):
                 DEAD, _dead(source, path, "", "no reader for this source yet")
             )
             return
-        n = 0
-        try:
-            for rec in reader(path, self.cfg):
-                n += 1
-                if isinstance(rec, Skip):
-                    self.counters.inc(source, f"skip.{rec.reason}")
-                elif isinstance(rec, DeadLetter):
-                    self.counters.inc(source, "dead_letter")
-                    yield beam.pvalue.TaggedOutput(DEAD, rec._asdict())
-                else:
-                    self.counters.inc(source, "docs_read")
-                    yield rec
-        except Exception as e:  # a reader bug must not kill the job: dead-letter the rest
-            log.exception("reader for %s failed on %s", source, path)
-            self.counters.inc(source, "dead_letter")
-            yield beam.pvalue.TaggedOutput(
-                DEAD, _dead(source, path, f"after record {n}", f"{type(e).__name__}: {e}")
-            )
+        records = reader(path, self.cfg) if span is None else reader(path, self.cfg, span)
+        where = path if span is None else f"{path} span {list(span)}"
+        yield from self.route(source, where, records)
+
+
+class AssembleSource(_Records):
+    """((source, key), values) -> what the source's `assemble` builds of one group."""
+
+    def process(self, item: tuple[tuple[str, str], Iterable[Any]]) -> Iterator[Any]:
+        (source, key), values = item
+        assemble = source_hook(source, "assemble")
+        yield from self.route(source, f"{source} key {key}", assemble(key, values, self.cfg))
 
 
 class IdentifyLanguage(beam.DoFn):
@@ -347,11 +393,18 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "ExpandPatterns" >> beam.ParDo(ExpandInputs())
         | "OncePerFile" >> beam.Distinct()
         | "CountInputs" >> beam.ParDo(CountInputs())
+        | "SplitInputs" >> beam.ParDo(SplitInputs(cfg_json))
         | "SpreadFiles" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadSource(cfg_json)).with_outputs(DEAD, main="docs")
+        | "Read" >> beam.ParDo(ReadSource(cfg_json)).with_outputs(DEAD, PARTS, main="docs")
+    )
+    assembled = (
+        read[PARTS]
+        | "GroupPieces" >> beam.GroupByKey()
+        | "Assemble" >> beam.ParDo(AssembleSource(cfg_json)).with_outputs(DEAD, main="docs")
     )
     docs = (
-        read.docs
+        (read.docs, assembled.docs)
+        | "AllDocs" >> beam.Flatten()
         | "KeyById" >> beam.Map(lambda d: (d["id"], packer.pack(d)))
         | "GroupIds" >> beam.GroupByKey()
         | "OnePerId" >> beam.ParDo(KeepOnePerId(packer))
@@ -377,7 +430,8 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
             io.join(out_dir, FILES_LIST), sorted(files, key=itemgetter("file"))))
     )
     dead = (
-        read[DEAD]
+        (read[DEAD], assembled[DEAD])
+        | "AllDead" >> beam.Flatten()
         | "KeyDead" >> beam.Map(lambda r: (None, r))
         | "GroupDead" >> beam.GroupByKey()
         | "WriteDead" >> beam.Map(lambda kv: write_dead_letters(out_dir, kv[1]))

@@ -1,12 +1,23 @@
 """What every source reader shares: the Document constructor and the skip and
 dead-letter records.
 
-A reader is a generator `read(path, cfg) -> Iterator[dict | Skip | DeadLetter]`:
+A reader is a generator `read(path, cfg, span=None) -> Iterator[dict | Skip |
+DeadLetter | Part]`:
 - a Document is a plain dict with the fields of `pipeline.schema.DOCUMENT_SCHEMA`;
 - `Skip(source, reason)` says a record was read and deliberately left out
   (a redirect, a licence not kept, a binary file); the Beam layer counts it;
 - `DeadLetter(source, path, record, reason)` says a record could not be parsed;
-  it goes to the dead-letter output, never crashes the job, never vanishes.
+  it goes to the dead-letter output, never crashes the job, never vanishes;
+- `Part(source, key, value)` is a piece of a document whose other pieces may be
+  anywhere in the input (a StackExchange answer and its question): the Beam
+  layer groups Parts by (source, key) and hands each group to the source
+  module's `assemble(key, values, cfg)`, which yields what a reader yields
+  (Parts aside).
+
+A source module may also define `split(path, nbytes, cfg) -> list[span]`: an
+input larger than `clean.split_bytes` is then read as those spans, each by any
+worker (`read(path, cfg, span)`); a span is a tuple of ints whose meaning the
+module alone knows (byte ranges, bz2 stream offsets, Parquet row groups).
 """
 
 from __future__ import annotations
@@ -31,6 +42,15 @@ class DeadLetter(NamedTuple):
     path: str
     record: str
     reason: str
+
+
+class Part(NamedTuple):
+    """A piece of a document, grouped with the others of the same key before
+    the source's `assemble` builds the document (module doc)."""
+
+    source: str
+    key: str
+    value: Any
 
 
 def make_document(

@@ -7,6 +7,7 @@ import importlib
 import json
 import pkgutil
 import sys
+import traceback
 from pathlib import Path
 
 import tests.bench as bench
@@ -25,10 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
     if args.only:
         names = [n for n in names if n.removeprefix("bench_") in args.only]
-    results = []
+    results, failed = [], []
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
-        results += importlib.import_module(f"tests.bench.{name}").run()
+        try:
+            results += importlib.import_module(f"tests.bench.{name}").run()
+        except Exception:  # noqa: BLE001 - one broken bench must not lose the others' figures
+            traceback.print_exc()
+            failed.append(name)
     out = Path(args.out)
     if args.only and out.is_file():  # a partial run updates its figures, keeps the others
         fresh = {r["name"] for r in results}
@@ -42,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['name']:<34} {r['value']:>14.4g} {r['unit']:<12} {r['reference'][:28]:<28} "
               f"{r['ratio']:>7.3f} {goal:>6}  {met}")
     print(f"results: {args.out}")
-    return 0
+    if failed:
+        print(f"FAILED (no figures): {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -374,8 +374,11 @@ def growth_records(runs: dict[int, dict[str, Any]], small: dict[str, Any], n: in
     rss = max(big["stages"][s]["max_process_mb"] / one["stages"][s]["max_process_mb"] for s in STAGES)
 
     def role_growth(r: str) -> float:  # over the Beam stages (the tokenizer has no workers)
-        return max(big["stages"][s]["peak_mb_by_role"][r] / one["stages"][s]["peak_mb_by_role"][r]
-                   for s in BEAM_STAGES)
+        try:
+            return max(big["stages"][s]["peak_mb_by_role"][r] / one["stages"][s]["peak_mb_by_role"][r]
+                       for s in BEAM_STAGES)
+        except (KeyError, ZeroDivisionError):  # no process of that role was seen: no figure
+            return float("nan")
 
     tree = max(big["stages"][s]["tree_peak_mb"] / one["stages"][s]["tree_peak_mb"] for s in STAGES)
     kept = sum(big["docs_kept"].values()) / sum(one["docs_kept"].values())

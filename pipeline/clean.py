@@ -6,14 +6,19 @@ Input patterns are expanded on the workers. On the local runner, Documents spill
 between stages to `<run>/_spill/` (`pipeline.packed`), deleted when the job ends.
 
 Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.io.Run`):
-    run-<id>/<source>/part-00000-of-0000N.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
-    run-<id>/dead_letter.jsonl           records that could not be parsed, with reasons
+    run-<id>/<source>/part-<i>-of-<n>.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
+    run-<id>/dead_letter/part-<i>-of-<n>.jsonl  records that could not be parsed, with
+                                         reasons (none: no file)
     manifest.json                        written last, the commit: files, rows, bytes,
                                          sha256; counters per source
+
+Parts are sized by bytes (`clean.part_bytes`; `pipeline.parts`), each a
+contiguous range of ids, written from sorted runs by the worker that hashes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -42,13 +47,14 @@ from pipeline.inputs import expand, source_patterns
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
+from pipeline.parts import Sized, WriteSizedParts, part_name
 from pipeline.schema import CLEAN_FORMAT, DOCUMENT_FIELDS, DOCUMENT_SCHEMA, clean_dir, write_arrow
 from pipeline.sources import get_reader, source_hook
 from pipeline.sources.base import DeadLetter, Part, Skip
 
 log = logging.getLogger(__name__)
 DEAD = "dead_letter"
-PARTS = "parts"  # pieces of documents grouped by key before their source assembles them
+PIECES = "pieces"  # pieces of documents grouped by key before their source assembles them
 INPUTS = "inputs"  # counter namespace: files and bytes matched per source
 FILES_LIST = "_files.json"  # a run's written parts, for the launcher's manifest
 
@@ -107,7 +113,7 @@ class SplitInputs(beam.DoFn):
 
 class _Records(beam.DoFn):
     """What a reader or an assembler yields, routed: Documents out, Skips counted
-    by reason, DeadLetters tagged DEAD, Parts tagged PARTS keyed by (source, key)."""
+    by reason, DeadLetters tagged DEAD, Parts tagged PIECES keyed by (source, key)."""
 
     def __init__(self, cfg_json: str):
         self.cfg_json = cfg_json
@@ -127,7 +133,7 @@ class _Records(beam.DoFn):
                     self.counters.inc(source, "dead_letter")
                     yield beam.pvalue.TaggedOutput(DEAD, rec._asdict())
                 elif isinstance(rec, Part):
-                    yield beam.pvalue.TaggedOutput(PARTS, ((rec.source, rec.key), rec.value))
+                    yield beam.pvalue.TaggedOutput(PIECES, ((rec.source, rec.key), rec.value))
                 else:
                     self.counters.inc(source, "docs_read")
                     yield rec
@@ -245,18 +251,13 @@ class QualityFilter(beam.DoFn):
                 self.counters.inc(doc["source"], f"drop.{reason}")
             else:
                 kept.append(doc)
-        scored = [d for d in kept if self.scorer and d["source"] in self.q.sources]
-        scores = dict(zip((d["id"] for d in scored), self.scorer.score([d["text"] for d in scored]))) if scored else {}
-        for doc in kept:
-            score = scores.get(doc["id"])
-            if score is None:
-                yield doc
-            elif score < self.q.threshold:
-                self.counters.inc(doc["source"], "drop.quality_classifier")
-            else:
-                meta = json.loads(doc["meta"])
-                meta["quality_score"] = round(score, 6)
-                yield {**doc, "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
+        if self.scorer:
+            from pipeline.quality_model import classify_batch
+
+            kept, dropped = classify_batch(kept, self.scorer.score, self.q.sources, self.q.threshold)
+            for source, n in dropped.items():
+                self.counters.inc(source, "drop.quality_classifier", n)
+        yield from kept
 
 
 def _newest_first(doc: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -330,40 +331,55 @@ def record_batches(docs: Iterable[dict[str, Any]]) -> Iterator[pa.RecordBatch]:
         yield batch(rows)
 
 
-class WriteDocuments(beam.DoFn):
-    """((source, part), (id, packed doc)s) -> one Arrow IPC file, rows sorted by
-    id, written atomically on any filesystem; yields its manifest entry (file
-    relative to `out_dir`, rows, bytes, sha256). The part is held packed and
-    unpacked one record batch at a time (`record_batches`), so a part of any
-    size costs its packed form plus one batch."""
+class DocumentPart:
+    """`pipeline.parts.PartWriter` of Documents: packed Documents, in id order ->
+    `<source>/part-<i>-of-<n>.arrow` under `out_dir`, unpacked one record batch
+    at a time (`record_batches`); returns its manifest entry (file relative to
+    `out_dir`, rows, bytes, sha256)."""
 
-    def __init__(self, out_dir: str, num_parts: int, packer: Packer = INLINE):
+    def __init__(self, out_dir: str, packer: Packer = INLINE):
         self.out_dir = out_dir
-        self.num_parts = num_parts
         self.packer = packer
 
-    def setup(self) -> None:
-        self.counters = Counters()
-
-    def process(self, item: tuple[tuple[str, int], Iterable[tuple[str, Packed]]]):
-        (source, part), docs = item
-        docs = sorted(docs, key=itemgetter(0))  # ids are unique here (KeepOnePerId)
-        name = f"{source}/part-{part:05d}-of-{self.num_parts:05d}.arrow"
+    def __call__(self, source: str, index: int, count: int, packed: Iterator[Packed]) -> dict[str, Any]:
+        name = f"{source}/{part_name(index, count)}.arrow"
         written = write_arrow(io.join(self.out_dir, *name.split("/")), DOCUMENT_SCHEMA,
-                              record_batches(self.packer.unpack(p) for _, p in docs))
-        self.counters.inc(source, "docs_kept", len(docs))
-        yield {"source": source, "file": name, **written}
+                              record_batches(map(self.packer.unpack, packed)))
+        return {"source": source, "file": name, **written}
 
 
-def part_of(doc_id: str, num_parts: int) -> int:
-    """The output part of a document: its id's first 32 bits mod `num_parts`."""
-    return int(doc_id[:8], 16) % num_parts
+class DeadLetterPart:
+    """`pipeline.parts.PartWriter` of dead letters: sorted JSON lines ->
+    `dead_letter/part-<i>-of-<n>.jsonl` under `out_dir`."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def __call__(self, _group: str, index: int, count: int, lines: Iterator[str]) -> dict[str, Any]:
+        name = f"{DEAD}/{part_name(index, count)}.jsonl"
+        rows = 0
+        with io.atomic_write(io.join(self.out_dir, DEAD, f"{part_name(index, count)}.jsonl")) as f:
+            sink = io.HashingWriter(f)
+            for line in lines:
+                sink.write(line.encode("utf-8", "surrogatepass") + b"\n")
+                rows += 1
+        return {"file": name, "rows": rows, "bytes": sink.bytes, "sha256": sink.sha256}
 
 
-def write_dead_letters(out_dir: str, records: Iterable[dict[str, str]]) -> None:
-    """All dead-letter records as sorted JSON lines (reproducible bytes)."""
-    lines = sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records)
-    io.write_bytes(io.join(out_dir, "dead_letter.jsonl"), "".join(line + "\n" for line in lines).encode("utf-8"))
+def document_bytes(doc: dict[str, Any]) -> int:
+    """A Document's share of a part: the UTF-8 bytes of its strings."""
+    return sum(len(doc[f].encode("utf-8", "surrogatepass")) for f in DOCUMENT_FIELDS if f != "lang_score")
+
+
+def sized_document(doc: dict[str, Any], packer: Packer) -> Sized:
+    return Sized(doc["source"], doc["id"], doc["id"], document_bytes(doc), packer.pack(doc))
+
+
+def sized_dead_letter(record: dict[str, str]) -> Sized:
+    """Dead letters are ordered by their JSON line, spread by its hash."""
+    line = json.dumps(record, sort_keys=True, ensure_ascii=False)
+    digest = hashlib.sha1(line.encode("utf-8", "surrogatepass")).hexdigest()
+    return Sized(DEAD, digest, line, len(line) + 1, line)
 
 
 def book_dedup_config(cfg: Config) -> Config:
@@ -373,8 +389,8 @@ def book_dedup_config(cfg: Config) -> Config:
 
 def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str, str]], out_dir: str,
                          spill_dir: str | None = None):
-    """Attach the clean job to pipeline `p`; returns (the write of the parts
-    list `<out_dir>/_files.json`, dead letters).
+    """Attach the clean job to pipeline `p`; returns the write of the parts
+    list `<out_dir>/_files.json` (Documents and dead letters).
 
     Args:
         patterns: (source, input pattern) pairs (`pipeline.inputs.source_patterns`),
@@ -386,7 +402,6 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
     """
     cfg_json = cfg.model_dump_json()
     packer = Packer(spill_dir)
-    num_parts = cfg.clean.num_files_per_source
     read = (
         p
         | "Patterns" >> beam.Create(patterns)
@@ -395,20 +410,20 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "CountInputs" >> beam.ParDo(CountInputs())
         | "SplitInputs" >> beam.ParDo(SplitInputs(cfg_json))
         | "SpreadFiles" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadSource(cfg_json)).with_outputs(DEAD, PARTS, main="docs")
+        | "Read" >> beam.ParDo(ReadSource(cfg_json)).with_outputs(DEAD, PIECES, main="docs")
     )
     assembled = (
-        read[PARTS]
+        read[PIECES]
         | "GroupPieces" >> beam.GroupByKey()
         | "Assemble" >> beam.ParDo(AssembleSource(cfg_json)).with_outputs(DEAD, main="docs")
     )
     docs = (
-        (read.docs, assembled.docs)
+        (read.docs | "KeyById" >> beam.Map(lambda d: (d["id"], packer.pack(d))),
+         assembled.docs | "KeyAssembledById" >> beam.Map(lambda d: (d["id"], packer.pack(d))))
         | "AllDocs" >> beam.Flatten()
-        | "KeyById" >> beam.Map(lambda d: (d["id"], packer.pack(d)))
         | "GroupIds" >> beam.GroupByKey()
         | "OnePerId" >> beam.ParDo(KeepOnePerId(packer))
-        | "CCNetLineDedup" >> LineDedup(cfg.clean.line_dedup_sources, packer)
+        | "CCNetLineDedup" >> LineDedup(cfg.clean.line_dedup_sources, packer, cfg.clean.line_dedup_scope)
         | "C4Rules" >> beam.ParDo(C4Rules(cfg_json))
         | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
         | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
@@ -420,23 +435,25 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "NearDedup" >> NearDedup(cfg, packer)
         | "BookDedup" >> NearDedup(book_dedup_config(cfg), packer)
     )
+    target = cfg.clean.part_bytes
     written = (
         docs
-        | "KeyByPart" >> beam.Map(lambda d: ((d["source"], part_of(d["id"], num_parts)), (d["id"], packer.pack(d))))
-        | "GroupParts" >> beam.GroupByKey()
-        | "Write" >> beam.ParDo(WriteDocuments(out_dir, num_parts, packer))
-        | "PartsList" >> beam.combiners.ToList()
-        | "WritePartsList" >> beam.Map(lambda files: io.write_json(
-            io.join(out_dir, FILES_LIST), sorted(files, key=itemgetter("file"))))
+        | "SizeDocs" >> beam.Map(sized_document, packer)
+        | "WriteDocs" >> WriteSizedParts(target, DocumentPart(out_dir, packer), count_as="docs_kept")
     )
     dead = (
         (read[DEAD], assembled[DEAD])
         | "AllDead" >> beam.Flatten()
-        | "KeyDead" >> beam.Map(lambda r: (None, r))
-        | "GroupDead" >> beam.GroupByKey()
-        | "WriteDead" >> beam.Map(lambda kv: write_dead_letters(out_dir, kv[1]))
+        | "SizeDead" >> beam.Map(sized_dead_letter)
+        | "WriteDead" >> WriteSizedParts(target, DeadLetterPart(out_dir))
     )
-    return written, dead
+    return (
+        (written, dead)
+        | "AllParts" >> beam.Flatten()
+        | "PartsList" >> beam.combiners.ToList()
+        | "WritePartsList" >> beam.Map(lambda files: io.write_json(
+            io.join(out_dir, FILES_LIST), sorted(files, key=itemgetter("file"))))
+    )
 
 
 class CleanError(PipelineError):
@@ -477,7 +494,9 @@ def check_inputs(cfg: Config) -> list[tuple[str, str]]:
         problems.append("no input at all: every source's inputs are empty")
     models = [("langid.model", cfg.langid.model, "run `python -m pipeline fetch`"),
               ("clean.c4.badwords", cfg.clean.c4.badwords, "give a word list, one per line"),
-              ("clean.quality.model", cfg.clean.quality.model, "run `python -m pipeline quality-train`")]
+              ("clean.quality.model", cfg.clean.quality.model,
+               "clean with clean.quality.model=null first, then run `python -m pipeline quality-train` and "
+               "`python -m pipeline quality-filter`, both with --set clean.quality.model=PATH")]
     for key, path, hint in models:
         if path and not io.exists(path):
             problems.append(f"{key} not found: {path} ({hint})")
@@ -501,14 +520,15 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
     run_name = io.relative(run.dir, run.final)
     parts_list = io.join(run.dir, FILES_LIST)
     parts = io.read_json(parts_list) if io.exists(parts_list) else []
+    parts = [{**entry, "file": f"{run_name}/{entry['file']}"} for entry in parts]
+    outputs = [entry for entry in parts if "source" in entry]
     kept = sum(c.get("docs_kept", 0) for c in counters.values())
-    if sum(p["rows"] for p in parts) != kept:  # what the workers wrote, the launcher cannot see
+    if sum(p["rows"] for p in outputs) != kept:  # what the workers wrote, the launcher cannot see
         raise CleanError(
             f"the workers wrote {kept} documents, but {parts_list} lists "
-            f"{sum(p['rows'] for p in parts)}: the workers and this launcher do not share "
+            f"{sum(p['rows'] for p in outputs)}: the workers and this launcher do not share "
             f"{run.final}; on a distributed runner put out_dir on a bucket (gs://, s3://)")
     io.delete(parts_list)
-    outputs = [{**entry, "file": f"{run_name}/{entry['file']}"} for entry in parts]
     mh = cfg.clean.minhash
     bands, rows = lsh_params(mh.threshold, mh.num_perm)
     patterns = source_patterns(cfg)
@@ -522,6 +542,7 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
             "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
             "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
         },
+        "line_dedup": {"sources": cfg.clean.line_dedup_sources, "scope": cfg.clean.line_dedup_scope},
         "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
                      "badwords_sha256": _sha256_or_none(cfg.clean.c4.badwords)},
         "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
@@ -529,7 +550,8 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
         "inputs": {s: [p for src, p in patterns if src == s] for s in SOURCES if any(src == s for src, _ in patterns)},
         "input_files": {s: matched[f"{s}.files"] for s in SOURCES if matched.get(f"{s}.files")},
         "input_bytes": {s: matched.get(f"{s}.bytes", 0) for s in SOURCES if matched.get(f"{s}.files")},
-        "dead_letter": f"{run_name}/dead_letter.jsonl",
+        "part_bytes": cfg.clean.part_bytes,
+        "dead_letters": [entry for entry in parts if "source" not in entry],
         "files": outputs,
         "counters": counters,
         "seconds": round(time.time() - t0, 2),
@@ -554,8 +576,6 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
             t0 = time.time()
             result = run_pipeline(options, run.dir, lambda p, spill: build_clean_pipeline(
                 p, cfg, patterns, run.dir, spill_dir=spill))
-            if not io.exists(io.join(run.dir, "dead_letter.jsonl")):
-                write_dead_letters(run.dir, [])
             manifest = clean_manifest(cfg, run, result, t0)
             run.commit(manifest)
         except BaseException:

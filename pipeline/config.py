@@ -21,6 +21,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    model_validator,
 )
 
 # The seven sources of the LLaMA recipe (Table 1), in the paper's order.
@@ -59,6 +60,9 @@ class SourceConfig(_Strict):
     inputs: list[str] = Field(default_factory=list)  # file patterns, any Beam filesystem
     keep_langs: list[str] = Field(default_factory=list)  # empty: annotate only
     min_lang_score: float = 0.0
+    # a document whose text is longer (UTF-8 bytes) is dropped, counted as
+    # `drop.too_large`: every stage's memory is a small multiple of one document
+    max_doc_bytes: PositiveInt = 64 << 20
 
 
 class GithubCleanConfig(_Strict):
@@ -100,7 +104,9 @@ class QualityModelConfig(_Strict):
 
 class CleanConfig(_Strict):
     min_chars: int = 300  # CCNet
-    num_files_per_source: int = 2
+    # bytes of Documents per output file (UTF-8 of their strings; dead letters alike):
+    # each source's parts are between half this and this, however large the source
+    part_bytes: PositiveInt = 256 << 20
     github: GithubCleanConfig = Field(default_factory=GithubCleanConfig)
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
     # LLaMA: a book with more than 90% content overlap with another is removed;
@@ -109,8 +115,22 @@ class CleanConfig(_Strict):
         default_factory=lambda: MinHashConfig(sources=["books"], threshold=0.9)
     )
     line_dedup_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # CCNet
+    # where a line counts as repeated: "run" (all documents of a source), "dump"
+    # (per crawl, CCNet's shard groups within one dump), "file" (per input file)
+    line_dedup_scope: Literal["run", "dump", "file"] = "run"
+    # an input file larger than this is read as ranges by several workers, when its
+    # format allows it (bz2 multistream with index, JSONL, WET, Parquet row groups)
+    split_bytes: PositiveInt = 256 << 20
     c4: C4RulesConfig = Field(default_factory=C4RulesConfig)
     quality: QualityModelConfig = Field(default_factory=QualityModelConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "num_files_per_source" in raw:
+            raise ValueError("num_files_per_source was replaced by part_bytes (bytes per output "
+                             "file; the number of files follows from the data)")
+        return raw
 
 
 class TokenizerConfig(_Strict):

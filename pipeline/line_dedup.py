@@ -1,40 +1,98 @@
 """CCNet line-level deduplication as a Beam transform (Wenzek et al. 2020, 3.1).
 
-Every non-blank line of a document of the chosen sources is keyed by
-(source, 8-byte SHA-1 of its normalised form); a `GroupByKey` on that key finds
-the line's first occurrence (smallest (document id, line index)), and every
-other occurrence is removed from its document. The whole run is the shard group.
-No process holds more than one key's occurrences, so memory stays flat.
+Every non-blank line of a document of the chosen sources is keyed by (shard
+group, 8-byte SHA-1 of its normalised form); the line is kept where it first
+occurs, the smallest (document id, line index) of its key, and removed
+everywhere else. The shard group is the whole run, one crawl or one input file
+(`clean.line_dedup_scope`, `pipeline.filters.ccnet.line_dedup_group`).
+
+Memory per key is constant whatever the skew (a cookie banner on 10^8 pages):
+
+1. `LineKeys`: each document emits its distinct keys, each with the index of
+   its first occurrence in the document (repeats inside a document fold here).
+2. `FirstOccurrence`, a combiner: the minimum per key. Runners combine before
+   the shuffle (combiner lifting), so no process holds a key's occurrences,
+   only one accumulator per key (as TFDS C4 does with `Top.PerKey`).
+3. The winners are exactly the lines to keep: each goes to its own document as
+   (doc id, line index) and is joined with it by id, so a group is one
+   document and at most one index per line of it. A non-blank line whose index
+   did not come back lost to an earlier occurrence and is removed.
+
+Joining each occurrence with its key's winner instead would group all the
+occurrences of a key again (a `CoGroupByKey` by line key), and emitting a
+removal record per repeat would shuffle n - 1 records for a line seen n times;
+here the shuffle carries one record per distinct line of a document, one per
+key, and each document once, and removals are only counted.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+import json
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 
 from pipeline.beam_util import Counters
-from pipeline.filters.ccnet import line_hash, remove_lines
+from pipeline.filters.ccnet import SCOPES, keep_first_lines, line_dedup_group, line_hash
 from pipeline.packed import INLINE, MergeDocuments, Packer
 
+Occurrence = tuple[str, int]  # (doc id, line index)
 
-def line_keys(doc: dict[str, Any]) -> Iterator[tuple[tuple[str, bytes], tuple[str, int]]]:
-    """((source, line hash), (doc id, line index)) for every non-blank line."""
+
+def line_keys(doc: dict[str, Any], group: str) -> Iterator[tuple[tuple[str, bytes], Occurrence]]:
+    """((group, line hash), (doc id, line index)) for every distinct non-blank
+    line of `doc`, with the index of its first occurrence in the document."""
+    first: dict[bytes, int] = {}
     for i, line in enumerate(doc["text"].split("\n")):
         h = line_hash(line)
-        if h is not None:
-            yield (doc["source"], h), (doc["id"], i)
+        if h is not None and h not in first:
+            first[h] = i
+    for h, i in first.items():
+        yield (group, h), (doc["id"], i)
 
 
-def repeated_occurrences(item: tuple[Any, Iterable[tuple[str, int]]]) -> Iterator[tuple[str, int]]:
-    """All occurrences of one line but the first: (doc id, line index) to remove."""
-    _, occurrences = item
-    occurrences = sorted(occurrences)
-    yield from occurrences[1:]
+class LineKeys(beam.DoFn):
+    """Document -> `line_keys` in its shard group of `scope`; counts the
+    documents whose group is a fallback (`line_dedup_group`)."""
+
+    def __init__(self, scope: str):
+        self.scope = scope
+
+    def setup(self) -> None:
+        self.counters = Counters()
+
+    def process(self, doc: dict[str, Any]):
+        meta = json.loads(doc["meta"]) if self.scope != "run" else {}
+        group, resolved = line_dedup_group(doc["source"], meta, self.scope)
+        if not resolved:
+            self.counters.inc(doc["source"], "line_dedup.scope_fallback")
+        yield from line_keys(doc, group)
 
 
-class RemoveLines(beam.DoFn):
-    """(doc id, {"doc": [packed doc], "drop": [line indices]}) -> the document without them."""
+class FirstOccurrence(beam.CombineFn):
+    """The smallest (doc id, line index) of a key: one tuple per accumulator."""
+
+    def create_accumulator(self) -> Occurrence | None:
+        return None
+
+    def add_input(self, acc: Occurrence | None, occurrence: Occurrence) -> Occurrence:
+        return occurrence if acc is None or occurrence < acc else acc
+
+    def merge_accumulators(self, accs) -> Occurrence | None:
+        best = None
+        for acc in accs:  # iterated once, never held
+            if acc is not None and (best is None or acc < best):
+                best = acc
+        return best
+
+    def extract_output(self, acc: Occurrence | None) -> Occurrence | None:
+        return acc
+
+
+class KeepFirstLines(beam.DoFn):
+    """(doc id, {"doc": [packed doc], "keep": [line indices]}) -> the document
+    with only its blank lines and those first occurrences."""
 
     def __init__(self, packer: Packer = INLINE):
         self.packer = packer
@@ -44,37 +102,43 @@ class RemoveLines(beam.DoFn):
 
     def process(self, item):
         _, joined = item
-        drop = set(joined["drop"])
+        keep = set(joined["keep"])  # at most one per line of this document
         for doc in map(self.packer.unpack, joined["doc"]):
-            if drop:
-                self.counters.inc(doc["source"], "line_dedup.lines_removed", len(drop))
-                doc = {**doc, "text": remove_lines(doc["text"], drop).strip("\n")}
+            text, removed = keep_first_lines(doc["text"], keep)
+            if removed:
+                self.counters.inc(doc["source"], "line_dedup.lines_removed", removed)
+                doc = {**doc, "text": text}
             yield doc
 
 
 class LineDedup(beam.PTransform):
-    """Documents -> documents, CCNet line dedup applied to those of `sources`."""
+    """Documents -> documents, CCNet line dedup applied to those of `sources`
+    within shard groups of `scope` ("run", "dump" or "file"; see
+    `pipeline.filters.ccnet.line_dedup_group`)."""
 
-    def __init__(self, sources: list[str], packer: Packer = INLINE):
+    def __init__(self, sources: list[str], packer: Packer = INLINE, scope: str = "run"):
         super().__init__()
+        if scope not in SCOPES:  # here, not on a worker
+            raise ValueError(f"line dedup scope {scope!r} is not one of {SCOPES}")
         self.sources = frozenset(sources)
         self.packer = packer
+        self.scope = scope
 
     def expand(self, docs):
         sources, packer = self.sources, self.packer
         scoped, others = docs | "Scope" >> beam.Partition(
             lambda d, _: 0 if d["source"] in sources else 1, 2
         )
-        drops = (
+        keep = (
             scoped
-            | "LineKeys" >> beam.FlatMap(line_keys)
-            | "GroupLines" >> beam.GroupByKey()
-            | "Repeats" >> beam.FlatMap(repeated_occurrences)
+            | "LineKeys" >> beam.ParDo(LineKeys(self.scope))
+            | "FirstOccurrence" >> beam.CombinePerKey(FirstOccurrence())
+            | "ToDocument" >> beam.Values()  # (doc id, line index)
         )
         by_id = scoped | "KeyDocs" >> beam.Map(lambda d: (d["id"], packer.pack(d)))
         cleaned = (
-            {"doc": by_id, "drop": drops}
+            {"doc": by_id, "keep": keep}
             | "Join" >> beam.CoGroupByKey()
-            | "RemoveLines" >> beam.ParDo(RemoveLines(packer))
+            | "KeepFirstLines" >> beam.ParDo(KeepFirstLines(packer))
         )
         return (cleaned, others) | "Merge" >> MergeDocuments(packer)

@@ -14,9 +14,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.clean import (
     WRITE_BATCH_CHARS,
     WRITE_BATCH_ROWS,
-    WriteDocuments,
+    DocumentPart,
     record_batches,
 )
+from pipeline.extsort import sort_pairs
 from pipeline.packed import (
     MergeDocuments,
     Packer,
@@ -89,11 +90,10 @@ def test_record_batches_bound_rows_and_bytes(wiki_docs):
     assert [b.num_rows for b in record_batches(small)] == [WRITE_BATCH_ROWS, 76]
 
 
-def test_write_documents_sorts_by_id_and_writes_every_row(wiki_docs, tmp_path):
-    writer = WriteDocuments(str(tmp_path), 1)
-    writer.setup()
+def test_a_document_part_from_sorted_runs_is_sorted_by_id_and_complete(wiki_docs, tmp_path):
     items = [(d["id"], pack(d)) for d in reversed(wiki_docs)]
-    (entry,) = writer.process((("wikipedia", 0), items))
+    # a budget of 200 kB: the part's 1.1 MB of packed documents sort as several runs
+    entry = DocumentPart(str(tmp_path))("wikipedia", 0, 1, (p for _, p in sort_pairs(items, 200_000)))
     path = tmp_path / entry["file"]
     assert entry["file"] == "wikipedia/part-00000-of-00001.arrow" and entry["rows"] == len(wiki_docs)
     # the writer describes its file as written: nothing is read back to hash it
@@ -103,10 +103,8 @@ def test_write_documents_sorts_by_id_and_writes_every_row(wiki_docs, tmp_path):
         rows = pa.ipc.open_file(f).read_all().to_pylist()
     assert rows == sorted(wiki_docs, key=lambda d: d["id"])
     # one part's bytes depend only on its documents, not on their arrival order
-    again = WriteDocuments(str(tmp_path / "again"), 1)
-    again.setup()
-    (entry2,) = again.process((("wikipedia", 0), sorted(items)))
-    assert entry2["sha256"] == entry["sha256"]
+    again = DocumentPart(str(tmp_path / "again"))("wikipedia", 0, 1, (p for _, p in sort_pairs(sorted(items))))
+    assert again["sha256"] == entry["sha256"]
 
 
 def test_merge_documents_in_a_pipeline(wiki_docs):

@@ -142,7 +142,8 @@ def test_every_output_is_an_object_in_the_bucket(s3_run, s3_server):  # noqa: F8
     clean = _read_json(s3_server, f"{s3_run['out']}/clean/manifest.json")
     shards = _read_json(s3_server, f"{s3_run['out']}/shards/manifest.json")
     expected = {f"out/clean/{e['file']}" for e in clean["files"]} | {f"out/shards/{e['file']}" for e in shards["shards"]}
-    expected |= {"out/clean/manifest.json", f"out/clean/{clean['dead_letter']}", "out/shards/manifest.json",
+    expected |= {f"out/clean/{e['file']}" for e in clean["dead_letters"]}
+    expected |= {"out/clean/manifest.json", "out/shards/manifest.json",
                  "out/tokenizer/m.model", "out/tokenizer/m.vocab", "out/tokenizer/m.sample.txt",
                  "out/train/log.jsonl", "out/train/loss.png", "out/report.md"}
     assert expected <= set(keys), sorted(expected - set(keys))
@@ -203,7 +204,7 @@ def test_a_killed_clean_rerun_shows_only_the_second_run(s3_run, s3_server):  # n
     outputs on S3); once its lease expired, a rerun into the same prefix leaves
     exactly its own files visible, the killed run's gone."""
     env = {**s3_run["env"], "LLAMA_STACK_LEASE_SECONDS": "3"}  # a killed run's lease expires soon
-    overrides = [*s3_run["overrides"], "clean.num_files_per_source=16"]  # many parts: a longer write stage
+    overrides = [*s3_run["overrides"], "clean.part_bytes=200000"]  # many parts: a longer write stage
     clean = f"{s3_run['out']}/clean"
     before = _read_json(s3_server, f"{clean}/manifest.json")
     args = [sys.executable, "-m", "pipeline", "clean", "--config", str(ROOT / "configs" / "demo.yaml")]
@@ -228,8 +229,8 @@ def test_a_killed_clean_rerun_shows_only_the_second_run(s3_run, s3_server):  # n
     _cli("pipeline", ["clean"], overrides, [], s3_run["cwd"], env)
     after = _read_json(s3_server, f"{clean}/manifest.json")
     objects = set(s3_server.list(f"{clean}/"))
-    assert objects == {"out/clean/manifest.json", f"out/clean/{after['dead_letter']}"} | {
-        f"out/clean/{e['file']}" for e in after["files"]}
+    assert objects == {"out/clean/manifest.json"} | {
+        f"out/clean/{e['file']}" for e in after["files"] + after["dead_letters"]}
     assert {e["file"].split("/")[0] for e in after["files"]} == {f"run-{after['run']}"}
     assert len(after["files"]) > 16 and after["counters"] == before["counters"]
 

@@ -1,6 +1,7 @@
-"""StackExchange reader on a few rows copied from the real coffee dump, then on the
-two real Posts.xml files of the shared corpus. Counts come from the corpus
-MANIFEST; answer orders were read by hand from the raw XML."""
+"""StackExchange reader and assembler on a few rows copied from the real coffee
+dump, then on the two real Posts.xml files of the shared corpus, then through
+the clean job with a question and its answers in different files. Counts come
+from the corpus MANIFEST; answer orders were read by hand from the raw XML."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from pipeline.schema import doc_id
 from pipeline.sources import stackexchange
-from pipeline.sources.base import DeadLetter, Skip
+from pipeline.sources.base import DeadLetter, Part, Skip
 
 # Rows of coffee.stackexchange.com_2015-03_Posts.xml, verbatim except where a
 # comment says otherwise. Answer 57 comes first: file order must not matter.
@@ -67,7 +68,7 @@ ANSWER_51 = (  # score 1
 def test_small_dump(tmp_path):
     path = tmp_path / "coffee.stackexchange.com_2015-03_Posts.xml"
     path.write_text(SMALL_POSTS, encoding="utf-8")
-    records = list(stackexchange.read(str(path), None))
+    records = list(stackexchange.read_documents(str(path), None))
     site = "coffee.stackexchange.com"
     assert records[:-1] == [
         DeadLetter("stackexchange", str(path), "Id 42", "Id 42: bad Score 'n/a'"),
@@ -77,7 +78,7 @@ def test_small_dump(tmp_path):
     ]
     doc = records[-1]
     # answers by score, highest first; 49 and 51 tie at 1: lower Id first
-    assert doc["text"] == "\n\n".join([QUESTION_48, ANSWER_57, ANSWER_49, ANSWER_51])
+    assert doc["text"] == f"{QUESTION_48}\n\n{ANSWER_57}\n\n{ANSWER_49}\n\n{ANSWER_51}"
     assert doc["id"] == doc_id("stackexchange", f"{site}/48")
     assert doc["url"] == f"https://{site}/questions/48"
     assert doc["lang"] == ""
@@ -92,7 +93,78 @@ def test_small_dump(tmp_path):
 
     compressed = tmp_path / "coffee.stackexchange.com_Posts.xml.gz"
     compressed.write_bytes(gzip.compress(SMALL_POSTS.encode("utf-8")))
-    assert list(stackexchange.read(str(compressed), None))[-1] == doc
+    assert list(stackexchange.read_documents(str(compressed), None))[-1] == doc
+
+
+
+def _rows(*ids: int) -> str:
+    """A Posts.xml of the SMALL_POSTS rows with these Ids, in this order."""
+    lines = {line.split('"')[1]: line for line in SMALL_POSTS.splitlines() if line.startswith('  <row Id="')}
+    rows = "\n".join(lines[str(i)] for i in ids)
+    return f'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n{rows}\n</posts>\n'
+
+
+def _groups(*paths) -> dict[str, list]:
+    """{key: Part values} of the files, as the clean job groups them."""
+    groups: dict[str, list] = {}
+    for path in paths:
+        for rec in stackexchange.read(str(path), None):
+            if isinstance(rec, Part):
+                groups.setdefault(rec.key, []).append(rec.value)
+    return groups
+
+
+def test_read_yields_a_part_per_post_as_rows_come(tmp_path):
+    path = tmp_path / "coffee.stackexchange.com_2015-03_Posts.xml"
+    path.write_text(SMALL_POSTS, encoding="utf-8")
+    records = list(stackexchange.read(str(path), None))
+    site = "coffee.stackexchange.com"
+    assert [(r.key, r.value[:2]) if isinstance(r, Part) else r for r in records] == [
+        (f"{site}/48", ("2", 57)),
+        (f"{site}/48", ("1", 48)),
+        (f"{site}/48", ("2", 49)),
+        (f"{site}/48", ("2", 51)),
+        (f"{site}/38", ("2", 45)),  # its question is not in the file
+        DeadLetter("stackexchange", str(path), "Id 42", "Id 42: bad Score 'n/a'"),
+        Skip("stackexchange", "post_type"),
+        DeadLetter("stackexchange", str(path), "row 8", "row 8: no Id"),
+    ]
+    # converted as read: the body as text, the score, title and tags
+    assert records[1].value[4:] == (4, QUESTION_48.split("\n\n", 1)[1],
+                                    "Which type of coffee grinder is the quietest?", ["grinder"])
+    assert records[2].value[4:] == (1, ANSWER_49)
+
+
+def test_duplicate_ids_keep_the_first_copy(tmp_path):
+    # File a: answer 49 twice, the second copy's text changed; file b: question
+    # 48 again, retitled. The first copy by (path, line) is kept, whatever order
+    # the values come in; every other copy is a DeadLetter with its own path.
+    first = tmp_path / "a" / "coffee.stackexchange.com_Posts.xml"
+    later = tmp_path / "b" / "coffee.stackexchange.com_Posts.xml"
+    first.parent.mkdir()
+    later.parent.mkdir()
+    text, copy = _rows(48, 57, 49, 49), "A manual coffee grinder"
+    cut = text.rindex(copy)
+    first.write_text(text[:cut] + "A second copy" + text[cut + len(copy) :], encoding="utf-8")
+    later.write_text(_rows(48).replace("the quietest?", "the loudest?"), encoding="utf-8")
+    key = "coffee.stackexchange.com/48"
+    values = _groups(first, later)[key]
+    assert [v[:2] for v in values] == [("1", 48), ("2", 57), ("2", 49), ("2", 49), ("1", 48)]
+    for order in (values, values[::-1], values[3:] + values[:3]):
+        records = list(stackexchange.assemble(key, iter(order), None))
+        assert sorted(r for r in records if isinstance(r, DeadLetter)) == [
+            DeadLetter("stackexchange", str(first), "Id 49", "Id 49: duplicate Id"),
+            DeadLetter("stackexchange", str(later), "Id 48", "Id 48: duplicate Id"),
+        ]
+        (doc,) = [r for r in records if isinstance(r, dict)]
+        assert doc["text"] == f"{QUESTION_48}\n\n{ANSWER_57}\n\n{ANSWER_49}"
+        assert json.loads(doc["meta"])["answers"] == 2
+    # answers without their question: a Skip per answer (after the duplicate's DeadLetter)
+    assert list(stackexchange.assemble(key, iter(values[1:4]), None)) == [
+        DeadLetter("stackexchange", str(first), "Id 49", "Id 49: duplicate Id"),
+        Skip("stackexchange", "orphan_answer"),
+        Skip("stackexchange", "orphan_answer"),
+    ]
 
 
 def test_seven_zip_and_broken_xml_are_dead_letters(tmp_path):
@@ -103,7 +175,7 @@ def test_seven_zip_and_broken_xml_are_dead_letters(tmp_path):
     ]
     cut = tmp_path / "Posts.xml"
     cut.write_text(SMALL_POSTS[: SMALL_POSTS.index('<row Id="49"') + 40], encoding="utf-8")
-    records = list(stackexchange.read(str(cut), None))
+    records = list(stackexchange.read_documents(str(cut), None))
     assert len(records) == 2
     # Row 49 is cut: it never closes (line 5 of the file).
     assert records[0] == DeadLetter(
@@ -121,7 +193,7 @@ def test_malformed_row_costs_only_itself(tmp_path):
     assert broken != SMALL_POSTS
     path = tmp_path / "coffee.stackexchange.com_Posts.xml"
     path.write_text(broken, encoding="utf-8")
-    records = list(stackexchange.read(str(path), None))
+    records = list(stackexchange.read_documents(str(path), None))
     assert records[0] == DeadLetter(
         "stackexchange", str(path), "Id 51",
         "Id 51: malformed XML on line 6, column 96 of the row: not well-formed (invalid token)",
@@ -132,7 +204,7 @@ def test_malformed_row_costs_only_itself(tmp_path):
         DeadLetter("stackexchange", str(path), "row 8", "row 8: no Id"),
         Skip("stackexchange", "orphan_answer"),
     ]
-    assert records[-1]["text"] == "\n\n".join([QUESTION_48, ANSWER_57, ANSWER_49])
+    assert records[-1]["text"] == f"{QUESTION_48}\n\n{ANSWER_57}\n\n{ANSWER_49}"
 
 
 def test_malformed_row_in_a_real_dump(shared_corpus, tmp_path):
@@ -172,7 +244,7 @@ def test_site_and_tags():
 
 class Read:
     def __init__(self, path):
-        self.records = list(stackexchange.read(str(path), None))
+        self.records = list(stackexchange.read_documents(str(path), None))
         self.docs = [r for r in self.records if isinstance(r, dict)]
         self.skips = collections.Counter(r.reason for r in self.records if isinstance(r, Skip))
         self.dead = [r for r in self.records if isinstance(r, DeadLetter)]
@@ -193,7 +265,7 @@ def test_real_dump_counts(shared_corpus, name, questions, answers, other):
     assert read.dead == []
     assert sum(m["answers"] for m in read.meta.values()) == answers
     ids = [m["question_id"] for m in read.meta.values()]
-    assert ids == sorted(ids) and len(set(d["id"] for d in read.docs)) == questions
+    assert ids == sorted(ids) and len({d["id"] for d in read.docs}) == questions
 
 
 def test_real_answers_sorted_by_score(shared_corpus):
@@ -211,3 +283,81 @@ def test_real_answers_sorted_by_score(shared_corpus):
     positions = [text.index(o) for o in openings]
     assert positions == sorted(positions)
     assert read.meta[66]["answers"] == 4 and read.meta[66]["tags"] == ["flavor", "rating", "bean-varieties"]
+
+
+BEER_1 = (
+    "What is a citra hop, and how does it differ from other hops?\n\n"
+    "I was offered a beer the other day that was reportedly made with citra hops. What are citra "
+    "hops? Why should I care that my beer is made with them?\n\n"
+    "Citra is a registered trademark since 2007. Citra Brand hops have fairly high alpha acids and "
+    "total oil contents with a low percentage of cohumulone content and imparts interesting citrus "
+    "and tropical fruit characters to beer.\n\n"
+    "For more information, you can read the Wikipedia article on the Citra brand."
+)
+BEER_4771 = (
+    'Is the german "Warsteiner" a Pilsner?\n\n'
+    "I've heard lately, that the german beer Warsteiner does not fullfill the german "
+    "Reinheitsgebot and therefore is is not allowed to be called Pilsner, that is why they call "
+    "it a Premium Verum.\n\nIs that true and if yes, why?\n\n"
+    # answers 4777 (score 4), 4794 (1), 4775 (-2); in the file 4775 comes first
+    "I think your friend got the wrong end of a stick :p\n\n"
+    "Wikipedia lists it as a pilsner, so does BeerAdvocate and the Warsteiner site.\n\n"
+    "I think Premium Verum is just a name.\n\n"
+    '"premium verum" is just a marketing-joke. Warsteiner is a real "Pilsener". And they brew '
+    "according to the german purity law.\n\n"
+    "Martin (I studied Brewing Science in Weihenstephan and know Warsteiner very well)\n\n"
+    "As far as I read, Warsteiner is not a Pilsener because they don't use enough hops. It's like "
+    "a Pilsener but less bitter."
+)
+
+
+def test_real_documents(shared_corpus):
+    beer = Read(shared_corpus / "stackexchange" / "beer.stackexchange.com_2017-03_Posts.xml")
+    coffee = Read(shared_corpus / "stackexchange" / "coffee.stackexchange.com_2015-03_Posts.xml")
+    # characters of all texts, as the reader made them when it held a whole file
+    assert sum(len(d["text"]) for d in beer.docs) == 1_505_968
+    assert sum(len(d["text"]) for d in coffee.docs) == 441_584
+    docs = {d["url"].rsplit("/", 1)[1]: d for d in beer.docs}
+    site = "beer.stackexchange.com"
+    assert docs["1"]["id"] == doc_id("stackexchange", f"{site}/1")
+    assert docs["1"]["text"] == BEER_1
+    assert docs["4771"]["id"] == doc_id("stackexchange", f"{site}/4771")
+    assert docs["4771"]["text"] == BEER_4771
+    assert json.loads(docs["4771"]["meta"]) == {
+        "site": site,
+        "question_id": 4771,
+        "title": 'Is the german "Warsteiner" a Pilsner?',
+        "score": 4,
+        "answers": 3,
+        "tags": ["brewing", "breweries", "german-beers"],
+    }
+
+
+def test_answers_in_other_files_through_the_clean_job(tmp_path, lid_model):
+    # Question 48 and answer 57 in one file, answers 49 and 51 (and the orphan 45)
+    # in another, question 48 retitled in a third: the clean job on the local
+    # FnApiRunner (two worker processes) joins them into one document; the third
+    # file's copy, later by path, is dead-lettered.
+    from pipeline.clean import run_clean
+    from pipeline.config import SOURCES, load_config
+    from pipeline.schema import clean_files, read_batches
+    from tests.conftest import ROOT
+
+    files = {"a": _rows(48, 57), "b": _rows(49, 45, 51), "c": _rows(48).replace("the quietest?", "the loudest?")}
+    for name, text in files.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "coffee.stackexchange.com_Posts.xml").write_text(text, encoding="utf-8")
+    inputs = json.dumps([str(tmp_path / "*" / "coffee.stackexchange.com_Posts.xml")])
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        f"out_dir={tmp_path / 'out'}", "corpus_dir=null", f"langid.model={lid_model}",
+        *(f"sources.{s}.inputs={inputs if s == 'stackexchange' else '[]'}" for s in SOURCES),
+    ])
+    manifest = run_clean(cfg)
+    assert manifest["counters"]["stackexchange"] == {
+        "docs_read": 1, "docs_kept": 1, "dead_letter": 1, "skip.orphan_answer": 1,
+    }
+    (path,) = clean_files(cfg.out_dir, manifest)["stackexchange"]
+    (doc,) = [row for batch in read_batches(path) for row in batch.to_pylist()]
+    assert doc["text"] == f"{QUESTION_48}\n\n{ANSWER_57}\n\n{ANSWER_49}\n\n{ANSWER_51}"
+    assert doc["id"] == doc_id("stackexchange", "coffee.stackexchange.com/48")
+    assert json.loads(doc["meta"])["answers"] == 3

@@ -3,7 +3,7 @@
 LLaMA (paper, 2.1): "We kept the data from the 28 largest websites, removed the
 HTML tags from text and sorted the answers by score (from highest to lowest)."
 Choosing the 28 sites is a matter of which dumps the config lists as inputs;
-this reader turns one site's `Posts.xml` into documents: the question's title,
+this module turns one site's `Posts.xml` into documents: the question's title,
 a blank line, its body as text, then each answer's text, highest score first
 (ties: lower Id first), all separated by blank lines.
 
@@ -14,15 +14,17 @@ one line); image alt texts ("enter image description here") and link targets
 are left out.
 
 Memory: a dump is sorted by Id, so a question's answers come after it, often
-years later, anywhere in the file. The reader keeps, for the whole file, each
-question's title, text, score and tags and each answer's text and score (the
-HTML is converted as it is read and dropped), then writes the documents in
-question-Id order at the end: memory grows with the site's text, which is
-fine for a site that fits a worker (the largest of LLaMA's 28 besides Stack
-Overflow are a few GB). Scale-out: for Stack Overflow itself, key each post
-by its question id (its own Id, or ParentId) in a Beam `GroupByKey` and build
-the document per group; the pure helpers here (`html_to_text`,
-`build_text`) do the rest.
+years later, anywhere in the file (Stack Overflow's `Posts.xml` is about
+100 GB). So `read` holds nothing of a file beyond the row it is on: it converts
+each row as it is read (HTML to text) and yields it as a `Part` keyed by its
+question, "<site>/<question id>" (a question's own Id, an answer's ParentId),
+with a small value (a plain tuple, laid out above `read`). The clean job
+groups the Parts by key (`GroupByKey`, `pipeline.sources.base`) and `assemble`
+builds one question's document from its group: what a worker holds is one row
+while reading and one question with its answers while assembling, whatever
+the size of the site. The grouping also joins posts across input files (a
+site split into several files). `read_documents` does the same in memory for
+one file, for tests and tools.
 
 The dump's data-dump archives are `.7z`, which neither Beam nor the standard
 library reads: extract `Posts.xml` first (a 7z input is a DeadLetter saying so).
@@ -34,12 +36,13 @@ import lzma
 import re
 import xml.etree.ElementTree as ET
 import zlib
-from typing import IO, Any, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 from resiliparse.extract.html2text import extract_plain_text
 
 from pipeline.io import open_input
-from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources.base import DeadLetter, Part, Skip, make_document
 
 SOURCE = "stackexchange"
 
@@ -118,11 +121,13 @@ def build_text(title: str, question: str, answers: list[tuple[int, int, str]]) -
     return "\n\n".join(part for part in parts if part)
 
 
-class _Question(NamedTuple):
-    title: str
-    text: str
-    score: int
-    tags: list[str]
+# The value of a post's Part, a plain tuple (cheap for Beam's coders): kind,
+# Id, where it was read (path, line: the first copy of a duplicate Id wins),
+# Score, body as text; a question adds its title and tags.
+#   question: (QUESTION, id, path, line, score, text, title, tags)
+#   answer:   (ANSWER, id, path, line, score, text)
+def _where(value: tuple) -> tuple[str, int]:
+    return value[2], value[3]
 
 
 def _int(row: ET.Element, field: str) -> int:
@@ -134,30 +139,29 @@ def _int(row: ET.Element, field: str) -> int:
         raise ValueError(f"bad {field} {value!r}" if value is not None else f"no {field}") from None
 
 
-def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
-    """Read a StackExchange `Posts.xml` (LLaMA 2.1 StackExchange; module doc).
+def read(path: str, cfg: Any = None, span: Any = None) -> Iterator[Part | Skip | DeadLetter]:
+    """Read a StackExchange `Posts.xml` into Parts (LLaMA 2.1 StackExchange; module doc).
 
-    Documents: one per question (PostTypeId 1) with its answers (PostTypeId 2,
-    matched by ParentId); native_id "<site>/<question id>", url
-    "https://<site>/questions/<question id>", lang "", meta {site, question_id,
-    title, score, answers (how many), tags}. Documents come after all Skips
-    and DeadLetters, in question-Id order.
-    Skip reasons: "post_type" (tag wikis 4/5, wiki placeholders, moderator
-    nominations...), "orphan_answer" (an answer whose question is not in the file).
+    Parts: one per question (PostTypeId 1) and one per answer (PostTypeId 2),
+    keyed "<site>/<question id>" (an answer's ParentId), the body already
+    converted to text; `assemble` makes each question's Document of them.
+    Skip reason: "post_type" (tag wikis 4/5, wiki placeholders, moderator
+    nominations...).
 
     Args:
         path: a `Posts.xml`, plain or gzip/bzip2/xz-compressed (any Beam filesystem).
         cfg: the job's `pipeline.config.Config` (unused).
+        span: unused: a `Posts.xml` is read whole, one row at a time.
     Yields:
-        Skips and DeadLetters as rows are read, then the Documents. DeadLetter
-        reasons: "row N: no Id" (N counts rows from 1), "Id I: bad Score 'x'",
-        "Id I: no PostTypeId", "Id I: duplicate Id", "Id I: html: ...",
-        "Id I: malformed XML on line L...: ..." (a row that is not well-formed,
-        or never closes; "row N: ..." when its Id cannot be read), "7z archive:
-        extract Posts.xml first", "cannot open: ...", "unreadable compressed
-        stream: ..." (the documents read before are still written). Each row
-        is parsed on its own (`_row_lines`): a bad row never costs the rows
-        after it.
+        Parts, Skips and DeadLetters as rows are read. DeadLetter reasons:
+        "row N: no Id" (N counts rows from 1), "Id I: bad Score 'x'", "Id I:
+        no PostTypeId", "Id I: html: ...", "Id I: malformed XML on line L...:
+        ..." (a row that is not well-formed, or never closes; "row N: ..."
+        when its Id cannot be read), "7z archive: extract Posts.xml first",
+        "cannot open: ...", "unreadable compressed stream: ..." (the Parts read
+        before are still assembled). Each row is parsed on its own
+        (`_row_lines`): a bad row never costs the rows after it. A duplicate
+        Id is found where its copies meet, in `assemble`.
     Raises:
         Nothing from the data: every failure becomes a DeadLetter.
     """
@@ -173,27 +177,78 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
             yield DeadLetter(SOURCE, path, "", "7z archive: extract Posts.xml first")
             return
         stream.seek(0)
-        questions: dict[int, _Question] = {}
-        answers: dict[int, list[tuple[int, int, str]]] = {}
-        yield from _read_rows(stream, path, questions, answers)
-    for qid in sorted(answers.keys() - questions.keys()):
-        for _ in answers[qid]:
+        yield from _read_rows(stream, path, site)
+
+
+def assemble(key: str, values: Iterable[tuple], cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    """One question's Document from the Parts of its key (`read`), in any order.
+
+    The Document: native_id the key, "<site>/<question id>", url
+    "https://<site>/questions/<question id>", lang "", meta {site, question_id,
+    title, score, answers (how many), tags}, text `build_text`. What is held is
+    the question and the text and score of each answer: what the text needs.
+
+    Posts of the group that share an Id (a row twice in a file, the same site
+    in two input files): the first by (path, line) is kept, each other is a
+    DeadLetter "Id I: duplicate Id" (record "Id I", its own path), in whatever
+    order they arrive; two dumps of one site thus give one document per
+    question, with the answers of both, each Id once. An Id repeated under
+    two different questions is not caught: its copies never meet.
+    Skip reason: "orphan_answer", once per answer of a group without its
+    question (not in the input, or dead-lettered when read).
+
+    Args:
+        key: "<site>/<question id>", as `read` keys the Parts.
+        values: the Parts' values, iterated once.
+        cfg: the job's `pipeline.config.Config` (unused).
+    """
+    site, _, number = key.rpartition("/")
+    question_id = int(number)
+    posts: dict[int, tuple] = {}  # Id: the first copy seen so far
+    for value in values:
+        kept = posts.setdefault(value[1], value)
+        if kept is not value:
+            first, repeated = sorted((kept, value), key=_where)
+            posts[value[1]] = first
+            yield DeadLetter(SOURCE, repeated[2], f"Id {repeated[1]}", f"Id {repeated[1]}: duplicate Id")
+    question = posts.get(question_id)
+    if question is None or question[0] != QUESTION:  # none, or an answer holds its Id
+        for _ in posts:
             yield Skip(SOURCE, "orphan_answer")
-    for qid in sorted(questions):
-        q = questions[qid]
-        replies = answers.get(qid, [])
-        meta = {
-            "site": site,
-            "question_id": qid,
-            "title": q.title,
-            "score": q.score,
-            "answers": len(replies),
-            "tags": q.tags,
-        }
-        text = build_text(q.title, q.text, replies)
-        yield make_document(
-            SOURCE, f"{site}/{qid}", text, f"https://{site}/questions/{qid}", meta=meta
-        )
+        return
+    del posts[question_id]
+    _, _, _, _, score, text, title, tags = question
+    replies = [(value[4], post_id, value[5]) for post_id, value in posts.items()]
+    meta = {
+        "site": site,
+        "question_id": question_id,
+        "title": title,
+        "score": score,
+        "answers": len(replies),
+        "tags": tags,
+    }
+    yield make_document(
+        SOURCE, key, build_text(title, text, replies), f"https://{site}/questions/{question_id}", meta=meta
+    )
+
+
+def read_documents(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    """What the clean job makes of one `Posts.xml`, in memory (for tests and
+    tools; the job groups the Parts with Beam instead): `read`, its Parts
+    grouped by key, each group `assemble`d.
+
+    Yields:
+        The reader's Skips and DeadLetters as rows are read, then what
+        `assemble` yields per question, in question-Id order.
+    """
+    groups: dict[str, list[tuple]] = {}
+    for rec in read(path, cfg):
+        if isinstance(rec, Part):
+            groups.setdefault(rec.key, []).append(rec.value)
+        else:
+            yield rec
+    for key in sorted(groups, key=lambda k: int(k.rpartition("/")[2])):
+        yield from assemble(key, groups[key], cfg)
 
 
 # Lines of a Posts.xml that are not rows: the declaration, the root, comments.
@@ -246,16 +301,10 @@ def _row_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None, bytes]]:
         yield start, None, pending[0]
 
 
-def _read_rows(
-    stream: IO[bytes],
-    path: str,
-    questions: dict[int, _Question],
-    answers: dict[int, list[tuple[int, int, str]]],
-) -> Iterator[Skip | DeadLetter]:
-    """Read the rows into `questions` and `answers`; yield Skips and
-    DeadLetters as they come. One bad row is one DeadLetter (record "Id I", or
-    "row N" when its Id cannot be read); reading goes on with the next row."""
-    seen: set[int] = set()
+def _read_rows(stream: IO[bytes], path: str, site: str) -> Iterator[Part | Skip | DeadLetter]:
+    """A Part of each question and answer, Skips and DeadLetters, as rows come.
+    One bad row is one DeadLetter (record "Id I", or "row N" when its Id cannot
+    be read); reading goes on with the next row."""
     n = 0
     last = "before the first row"
     try:
@@ -280,22 +329,20 @@ def _read_rows(
                 post_id = _int(row, "Id")
                 record = f"Id {post_id}"
                 last = f"after {record}"
-                if post_id in seen:
-                    raise ValueError("duplicate Id")
-                seen.add(post_id)
                 kind = row.get("PostTypeId")
                 if kind is None:
                     raise ValueError("no PostTypeId")
                 if kind == QUESTION:
-                    questions[post_id] = _Question(
-                        (row.get("Title") or "").strip(),
-                        _convert(row),
-                        _int(row, "Score"),
-                        parse_tags(row.get("Tags") or ""),
-                    )
+                    title = (row.get("Title") or "").strip()
+                    text = _convert(row)
+                    value = (QUESTION, post_id, path, line_number, _int(row, "Score"), text, title,
+                             parse_tags(row.get("Tags") or ""))
+                    yield Part(SOURCE, f"{site}/{post_id}", value)
                 elif kind == ANSWER:
                     parent = _int(row, "ParentId")
-                    answers.setdefault(parent, []).append((_int(row, "Score"), post_id, _convert(row)))
+                    score = _int(row, "Score")
+                    value = (ANSWER, post_id, path, line_number, score, _convert(row))
+                    yield Part(SOURCE, f"{site}/{parent}", value)
                 else:
                     yield Skip(SOURCE, "post_type")
             except ValueError as e:
@@ -307,5 +354,5 @@ def _read_rows(
 def _convert(row: ET.Element) -> str:
     try:
         return html_to_text(row.get("Body") or "")
-    except Exception as e:  # resiliparse's parser errors, per post
+    except Exception as e:  # noqa: BLE001 - resiliparse's parser errors, per post
         raise ValueError(f"html: {type(e).__name__}: {e}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import time
 
@@ -31,8 +32,8 @@ def _texts() -> list[str]:
     output exists, and the C4 sample of the shared corpus when present."""
     texts = []
     for p in sorted((CACHE / "inputs" / "books").glob("*.txt")):
-        raw = p.read_text(encoding="latin-1")
-        texts += [t for t in raw.split("\r\n\r\n") if len(t) > 200]
+        raw = p.read_text(encoding="latin-1")  # newlines read as "\n" whatever the file has
+        texts += [t for t in re.split(r"\n[ \t]*\n", raw) if len(t) > 200]
     c4 = SHARED_CORPUS / "c4" / "c4-en-sample.00000-of-00001.json.gz"
     if c4.is_file():
         import gzip

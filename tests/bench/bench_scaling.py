@@ -76,7 +76,7 @@ bulk out of their PCollections on this runner (`pipeline.packed`):
 
 - Documents and token ids are packed (zstd: 3.2x and 2x smaller) and, on the
   local runner, spilled to an append-only file per worker; the PCollections
-  carry (file, offset, length). `WriteDocuments` unpacks one bounded record
+  carry (file, offset, length). `DocumentPart` unpacks one bounded record
   batch at a time, and the shard job reads clean files rather than mapping
   them (a mapped file's pages count in RSS until it is closed).
 - `pipeline.beam_util.bound_local_heap`: glibc malloc settings, and Arrow on

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import time
 from operator import itemgetter
 from pathlib import Path
@@ -113,10 +114,12 @@ class SplitInputs(beam.DoFn):
 
 class _Records(beam.DoFn):
     """What a reader or an assembler yields, routed: Documents out, Skips counted
-    by reason, DeadLetters tagged DEAD, Parts tagged PIECES keyed by (source, key)."""
+    by reason, DeadLetters tagged DEAD, Parts tagged PIECES keyed by (source, key),
+    their values pickled and packed (`pipeline.packed`: spilled on the local runner)."""
 
-    def __init__(self, cfg_json: str):
+    def __init__(self, cfg_json: str, packer: Packer = INLINE):
         self.cfg_json = cfg_json
+        self.packer = packer
 
     def setup(self) -> None:
         self.cfg = Config.model_validate_json(self.cfg_json)
@@ -133,7 +136,8 @@ class _Records(beam.DoFn):
                     self.counters.inc(source, "dead_letter")
                     yield beam.pvalue.TaggedOutput(DEAD, rec._asdict())
                 elif isinstance(rec, Part):
-                    yield beam.pvalue.TaggedOutput(PIECES, ((rec.source, rec.key), rec.value))
+                    value = self.packer.put(pickle.dumps(rec.value, protocol=pickle.HIGHEST_PROTOCOL))
+                    yield beam.pvalue.TaggedOutput(PIECES, ((rec.source, rec.key), value))
                 else:
                     self.counters.inc(source, "docs_read")
                     yield rec
@@ -168,6 +172,7 @@ class AssembleSource(_Records):
     def process(self, item: tuple[tuple[str, str], Iterable[Any]]) -> Iterator[Any]:
         (source, key), values = item
         assemble = source_hook(source, "assemble")
+        values = (pickle.loads(self.packer.get(v)) for v in values)
         yield from self.route(source, f"{source} key {key}", assemble(key, values, self.cfg))
 
 
@@ -410,12 +415,12 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "CountInputs" >> beam.ParDo(CountInputs())
         | "SplitInputs" >> beam.ParDo(SplitInputs(cfg_json))
         | "SpreadFiles" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadSource(cfg_json)).with_outputs(DEAD, PIECES, main="docs")
+        | "Read" >> beam.ParDo(ReadSource(cfg_json, packer)).with_outputs(DEAD, PIECES, main="docs")
     )
     assembled = (
         read[PIECES]
         | "GroupPieces" >> beam.GroupByKey()
-        | "Assemble" >> beam.ParDo(AssembleSource(cfg_json)).with_outputs(DEAD, main="docs")
+        | "Assemble" >> beam.ParDo(AssembleSource(cfg_json, packer)).with_outputs(DEAD, main="docs")
     )
     docs = (
         (read.docs | "KeyById" >> beam.Map(lambda d: (d["id"], packer.pack(d))),
@@ -495,8 +500,8 @@ def check_inputs(cfg: Config) -> list[tuple[str, str]]:
     models = [("langid.model", cfg.langid.model, "run `python -m pipeline fetch`"),
               ("clean.c4.badwords", cfg.clean.c4.badwords, "give a word list, one per line"),
               ("clean.quality.model", cfg.clean.quality.model,
-               "clean with clean.quality.model=null first, then run `python -m pipeline quality-train` and "
-               "`python -m pipeline quality-filter`, both with --set clean.quality.model=PATH")]
+               ("clean with clean.quality.model=null first, then run `python -m pipeline quality-train` and "
+                "`python -m pipeline quality-filter`, both with --set clean.quality.model=PATH"))]
     for key, path, hint in models:
         if path and not io.exists(path):
             problems.append(f"{key} not found: {path} ({hint})")

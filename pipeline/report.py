@@ -217,6 +217,11 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append("\n(no clean manifest: run `python -m pipeline clean`)")
     else:
         lines += ["", "Stages: " + "; ".join(f"**{name}**: {what}" for name, what in STAGES[:-1]) + ".", ""]
+        if clean.get("quality_filter"):  # the classifier ran after the clean job, on its output
+            qm = clean["quality_model"]
+            lines += [(f"The reference-page classifier (`{qm['path']}`, sha256 {qm['sha256'][:16]}, threshold "
+                       f"{qm['threshold']}) was applied to the cleaned documents of {', '.join(qm['sources'])} "
+                       "afterwards, by `python -m pipeline quality-filter`; its drops count under **quality**."), ""]
         lines += ["Funnel per source (documents left after each stage that removed any):", ""]
         lines += [f"![{s['source']} funnel]({funnel_chart_name(s['source'])})" for s in data["sources"]]
     lines.append("")

@@ -134,7 +134,7 @@ class CleanConfig(_Strict):
 
 
 class TokenizerConfig(_Strict):
-    model_prefix: str
+    model_prefix: str | None = None  # None: <out_dir>/tokenizer/llama-<name>
     vocab_size: PositiveInt = 32000
     input_sentence_size: PositiveInt = 1_000_000
     sample_bytes: int = 100_000_000
@@ -144,7 +144,7 @@ class TokenizerConfig(_Strict):
 
 
 class ShardsConfig(_Strict):
-    out: str
+    out: str | None = None  # None: <out_dir>/shards
     total_tokens: PositiveFloat
     shard_tokens: PositiveInt = 1 << 27
     max_epochs: float | None = None  # cap on any source's repeat factor (None: Table 1 math)
@@ -155,7 +155,7 @@ class ShardsConfig(_Strict):
 
 
 class TrainerConfig(_Strict):
-    out: str
+    out: str | None = None  # None: <out_dir>/train
     model: str = "demo"
     seq_len: PositiveInt = 2048
     batch_size: PositiveInt = 8
@@ -214,10 +214,22 @@ class Config(_Strict):
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
     sources: dict[Literal[SOURCES], SourceConfig]  # type: ignore[valid-type]
     clean: CleanConfig = Field(default_factory=CleanConfig)
-    tokenizer: TokenizerConfig
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig
-    trainer: TrainerConfig
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
+
+    @model_validator(mode="after")
+    def _outputs_under_out_dir(self) -> Config:
+        """Every stage's output defaults under `out_dir`, so one `--set out_dir=...`
+        moves a whole experiment."""
+        if self.tokenizer.model_prefix is None:
+            self.tokenizer.model_prefix = _join(self.out_dir, "tokenizer", f"llama-{self.name}")
+        if self.shards.out is None:
+            self.shards.out = _join(self.out_dir, "shards")
+        if self.trainer.out is None:
+            self.trainer.out = _join(self.out_dir, "train")
+        return self
 
     def digest(self) -> str:
         """SHA-256 (hex, 16 chars) of the validated config: recorded in manifests.
@@ -228,10 +240,19 @@ class Config(_Strict):
     def clean_digest(self) -> str:
         """SHA-256 (hex, 16 chars) of what decides the clean job's output (seed,
         inputs, language ID, cleaning rules): recorded in the clean manifest, so
-        that a later stage can tell its Documents came from another config."""
+        that a later stage can tell its Documents came from another config. A
+        source's `share` is left out: it only weighs the mixture (shards)."""
         fields = {"seed", "cache_dir", "corpus_dir", "sources", "langid", "clean"}
-        blob = json.dumps(self.model_dump(mode="json", include=fields), sort_keys=True).encode()
+        settings = self.model_dump(mode="json", include=fields)
+        for src in settings["sources"].values():
+            del src["share"]
+        blob = json.dumps(settings, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _join(base: str, *parts: str) -> str:
+    """A path under `base`, local or a URL (gs://, s3://), without importing Beam."""
+    return "/".join([base.rstrip("/"), *parts])
 
 
 def config_paths(cfg: Config) -> list[str]:

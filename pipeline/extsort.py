@@ -25,7 +25,7 @@ def _size(key: str, value: Any) -> int:
 
 
 def _write_run(pairs: list[tuple[str, Any]], folder: str) -> BinaryIO:
-    f = tempfile.TemporaryFile(dir=folder)  # unlinked: nothing left behind on a crash
+    f = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - unlinked: nothing left behind on a crash; the reader closes it
     for pair in pairs:
         blob = pickle.dumps(pair, protocol=pickle.HIGHEST_PROTOCOL)
         f.write(_LEN.pack(len(blob)))

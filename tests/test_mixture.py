@@ -287,7 +287,7 @@ def test_shards_warn_when_the_documents_follow_other_cleaning_settings(tmp_path,
                       f"tokenizer.model_prefix={tmp_path}/none"])
     # what the digest covers: cleaning settings, not the later stages'
     assert load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}",
-                       "trainer.steps=7", "shards.total_tokens=1e5"]).clean_digest() == cfg.clean_digest()
+                       "trainer.steps=7", "shards.total_tokens=1e5", "sources.books.share=10"]).clean_digest() == cfg.clean_digest()
     assert load_config(ROOT / "configs" / "demo.yaml",
                        ["clean.min_chars=300"]).clean_digest() != cfg.clean_digest()
     manifest = tmp_path / "clean" / "manifest.json"

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.clean import DeadLetterPart, DocumentPart, document_bytes, sized_dead_letter, sized_document
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
 from pipeline.extsort import sort_pairs
 from pipeline.packed import INLINE, pack
 from pipeline.parts import WriteSizedParts, _numbering, part_count, part_index
@@ -72,8 +72,3 @@ def test_sized_parts_of_real_documents(docs, tmp_path):
     assert dead_entry["file"] == "dead_letter/part-00000-of-00001.jsonl" and dead_entry["rows"] == 30
     lines = (tmp_path / dead_entry["file"]).read_text().splitlines()
     assert lines == sorted(json.dumps(r, sort_keys=True) for r in dead)
-
-
-def test_the_old_part_count_key_names_its_replacement():
-    with pytest.raises(ConfigError, match="num_files_per_source was replaced by part_bytes"):
-        load_config(ROOT / "configs" / "demo.yaml", ["clean.num_files_per_source=4"])

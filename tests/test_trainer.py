@@ -216,3 +216,19 @@ def test_command_line(book_shards, tmp_path, capsys):
               "--set", f"shards.out={tmp_path / 'none'}"])
     assert "trainer.model '7b' is not a model size" in (err := capsys.readouterr().err)
     assert "did you mean '7B'?" in err
+
+
+def test_data_notes_count_passes_and_flag_sources_without_tokens():
+    from trainer.train import data_notes
+
+    manifest = {"sources": {"arxiv": {"target_share": 0.025, "tokens_written": 0},
+                            "books": {"target_share": 0.045, "tokens_written": 54396},
+                            "c4": {"target_share": 0.0, "tokens_written": 0}}}
+    # the demo: 300 steps x 16 sequences of 128 over 313,802 tokens (2,432 windows of 129)
+    notes = data_notes(manifest, 313_802 // 129, 128, 300 * 16)
+    assert notes[0] == "data: 4,800 windows of 128 tokens to train on, 2,432 in the shards: 1.97 passes"
+    assert notes[1].startswith("warning: trainer.steps exceed one pass over the shards (1.97 passes)")
+    assert notes[2] == ("warning: no training tokens from arxiv (in the mixture, but nothing of it "
+                        "was written to the shards)")
+    assert data_notes({"sources": {}}, 1000, 128, 1000) == [
+        "data: 1,000 windows of 128 tokens to train on, 1,000 in the shards: 1.00 passes"]

@@ -369,6 +369,25 @@ def train(cfg: Config, resume: bool = True, peak_flops: float | None = None,
             dist.destroy_process_group()
 
 
+def data_notes(manifest: dict, windows_per_epoch: int, seq_len: int, windows_to_train: int) -> list[str]:
+    """What a run will do with its shards, for the user before it starts: how
+    many passes over the training windows (a warning past one: the run repeats
+    data the mixture did not plan to repeat), and the sources of the mixture
+    that have no training tokens at all."""
+    passes = windows_to_train / windows_per_epoch
+    notes = [f"data: {windows_to_train:,} windows of {seq_len} tokens to train on, "
+             f"{windows_per_epoch:,} in the shards: {passes:.2f} passes"]
+    if passes > 1:
+        notes.append(f"warning: trainer.steps exceed one pass over the shards ({passes:.2f} passes): "
+                     "every window is seen again; raise shards.total_tokens or lower trainer.steps")
+    empty = sorted(s for s, info in manifest.get("sources", {}).items()
+                   if info.get("target_share", 0) > 0 and info.get("tokens_written", 0) == 0)
+    if empty:
+        notes.append(f"warning: no training tokens from {', '.join(empty)} "
+                     "(in the mixture, but nothing of it was written to the shards)")
+    return notes
+
+
 def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
            peak_flops: float | None, compile_backend: str) -> dict:
     """`train` on this process, once the process group (if any) is up."""
@@ -446,6 +465,10 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
         peak_flops = (PEAK_FLOPS_CUDA if device.type == "cuda"
                       else PEAK_FLOPS_CPU_PER_THREAD * torch.get_num_threads())
     tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world.world_size
+    if world.is_main:
+        for note in data_notes(stream.manifest, stream.windows_per_epoch, t.seq_len,
+                               t.steps * tokens_per_step // t.seq_len):
+            print(note, file=sys.stderr)
     # tokens trained on so far, from the stream's global position: right after a resume
     # under another global batch too (then step * tokens_per_step would not be)
     position = loader.state_dict()

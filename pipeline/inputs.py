@@ -35,13 +35,25 @@ def source_patterns(cfg: Config) -> list[tuple[str, str]]:
 def expand(source: str, pattern: str, limit: int | None = None) -> list[tuple[str, int]]:
     """(path, bytes as stored) of the records a pattern names, sorted: files on
     any filesystem, and for a folder source also local folders (their files'
-    bytes summed). `limit` stops the listing early (a check, not a count)."""
+    bytes summed). `limit` stops the listing early (a check, not a count).
+
+    Wikipedia: index files are not dumps, and of the editions of one dump the
+    pattern matches (combined or parts, multistream or not) only one is read
+    (`pipeline.sources.wikipedia.select_dumps`); a dump matched by two
+    patterns is read twice, its pages then kept once by id."""
     found = dict(io.match(pattern, limit))
     if source in FOLDER_SOURCES and not io.is_remote(pattern):
         for path in glob.glob(pattern):
             if os.path.isdir(path):
                 found[path] = sum(n for _, n in io.list_tree(path))
-    return sorted((p, n) for p, n in found.items() if not p.endswith(SKIPPED_SUFFIXES))
+    records = sorted((p, n) for p, n in found.items() if not p.endswith(SKIPPED_SUFFIXES))
+    if source == "wikipedia":  # the dump naming is the source's
+        from pipeline.sources.wikipedia import select_dumps
+
+        records = select_dumps(records)
+    if limit and found and not records:  # the first files listed were no records: look further
+        return expand(source, pattern)[:limit]
+    return records
 
 
 def list_inputs(cfg: Config) -> dict[str, list[tuple[str, int]]]:

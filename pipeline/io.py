@@ -23,6 +23,7 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import io as _io
 import json
 import lzma
 import os
@@ -226,6 +227,14 @@ def open_read(path: str | Path) -> IO[bytes]:
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+def is_compressed(path: str | Path) -> bool:
+    """Whether a file starts with the magic bytes of gzip, bzip2 or xz (what
+    `open_input` decompresses)."""
+    with open_read(path) as f:
+        head = f.read(6)
+    return any(head.startswith(magic) for magic, _ in _MAGIC)
+
+
 def open_input(path: str) -> IO[bytes]:
     """Open a file for binary reading, decompressing gzip, bzip2 or xz by magic bytes."""
     _ensure_configured()
@@ -236,6 +245,58 @@ def open_input(path: str) -> IO[bytes]:
         if head.startswith(magic):
             return opener(raw)
     return raw
+
+
+class ByteRange(_io.RawIOBase):
+    """Bytes [start, end) of an open file as a read-only, seekable stream whose
+    position 0 is `start`: reads stop at `end` (None: the file's end; both
+    clamped to the file). `size` is the whole file's size, so a reader can tell
+    whether its range reaches the end. Closing it closes the file."""
+
+    def __init__(self, f: IO[bytes], start: int, end: int | None = None):
+        self._f = f
+        f.seek(0, os.SEEK_END)
+        self.size = f.tell()
+        self.start = max(0, min(start, self.size))
+        self.end = self.size if end is None else max(self.start, min(end, self.size))
+        self._pos = 0
+        f.seek(self.start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.end - self.start}[whence]
+        self._pos = max(0, min(base + offset, self.end - self.start))
+        self._f.seek(self.start + self._pos)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.end - self.start - self._pos)
+        if n <= 0:
+            return 0
+        data = self._f.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def open_range(path: str | Path, start: int, end: int | None = None, buffer_size: int = 1 << 20) -> IO[bytes]:
+    """Bytes [start, end) of a file as stored (no decompression), on any
+    filesystem: one part of a large input that several workers read in pieces.
+    A buffered stream over a `ByteRange` (its `raw`: `size`, `start`, `end`)."""
+    return _io.BufferedReader(ByteRange(open_read(path), start, end), buffer_size)
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -33,6 +33,7 @@ from pipeline.sources.github import (
     quality_skip_reason,
     read,
     row_to_document,
+    split,
     strip_license_header,
 )
 
@@ -143,6 +144,28 @@ def test_read_parquet_matches_jsonl(export, tmp_path):
     from_parquet = list(read(str(parquet), CFG))
     assert from_parquet == list(read(str(jsonl), CFG))
     assert sum(isinstance(x, dict) for x in from_parquet) == 2 * FILES_PER_REPO
+
+
+@pytest.mark.parametrize("split_bytes", [1, 200_000])
+def test_read_in_spans_matches_the_whole_read(export, tmp_path, split_bytes):
+    """Parquet by row groups, plain JSON lines by line ranges: each span's rows
+    are numbered as in the whole file (the broken row's dead letter names it)."""
+    _, _, rows = export
+    subset = [dict(r) for r in rows[:200]]
+    subset[37]["repo_name"] = None
+    parquet = tmp_path / "github.parquet"
+    pq.write_table(pa.Table.from_pylist(subset), parquet, row_group_size=16)
+    jsonl = tmp_path / "github.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in subset), encoding="utf-8")
+    cfg = CFG.model_copy(update={"clean": CFG.clean.model_copy(update={"split_bytes": split_bytes})})
+    for path in (parquet, jsonl):
+        whole = list(read(str(path), CFG))
+        assert len(whole) == 200 and whole[37] == DeadLetter("github", str(path), "line 38", whole[37].reason)
+        spans = split(str(path), path.stat().st_size, cfg)
+        assert len(spans) == (13 if path == parquet else 200) if split_bytes == 1 else 2 < len(spans) < 13
+        assert [r for span in spans for r in read(str(path), CFG, span)] == whole
+    gz = export[0]
+    assert split(str(gz), gz.stat().st_size, cfg) == []  # gzip: read whole
 
 
 def test_row_rules_on_real_content(export):

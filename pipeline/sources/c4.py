@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from pipeline.config import Config
 from pipeline.sources.base import DeadLetter, Skip, make_document
-from pipeline.sources.records import iter_json_lines, line_id
+from pipeline.sources.records import iter_json_lines, json_lines_spans, line_id
 
 SOURCE = "c4"
 
@@ -51,18 +51,29 @@ def row_to_document(row: dict[str, Any], path: str, line: int) -> dict | Skip | 
     )
 
 
-def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
+def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, int, int]]:
+    """Line ranges of about `clean.split_bytes` of a large plain JSON-lines file,
+    read by several workers (`pipeline.sources.records.line_spans`); [] (read
+    whole) for a compressed one: the released `c4-*.json.gz` are single gzip
+    members, which cannot be entered in the middle."""
+    return json_lines_spans(path, cfg.clean.split_bytes)
+
+
+def read(
+    path: str, cfg: Config, span: tuple[int, int, int] | None = None
+) -> Iterator[dict | Skip | DeadLetter]:
     """Read one C4 JSON-lines file (plain, gzip, bzip2 or xz).
 
     Args:
         path: a local or Beam-filesystem path.
         cfg: the job config (unused: C4 needs no reader options).
+        span: a line range of `split` (the lines that start in it), or None.
     Yields: a Document per row (meta {"timestamp"}), Skip "empty" for a blank
         text, DeadLetter naming the file and line for a line that is not a JSON
         object with a string `text`, or where a compressed stream breaks.
     Never raises.
     """
-    for item in iter_json_lines(path, SOURCE):
+    for item in iter_json_lines(path, SOURCE, span):
         if isinstance(item, DeadLetter):
             yield item
         else:

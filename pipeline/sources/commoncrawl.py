@@ -57,13 +57,14 @@ from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import Config
-from pipeline.io import open_input
+from pipeline.io import open_input, open_range
 from pipeline.sources.base import DeadLetter, Skip, make_document
 from pipeline.sources.records import (
     GZIP_MAGIC,
     STREAM_ERRORS,
     GzipMembers,
     file_name,
+    gzip_member_spans,
     iter_json_lines,
     line_id,
 )
@@ -725,19 +726,45 @@ def read_dolma(path: str) -> Iterator[dict | Skip | DeadLetter]:
         yield make_document(SOURCE, str(native_id), text, url, meta=doc_meta)
 
 
-def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
+def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, int]]:
+    """Spans of a large gzip WARC or WET file, read by several workers: byte
+    ranges of about `clean.split_bytes`, each starting at a gzip member that
+    starts a WARC record (`pipeline.sources.records.gzip_member_spans`). Common
+    Crawl, wget and warcio compress each record as its own member, so a span
+    owns the records of the members that start in it. [] (read whole) for
+    Dolma JSON lines, uncompressed, bzip2 or xz files (a `WARC/` line inside a
+    payload cannot be told from a record's start without reading from the
+    file's start), and a gzip file of one member."""
+    if path.lower().endswith(_JSONL_SUFFIXES):
+        return []
+    return gzip_member_spans(path, cfg.clean.split_bytes, prefix=b"WARC/")
+
+
+def read(path: str, cfg: Config, span: tuple[int, int] | None = None) -> Iterator[dict | Skip | DeadLetter]:
     """Read one CommonCrawl input file: WARC or WET (any compression, WARC/1.0,
     1.1 or 0.18) or, by its `.jsonl*`/`.json.gz` name, Dolma JSON lines.
 
     Args:
         path: a local or Beam-filesystem path.
         cfg: the job config (nothing in it changes how a record is read).
+        span: (start, end) of `split`: only the records of the gzip members
+            that start in [start, end); offsets in dead letters stay the file's.
     Yields: Documents (`make_document`), `Skip(source, reason)` with the reasons
         listed in the module docstring, `DeadLetter` for unparsable records.
     Never raises: a file that cannot be opened is one DeadLetter (record "file").
     """
     if path.lower().endswith(_JSONL_SUFFIXES):
         yield from read_dolma(path)
+        return
+    if span is not None:
+        start, end = span
+        try:
+            raw = open_range(path, start)
+        except (OSError, ValueError) as e:
+            yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
+            return
+        with raw:
+            yield from read_warc(path, GzipMembers(raw, base=start, stop=end))
         return
     try:
         raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)

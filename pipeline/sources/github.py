@@ -35,7 +35,12 @@ from typing import Any, Iterable, Iterator
 from pipeline.config import Config
 from pipeline.io import atomic_write
 from pipeline.sources.base import DeadLetter, Skip, make_document
-from pipeline.sources.records import iter_json_lines, iter_parquet_rows
+from pipeline.sources.records import (
+    iter_json_lines,
+    iter_parquet_rows,
+    json_lines_spans,
+    parquet_spans,
+)
 
 SOURCE = "github"
 
@@ -527,7 +532,19 @@ def row_to_document(
     )
 
 
-def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
+def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, ...]]:
+    """Pieces of a large table file, read by several workers: Parquet by row
+    groups (`parquet_spans`), plain JSON lines by line ranges
+    (`json_lines_spans`), of about `clean.split_bytes` each; [] (read whole)
+    for compressed JSON lines and repository folders."""
+    if os.path.isdir(path):
+        return []
+    if path.lower().endswith(".parquet"):
+        return parquet_spans(path, cfg.clean.split_bytes)
+    return json_lines_spans(path, cfg.clean.split_bytes)
+
+
+def read(path: str, cfg: Config, span: tuple[int, ...] | None = None) -> Iterator[dict | Skip | DeadLetter]:
     """Read one GitHub input: a table file, JSON lines (plain, gzip, bzip2, xz)
     or, by a `.parquet` name, Parquet; or a local repository directory or
     installed distribution (`read_repository`).
@@ -536,6 +553,7 @@ def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
         path: a local or Beam-filesystem path (a directory: local only).
         cfg: the job config; cfg.clean.github.licenses are the licence families
             kept (LLaMA: mit, bsd, apache).
+        span: a piece of `split` (row groups or a line range), or None.
     Yields: Documents with lang "" (no language ID for code), url
         `github://<repo>/<path>`, meta {repo_name, path, license,
         license_family, language}; Skips and DeadLetters as in `row_to_document`.
@@ -546,9 +564,9 @@ def read(path: str, cfg: Config) -> Iterator[dict | Skip | DeadLetter]:
         return
     keep = cfg.clean.github.licenses
     rows = (
-        iter_parquet_rows(path, SOURCE)
+        iter_parquet_rows(path, SOURCE, span=span)
         if path.lower().endswith(".parquet")
-        else iter_json_lines(path, SOURCE)
+        else iter_json_lines(path, SOURCE, span)
     )
     for item in rows:
         if isinstance(item, DeadLetter):

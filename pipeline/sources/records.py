@@ -2,16 +2,26 @@
 (C4 and Dolma JSON lines, GitHub table exports).
 
 Every function here yields either `(line_number, row)` or a `DeadLetter`; a bad
-line never raises and never disappears (DESIGN.md, "a record that cannot be
-parsed goes to a dead-letter output with its reason").
+line never raises and never disappears (a record that cannot be parsed goes to
+the dead-letter output with its reason).
+
+Spans: a large file is read in pieces by several workers (a source's `split`,
+see `pipeline.sources.base`) where its format allows it: an uncompressed
+line file by line ranges (`line_spans`, `SpanLines`), Parquet by row groups
+(`parquet_spans`), a multi-member gzip file by members (`gzip_member_spans`,
+`GzipMembers(stop=...)`). Every span read gives exactly the records, line
+numbers and offsets that the whole read gives for its part of the file.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import posixpath
 import zlib
-from typing import Any, Iterator
+from collections.abc import Callable
+from typing import IO, Any, Iterator, Self
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -38,11 +48,14 @@ def line_id(path: str, line: int) -> str:
     return f"{file_name(path)}:{line}"
 
 
-def iter_json_lines(path: str, source: str) -> Iterator[tuple[int, dict[str, Any]] | DeadLetter]:
+def iter_json_lines(
+    path: str, source: str, span: tuple[int, int, int] | None = None
+) -> Iterator[tuple[int, dict[str, Any]] | DeadLetter]:
     """Yield `(line_number, object)` for each JSON-lines row of `path` (1-based).
 
     Plain, gzip (multi-member too), bzip2 or xz by magic bytes. Blank lines are
-    not records and are passed over.
+    not records and are passed over. With a `span` of `line_spans` (a plain
+    file only), just the lines it owns, numbered as in the whole file.
 
     Yields a DeadLetter (record = "line N") for a line that is not UTF-8, not
     JSON, or not a JSON object, and carries on with the next line; for a file
@@ -51,11 +64,11 @@ def iter_json_lines(path: str, source: str) -> Iterator[tuple[int, dict[str, Any
     ends. Never raises.
     """
     try:
-        stream = pio.open_input(path)
+        stream = pio.open_input(path) if span is None else SpanLines(path, span[0], span[1])
     except (OSError, ValueError) as e:
         yield DeadLetter(source, path, "file", f"cannot open: {type(e).__name__}: {e}")
         return
-    line = 0
+    line = 0 if span is None else span[2] - 1
     with stream:
         while True:
             try:
@@ -85,9 +98,11 @@ def iter_json_lines(path: str, source: str) -> Iterator[tuple[int, dict[str, Any
 
 
 def iter_parquet_rows(
-    path: str, source: str, batch_size: int = 1024
+    path: str, source: str, batch_size: int = 1024, span: tuple[int, int] | None = None
 ) -> Iterator[tuple[int, dict[str, Any]] | DeadLetter]:
-    """Yield `(row_number, row)` (1-based) for each row of a Parquet file.
+    """Yield `(row_number, row)` (1-based) for each row of a Parquet file, or of
+    the row groups `span` = (first, last) of `parquet_spans`, numbered as in
+    the whole file.
 
     Read batch by batch, so memory stays flat. A file that cannot be opened or
     decoded yields one DeadLetter (record "file" or "row N") and ends. Never raises.
@@ -98,13 +113,130 @@ def iter_parquet_rows(
     row_number = 0
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size):
+            table = pq.ParquetFile(f)
+            groups = None
+            if span is not None:
+                groups = list(range(span[0], span[1] + 1))
+                row_number = sum(table.metadata.row_group(i).num_rows for i in range(span[0]))
+            for batch in table.iter_batches(batch_size=batch_size, row_groups=groups):
                 for row in batch.to_pylist():
                     row_number += 1
                     yield row_number, row
     except (OSError, ValueError, pa.ArrowException) as e:
         record = f"row {row_number + 1}" if row_number else "file"
         yield DeadLetter(source, path, record, f"bad Parquet: {type(e).__name__}: {e}")
+
+
+# --------------------------------------------------------------------------
+# Spans of line files and Parquet files
+
+SCAN_BLOCK = 1 << 22  # bytes read at a time while looking for line starts
+log = logging.getLogger(__name__)
+
+
+def read_whole_on_error(spans_of: Callable[..., list]) -> Callable[..., list]:
+    """A spans function that gives [] (read whole) where the file cannot be
+    read or parsed: the job's split step must not fail, and the reader then
+    reports the file as a dead letter."""
+
+    @functools.wraps(spans_of)
+    def spans(path: str, *args: Any, **kw: Any) -> list:
+        try:
+            return spans_of(path, *args, **kw)
+        except (OSError, EOFError, ValueError) as e:  # pyarrow's errors are these too
+            log.warning("%s: not split, read whole: %s: %s", path, type(e).__name__, e)
+            return []
+
+    return spans
+
+
+@read_whole_on_error
+def line_spans(path: str, split_bytes: int) -> list[tuple[int, int, int]]:
+    """Spans of about `split_bytes` of a plain (uncompressed) line file:
+    (start, end, number of the first line), each cut at a line start; [] when
+    the file is one span.
+
+    One sequential read that counts newlines and parses nothing, so each span
+    knows the number of its first line: a span read names the same lines (in
+    dead letters, in ids of rows that carry none) as the whole read.
+    """
+    spans: list[tuple[int, int, int]] = []
+    start, first = 0, 1  # the current span, and its first line's number
+    pos = lines = 0  # offset of the block; newlines before block[i]
+    with pio.open_read(path) as f:
+        while block := f.read(SCAN_BLOCK):
+            i = 0
+            while True:  # the next span starts after the first newline at or past start + split_bytes - 1
+                nl = block.find(b"\n", max(start + split_bytes - 1 - pos, i))
+                if nl < 0:
+                    break
+                lines += block.count(b"\n", i, nl + 1)
+                i = nl + 1
+                spans.append((start, pos + i, first))
+                start, first = pos + i, lines + 1
+            lines += block.count(b"\n", i)
+            pos += len(block)
+    if start < pos:
+        spans.append((start, pos, first))
+    return spans if len(spans) > 1 else []
+
+
+@read_whole_on_error
+def json_lines_spans(path: str, split_bytes: int) -> list[tuple[int, int, int]]:
+    """`line_spans` of a plain JSON-lines file; [] (read whole) for gzip, bzip2
+    or xz, whose bytes cannot be entered in the middle."""
+    return [] if pio.is_compressed(path) else line_spans(path, split_bytes)
+
+
+class SpanLines:
+    """The lines of a plain file whose first byte lies in [start, end), with
+    `readline()` as a file's (b"" after the last): a line that starts before
+    `start` is the previous span's, one that starts before `end` and runs past
+    it is this span's. A context manager; any filesystem."""
+
+    def __init__(self, path: str, start: int, end: int):
+        self.stream = pio.open_range(path, max(start - 1, 0))
+        self.pos, self.end = start, end
+        # the byte before `start` says whether a line starts there
+        if start > 0 and self.stream.read(1) not in (b"\n", b""):
+            self.pos += len(self.stream.readline())  # the rest of a line the previous span owns
+
+    def readline(self) -> bytes:
+        if self.pos >= self.end:
+            return b""
+        line = self.stream.readline()
+        self.pos += len(line)
+        return line
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@read_whole_on_error
+def parquet_spans(path: str, split_bytes: int) -> list[tuple[int, int]]:
+    """(first, last) row groups of about `split_bytes` (compressed) each, from
+    the file's footer; [] when the file is one span."""
+    import pyarrow.parquet as pq
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        meta = pq.ParquetFile(f).metadata
+    spans: list[tuple[int, int]] = []
+    first, size = 0, 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        size += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+        if size >= split_bytes:
+            spans.append((first, i))
+            first, size = i + 1, 0
+    if first < meta.num_row_groups:
+        spans.append((first, meta.num_row_groups - 1))
+    return spans if len(spans) > 1 else []
 
 
 # --------------------------------------------------------------------------
@@ -143,18 +275,23 @@ class GzipMembers:
         starts), for dead-letter messages; offsets of the decompressed stream
         count every byte read, across segments.
 
+    A span of `gzip_member_spans`: `raw` opened at the span's start `base`
+    (offsets stay those of the file) and `stop` its end: the file ends, for
+    this reader, at the first member that starts at or after `stop`.
+
     Raises: nothing from damaged data; OSError from the underlying file read is
     reported as a segment error ("unreadable input").
     """
 
     RESUMES = "reading resumes at the next gzip member, if any"  # for messages
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, base: int = 0, stop: int | None = None):
         self.raw = raw
+        self.stop = stop
         self.error: str | None = None
         self.error_at: int | None = None  # file offset of the member (or bytes) that broke
         self._win = bytearray()  # compressed bytes, _win[0] at file offset _win_off
-        self._win_off = 0
+        self._win_off = base
         self._feed = 0  # index in _win of the next byte for the decompressor
         self._raw_eof = False
         self._d: Any = None  # zlib decompressor of the current member, None between members
@@ -202,6 +339,9 @@ class GzipMembers:
         while not self._ended:
             if self._d is None:  # at a member boundary
                 self._trim(self._feed)
+                if self._past_stop(0):
+                    self._ended = True  # the next span's first member
+                    return b""
                 while len(self._win) < len(GZIP_MAGIC) and self._more():
                     pass
                 if not self._win:
@@ -263,6 +403,8 @@ class GzipMembers:
                     return False
                 continue
             if self._inflates(pos):
+                if self._past_stop(pos):
+                    return False
                 self._trim(pos)
                 self._feed = 0
                 self._d = None
@@ -270,6 +412,10 @@ class GzipMembers:
                 self.error = self.error_at = None
                 return True
             search_from = pos + 1
+
+    def _past_stop(self, pos: int) -> bool:
+        """Whether a member at window index `pos` is beyond this reader's span."""
+        return self.stop is not None and self._win_off + pos >= self.stop
 
     def _inflates(self, pos: int) -> bool:
         """Whether a gzip member starting at window index `pos` inflates without error."""
@@ -296,3 +442,84 @@ class GzipMembers:
                 break
             found = (comp, dec_start)
         return found
+
+
+# Searched past a span boundary for the next member before the boundary is
+# given up (Common Crawl's members are one record each, < 2 MiB).
+MAX_MEMBER_SEARCH = 1 << 24
+
+
+def _member_end(f: IO[bytes], start: int, prefix: bytes) -> int | None:
+    """The offset just past the gzip member at `start`, when it inflates to its
+    end, its trailer's CRC-32 and length agree (zlib checks them) and its data
+    starts with `prefix`; None for bytes that only look like a member."""
+    f.seek(start)
+    d = zlib.decompressobj(31)
+    head, pending, fed = b"", b"", 0
+    while not d.eof:
+        if not pending:
+            if fed > MAX_MEMBER_HISTORY:
+                return None
+            pending = f.read(_RAW_CHUNK)
+            if not pending:
+                return None
+            fed += len(pending)
+        try:
+            out = d.decompress(pending, _RAW_CHUNK)
+        except zlib.error:
+            return None
+        head += out[: len(prefix) - len(head)]
+        pending = d.unconsumed_tail
+    return start + fed - len(d.unused_data) if head == prefix else None
+
+
+def find_member(f: IO[bytes], offset: int, size: int, prefix: bytes = b"") -> int | None:
+    """The first offset at or after `offset` (and within MAX_MEMBER_SEARCH of it)
+    where a whole gzip member starts (`_member_end`) that is followed by the end
+    of the file, zero padding or the next member's magic bytes; None if none."""
+    pos, limit = offset, min(size, offset + MAX_MEMBER_SEARCH)
+    while pos < limit:
+        f.seek(pos)
+        window = f.read(_RAW_CHUNK + len(GZIP_MAGIC) - 1)
+        hit = window.find(GZIP_MAGIC)
+        while 0 <= hit < _RAW_CHUNK:
+            end = _member_end(f, pos + hit, prefix)
+            if end is not None:
+                f.seek(end)
+                after = f.read(len(GZIP_MAGIC))
+                if after in (b"", GZIP_MAGIC) or not after.strip(b"\x00"):
+                    return pos + hit
+            hit = window.find(GZIP_MAGIC, hit + 1)
+        pos += _RAW_CHUNK
+    return None
+
+
+@read_whole_on_error
+def gzip_member_spans(path: str, split_bytes: int, prefix: bytes = b"") -> list[tuple[int, int]]:
+    """Spans of about `split_bytes` of a multi-member gzip file: (start, end)
+    byte offsets, each start a member's (checked whole by `find_member`, its
+    data starting with `prefix`); read with `GzipMembers(raw, start, end)`, a
+    span owns the members that start in [start, end). [] for a file that is not
+    gzip, or whose first member runs to its end (one member: no split).
+
+    Only the bytes around each boundary are read (up to MAX_MEMBER_SEARCH
+    each); a boundary with no member near it is moved to the next one.
+    """
+    with pio.open_read(path) as f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        if f.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+            return []
+        first = _member_end(f, 0, prefix)
+        if first is None or first >= size:
+            return []
+        starts = [0]
+        target = split_bytes
+        while target < size:
+            found = find_member(f, target, size, prefix)
+            if found is None:
+                target += split_bytes
+                continue
+            starts.append(found)
+            target = found + split_bytes
+    return list(zip(starts, [*starts[1:], size])) if len(starts) > 1 else []

@@ -19,6 +19,17 @@ well-formed costs only itself. The encoding comes from the byte-order mark or
 the XML declaration, so the UTF-16LE dumps (with BOM) read as they are. A dump
 cut mid-page yields every complete page, then one DeadLetter "truncated dump: ...".
 
+A large multistream dump (`<db>-<date>-pages-articles-multistream.xml.bz2`, or
+one of its parts) with its index beside it (`index_path`; lines
+`offset:page_id:title`, the offset that of the bz2 stream holding the page,
+about 100 pages per stream) is read in pieces by several workers: `split`
+groups consecutive streams into byte ranges of about `clean.split_bytes`, and
+a span's reader decompresses just its streams, taking the root element and
+`<siteinfo>` (language, namespaces) from the dump's first stream. The first
+span starts at byte 0 and the last ends at the file's end, so every byte is
+read once even where the index misses a stream. A dump without an index is
+read whole. Which dumps of a listing are read at all: `select_dumps`.
+
 Known gaps: {{convert}} renders the value and unit as written, without the
 converted figure; file links under a local alias that siteinfo does not list
 are only caught by their image options (`thumb`, `200px`).
@@ -26,8 +37,10 @@ are only caught by their image options (`thumb`, `200px`).
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import io
+import logging
 import lzma
 import posixpath
 import re
@@ -47,10 +60,11 @@ from mwparserfromhell.nodes import (
 )
 from mwparserfromhell.wikicode import Wikicode
 
-from pipeline.io import open_input
+from pipeline.io import exists, open_input, open_range, open_read
 from pipeline.sources.base import DeadLetter, Skip, make_document
 
 SOURCE = "wikipedia"
+log = logging.getLogger(__name__)
 
 ARTICLE_NS = 0  # MediaWiki's main (article) namespace
 FILE_NS = 6
@@ -763,7 +777,9 @@ def _page_record(page: ET.Element, dump: _Dump) -> dict[str, Any] | Skip | DeadL
     return make_document(SOURCE, native_id, text, url, dump.lang, 1.0, meta)
 
 
-def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+def read(
+    path: str, cfg: Any = None, span: tuple[int, int] | None = None
+) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
     """Stream a MediaWiki XML dump; one Document, Skip or DeadLetter per `<page>`.
 
     LLaMA 2.1 Wikipedia: articles of the dump's language, markup removed.
@@ -783,6 +799,8 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
         path: a dump file, .xml or compressed as Wikimedia publishes them
             (.bz2) or .xz; any Beam filesystem.
         cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
+        span: (start, end) byte offsets of `split` (whole bz2 streams of a
+            multistream dump): only the pages of those streams; None: all.
     Yields:
         Documents, Skips, and DeadLetters: record "page <id>" (or "after page
         <id>" when the id cannot be read) for a page that cannot be parsed
@@ -793,6 +811,9 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     Raises:
         Nothing from the data: every failure becomes a DeadLetter.
     """
+    if span is not None:
+        yield from _read_span(path, *span)
+        return
     try:
         stream = open_input(path)
     except (OSError, ValueError) as e:
@@ -870,15 +891,24 @@ def _page_chunks(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
         yield "cut", "".join(chunk)
 
 
-def _read_stream(stream: Any, path: str) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
-    head = stream.read(_HEAD_BYTES)
-    stream.seek(0)
-    encoding = _dump_encoding(head)
+def _read_stream(
+    stream: Any, path: str, header: tuple[_Dump, str] | None = None, to_end: bool = True,
+    last: str = "before the first page",
+) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    """The records of a decompressed dump: the whole file, or with `header`
+    (the dump's siteinfo and the encoding of its body, `_read_header`) a span
+    of its pages; `to_end`: the stream runs to the file's end, so it must
+    close the root element; `last`: where a dead letter before the first page is."""
+    if header is None:
+        head = stream.read(_HEAD_BYTES)
+        stream.seek(0)
+        encoding = _dump_encoding(head)
+        dump: _Dump | None = None
+    else:
+        dump, encoding = header
     # Undecodable bytes become lone surrogates, which the XML parser refuses:
     # the page that holds them is a dead letter, not the rest of the file.
     text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape")
-    dump: _Dump | None = None
-    last = "before the first page"
     cut = ""
     try:
         for kind, chunk in _page_chunks(text):
@@ -938,7 +968,188 @@ def _read_stream(stream: Any, path: str) -> Iterator[dict[str, Any] | Skip | Dea
         return
     if dump is None:
         yield DeadLetter(SOURCE, path, "file", "malformed dump: no <mediawiki> root element")
+    elif cut and not to_end:
+        reason = f"the span ends inside {cut}: the index does not match the dump's streams"
+        yield DeadLetter(SOURCE, path, last, reason)
     elif cut:
         yield DeadLetter(SOURCE, path, last, f"truncated dump: the file ends inside {cut}")
-    else:
+    elif to_end:
         yield DeadLetter(SOURCE, path, last, "truncated dump: the file ends before </mediawiki>")
+
+
+# --------------------------------------------------------------------------
+# Multistream dumps, read in spans by their index (module doc)
+
+# `<stem><part>.xml<pages>.bz2`: enwiki-20230501-pages-articles-multistream.xml.bz2,
+# enwiki-20230501-pages-articles-multistream1.xml-p1p41242.bz2
+_MULTISTREAM_RE = re.compile(
+    r"(?P<stem>.+-pages-articles-multistream)(?P<part>\d*)\.xml(?P<pages>-p\d+p\d+)?\.bz2"
+)
+# enwiki-20230501-pages-articles-multistream-index.txt.bz2, ...-index1.txt-p1p41242.bz2
+_INDEX_RE = re.compile(r".*-index\d*\.txt(?:-p\d+p\d+)?(?:\.bz2)?")
+# <db>-<date>-pages-articles[-multistream][<part>].xml[-p<first>p<last>].bz2
+_DUMP_RE = re.compile(
+    r"(?P<db>[a-z][a-z0-9_]*wiki)-(?P<date>[^-]+)-pages-articles(?P<multistream>-multistream)?"
+    r"(?P<part>\d+)?\.xml(?:-p\d+p\d+)?\.bz2"
+)
+_BZ2_STREAM_RE = re.compile(rb"BZh[1-9]")  # a bzip2 stream's header
+_MAX_HEADER_CHARS = 1 << 22  # <mediawiki> and <siteinfo> are a few kB
+
+
+def index_path(path: str) -> str | None:
+    """The index beside a multistream dump, by Wikimedia's naming:
+    `...-pages-articles-multistream.xml.bz2` ->
+    `...-pages-articles-multistream-index.txt.bz2`, and for a part
+    `...-multistream1.xml-p1p41242.bz2` -> `...-multistream-index1.txt-p1p41242.bz2`;
+    None for any other name. Any filesystem."""
+    folder, sep, name = path.rpartition("/")
+    m = _MULTISTREAM_RE.fullmatch(name)
+    if m is None:
+        return None
+    return f"{folder}{sep}{m['stem']}-index{m['part']}.txt{m['pages'] or ''}.bz2"
+
+
+def is_index(path: str) -> bool:
+    """Whether a file is a multistream dump's index (`...-index.txt.bz2`), never a dump."""
+    return _INDEX_RE.fullmatch(posixpath.basename(path)) is not None
+
+
+def select_dumps(files: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The dumps of a listing worth reading: (path, anything) pairs, order kept.
+
+    Index files go (`is_index`). Wikimedia publishes each `pages-articles` dump
+    of a database and date in up to four editions that hold the same pages: the
+    combined multistream file, the combined file, the multistream parts
+    (`...-multistream1.xml-p1p41242.bz2`, ...) and the parts; a mirror may hold
+    several. Of the editions a listing has for one database and date, only the
+    first in that order is kept: a combined file holds every page, where a
+    listing of parts may be incomplete, and the multistream one can be split
+    by its index. Files whose names do not follow the convention are all kept.
+    """
+    files = [f for f in files if not is_index(f[0])]
+
+    def edition(path: str) -> tuple[tuple[str, str], int] | None:
+        m = _DUMP_RE.fullmatch(posixpath.basename(path))
+        if m is None:
+            return None
+        return (m["db"], m["date"]), (2 if m["part"] else 0) + (0 if m["multistream"] else 1)
+
+    best: dict[tuple[str, str], int] = {}
+    for path, _ in files:
+        if found := edition(path):
+            best[found[0]] = min(best.get(found[0], found[1]), found[1])
+    return [f for f in files if (found := edition(f[0])) is None or found[1] == best[found[0]]]
+
+
+def read_index(index: str) -> list[int]:
+    """The distinct stream offsets of a multistream index (lines
+    `offset:page_id:title`, bz2 or plain), sorted. Lines of another shape are
+    passed over: the offsets only place span boundaries, each checked (`split`)."""
+    offsets = set()
+    with open_input(index) as f:
+        for line in f:
+            head, sep, _ = line.partition(b":")
+            if sep and head.isdigit():
+                offsets.add(int(head))
+    return sorted(offsets)
+
+
+def stream_spans(offsets: list[int], nbytes: int, split_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive streams grouped into (start, end) byte ranges of at least
+    `split_bytes` (the last one may be less): the first starts at 0 and the last
+    ends at `nbytes`, so the spans cover the file. [] when that is one span."""
+    cuts = [0]
+    for offset in offsets:
+        if offset - cuts[-1] >= split_bytes and offset < nbytes:
+            cuts.append(offset)
+    spans = list(zip(cuts, [*cuts[1:], nbytes]))
+    return spans if len(spans) > 1 else []
+
+
+def split(path: str, nbytes: int, cfg: Any) -> list[tuple[int, int]]:
+    """Spans of about `clean.split_bytes` of a multistream dump that has its
+    index beside it (`index_path`, `stream_spans`); [] (read whole) for any
+    other dump, or when the index does not point at bz2 streams of this file."""
+    index = index_path(path)
+    if index is None:
+        return []
+    try:
+        if not exists(index):
+            return []
+        spans = stream_spans(read_index(index), nbytes, cfg.clean.split_bytes)
+        with open_read(path) as f:
+            for start, _ in spans[1:]:
+                f.seek(start)
+                if not _BZ2_STREAM_RE.fullmatch(f.read(4)):
+                    log.warning("%s: offset %d of %s is not a bz2 stream; the dump is read whole",
+                                path, start, index)
+                    return []
+    except (OSError, EOFError, ValueError) as e:
+        log.warning("%s: its index %s cannot be read (%s); the dump is read whole", path, index, e)
+        return []
+    return spans
+
+
+def _read_header(path: str) -> tuple[_Dump, str] | None:
+    """(the dump's root xml:lang and siteinfo, the encoding of its body) from
+    its first bz2 stream, where a multistream dump keeps them; None when the
+    file does not start with a `<mediawiki>` root (then a span yields nothing:
+    the span at byte 0 reports the file). A siteinfo that does not parse leaves
+    the defaults (the span at byte 0 reports it)."""
+    head, text = b"", ""
+    decoder = None
+    with open_read(path) as raw:
+        d = bz2.BZ2Decompressor()
+        while not d.eof and len(text) < _MAX_HEADER_CHARS:
+            chunk = raw.read(1 << 16)
+            if not chunk:
+                break
+            out = d.decompress(chunk)
+            if decoder is None:
+                head += out
+                if len(head) < _HEAD_BYTES and not d.eof:
+                    continue
+                encoding = _dump_encoding(head)
+                decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
+                out = head
+            text += decoder.decode(out)
+            if "</siteinfo>" in text or "<page>" in text:
+                break
+    if decoder is None:
+        if not head:
+            return None
+        encoding = _dump_encoding(head)
+        text = head.decode(encoding, errors="surrogateescape")
+    dump = None
+    for kind, chunk in _page_chunks(io.StringIO(text, newline=None)):  # lines as `_read_stream` cuts them
+        if dump is None:
+            if kind != "root" or not _ROOT_RE.match(chunk):
+                break
+            lang = _XML_LANG_RE.search(chunk)
+            dump = _Dump(path, lang.group(1) if lang else "")
+        elif kind == "siteinfo":
+            try:
+                dump.read_siteinfo(ET.fromstring(chunk))
+            except (ET.ParseError, UnicodeError):
+                pass
+        elif kind != "junk":
+            break
+    # the body is read from inside the file: no byte-order mark there
+    body = {"utf-8-sig": "utf-8", "utf-16": "utf-16-be" if head.startswith(b"\xfe\xff") else "utf-16-le"}
+    return None if dump is None else (dump, body.get(encoding, encoding))
+
+
+def _read_span(path: str, start: int, end: int) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    """The pages of the bz2 streams in bytes [start, end) of a dump (`split`)."""
+    where = f"bytes {start}-{end}"
+    try:
+        header = _read_header(path) if start > 0 else None
+        if start > 0 and header is None:
+            return  # not a dump: the span at byte 0 says so
+        raw = open_range(path, start, end)
+    except (OSError, EOFError, ValueError) as e:
+        yield DeadLetter(SOURCE, path, where, f"cannot read: {type(e).__name__}: {e}")
+        return
+    with raw, bz2.BZ2File(raw) as stream:
+        yield from _read_stream(stream, path, header, to_end=raw.raw.end >= raw.raw.size,
+                                last=f"before the first page of {where}")

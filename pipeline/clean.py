@@ -555,6 +555,8 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
         "inputs": {s: [p for src, p in patterns if src == s] for s in SOURCES if any(src == s for src, _ in patterns)},
         "input_files": {s: matched[f"{s}.files"] for s in SOURCES if matched.get(f"{s}.files")},
         "input_bytes": {s: matched.get(f"{s}.bytes", 0) for s in SOURCES if matched.get(f"{s}.files")},
+        # inputs read as several spans (`clean.split_bytes`): how many spans each
+        "input_splits": {s: matched[f"{s}.splits"] for s in SOURCES if matched.get(f"{s}.splits")},
         "part_bytes": cfg.clean.part_bytes,
         "dead_letters": [entry for entry in parts if "source" not in entry],
         "files": outputs,

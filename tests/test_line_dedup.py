@@ -140,6 +140,9 @@ def test_pure_pieces():
     assert line_dedup_group("commoncrawl", meta, "dump") == ("commoncrawl/dump/CC-MAIN-2024-22", True)
     assert line_dedup_group("commoncrawl", {"warc_file": FILES[3]}, "dump") == (
         f"commoncrawl/file/{FILES[3]}", False)  # falls back to the file
+    # the reader records the crawl from the input's path (crawl-data/<crawl>/segments/...)
+    assert line_dedup_group("commoncrawl", {"warc_file": FILES[3], "crawl": "CC-MAIN-2019-30"}, "dump") == (
+        "commoncrawl/dump/CC-MAIN-2019-30", True)
     assert line_dedup_group("c4", {}, "file") == ("c4", False)  # no file recorded: the source
     with pytest.raises(ValueError, match="crawl"):
         LineDedup(["commoncrawl"], scope="crawl")

@@ -80,9 +80,9 @@ def line_dedup_group(source: str, meta: dict[str, Any], scope: str) -> tuple[str
 
     scope "run": the source, resolved. "file": the input file the document was
     read from (meta `warc_file`, the file name the Common Crawl reader records).
-    "dump": the crawl of that file (`crawl_id` of its name); unknown (Common
-    Crawl's own segment file names) -> the file, unresolved. No file recorded
-    (other readers) -> the source, unresolved, for both.
+    "dump": the crawl (meta `crawl`, from the input's path, or `crawl_id` of the
+    file name); unknown -> the file, unresolved. No file recorded (other
+    readers) -> the source, unresolved, for both.
 
     Raises:
         ValueError: `scope` is not one of SCOPES.
@@ -95,7 +95,7 @@ def line_dedup_group(source: str, meta: dict[str, Any], scope: str) -> tuple[str
     if not isinstance(name, str) or not name:
         return source, False
     if scope == "dump":
-        crawl = crawl_id(name)
+        crawl = meta.get("crawl") or crawl_id(name)
         if crawl is not None:
             return f"{source}/dump/{crawl}", True
     return f"{source}/file/{name}", scope == "file"

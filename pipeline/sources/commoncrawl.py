@@ -57,6 +57,7 @@ from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import Config
+from pipeline.filters.ccnet import crawl_id
 from pipeline.io import open_input, open_range
 from pipeline.sources.base import DeadLetter, Skip, make_document
 from pipeline.sources.records import (
@@ -262,7 +263,7 @@ def _looks_like_html(payload: bytes) -> bool:
 def _meta(
     warc_date: str, charset: str, how: str, content_type: str, path: str, replacements: int = 0
 ) -> dict:
-    return {
+    meta = {
         "warc_date": warc_date,
         "charset": charset,
         "charset_source": how,
@@ -270,6 +271,10 @@ def _meta(
         "replacements": replacements,
         "warc_file": file_name(path),
     }
+    crawl = crawl_id(path)  # crawl-data/CC-MAIN-2024-22/...: line dedup's "dump" scope
+    if crawl:
+        meta["crawl"] = crawl
+    return meta
 
 
 def _record_to_document(record: Any, path: str) -> dict | Skip:

@@ -43,7 +43,7 @@ from pipeline.config import SOURCES, Config, PipelineError
 from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
-from pipeline.filters.quality import language_rejected, too_short
+from pipeline.filters.quality import language_rejected, too_large, too_short
 from pipeline.inputs import expand, source_patterns
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
@@ -51,7 +51,7 @@ from pipeline.packed import INLINE, Packed, Packer
 from pipeline.parts import Sized, WriteSizedParts, part_name
 from pipeline.schema import CLEAN_FORMAT, DOCUMENT_FIELDS, DOCUMENT_SCHEMA, clean_dir, write_arrow
 from pipeline.sources import get_reader, source_hook
-from pipeline.sources.base import DeadLetter, Part, Skip
+from pipeline.sources.base import Count, DeadLetter, Part, Skip
 
 log = logging.getLogger(__name__)
 DEAD = "dead_letter"
@@ -113,8 +113,9 @@ class SplitInputs(beam.DoFn):
 
 
 class _Records(beam.DoFn):
-    """What a reader or an assembler yields, routed: Documents out, Skips counted
-    by reason, DeadLetters tagged DEAD, Parts tagged PIECES keyed by (source, key),
+    """What a reader or an assembler yields, routed: Documents out (those over
+    the source's `max_doc_bytes` counted as `drop.too_large`), Skips counted by
+    reason, Counts counted, DeadLetters tagged DEAD, Parts tagged PIECES keyed by (source, key),
     their values pickled and packed (`pipeline.packed`: spilled on the local runner)."""
 
     def __init__(self, cfg_json: str, packer: Packer = INLINE):
@@ -135,12 +136,17 @@ class _Records(beam.DoFn):
                 elif isinstance(rec, DeadLetter):
                     self.counters.inc(source, "dead_letter")
                     yield beam.pvalue.TaggedOutput(DEAD, rec._asdict())
+                elif isinstance(rec, Count):
+                    self.counters.inc(rec.source, rec.name, rec.n)
                 elif isinstance(rec, Part):
                     value = self.packer.put(pickle.dumps(rec.value, protocol=pickle.HIGHEST_PROTOCOL))
                     yield beam.pvalue.TaggedOutput(PIECES, ((rec.source, rec.key), value))
                 else:
                     self.counters.inc(source, "docs_read")
-                    yield rec
+                    if too_large(rec, self.cfg.sources[source].max_doc_bytes):
+                        self.counters.inc(source, "drop.too_large")
+                    else:
+                        yield rec
         except Exception as e:  # a reader bug must not kill the job: dead-letter the rest
             log.exception("reading %s failed on %s", source, where)
             self.counters.inc(source, "dead_letter")

@@ -22,8 +22,9 @@ from pipeline.config import SOURCES, Config
 # The clean job's stages in pipeline order (pipeline/clean.py build_clean_pipeline),
 # with the counters each one removes documents under.
 STAGES = (
-    ("read", ("the source reader: records that are not documents (skip.*) and records "
-              "that could not be parsed (dead letters)")),
+    ("read", ("the source reader: records that are not documents (skip.*), records "
+              "that could not be parsed (dead letters), documents over the source's "
+              "max_doc_bytes (drop.too_large)")),
     ("one per id", "the same record twice (drop.duplicate_id): the newest kept"),
     ("C4 rules", "the C4 page heuristics (drop.c4_*)"),
     ("language ID", "fastText lid.176 outside the source's languages (drop.lang)"),
@@ -33,7 +34,7 @@ STAGES = (
                     "drop.no_shingles)")),
     ("other", "reasons this report does not know yet"),
 )
-_STAGE_OF_DROP = {"duplicate_id": "one per id", "lang": "language ID", "too_short": "quality",
+_STAGE_OF_DROP = {"too_large": "read", "duplicate_id": "one per id", "lang": "language ID", "too_short": "quality",
                   "quality_classifier": "quality", "exact_duplicate": "exact dedup",
                   "near_duplicate": "near dedup", "no_shingles": "near dedup"}
 CHART_DPI = 100

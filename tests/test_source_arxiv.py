@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.schema import doc_id
 from pipeline.sources import arxiv
-from pipeline.sources.base import DeadLetter, Skip
+from pipeline.sources.base import Count, DeadLetter, Skip
 
 
 def make_tar(path: Path, members: dict[str, str]) -> str:
@@ -30,8 +30,15 @@ def make_tar(path: Path, members: dict[str, str]) -> str:
 
 
 def read_one(path: str):
+    """The one record of a paper; a Count of its missing inputs must match its meta."""
     records = list(arxiv.read(path, None))
+    count = None
+    if isinstance(records[0], Count):
+        count, *records = records
+        assert count == Count("arxiv", "input_missing", len(json.loads(records[0]["meta"])["inputs_missing"]))
     assert len(records) == 1, records
+    if isinstance(records[0], dict):
+        assert (count is not None) == bool(json.loads(records[0]["meta"])["inputs_missing"])
     return records[0]
 
 
@@ -99,6 +106,7 @@ def test_inputs_merged_recursively_and_commented_input_ignored(tmp_path):
         "main_file": "main.tex",
         "files_merged": ["main.tex", "sec/a.tex", "sec/b.tex"],
         "files_missing": [],
+        "inputs_missing": [],
         "macros_expanded": 1,
     }
 
@@ -120,11 +128,63 @@ def test_input_cycle_is_a_dead_letter(tmp_path):
     assert record == DeadLetter("arxiv", path, "p.tar.gz", "\\input cycle: a.tex -> b.tex -> a.tex")
 
 
-def test_missing_input_in_the_body_is_a_dead_letter(tmp_path):
-    path = make_tar(tmp_path / "p.tar.gz", {"main.tex": MAIN})
-    assert read_one(path) == DeadLetter(
-        "arxiv", path, "p.tar.gz", "missing \\input file sec/a.tex (from main.tex)"
+def test_missing_input_in_the_body_leaves_the_paper_without_it(tmp_path):
+    doc = read_one(make_tar(tmp_path / "p.tar.gz", {"main.tex": MAIN}))
+    assert doc["text"] == "\\section{Intro}"
+    meta = json.loads(doc["meta"])
+    assert (meta["files_missing"], meta["inputs_missing"]) == (["sec/a.tex"], ["sec/a.tex"])
+
+
+# A listing the template writes at build time (`\jobname.listing`), which the
+# bundle does not hold, input once directly and once through a macro.
+LISTING_MAIN = r"""\documentclass{article}
+\newcommand{\listing}{\input{\jobname.listing}}
+\begin{document}
+\section{Code}
+The program:
+\input{\jobname.listing}
+\section{Method}
+\input{method}
+Again:
+\listing
+Done.
+\end{document}
+"""
+
+
+def test_generated_listing_missing_keeps_the_paper(tmp_path):
+    path = make_tar(
+        tmp_path / "arXiv-2101.00002_src.tar.gz",
+        {"paper.tex": LISTING_MAIN, "method.tex": "We compute.\n"},
     )
+    doc = read_one(path)
+    assert doc["text"] == (
+        "\\section{Code}\nThe program:\n\n\\section{Method}\nWe compute.\n\nAgain:\n\nDone."
+    )
+    assert "\x00" not in doc["text"]  # no placeholder of the missing file is left
+    assert json.loads(doc["meta"]) == {
+        "arxiv_id": "2101.00002",
+        "main_file": "paper.tex",
+        "files_merged": ["paper.tex", "method.tex"],
+        "files_missing": ["paper.listing", "paper.listing"],  # TeX's \jobname: paper
+        "inputs_missing": ["paper.listing"],
+        "macros_expanded": 1,
+    }
+    # shipped with the bundle, the listing is merged in both places
+    path = make_tar(
+        tmp_path / "with-listing.tar.gz",
+        {"paper.tex": LISTING_MAIN, "method.tex": "We compute.\n", "paper.listing": "print(1)\n"},
+    )
+    doc = read_one(path)
+    assert doc["text"].count("print(1)") == 2
+    assert json.loads(doc["meta"])["inputs_missing"] == []
+
+
+def test_input_cycle_beside_a_missing_input_is_still_a_dead_letter(tmp_path):
+    main = MAIN.replace("\\input{sec/a}", "\\input{gone}\n\\input{a}")
+    members = {"main.tex": main, "a.tex": "A \\input{b}", "b.tex": "B \\input{a}"}
+    path = make_tar(tmp_path / "p.tar.gz", members)
+    assert read_one(path) == DeadLetter("arxiv", path, "p.tar.gz", "\\input cycle: a.tex -> b.tex -> a.tex")
 
 
 def test_missing_include_and_preamble_input_are_tolerated(tmp_path):
@@ -136,6 +196,7 @@ def test_missing_include_and_preamble_input_are_tolerated(tmp_path):
     doc = read_one(make_tar(tmp_path / "p.tar.gz", {"main.tex": main}))
     assert doc["text"] == "\\section{Intro}"
     assert json.loads(doc["meta"])["files_missing"] == ["hack.tex", "chap.tex"]
+    assert json.loads(doc["meta"])["inputs_missing"] == []  # no hole in the kept text
 
 
 # --- (c) archive safety -------------------------------------------------------------------
@@ -241,6 +302,7 @@ def test_real_arxiv_bundle(shared_corpus):
         "main_file": "Unconventional_pairing.tex",
         "files_merged": ["Unconventional_pairing.tex"],
         "files_missing": [],
+        "inputs_missing": [],
         "macros_expanded": 6,  # \BAN x3, \Tc x3 in the supplement
     }
     single = read_one(str(shared_corpus / "arxiv" / "arXiv-1602.00123_Unconventional_pairing.tex"))
@@ -292,6 +354,7 @@ def test_hott_book_macros_expanded(shared_corpus):
         "hott-book/hits.tex",
         "hott-book/blurb.tex",
     ]
+    assert meta["inputs_missing"] == []  # none of them falls in the kept text
     assert meta["macros_expanded"] > 10_000
 
 
@@ -311,6 +374,31 @@ def test_scipy_paper(shared_corpus):
         "scipy-1.0/consortium.tex",
     ]
     assert "\\bibliography" not in doc["text"]
+
+
+def test_scipy_paper_without_one_input_is_kept_without_it(shared_corpus, tmp_path):
+    src = shared_corpus / "arxiv" / "arXiv-1907.10121_scipy-1.0_src.tar.gz"
+    with tarfile.open(src) as tar:
+        members = {
+            m.name: tar.extractfile(m).read().decode()
+            for m in tar.getmembers()
+            if m.isfile() and m.name != "scipy-1.0/poly.tex"
+        }
+    assert "\\input{poly}" in members["scipy-1.0/paper.tex"]  # paper.tex line 773
+    doc = read_one(make_tar(tmp_path / "arXiv-1907.10121_src.tar.gz", members))
+    # the whole paper's text, less what poly.tex gave under its subsection
+    whole = read_one(str(src))["text"]
+    head, rest = whole.split("\\subsection*{Polynomial interpolators}\n\n", 1)
+    poly, tail = rest.split("\n\n\\subsection*{Test and benchmark suite}", 1)
+    assert poly.startswith("Historically, SciPy relied heavily on the venerable FITPACK\n")
+    assert doc["text"] == (
+        head
+        + "\\subsection*{Polynomial interpolators}\n\n\\subsection*{Test and benchmark suite}"
+        + tail
+    )
+    meta = json.loads(doc["meta"])
+    assert "scipy-1.0/poly.tex" not in meta["files_merged"] and len(meta["files_merged"]) == 6
+    assert meta["files_missing"] == meta["inputs_missing"] == ["scipy-1.0/poly.tex"]
 
 
 def test_paper_without_sections_is_skipped(tmp_path):

@@ -89,6 +89,72 @@ def test_redirect_text_rule_agrees_with_the_redirect_element(en_xml):
     assert sum(w.startswith("#redirect") for _, _, w in pages) == 1
 
 
+# A German article whose text opens with a numbered list item, and an old-style
+# redirect without the <redirect> element (dumps before export-0.4 have none).
+NUMBERED_LIST_DUMP = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="de">
+  <siteinfo>
+    <dbname>dewiki</dbname>
+  </siteinfo>
+  <page>
+    <title>Zwei Gründe</title>
+    <ns>0</ns>
+    <id>1</id>
+    <revision>
+      <id>11</id>
+      <text xml:space="preserve">#Erstens [[Berlin]] ist die Hauptstadt.
+#Zweitens liegt es an der [[Spree]].</text>
+    </revision>
+  </page>
+  <page>
+    <title>Hauptstadt Deutschlands</title>
+    <ns>0</ns>
+    <id>2</id>
+    <revision>
+      <id>12</id>
+      <text xml:space="preserve">#WEITERLEITUNG [[Berlin]]</text>
+    </revision>
+  </page>
+</mediawiki>
+"""
+
+
+def test_numbered_list_opening_is_an_article_not_a_redirect(tmp_path):
+    path = tmp_path / "dewiki-numbered-list.xml"
+    path.write_text(NUMBERED_LIST_DUMP, encoding="utf-8")
+    records = list(wikipedia.read(str(path), None))
+    assert len(records) == 2
+    doc = records[0]
+    assert doc["text"] == "Erstens Berlin ist die Hauptstadt.\nZweitens liegt es an der Spree."
+    assert doc["id"] == doc_id("wikipedia", "dewiki:1")
+    assert doc["url"] == "https://de.wikipedia.org/wiki/Zwei_Gründe"
+    assert records[1] == Skip("wikipedia", "redirect")
+
+
+@pytest.mark.parametrize(
+    "wikitext, lang, expected",
+    [
+        ("#Erstens [[Berlin]] ist die Hauptstadt.", "de", False),
+        ("#Erstens [[Berlin]] ist die Hauptstadt.", "", False),
+        ("#REDIRECT [[Berlin]]", "de", True),  # the English word works on every wiki
+        ("#redirect:[[Berlin]]", "en", True),  # any case, an optional colon
+        ("\n  #Weiterleitung : \t[[Berlin|die Stadt]]", "de", True),
+        ("#WEITERLEITUNG [[Berlin]]", "en", False),  # another wiki's word
+        ("#WEITERLEITUNG [[Berlin]]", "", True),  # wiki unknown: any word of the table
+        ("#WEITERLEITUNG [[Berlin]]", "ko", True),  # a wiki not in the table: the same
+        ("＃転送 [[東京都]]", "ja", True),  # the full-width number sign of jawiki
+        ("#ĐỔI [[Hà Nội]]", "vi", True),
+        ("#tam [[Hà Nội]]", "vi", False),  # plwiki's #TAM ("there"), a numeral in Vietnamese
+        ("#TAM [[Warszawa]]", "pl", True),
+        ("#REDIRECT [[Berlin", "en", False),  # the link must close on its line
+        ("#REDIRECT\n[[Berlin]]", "en", True),
+        ("# [[Berlin]]", "", False),
+        ("Text\n#REDIRECT [[Berlin]]", "en", False),  # only at the start
+    ],
+)
+def test_redirect_needs_the_magic_word_then_a_link(wikitext, lang, expected):
+    assert wikipedia.is_redirect_text(wikitext, lang) is expected
+
+
 def test_anarchism_is_cleaned_to_its_prose(en):
     doc = en.by_title["Anarchism"]
     # Raw: '''Anarchism''' is a [[political philosophy]] that advocates
@@ -429,6 +495,22 @@ FRAGMENTS = [
     ("uk", 85, 83, "Географія", "Геогра́фія, або заст. земле́пис (від γεωγραφία\xa0— опис Землі;"),
     ("vi", 37, 31, "Internet Society", "Internet Society hay ISOC là một tổ chức quốc tế hoạt động phi lợi nhuận"),
 ]
+
+
+# Redirects whose text uses the wiki's own magic word, per fragment (counted with
+# grep on the raw XML: #ΑΝΑΚΑΤΕΥΘΥΝΣΗ, #ՎԵՐԱՀՂՈՒՄ, #перенаправлення, #đổi).
+LOCAL_REDIRECTS = {"el": 1, "hy": 10, "ja": 0, "uk": 1, "vi": 1}
+
+
+@pytest.mark.parametrize("lang", sorted(LOCAL_REDIRECTS))
+def test_redirect_text_rule_agrees_with_the_element_in_each_language(shared_corpus, lang):
+    path = shared_corpus / "wikipedia" / f"{lang}wiki-pages-articles-multistream.fragment.xml.bz2"
+    raw = _raw_pages(bz2.decompress(path.read_bytes()).decode("utf-8"))
+    texts = [(red, _unescape(w)) for _, red, w in raw]
+    assert all(wikipedia.is_redirect_text(w, lang) == red for red, w in texts)
+    # the local word is the wiki's own: the English wiki would not take it
+    local = [w for red, w in texts if red and not wikipedia.is_redirect_text(w, "en")]
+    assert len(local) == LOCAL_REDIRECTS[lang]
 
 
 @pytest.mark.parametrize("lang, pages, articles, title, opening", FRAGMENTS, ids=[f[0] for f in FRAGMENTS])

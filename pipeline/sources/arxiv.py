@@ -14,11 +14,13 @@ in order:
 2. Strip comments from every file (`strip_comments`).
 3. Find the main file (`find_main_file`) and merge `\\input`/`\\include`
    recursively (`merge_inputs`), as TeX would: relative to the main file's
-   folder, `.tex` tried first. A cycle, nesting deeper than `MAX_INPUT_DEPTH`
-   or a missing `\\input` inside the kept body is a DeadLetter. A missing
-   `\\include` (LaTeX only warns) or a missing `\\input` in text that is cut
-   anyway (the preamble: likely a TeX distribution file like `bmpsize-hack.tex`)
-   is listed in `meta["files_missing"]` and dropped (`clean_project`).
+   folder, `.tex` tried first. A cycle or nesting deeper than `MAX_INPUT_DEPTH`
+   is a DeadLetter. A missing file is left out and the paper kept (`clean_project`):
+   every missing `\\include` and `\\input` target is listed in
+   `meta["files_missing"]` (most are harmless: a TeX distribution file such as
+   `bmpsize-hack.tex` in the preamble, which is cut anyway), and those missing
+   where the kept text needed them (a generated `\\jobname.listing`, a section
+   not in the bundle) also in `meta["inputs_missing"]`.
 4. Collect and remove the user's macro definitions (`parse_macros`).
 5. Keep the body (`cut_body`): from the first `\\part`, `\\chapter` or `\\section`
    after `\\begin{document}` (that command kept) up to the bibliography or
@@ -37,6 +39,7 @@ line, verbatim environments line by line.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -44,8 +47,9 @@ import tarfile
 import zlib
 from typing import IO, Any, Iterator, Mapping, NamedTuple
 
+from pipeline.decode import Undecodable, decode_text
 from pipeline.io import open_input
-from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources.base import Count, DeadLetter, Skip, make_document
 
 SOURCE = "arxiv"
 
@@ -200,6 +204,8 @@ _DOCUMENTCLASS_RE = _Command(r"\\document(?:class|style)(?![A-Za-z@])")
 _BEGIN_DOCUMENT_RE = _Command(r"\\begin\s*\{document\}")
 _END_DOCUMENT_RE = _Command(r"\\end\s*\{document\}")
 _INPUT_RE = _Command(r"\\(input|include)(?![A-Za-z@])\s*(?:\{([^{}]*)\}|([^\s{}%\\]+))")
+_JOBNAME_RE = re.compile(r"\\jobname(?![A-Za-z@])")
+_TEX_SUFFIX_RE = re.compile(r"\.(?:tex|ltx|latex)$", re.IGNORECASE)
 
 
 def find_main_file(files: Mapping[str, str]) -> str | None:
@@ -257,7 +263,9 @@ def _resolve(name: str, command: str, base: str, files: Mapping[str, str]) -> tu
             path = posixpath.normpath(posixpath.join(folder, candidate))
             if path in files:
                 return path, path
-    return None, posixpath.normpath(posixpath.join(base, names[0]))
+    # reported as TeX names it: `\input{x.listing}` misses x.listing, `\input{x}` x.tex
+    reported = names[-1] if command == "input" and posixpath.splitext(name)[1] else names[0]
+    return None, posixpath.normpath(posixpath.join(base, reported))
 
 
 def merge_inputs(main: str, files: Mapping[str, str]) -> Merged:
@@ -265,7 +273,8 @@ def merge_inputs(main: str, files: Mapping[str, str]) -> Merged:
     recursively, as TeX resolves them.
 
     Paths are relative to the main file's folder (TeX's working directory), then
-    to the project root; `.tex` is tried first. The texts should already be
+    to the project root; `.tex` is tried first; `\\jobname` is the main file's
+    name without `.tex`, as when TeX compiles it. The texts should already be
     comment-stripped, so a commented-out `% \\input{old}` is not followed. A
     missing `\\include` is dropped (LaTeX only warns); a missing `\\input` leaves
     a `missing_marker`, so that the caller can tell whether it falls in the
@@ -282,6 +291,7 @@ def merge_inputs(main: str, files: Mapping[str, str]) -> Merged:
             text over `MAX_DOCUMENT_CHARS` (one file input many times over).
     """
     base = posixpath.dirname(main)
+    jobname = _TEX_SUFFIX_RE.sub("", posixpath.basename(main))
     merged: list[str] = [main]
     files_missing: list[str] = []
     missing_inputs: list[tuple[str, str]] = []
@@ -298,6 +308,7 @@ def merge_inputs(main: str, files: Mapping[str, str]) -> Merged:
                 continue
             out.append(text[pos : m.start(1)])
             pos = m.end()
+            target = _JOBNAME_RE.sub(lambda _: jobname, target)
             found, tried = _resolve(target, command, base, files)
             if found is None:
                 files_missing.append(tried)
@@ -732,48 +743,51 @@ class Cleaned(NamedTuple):
     text: str | None  # None: no sectioning command in the body
     merged: Merged
     macros_expanded: int
+    inputs_missing: list[str]  # \input targets missing from the kept text, in order
 
 
 def clean_project(files: Mapping[str, str], main: str) -> Cleaned:
     """Steps 3-6 of the module doc on a project already in memory.
 
-    A missing file is tolerated where TeX would go on or where it cannot
-    matter: a missing `\\include` (LaTeX warns and goes on), a missing `\\input`
-    in the preamble (most likely a file of the TeX distribution, such as
-    `bmpsize-hack.tex`) or in front matter that is cut anyway. These are
-    listed in `merged.files_missing`. A missing `\\input` inside the kept body is an
-    error: TeX would stop there, and the text would have a hole.
+    A missing file is left out and the rest kept: a missing `\\include` (LaTeX
+    warns and goes on), a missing `\\input` in the preamble (most likely a file
+    of the TeX distribution, such as `bmpsize-hack.tex`) or in text that is cut
+    anyway, and a missing `\\input` in the kept body too (a file generated at
+    build time, such as `\\jobname.listing`, or one the authors did not
+    upload): one missing piece should not lose the whole paper. All of them are
+    in `merged.files_missing`; the body's, which leave a hole in the text, also
+    in `inputs_missing`.
 
     Args:
         files: {path: comment-stripped LaTeX text} (`strip_comments`).
         main: the main file's path in `files`.
     Raises:
-        LatexError: "missing \\input file <path> (from <file>)", and see
-            `merge_inputs` and `expand_macros`.
+        LatexError: see `merge_inputs` and `expand_macros`.
     """
     merged = merge_inputs(main, files)
     tex, macros = parse_macros(merged.text)
     body = cut_body(tex)
-    in_body = {int(i) for i in _MISSING_MARKER_RE.findall(body or "")}
-    if in_body:
-        tried, source = merged.missing_inputs[min(in_body)]
-        raise LatexError(f"missing \\input file {tried} (from {source})")
     if body is None:
-        return Cleaned(None, merged, 0)
-    body, count = expand_macros(body, macros)
-    return Cleaned(normalize_whitespace(body), merged, count)
+        return Cleaned(None, merged, 0, [])
+    body, count = expand_macros(body, macros)  # a macro may carry a marker into the body
+    holes = sorted({int(i) for i in _MISSING_MARKER_RE.findall(body)})
+    inputs_missing = list(dict.fromkeys(merged.missing_inputs[i][0] for i in holes))
+    body = _MISSING_MARKER_RE.sub("", body)
+    return Cleaned(normalize_whitespace(body), merged, count, inputs_missing)
 
 
 # --- loading a paper ---------------------------------------------------------------------
 
 
 def decode_tex(data: bytes) -> str:
-    """Text of a LaTeX file: UTF-8 (BOM dropped), else Latin-1 (older arXiv
-    papers); line ends normalised to "\\n"."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
+    """Text of a LaTeX file, decoded by `pipeline.decode.decode_text` (UTF-8
+    with a few bad bytes replaced, else the detected encoding: Latin-1 in older
+    arXiv papers; UTF-16 by its mark or byte pattern); line ends normalised to "\\n".
+
+    Raises:
+        Undecodable: not text in any encoding (a font or data file).
+    """
+    text = decode_text(data).text
     # NUL is not LaTeX (TeX drops it as invalid); it marks missing inputs here
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
 
@@ -917,8 +931,10 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
 
     Documents: native_id the arXiv id from the file name (else the file name),
     url "https://arxiv.org/abs/<id>" when the id is known (else the path), lang
-    "", meta {arxiv_id, main_file, files_merged, files_missing, macros_expanded}
-    (`macros_expanded`: number of macro uses expanded).
+    "", meta {arxiv_id, main_file, files_merged, files_missing, inputs_missing,
+    macros_expanded} (`inputs_missing`: the `\\input` targets absent where the
+    kept text needed them, the paper kept without them; `macros_expanded`:
+    number of macro uses expanded).
     Skip reasons: "no_section" (no `\\part`/`\\chapter`/`\\section` in the
     body), "empty" (nothing left after cleaning), "support_file" (a lone
     `.bbl`, `.bib`, `.sty`... file: part of a paper, not a paper).
@@ -928,16 +944,21 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
             `.tar.gz` as arXiv serves it, or a directory (local).
         cfg: the job's `pipeline.config.Config` (unused).
     Yields:
-        Exactly one Document, Skip or DeadLetter for the paper. DeadLetter
+        Exactly one Document, Skip or DeadLetter for the paper, after a
+        Count "input_missing" when its `inputs_missing` is not empty. DeadLetter
         reasons: "unsafe member path ...", "unsafe link ...", "archive larger
         than ...", "archive has more than ... members", "corrupt archive: ...",
         "cannot open: ...", "PDF, not LaTeX", "no main .tex file ...",
-        "\\input cycle: ...", "missing \\input file ...", "macro expansion
-        exceeds ...".
+        "\\input cycle: ...", "\\input nested deeper than ...", "macro
+        expansion exceeds ...", "undecodable: ..." (a single file that is
+        not text in any encoding; in an archive such a file is left out).
     Raises:
         Nothing from the data: every failure becomes a DeadLetter.
     """
-    yield _read_paper(path)
+    record = _read_paper(path)
+    if isinstance(record, dict) and (missing := json.loads(record["meta"])["inputs_missing"]):
+        yield Count(SOURCE, "input_missing", len(missing))  # kept without them: counted
+    yield record
 
 
 def _read_paper(path: str) -> dict[str, Any] | Skip | DeadLetter:
@@ -955,7 +976,13 @@ def _read_paper(path: str) -> dict[str, Any] | Skip | DeadLetter:
             return Skip(SOURCE, "support_file")
         if data.startswith(b"%PDF"):
             return DeadLetter(SOURCE, path, native_id, "PDF, not LaTeX")
-    files = {name: strip_comments(decode_tex(data)) for name, data in raw.items()}
+    files = {}
+    for name, data in raw.items():
+        try:
+            files[name] = strip_comments(decode_tex(data))
+        except Undecodable as e:  # not text: left out, as a missing file is (`clean_project`)
+            if single:
+                return DeadLetter(SOURCE, path, native_id, f"undecodable: {e}")
     if single:  # the one file is the main file, whatever its extension
         (name,) = files
         main = name if _DOCUMENTCLASS_RE.search(files[name]) else None
@@ -976,6 +1003,7 @@ def _read_paper(path: str) -> dict[str, Any] | Skip | DeadLetter:
         "main_file": main,
         "files_merged": cleaned.merged.files_merged,
         "files_missing": cleaned.merged.files_missing,
+        "inputs_missing": cleaned.inputs_missing,
         "macros_expanded": cleaned.macros_expanded,
     }
     url = f"https://arxiv.org/abs/{arxiv_id}" if arxiv_id else path

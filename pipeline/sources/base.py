@@ -2,12 +2,15 @@
 dead-letter records.
 
 A reader is a generator `read(path, cfg, span=None) -> Iterator[dict | Skip |
-DeadLetter | Part]`:
+DeadLetter | Count | Part]`:
 - a Document is a plain dict with the fields of `pipeline.schema.DOCUMENT_SCHEMA`;
 - `Skip(source, reason)` says a record was read and deliberately left out
   (a redirect, a licence not kept, a binary file); the Beam layer counts it;
 - `DeadLetter(source, path, record, reason)` says a record could not be parsed;
   it goes to the dead-letter output, never crashes the job, never vanishes;
+- `Count(source, name, n)` asks for counter `<source>/<name>` to grow by n:
+  what a reader noticed about a record it still yields (an arXiv `\input`
+  missing from a paper kept without it);
 - `Part(source, key, value)` is a piece of a document whose other pieces may be
   anywhere in the input (a StackExchange answer and its question): the Beam
   layer groups Parts by (source, key) and hands each group to the source
@@ -42,6 +45,14 @@ class DeadLetter(NamedTuple):
     path: str
     record: str
     reason: str
+
+
+class Count(NamedTuple):
+    """A counter the Beam layer increments for a reader (module doc)."""
+
+    source: str
+    name: str
+    n: int = 1
 
 
 class Part(NamedTuple):

@@ -60,7 +60,7 @@ from mwparserfromhell.nodes import (
 )
 from mwparserfromhell.wikicode import Wikicode
 
-from pipeline.io import exists, open_input, open_range, open_read
+from pipeline.io import decompressing, exists, open_input, open_range, open_read
 from pipeline.sources.base import DeadLetter, Skip, make_document
 
 SOURCE = "wikipedia"
@@ -85,10 +85,55 @@ DROP_TAGS = frozenset(
 # <math>x_1..x_n</math> is"): removing them leaves a hole (see `fill_holes`).
 FORMULA_TAGS = frozenset({"math", "chem", "ce"})
 
-# `#REDIRECT [[Target]]` and its localised magic words (#WEITERLEITUNG,
-# #ПРЕНАСОЧВАНЕ, #перенаправление, #पुनर्निर्देशन...). Not `\w+`: Indic scripts
-# carry combining marks (category Mn) that `\w` does not match.
-_REDIRECT_RE = re.compile(r"^\s*#[^\s\[\]:|]+\s*:?\s*\[\[")
+# The `redirect` magic word's local synonyms (MediaWiki's Messages<Lang>.php, as
+# each wiki's API lists them under siteinfo `magicwords`), for the 20 LLaMA
+# languages and the other editions of the sample corpus. `#REDIRECT` works on
+# every wiki. Matched case-insensitively, as MediaWiki does.
+REDIRECT_MAGIC_WORDS: dict[str, tuple[str, ...]] = {
+    "bg": ("#пренасочване", "#виж"),
+    "bn": ("#পুনর্নির্দেশ", "#পুনঃর্নির্দেশ", "#পুনঃনির্দেশ", "#পুননির্দেশ"),
+    "ca": ("#REDIRECCIÓ", "#REDIRECCIO", "#REDIRECCION"),
+    "cs": ("#PŘESMĚRUJ", "#PRESMERUJ"),
+    "da": (),
+    "de": ("#WEITERLEITUNG",),
+    "el": ("#ΑΝΑΚΑΤΕΥΘΥΝΣΗ",),
+    "en": (),
+    "es": ("#REDIRECCIÓN", "#REDIRECCION"),
+    "fr": ("#REDIRECTION",),
+    "hr": ("#PREUSMJERI",),
+    "hu": ("#ÁTIRÁNYÍTÁS",),
+    "hy": ("#ՎԵՐԱՀՂՈՒՄ",),
+    "it": ("#RINVIA", "#RINVIO", "#RIMANDO"),
+    "ja": ("#転送", "#リダイレクト", "＃転送", "＃リダイレクト"),  # also the full-width ＃
+    "mr": ("#पुनर्निर्देशन", "#पुर्ननिर्देशन"),
+    "nl": ("#DOORVERWIJZING",),
+    "pl": ("#PATRZ", "#PRZEKIERUJ", "#TAM"),
+    "pt": ("#REDIRECIONAMENTO",),
+    "ro": ("#REDIRECTEAZA",),
+    "ru": ("#перенаправление", "#перенапр"),
+    "sl": ("#PREUSMERITEV",),
+    "sr": ("#ПРЕУСМЕРИ", "#ПРЕУСМЈЕРИ", "#PREUSMERI", "#PREUSMJERI"),
+    "sv": ("#OMDIRIGERING",),
+    "uk": ("#ПЕРЕНАПРАВЛЕННЯ", "#ПЕРЕНАПР", "#перенаправление", "#перенапр"),
+    "vi": ("#đổi",),
+}
+
+
+def _redirect_re(words: tuple[str, ...]) -> re.Pattern[str]:
+    """MediaWiki's own test of a redirect's text: after leading whitespace, one
+    of the magic words, an optional colon, then a link closed on the same line."""
+    alternatives = "|".join(sorted(map(re.escape, set(words))))
+    space = r"[ \t\n\r\f\v]*"  # ASCII only, as MediaWiki's pattern
+    return re.compile(rf"{space}(?:{alternatives}){space}:?{space}\[\[.*?\]\]", re.IGNORECASE)
+
+
+_REDIRECT_RES = {
+    lang: _redirect_re(("#REDIRECT", *words)) for lang, words in REDIRECT_MAGIC_WORDS.items()
+}
+# A wiki not in the table (or not known): any word of the table.
+_ANY_REDIRECT_RE = _redirect_re(
+    ("#REDIRECT", *(w for words in REDIRECT_MAGIC_WORDS.values() for w in words))
+)
 _DBNAME_RE = re.compile(r"([a-z][a-z0-9_]*?)wiki")
 
 # Removed before parsing. mwparserfromhell gives up on a span whose contents hold
@@ -126,15 +171,22 @@ _BOLD_ITALIC_RE = re.compile(r"'{2,}")  # unbalanced '' / ''' the parser left as
 _MAGIC_WORD_RE = re.compile(r"__[A-Z]+__")  # __NOTOC__, __TOC__...
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 
-def is_redirect_text(wikitext: str) -> bool:
+def is_redirect_text(wikitext: str, lang: str = "") -> bool:
     """True if the wikitext is a redirect page (`#REDIRECT [[...]]` or a localised form).
 
-    MediaWiki (Help:Redirects) treats a page whose text starts with the `#REDIRECT`
-    magic word, or its translation, followed by a link as a redirect. Any `#word`
-    right before `[[` at the very start is taken as such a magic word, so no
-    per-language list is needed. Case-insensitive by construction.
+    MediaWiki (Help:Redirects) treats a page as a redirect when its text starts
+    with the `redirect` magic word (`#REDIRECT`, or a local synonym such as
+    `#WEITERLEITUNG`; any case), then an optional colon and whitespace, then a
+    link `[[...]]`. Any other `#word [[link]]` is an article opening with a
+    numbered list item (`#Erstens [[Berlin]] ...`).
+
+    Args:
+        wikitext: the page's text.
+        lang: the wiki's language: its words from `REDIRECT_MAGIC_WORDS` and
+            `#REDIRECT`; "" or a language not in the table: the words of all.
     """
-    return _REDIRECT_RE.match(wikitext) is not None
+    pattern = _REDIRECT_RES.get(lang, _ANY_REDIRECT_RE)
+    return pattern.match(wikitext) is not None
 
 
 def lang_from_dbname(dbname: str) -> str:
@@ -753,7 +805,7 @@ def _page_record(page: ET.Element, dump: _Dump) -> dict[str, Any] | Skip | DeadL
     revisions = page.findall(q("revision"))
     revision = revisions[-1] if revisions else ET.Element("revision")  # the newest, if several
     wikitext = revision.findtext(q("text")) or ""
-    if page.find(q("redirect")) is not None or is_redirect_text(wikitext):
+    if page.find(q("redirect")) is not None or is_redirect_text(wikitext, dump.lang):
         return Skip(SOURCE, "redirect")
     native_id = f"{dump.dbname}:{page_id}"
     try:
@@ -783,8 +835,9 @@ def read(
     """Stream a MediaWiki XML dump; one Document, Skip or DeadLetter per `<page>`.
 
     LLaMA 2.1 Wikipedia: articles of the dump's language, markup removed.
-    Skip reasons: "namespace" (not ns 0), "redirect" (`<redirect>` element or
-    `#REDIRECT`-like text), "empty" (nothing left after cleaning).
+    Skip reasons: "namespace" (not ns 0), "redirect" (`<redirect>` element, or
+    text that `is_redirect_text` accepts in the dump's language), "empty"
+    (nothing left after cleaning).
     Documents: native_id "<dbname>:<page id>", url
     "https://<lang>.wikipedia.org/wiki/<Title_with_underscores>", lang from the
     dump, lang_score 1.0, meta {title, page_id, revision_id, timestamp,
@@ -900,7 +953,14 @@ def _read_stream(
     of its pages; `to_end`: the stream runs to the file's end, so it must
     close the root element; `last`: where a dead letter before the first page is."""
     if header is None:
-        head = stream.read(_HEAD_BYTES)
+        try:
+            head = stream.read(_HEAD_BYTES)
+        except EOFError as e:  # a one-block bzip2 dump cut short decodes nothing at all
+            yield DeadLetter(SOURCE, path, last, f"truncated dump: {type(e).__name__}: {e}")
+            return
+        except OSError as e:
+            yield DeadLetter(SOURCE, path, last, f"unreadable compressed stream: {e}")
+            return
         stream.seek(0)
         encoding = _dump_encoding(head)
         dump: _Dump | None = None
@@ -1150,6 +1210,6 @@ def _read_span(path: str, start: int, end: int) -> Iterator[dict[str, Any] | Ski
     except (OSError, EOFError, ValueError) as e:
         yield DeadLetter(SOURCE, path, where, f"cannot read: {type(e).__name__}: {e}")
         return
-    with raw, bz2.BZ2File(raw) as stream:
+    with raw, decompressing(raw, start) as stream:  # errors name offsets in the file, as a whole read's do
         yield from _read_stream(stream, path, header, to_end=raw.raw.end >= raw.raw.size,
                                 last=f"before the first page of {where}")

@@ -12,6 +12,9 @@ through here, so a local folder and a bucket are the same code (DESIGN.md,
   a time per output: a `flock` on local disks, a lease object on object stores.
 - `local_copy`: a model or word list named by any path, copied once per machine
   into a local cache (workers share nothing with the launcher).
+- `open_input`: an input decompressed by its magic bytes (gzip, bzip2, xz); a
+  truncated or corrupt file gives every byte decoded before the damage, then
+  an error naming its offset (`Decompressed`).
 
 Object stores need options (an S3 endpoint, credentials): `configure` hands
 Beam's pipeline options to `FileSystems` before anything is listed or read.
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import gzip
 import hashlib
 import io as _io
 import json
@@ -32,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -40,12 +43,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import PipelineError
 
-_MAGIC = (
-    # multi-member gzip (one member per WARC record) reads to the end
-    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
-    (b"BZh", bz2.BZ2File),
-    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+# What `open_input` decompresses: (name, magic bytes, a decompressor of one
+# stream). Several members or streams one after the other (a gzip member per
+# WARC record, a bzip2 stream per 100 pages of a multistream dump) read as one.
+_FORMATS = (
+    ("gzip", b"\x1f\x8b", lambda: zlib.decompressobj(31)),  # 31: gzip header and trailer, CRC-32 checked
+    ("bzip2", b"BZh", bz2.BZ2Decompressor),
+    ("xz", b"\xfd7zXZ\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)),
 )
+_MAGIC_BYTES = 6
 MANIFEST = "manifest.json"
 RUN_PREFIX = "run-"
 CACHE_ENV = "LLAMA_STACK_CACHE"  # the per-machine cache of models and shards
@@ -231,20 +237,295 @@ def is_compressed(path: str | Path) -> bool:
     """Whether a file starts with the magic bytes of gzip, bzip2 or xz (what
     `open_input` decompresses)."""
     with open_read(path) as f:
-        head = f.read(6)
-    return any(head.startswith(magic) for magic, _ in _MAGIC)
+        head = f.read(_MAGIC_BYTES)
+    return any(head.startswith(magic) for _, magic, _ in _FORMATS)
 
 
 def open_input(path: str) -> IO[bytes]:
-    """Open a file for binary reading, decompressing gzip, bzip2 or xz by magic bytes."""
+    """Open a file for binary reading, decompressing gzip, bzip2 or xz by magic
+    bytes (`decompressing`).
+
+    Raises:
+        OSError: the file cannot be opened. A damaged compressed stream raises
+            later, from the read that meets the damage (`Decompressed`).
+    """
     _ensure_configured()
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    head = raw.read(6)
-    raw.seek(0)
-    for magic, opener in _MAGIC:
+    return decompressing(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+
+
+def decompressing(raw: IO[bytes], base: int = 0) -> IO[bytes]:
+    """`raw` (seekable, at the start of its data) decompressed when it starts
+    with the magic bytes of gzip, bzip2 or xz (a `Decompressed`), else `raw`
+    itself. `base`: the file offset of `raw`'s position 0 (a byte range of a
+    file), so that error messages give offsets in the file."""
+    start = raw.tell()
+    head = raw.read(_MAGIC_BYTES)
+    raw.seek(start)
+    for name, magic, new in _FORMATS:
         if head.startswith(magic):
-            return opener(raw)
+            return Decompressed(raw, name, magic, new, base)
     return raw
+
+
+def read_input(path: str) -> tuple[bytes, Exception | None]:
+    """A whole (small) input, decompressed (`open_input`): (bytes, None), or
+    for a damaged compressed stream (bytes decoded before the damage, the
+    EOFError or OSError that says where it is).
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    parts: list[bytes] = []
+    with open_input(path) as f:
+        try:
+            while chunk := f.read(1 << 20):
+                parts.append(chunk)
+        except (EOFError, OSError) as e:
+            return b"".join(parts), e
+    return b"".join(parts), None
+
+
+_RAW_CHUNK = 1 << 16  # compressed bytes read at a time
+_OUT_CHUNK = 1 << 16  # most bytes one decompressor call makes: memory stays flat on a zip bomb
+# What a decompressor raises on bad data (bz2: OSError "Invalid data stream").
+_DECOMPRESS_ERRORS = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError)
+
+
+class Decompressed(_io.BufferedIOBase):
+    """The decompressed bytes of a gzip, bzip2 or xz stream, made as they are read.
+
+    Python's `GzipFile`, `BZ2File` and `LZMAFile` raise from inside a buffered
+    read, losing what that read had already decompressed: a 64 KiB read that
+    meets the end of a truncated `.xz` loses up to 64 KiB of good records, a
+    `read()` of a truncated book loses the book, and a truncated bzip2 file of
+    one block raises on its first read. Here decompressor objects are fed
+    directly, and a damaged stream gives every byte decoded before the damage:
+
+    - `read(n)`, `read1(n)`, `readinto(b)` return the bytes decoded before the
+      damage (fewer than asked); the next read raises;
+    - `read()` (to the end) and `readline()` raise at the damage: what they
+      would return is incomplete, and must not pass for the whole;
+    - damage that no read has raised yet (a caller took a short read for the
+      end) is raised by `close()` (not when the stream closes on another error).
+
+    Errors, with offsets in the file: EOFError "<format> stream truncated: the
+    input ends at byte N inside the stream that starts at byte M"; OSError
+    "corrupt <format> data ...": a decompressor error (a bad CRC, corrupt
+    deflate or bzip2 blocks), or bytes after a stream that start no stream
+    (NUL padding after the last one is allowed). An error of the underlying
+    file's own read passes through as it is. Members and streams one after the
+    other read as one, as with the standard library's readers.
+
+    What a truncated stream gave is the file's own bytes. Corrupt data is
+    found where its checksum ends (a gzip member's end, a bzip2 or xz
+    block's), so bytes given shortly before a "corrupt" error may be wrong.
+
+    Seekable when `raw` is: backwards by decompressing again from the start.
+    """
+
+    def __init__(self, raw: IO[bytes], fmt: str, magic: bytes, new: Any, base: int = 0):
+        self.raw, self.format, self._magic, self._new = raw, fmt, magic, new
+        self._base = base  # file offset of raw's position 0
+        self._raw_start = raw.tell()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.raw.seek(self._raw_start)
+        self._raw_pos = self._base + self._raw_start  # file offset just past what was read
+        self._in = b""  # read, not yet given to a decompressor
+        self._d: Any = None  # the current stream's decompressor, None between streams
+        self._stream_start = 0
+        self._hungry = True  # the decompressor has made all it can of its input
+        self._raw_eof = False
+        self._buf, self._off = b"", 0  # decompressed, not yet returned: _buf[_off:]
+        self._pos = 0  # decompressed bytes returned
+        self._end = False
+        self._error: Exception | None = None
+        self._raised = False
+
+    # -- decompression ------------------------------------------------------
+
+    def _read_raw(self) -> bool:
+        chunk = self.raw.read(_RAW_CHUNK)
+        if not chunk:
+            self._raw_eof = True
+            return False
+        self._in += chunk
+        self._raw_pos += len(chunk)
+        return True
+
+    def _decompress(self) -> bytes:
+        """The next decompressed bytes; b"" at the end of the data.
+
+        Raises:
+            EOFError, OSError: see the class doc.
+        """
+        while True:
+            if self._d is None:  # between streams
+                if len(self._in) < len(self._magic) and not self._raw_eof:
+                    self._read_raw()
+                    continue
+                padding = len(self._in) - len(self._in.lstrip(b"\x00"))
+                if padding:
+                    self._in = self._in[padding:]
+                    continue
+                if not self._in:
+                    return b""
+                at = self._raw_pos - len(self._in)
+                if not self._in.startswith(self._magic):
+                    raise OSError(f"corrupt {self.format} data: the bytes at byte {at} start no {self.format} stream")
+                self._d, self._stream_start, self._hungry = self._new(), at, True
+            if self._hungry and not self._in and not self._read_raw():
+                raise EOFError(
+                    f"{self.format} stream truncated: the input ends at byte {self._raw_pos} inside "
+                    f"the stream that starts at byte {self._stream_start}"
+                )
+            try:
+                out = self._d.decompress(self._in, _OUT_CHUNK)
+            except _DECOMPRESS_ERRORS as e:
+                raise OSError(
+                    f"corrupt {self.format} data in the stream that starts at byte {self._stream_start} "
+                    f"(read up to byte {self._raw_pos}): {type(e).__name__}: {e}"
+                ) from None
+            if self._d.eof:
+                self._in, self._d = self._d.unused_data, None
+            elif hasattr(self._d, "needs_input"):  # bz2, lzma: they keep their unused input
+                self._in, self._hungry = b"", self._d.needs_input
+            else:  # zlib: the input it did not take is handed back
+                self._in = self._d.unconsumed_tail
+                self._hungry = not self._in and len(out) < _OUT_CHUNK
+            if out:
+                return out
+
+    def _next(self) -> bytes:
+        """More decompressed bytes (the buffer is empty); b"" at the end or at damage."""
+        if self._end or self._error is not None:
+            return b""
+        try:
+            out = self._decompress()
+        except (EOFError, OSError) as e:
+            self._error = e
+            return b""
+        self._end = not out
+        return out
+
+    def _raise(self) -> None:
+        self._raised = True
+        raise self._error
+
+    # -- reading ------------------------------------------------------------
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self.raw.seekable()
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _take(self, n: int) -> bytes:
+        data = self._buf[self._off : self._off + n]
+        self._off += len(data)
+        self._pos += len(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        want = None if size is None or size < 0 else size
+        parts = [self._take(len(self._buf) if want is None else want)]
+        got = len(parts[0])
+        while want is None or got < want:
+            out = self._next()
+            if not out:
+                break
+            self._buf, self._off = out, 0
+            parts.append(self._take(len(out) if want is None else want - got))
+            got += len(parts[-1])
+        if self._error is not None and want != 0 and (want is None or not got):
+            self._raise()
+        return b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if self._off >= len(self._buf) and size != 0:
+            out = self._next()
+            if not out and self._error is not None:
+                self._raise()
+            self._buf, self._off = out, 0
+        return self._take(len(self._buf) if size is None or size < 0 else size)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readinto1(self, b: Any) -> int:
+        data = self.read1(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        limit = None if size is None or size < 0 else size
+        nl = self._buf.find(b"\n", self._off)
+        if nl >= 0 and limit is None:  # the usual case, kept short
+            line = self._buf[self._off : nl + 1]
+            self._off = nl + 1
+            self._pos += len(line)
+            return line
+        parts: list[bytes] = []
+        got = 0
+        while limit is None or got < limit:
+            nl = self._buf.find(b"\n", self._off)
+            n = len(self._buf) - self._off if nl < 0 else nl + 1 - self._off
+            parts.append(self._take(n if limit is None else min(n, limit - got)))
+            got += len(parts[-1])
+            if nl >= 0 and self._off > nl:
+                break
+            if self._off < len(self._buf):
+                continue
+            out = self._next()
+            if not out:
+                if self._error is not None:  # the line is incomplete
+                    self._raise()
+                break
+            self._buf, self._off = out, 0
+        return b"".join(parts)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_CUR:
+            offset += self._pos
+        elif whence != os.SEEK_SET:
+            raise _io.UnsupportedOperation("seek from the end of a compressed stream")
+        if offset < self._pos:
+            self._reset()
+        while self._pos < offset:
+            if not self.read(min(offset - self._pos, 1 << 20)):
+                break
+        return self._pos
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.raw.close()
+        finally:
+            super().close()
+        if self._error is not None and not self._raised:
+            self._raise()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self._raised = True  # the error in flight is the one to see
+        self.close()
+
+    def __del__(self) -> None:
+        self._raised = True  # never raise from the garbage collector
+        super().__del__()
 
 
 class ByteRange(_io.RawIOBase):

@@ -1,22 +1,38 @@
 """Books reader on real Project Gutenberg files: the two 1990s texts of the demo
-(brotli's test data: the Canterbury corpus alice29.txt and plrabn12.txt) and,
-when present, the modern Gutenberg files of the shared corpus. Expected lines and
+(brotli's test data: the Canterbury corpus alice29.txt and plrabn12.txt), the
+1992 etext lcet10.txt from the same package and, when present, the modern
+Gutenberg files of the shared corpus. Expected lines and
 counts were read off the raw files (`head`, `tail`, `grep -n`, `wc -c`)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import posixpath
 import re
+import zlib
 
 import pytest
 
+from pipeline import fetch
 from pipeline.schema import doc_id
 from pipeline.sources import books
 from pipeline.sources.base import DeadLetter, Skip
 
 ALICE = "inputs/books/alice29.txt"
 MILTON = "inputs/books/plrabn12.txt"
+
+
+@pytest.fixture(scope="module")
+def lcet10(demo_inputs, tmp_path_factory):
+    """lcet10.txt of the Canterbury corpus (the 1992 Project Gutenberg etext of a
+    Library of Congress workshop), from the brotli sdist that holds alice29.txt."""
+    requirement, flags, member, _ = next(f for f in fetch.DEMO_FILES if f[3] == ALICE)
+    cache = demo_inputs[ALICE].parents[2]
+    archive = fetch._download(requirement, flags, cache / "packages")
+    target = tmp_path_factory.mktemp("books") / "lcet10.txt"
+    fetch._extract(archive, posixpath.join(posixpath.dirname(member), "lcet10.txt"), target)
+    return target
 
 
 def _read_one(path) -> dict:
@@ -53,6 +69,8 @@ def test_alice29_has_no_gutenberg_wrapper_and_is_kept_whole(demo_inputs):
     assert json.loads(doc["meta"]) == {
         "title": "ALICE'S ADVENTURES IN WONDERLAND",
         "encoding": "utf-8",
+        "replacements": 0,
+        "truncated": False,
         "gutenberg_markers": False,
         "header_chars_removed": 0,
         "footer_chars_removed": 0,
@@ -80,15 +98,69 @@ def test_plrabn12_loses_its_1992_release_preamble(demo_inputs):
     assert json.loads(doc["meta"]) == {
         "title": "Paradise Lost",
         "encoding": "utf-8",
+        "replacements": 0,
+        "truncated": False,
         "gutenberg_markers": True,
         "header_chars_removed": 2961,
         "footer_chars_removed": 0,
     }
 
 
+def test_lcet10_loses_its_etext_title_line_and_closing_line(lcet10):
+    raw = lcet10.read_bytes()
+    # the etext's whole header is its title line (raw line 3), its footer the last line
+    assert raw.startswith(b"\r\n\r\nThe Project Gutenberg Etext of LOC WORKSHOP ON ELECTRONIC TEXTS\r\n")
+    assert raw.endswith(
+        b"\r\n*End of The Project Gutenberg Etext of LOC WORKSHOP ON ELECTRONIC ETEXTS\r\n\r\n"
+    )
+    assert raw.count(b"Gutenberg") == 2  # those two lines only
+    doc = _read_one(lcet10)
+    assert _lines(doc)[0] == "WORKSHOP ON ELECTRONIC TEXTS"  # raw line 8, centred
+    assert _lines(doc)[2] == "                               PROCEEDINGS"
+    assert _lines(doc)[-1] == "[A few of the italics (when used for emphasis) were replaced by CAPS mh]"
+    assert "Gutenberg" not in doc["text"]
+    raw_lines = raw.decode("ascii").replace("\r\n", "\n").split("\n")
+    assert raw_lines[7517].startswith("*End of The Project Gutenberg Etext")  # line 7518
+    # raw lines 4 to 7517, without the whitespace at their edges
+    assert doc["text"] == "\n".join(raw_lines[3:7517]).strip()
+    header = 2 + len(raw_lines[2]) + 1  # two blank lines, then the title line
+    footer = len(raw_lines[7517]) + 2  # the closing line and a blank line
+    assert (header, footer) == (66, 74)
+    assert json.loads(doc["meta"]) == {
+        "title": "LOC WORKSHOP ON ELECTRONIC TEXTS",
+        "encoding": "utf-8",
+        "replacements": 0,
+        "truncated": False,
+        "gutenberg_markers": True,
+        "header_chars_removed": header,
+        "footer_chars_removed": footer,
+    }
+
+
 @pytest.mark.parametrize(
     "header, footer",
     [
+        (  # 1990s etexts: the title line is all the header, "*End of ..." the footer
+            "The Project Gutenberg Etext of LOC WORKSHOP ON ELECTRONIC TEXTS\n",
+            "*End of The Project Gutenberg Etext of LOC WORKSHOP ON ELECTRONIC ETEXTS\n",
+        ),
+        (  # the title line repeated above the book, after the announcements
+            (
+                "The Project Gutenberg Etext of Moby Dick, by Herman Melville\n"
+                "#3 in our series by Herman Melville\n\n"
+                "Please take a look at the important information in this header.\n\n"
+                "The Project Gutenberg Etext of Moby Dick, by Herman Melville\n"
+            ),
+            "**End of Project Gutenberg Etext of Moby Dick**\n",
+        ),
+        (  # German etexts of the 1990s and 2000s
+            "**Project Gutenberg's Etext of Alice's Abenteuer im Wunderland**\n",
+            'Ende dieses Project Gutenberg Etextes "Alice\'s Abenteuer im Wunderland"\n',
+        ),
+        (  # copyrighted books
+            "*** START OF THE COPYRIGHTED PROJECT GUTENBERG EBOOK ALICE ***\n",
+            "*** END OF THE COPYRIGHTED PROJECT GUTENBERG EBOOK ALICE ***\n",
+        ),
         (  # 2006-2010 releases
             (
                 "The Project Gutenberg EBook of Alice's Adventures in Wonderland, "
@@ -129,6 +201,14 @@ def test_marker_variants(header, footer):
     assert text[: span.start] == header
 
 
+def test_title_line_deep_in_a_book_is_text():
+    # past MAX_TITLE_LINE lines, a quoted title line is no header
+    body = "Chapter 1\n" + "line\n" * books.MAX_TITLE_LINE + "The Project Gutenberg Etext of X\nmore"
+    text = "*** START OF THE PROJECT GUTENBERG EBOOK X ***\n" + body
+    assert books.strip_gutenberg(text) == body
+    assert books.gutenberg_span(text).title == ""
+
+
 def test_title_from_the_first_header_line():
     text = (
         "**The Project Gutenberg Etext of Alice's Adventures in Wonderland**\n"
@@ -138,20 +218,24 @@ def test_title_from_the_first_header_line():
 
 
 def test_decode_book():
-    # latin-1 fallback for pre-UTF-8 files (a title from the corpus: PG #2229)
+    # a title from the corpus (PG #2229); Latin-1 files: test_latin1_copy_reads_the_same
     title = "Faust: Der Tragödie erster Teil"
-    assert books.decode_book(title.encode("latin-1")) == (title, "latin-1")
-    assert books.decode_book(b"\xef\xbb\xbf" + title.encode("utf-8")) == (title, "utf-8")
-    assert books.decode_book(title.encode("utf-16")) == (title, "utf-16")
-    with pytest.raises(ValueError, match="NUL byte at offset 1"):
-        books.decode_book(title.encode("utf-16-le"))  # UTF-16 without a BOM
+    assert books.decode_book(b"\xef\xbb\xbf" + title.encode("utf-8")) == (title, "utf-8", 0)
+    assert books.decode_book(title.encode("utf-16")) == (title, "utf-16-le", 0)  # with a BOM
+    # without a BOM, UTF-16 is known by its NUL bytes (it was "NUL byte at offset 1: binary")
+    assert books.decode_book(title.encode("utf-16-le")) == (title, "utf-16-le", 0)
+    with pytest.raises(ValueError, match="NUL character at offset 5 "):
+        books.decode_book(b"Faust\x00: Der Trag\xc3\xb6die")
 
 
 def test_binary_file_is_a_dead_letter(lid_model):
     records = list(books.read(str(lid_model), None))  # fastText's lid.176.ftz
     assert len(records) == 1 and isinstance(records[0], DeadLetter)
     assert records[0].record == "lid.176.ftz"
-    assert records[0].reason.startswith("undecodable: NUL byte at offset ")
+    # neither UTF-8 nor anything uchardet knows (it was "NUL byte at offset ...")
+    assert records[0].reason == (
+        "undecodable: 278007 of 938013 bytes not valid UTF-8 (no other encoding detected; more than 0.001)"
+    )
 
 
 def test_missing_file_is_a_dead_letter(tmp_path):
@@ -204,6 +288,8 @@ def test_every_corpus_book_is_cut_at_its_markers(shared_corpus):
         assert meta == {
             "title": TITLES[path.name],
             "encoding": "utf-8",
+            "replacements": 0,
+            "truncated": False,
             "gutenberg_markers": True,
             "header_chars_removed": start.end(),
             "footer_chars_removed": len(text) - end.start(),
@@ -231,7 +317,9 @@ def test_latin1_copy_reads_the_same(shared_corpus, tmp_path):
     path.write_bytes(excerpt.replace("\n", "\r\n").encode("latin-1"))
     doc = _read_one(path)
     original = _read_one(shared_corpus / "books" / "pg19778_de_alice.txt")
-    assert json.loads(doc["meta"])["encoding"] == "latin-1"
+    # detected, and read as browsers read ISO-8859-1 (it was "latin-1", the
+    # fallback for anything not UTF-8)
+    assert json.loads(doc["meta"])["encoding"] == "cp1252"
     assert doc["text"] == original["text"]
     assert "Schwester" in doc["text"] and "ä" in doc["text"]
 
@@ -242,3 +330,59 @@ def test_header_and_footer_only_is_skipped(shared_corpus, tmp_path):
     path = tmp_path / "no_body.txt"
     path.write_text(text[: start.end()] + "\n\n" + text[end.start() :], encoding="utf-8")
     assert list(books.read(str(path), None)) == [Skip("books", "empty")]
+
+
+# --- damaged compressed books -------------------------------------------------------
+
+
+def test_truncated_gzip_book_keeps_what_decoded(demo_inputs, tmp_path):
+    alice = demo_inputs[ALICE].read_bytes()
+    whole = gzip.compress(alice, mtime=0)
+    cut = whole[: len(whole) // 2]
+    path = tmp_path / "alice29.txt.gz"
+    path.write_bytes(cut)
+    prefix = zlib.decompressobj(31).decompress(cut)  # all that the cut stream decodes
+    assert len(prefix) > 70_000 and alice.startswith(prefix)
+    plain = tmp_path / "alice29-prefix.txt"
+    plain.write_bytes(prefix)
+    expected = _read_one(plain)
+    # it was the dead letter alone, "cannot read: EOFError: Compressed file ended ..."
+    doc, dead = books.read(str(path), None)
+    assert doc["text"] == expected["text"]
+    assert doc["text"].endswith(_lines(expected)[-1]) and doc["text"] in _read_one(demo_inputs[ALICE])["text"]
+    assert json.loads(doc["meta"]) == {**json.loads(expected["meta"]), "truncated": True}
+    assert dead == DeadLetter(
+        "books", str(path), "alice29.txt.gz",
+        f"damaged: EOFError: gzip stream truncated: the input ends at byte {len(cut)} inside the "
+        f"stream that starts at byte 0; the {len(prefix)} bytes before it are read",
+    )
+
+
+def test_corrupt_gzip_book_is_a_dead_letter_only(demo_inputs, tmp_path):
+    whole = bytearray(gzip.compress(demo_inputs[ALICE].read_bytes(), mtime=0))
+    whole[len(whole) // 2] ^= 0xFF  # found at the member's CRC, after bytes that may be wrong
+    path = tmp_path / "alice29.txt.gz"
+    path.write_bytes(bytes(whole))
+    (dead,) = books.read(str(path), None)
+    assert isinstance(dead, DeadLetter) and dead.record == "alice29.txt.gz"
+    assert dead.reason.startswith("damaged: OSError: corrupt gzip data in the stream that starts at byte 0 ")
+    assert dead.reason.endswith("; nothing is read")
+
+
+def test_truncated_gzip_book_cc(shared_corpus, tmp_path):
+    # Don Quijote as the corpus has it (.txt.gz), cut at a third: its header
+    # is removed, the text decoded before the cut kept, the rest a dead letter
+    src = shared_corpus / "books" / "pg2000_es_don_quijote.txt.gz"
+    cut = src.read_bytes()[: src.stat().st_size // 3]
+    path = tmp_path / src.name
+    path.write_bytes(cut)
+    doc, dead = books.read(str(path), None)
+    whole = _read_one(src)
+    prefix = zlib.decompressobj(31).decompress(cut)
+    assert whole["text"].startswith(doc["text"][:-100]) and len(doc["text"]) > 700_000
+    meta = json.loads(doc["meta"])
+    assert meta == {**json.loads(whole["meta"]), "truncated": True, "footer_chars_removed": 0}
+    assert dead.reason == (
+        f"damaged: EOFError: gzip stream truncated: the input ends at byte {len(cut)} inside the "
+        f"stream that starts at byte 0; the {len(prefix)} bytes before it are read"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 from collections import Counter
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def test_row_without_text_and_truncated_gzip(real_lines, tmp_path):
     assert kinds(items) == {"doc": 1, "dead": 1}
     assert items[1].record == "line 2"
     assert items[1].reason.startswith("unreadable input, rest of file lost: EOFError")
+    # where: the file's last byte, inside the one gzip stream
+    assert items[1].reason.endswith(": the input ends at byte 1500 inside the stream that starts at byte 0")
 
 
 def test_native_id_fallbacks():
@@ -96,3 +99,27 @@ def test_native_id_fallbacks():
     assert native_id({"id": 12}, "x/c4.json.gz", 7) == "12"
     # Only the file name: the id does not depend on where the file lies.
     assert native_id({}, "gs://bucket/dir/c4.json.gz", 7) == "c4.json.gz:7"
+
+
+def test_cut_and_corrupt_xz_json_lines(shared_corpus, tmp_path):
+    whole = lzma.compress(gzip.decompress((shared_corpus / SAMPLE).read_bytes()))
+    cut = tmp_path / "c4-cut.json.xz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    lines = lzma.LZMADecompressor().decompress(cut.read_bytes()).count(b"\n")  # whole lines decodable
+    items = list(read(str(cut), CFG))
+    assert lines > 400 and kinds(items) == {"doc": lines, "dead": 1}
+    assert items[-1] == DeadLetter(
+        "c4", str(cut), f"line {lines + 1}",
+        "unreadable input, rest of file lost: EOFError: xz stream truncated: the input ends at byte "
+        f"{cut.stat().st_size} inside the stream that starts at byte 0",
+    )
+    bad = bytearray(whole)
+    bad[len(bad) // 2] ^= 0xFF
+    corrupt = tmp_path / "c4-corrupt.json.xz"
+    corrupt.write_bytes(bytes(bad))
+    # it raised LZMAError out of the reader, an error the reader did not expect
+    items = list(read(str(corrupt), CFG))
+    assert kinds(items)["dead"] >= 1 and items[-1].record == f"line {kinds(items)['doc'] + 1}"
+    assert items[-1].reason.startswith(
+        "unreadable input, rest of file lost: OSError: corrupt xz data in the stream that starts at byte 0 "
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import re
 import zlib
 from collections import Counter
@@ -531,3 +532,68 @@ def test_undecodable_payload_is_a_dead_letter(tmp_path):
         "WARC-Record-ID <urn:uuid:00000000-0000-4000-8000-000000000001>",
     )
     assert decode_counting("a\ufffdb".encode("utf-8") + b"\xe9", "utf-8") == ("a\ufffdb\ufffd", 1)
+
+
+# --- a UTF-16 page without a mark or charset; a truncated .warc.xz ------------------
+
+
+def test_utf16_page_without_mark_or_charset(demo_inputs, tmp_path):
+    # The demo's HTML page in UTF-16 LE without a byte-order mark, served as
+    # "text/html" without a charset; its <meta charset="UTF-8"> is interleaved
+    # with NULs, so no prescan finds it.
+    demo = demo_inputs[DEMO_WARC]
+    (original,) = docs(read(str(demo), CFG))
+    html = payload(demo, original["url"]).decode("utf-8")
+    page = html.encode("utf-16-le")
+    assert meta_charset(page) is None and page[1::2].count(0) == len(html)  # all ASCII
+    path = tmp_path / "utf16.warc"
+    path.write_bytes(warc_response(original["url"], 1, "text/html", page))
+    (doc,) = read(str(path), CFG)
+    # it was charset cp1252 (detector), 0 replacements, and the raw HTML as the text
+    assert doc["text"] == original["text"]
+    meta = json.loads(doc["meta"])
+    assert (meta["charset"], meta["charset_source"], meta["replacements"]) == ("utf-16-le", "pattern", 0)
+    # the bytes outrank a declared ASCII-compatible charset; a BOM outranks them
+    assert choose_charset(page, "iso-8859-1") == ("utf-16-le", "pattern")
+    assert choose_charset(html.encode("utf-16-be"), None) == ("utf-16-be", "pattern")
+    assert choose_charset(html.encode("utf-16"), None) == ("utf-16", "bom")
+
+
+def xz_cut(warc_gz: Path, tmp_path: Path, name: str) -> tuple[Path, int]:
+    """The WARC of `warc_gz` recompressed as xz and cut at 60%: (path, its size)."""
+    whole = lzma.compress(gzip.decompress(warc_gz.read_bytes()))
+    path = tmp_path / name
+    path.write_bytes(whole[: len(whole) * 6 // 10])
+    return path, path.stat().st_size
+
+
+def test_truncated_xz_gives_every_record_before_the_cut(demo_inputs, tmp_path):
+    demo = demo_inputs[DEMO_WARC]
+    path, size = xz_cut(demo, tmp_path, "at.warc.xz")
+    items = list(read(str(path), CFG))
+    # it was the dead letter alone: the 64 KiB read that met the cut raised,
+    # and the records it had decoded were lost
+    assert items[:-1] == list(read(str(demo), CFG))[:4]
+    assert outcomes(items) == {"skip:record_type": 3, "skip:http_status": 1, "dead": 1}
+    dead = items[-1]
+    assert (dead.path, dead.record) == (str(path), "offset 2719")  # the HTML response, cut
+    assert dead.reason.startswith("record ") and dead.reason.endswith(
+        " shorter than its Content-Length 24508 (compressed stream broken: EOFError: xz stream "
+        f"truncated: the input ends at byte {size} inside the stream that starts at byte 0); "
+        "no part of it is used; WARC-Record-ID <urn:uuid:103a7ae2-30ec-46f5-b749-d1368dee3641>"
+    )
+
+
+def test_truncated_xz_gives_every_record_before_the_cut_cc(cc, tmp_path):
+    sample = cc / "CC-MAIN-2020-34_sample16.warc.gz"
+    path, size = xz_cut(sample, tmp_path, "CC-MAIN-2020-34_sample16.warc.xz")
+    items = list(read(str(path), CFG))
+    # 23 records decode before the cut (it was 17)
+    assert outcomes(items) == {"skip:record_type": 16, "doc": 7, "dead": 1}
+    intact = list(read(str(sample), CFG))[:23]
+    assert [without_file_name(x) if isinstance(x, dict) else x for x in items[:-1]] == [
+        without_file_name(x) if isinstance(x, dict) else x for x in intact
+    ]
+    dead = items[-1]
+    assert (dead.path, dead.record) == (str(path), "offset 256324")
+    assert f"xz stream truncated: the input ends at byte {size} inside the stream" in dead.reason

@@ -529,3 +529,45 @@ def test_dump_fragments_match_the_manifest(shared_corpus, lang, pages, articles,
     assert json.loads(first["meta"])["title"] == title
     assert first["url"] == f"https://{lang}.wikipedia.org/wiki/{title.replace(' ', '_')}"
     assert first["text"].startswith(opening)
+
+
+# --- truncated compressed dumps ------------------------------------------------------
+
+
+def test_truncated_one_block_bz2_dump_is_one_dead_letter(demo_inputs, tmp_path):
+    # 246 KiB of XML in one bzip2 block (of at most 900 KB): a block decodes only
+    # whole, so nothing comes before the cut. It raised EOFError from the
+    # reader's first read.
+    data = demo_inputs["inputs/wikipedia/enwiki-table-markup.xml.bz2"].read_bytes()
+    assert data.startswith(b"BZh9") and len(bz2.decompress(data)) == 251853  # blocks of 900 KB
+    path = tmp_path / "enwiki-table-markup.xml.bz2"
+    path.write_bytes(data[: len(data) // 2])
+    assert list(wikipedia.read(str(path), None)) == [
+        DeadLetter(
+            "wikipedia", str(path), "before the first page",
+            "truncated dump: EOFError: bzip2 stream truncated: the input ends at byte 32053 "
+            "inside the stream that starts at byte 0",
+        )
+    ]
+
+
+def test_truncated_bz2_dump_gives_every_page_of_its_whole_blocks(demo_inputs, tmp_path):
+    data = demo_inputs[EN].read_bytes()
+    cut = data[: len(data) // 2]
+    path = tmp_path / "enwiki-half.xml.bz2"
+    path.write_bytes(cut)
+    prefix = tmp_path / "enwiki-prefix.xml"
+    prefix.write_bytes(bz2.BZ2Decompressor().decompress(cut))  # its whole blocks
+    records = list(wikipedia.read(str(path), None))
+    expected = list(wikipedia.read(str(prefix), None))
+    # the pages before the cut, as the decodable part read as plain XML gives them
+    assert records[:-1] == expected[:-1]
+    assert collections.Counter(type(r).__name__ for r in records) == {"Skip": 77, "dict": 38, "DeadLetter": 1}
+    assert expected[-1] == DeadLetter(
+        "wikipedia", str(prefix), "after page 626", "truncated dump: the file ends inside page 627"
+    )
+    assert records[-1] == DeadLetter(
+        "wikipedia", str(path), "after page 626",
+        "truncated dump: EOFError: bzip2 stream truncated: the input ends at byte 847935 "
+        "inside the stream that starts at byte 0",
+    )

@@ -8,9 +8,14 @@ marker on, in the variants used since 1991:
 - `*** START OF THE PROJECT GUTENBERG EBOOK <TITLE> ***` (current) and
   `*** START OF THIS PROJECT GUTENBERG EBOOK` (2000s), possibly wrapped over
   two lines; `*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*...` closing the
-  1990s small-print header;
+  1990s small-print header; the title line of 1990s etexts, `The Project
+  Gutenberg Etext of <Title>` (also `**...**`, `EBook`, `Project Gutenberg's
+  Etext of`), which is the whole header of some and is repeated above the
+  book in others (looked for in the first `MAX_TITLE_LINE` lines);
 - `*** END OF THE/THIS PROJECT GUTENBERG EBOOK ...`, `End of the Project
-  Gutenberg EBook of ...`, `End of Project Gutenberg's ...`;
+  Gutenberg EBook of ...`, `End of Project Gutenberg's ...`, the 1990s `*End of
+  The Project Gutenberg Etext of ...` (any asterisks, any case), and the German
+  and French `Ende dieses Project Gutenberg ...`, `Fin de Project Gutenberg ...`;
 - the free-form preamble of the first releases (1991-1993), `This is the
   February 1992 Project Gutenberg release of: <Title> by <Author>`, which ends
   where the book repeats its title (no end marker in those files).
@@ -21,37 +26,45 @@ the language is left to language ID.
 
 from __future__ import annotations
 
-import lzma
 import posixpath
 import re
-import zlib
 from typing import Any, Iterator, NamedTuple
 
-from pipeline.io import open_input
+from pipeline.decode import Decoded, decode_text
+from pipeline.io import read_input
 from pipeline.sources.base import DeadLetter, Skip, make_document
 
 SOURCE = "books"
 
-# Header and footer markers: matched at a line start, case-insensitive. The
-# asterisks are required, so prose never matches them.
+# Header and footer markers: matched at a line start, case-insensitive. Each
+# names Project Gutenberg or its small print, so prose never matches them.
 _START_RE = re.compile(
-    r"^\s*(?:\*+\s*START OF (?:THE|THIS) PROJECT GUTENBERG"  # 2000s to today
+    r"^\s*(?:\*+\s*START OF (?:THE|THIS) (?:COPYRIGHTED )?PROJECT GUTENBERG"  # 2000s to today
     r"|\*?\s*END\s*\*?\s*THE SMALL PRINT)",  # 1990s: *END*THE SMALL PRINT! ...*END*
     re.I,
 )
 _END_RE = re.compile(
-    r"^\s*(?:\*+\s*END OF (?:THE|THIS) PROJECT GUTENBERG"
-    # "End of the Project Gutenberg EBook of ...", "End of Project Gutenberg's ..."
-    r"|End of (?:the |this )?Project Gutenberg)",
+    # "*** END OF THE PROJECT GUTENBERG EBOOK", "End of Project Gutenberg's ...",
+    # "*End of The Project Gutenberg Etext of ..." (1990s)
+    r"^[\s*]*(?:END OF (?:THE |THIS )?(?:COPYRIGHTED )?PROJECT GUTENBERG"
+    r"|Ende diese[sr]? Proje[ck]t Gutenberg|Fin de Project Gutenberg)",
     re.I,
 )
 _EARLY_RELEASE_RE = re.compile(r"^\s*This is the .{0,60}Project Gutenberg release of\b", re.I)
 _TITLE_RE = re.compile(r"^Title:\s*(.*\S)", re.I)
-_PG_FIRST_LINE_RE = re.compile(r"^\W*The Project Gutenberg (?:e-?book|e-?text) of\s+", re.I)
+# The title line: "The Project Gutenberg Etext of <title>, by <author>" (1990s),
+# "**The Project Gutenberg Etext of <title>**", "Project Gutenberg's Etext of ...",
+# "The Project Gutenberg EBook of ..." (2000s on, above the START marker).
+_PG_FIRST_LINE_RE = re.compile(
+    r"^\W*(?:The )?Project Gutenberg(?:'s)? (?:e-?book|e-?text) of\s+", re.I
+)
 _LEADING_BLANK_LINES_RE = re.compile(r"\A(?:[ \t]*\n)+")
 
 MAX_MARKER_WRAP_LINES = 2  # a START marker wrapped by a long title ends "***" within 2 lines
 MAX_EARLY_HEADER_LINES = 500  # the 1991-93 preambles run to about 60 lines
+# A title line counts as header this near the top only (as far as the `gutenberg`
+# package's strip_headers looks), so a book that quotes one keeps its text.
+MAX_TITLE_LINE = 600
 
 
 class BookSpan(NamedTuple):
@@ -63,31 +76,25 @@ class BookSpan(NamedTuple):
     title: str  # from the header's "Title:" line (or the early-release announcement), "" if none
 
 
-def decode_book(data: bytes) -> tuple[str, str]:
-    """Decode a plain-text book: UTF-8 (BOM stripped), UTF-16 with BOM, else latin-1.
+def decode_book(data: bytes, final: bool = True) -> Decoded:
+    """Decode a plain-text book (`pipeline.decode.decode_text`: byte-order mark,
+    UTF-16/32 byte pattern, UTF-8 with a few bad bytes replaced, else the
+    detected legacy encoding; Project Gutenberg files are UTF-8 today, those of
+    the 1990s and early 2000s ISO-8859-1 or ASCII).
 
-    Project Gutenberg files are UTF-8 today; files of the 1990s and early 2000s
-    are ISO-8859-1 (or ASCII), hence the latin-1 fallback (PG's own rule: the
-    "Character set encoding:" line says which).
-
+    Args:
+        data: the file's bytes; `final` False when they stop at damage.
     Returns:
-        (text, encoding), encoding one of "utf-8", "utf-16", "latin-1".
+        Decoded(text, encoding, replacements).
     Raises:
-        ValueError: the bytes hold NUL characters (a binary file, or UTF-16
-            without a BOM), or a UTF-16 BOM is followed by invalid UTF-16.
+        ValueError: `pipeline.decode.Undecodable`, or the text holds NUL
+            characters (a binary file).
     """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError as e:
-            raise ValueError(f"UTF-16 BOM but invalid UTF-16: {e}") from None
-    nul = data.find(b"\x00")
+    decoded = decode_text(data, final=final)
+    nul = decoded.text.find("\x00")
     if nul >= 0:
-        raise ValueError(f"NUL byte at offset {nul}: binary, not plain text")
-    try:
-        return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
+        raise ValueError(f"NUL character at offset {nul} ({decoded.encoding}): binary, not plain text")
+    return decoded
 
 
 def normalize_text(text: str) -> str:
@@ -150,8 +157,9 @@ def gutenberg_span(text: str) -> BookSpan:
 
     The body starts on the line after the last START-type marker that comes
     before any END-type marker (a 2000s file can carry the small print *after*
-    its END marker); it ends at the first END-type marker after that. Without
-    markers, the 1991-93 preamble rule is tried, then the whole text is the body.
+    its END marker; a 1990s etext's title line is one, and may be the only
+    one); it ends at the first END-type marker after that. Without markers,
+    the 1991-93 preamble rule is tried, then the whole text is the body.
     Rules: the header and footer conventions Project Gutenberg used over the
     years, as listed in the module docstring.
 
@@ -164,19 +172,25 @@ def gutenberg_span(text: str) -> BookSpan:
     offsets = _line_offsets(lines)
     ends = [i for i, line in enumerate(lines) if _END_RE.match(line)]
     first_end = ends[0] if ends else len(lines)
-    starts = [i for i, line in enumerate(lines[:first_end]) if _START_RE.match(line)]
+    starts = [
+        i
+        for i, line in enumerate(lines[:first_end])
+        if _START_RE.match(line) or (i < MAX_TITLE_LINE and _PG_FIRST_LINE_RE.match(line))
+    ]
     start_line = 0
     title = ""
     if starts:
         marker = starts[-1]
         start_line = marker + 1
-        if "START" in lines[marker].upper() and lines[marker].count("***") < 2:
+        wrappable = lines[marker].lstrip(" \t*").upper().startswith("START OF")
+        if wrappable and lines[marker].count("***") < 2:
             # a long title wraps the marker: it ends on the line closing with ***
             for j in range(marker + 1, min(marker + 1 + MAX_MARKER_WRAP_LINES, first_end)):
                 if lines[j].rstrip().endswith("***"):
                     start_line = j + 1
                     break
-        title = _header_title(lines[:marker])
+        title_line = _PG_FIRST_LINE_RE.match(lines[marker]) is not None
+        title = _header_title(lines[: marker + 1] if title_line else lines[:marker])
     elif not ends and (early := _early_release(lines)) is not None:
         start_line, title = early
         return BookSpan(offsets[start_line], len(text), True, title)
@@ -203,47 +217,68 @@ def _body(text: str, span: BookSpan) -> str:
 
 
 def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
-    """Read one plain-text book file; yield one Document, Skip("empty") or DeadLetter.
+    """Read one plain-text book file; yield one Document, Skip("empty") or
+    DeadLetter, then for a damaged compressed file one DeadLetter naming the
+    damage.
 
     Document: native_id the file name, url the path, lang "" (set by language
-    ID), meta {"title", "encoding", "gutenberg_markers", "header_chars_removed",
-    "footer_chars_removed"}; the two counts are characters of the normalised
-    (LF) text before the body start and from the footer marker on (blank lines
-    and whitespace trimmed around the body are not counted).
+    ID), meta {"title", "encoding", "replacements", "truncated",
+    "gutenberg_markers", "header_chars_removed", "footer_chars_removed"}:
+    `encoding` and `replacements` as `decode_book` decided (U+FFFD inserted);
+    the two counts are characters of the normalised (LF) text before the body
+    start and from the footer marker on (blank lines and whitespace trimmed
+    around the body are not counted).
+
+    A truncated compressed file keeps the text decoded before the cut, with
+    meta `truncated` true, and adds a DeadLetter whose reason gives the byte
+    offsets (`pipeline.io.Decompressed`). A book is one record, so that text
+    is the record decoded before the damage: the book without its end, still
+    good pretraining text, whose Gutenberg header is removed if the cut spared
+    its marker (the footer is what the cut took). Nothing else would keep it,
+    and the dead letter says the file is damaged. A corrupt one is the
+    DeadLetter only: the bytes before a checksum fails are not checked.
 
     Args:
         path: a .txt file, optionally gzip/bzip2/xz-compressed (any Beam filesystem).
         cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
     Yields:
         A Document; Skip("books", "empty") when nothing is left after stripping;
-        DeadLetter when the file cannot be read or decoded (binary).
+        DeadLetter when the file cannot be read, or decoded (binary), or is damaged.
     Raises:
         Nothing from the data: every failure becomes a DeadLetter.
     """
     name = posixpath.basename(path)
     try:
-        with open_input(path) as f:
-            data = f.read()  # one Document per file: the whole book is needed anyway
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:  # missing, truncated, corrupt
+        data, damage = read_input(path)  # one Document per file: the whole book is needed anyway
+    except OSError as e:  # missing, unreadable
         yield DeadLetter(SOURCE, path, name, f"cannot read: {type(e).__name__}: {e}")
         return
+    truncated = isinstance(damage, EOFError)  # corrupt data: what came before is unchecked
+    if damage is None or (truncated and data):
+        yield _book(path, name, data, truncated=truncated)
+    if damage is not None:
+        kept = f"the {len(data)} bytes before it are read" if truncated and data else "nothing is read"
+        yield DeadLetter(SOURCE, path, name, f"damaged: {type(damage).__name__}: {damage}; {kept}")
+
+
+def _book(path: str, name: str, data: bytes, truncated: bool) -> dict[str, Any] | Skip | DeadLetter:
     try:
-        raw, encoding = decode_book(data)
+        decoded = decode_book(data, final=not truncated)
     except ValueError as e:
-        yield DeadLetter(SOURCE, path, name, f"undecodable: {e}")
-        return
-    text = normalize_text(raw)
+        return DeadLetter(SOURCE, path, name, f"undecodable: {e}")
+    text = normalize_text(decoded.text)
     span = gutenberg_span(text)
     body = _body(text, span)
     if not body:
-        yield Skip(SOURCE, "empty")
-        return
+        return Skip(SOURCE, "empty")
     title = span.title or body.lstrip().split("\n", 1)[0].strip()
     meta = {
         "title": title,
-        "encoding": encoding,
+        "encoding": decoded.encoding,
+        "replacements": decoded.replacements,
+        "truncated": truncated,
         "gutenberg_markers": span.markers,
         "header_chars_removed": span.start,
         "footer_chars_removed": len(text) - span.end,
     }
-    yield make_document(SOURCE, name, body, path, meta=meta)
+    return make_document(SOURCE, name, body, path, meta=meta)

@@ -33,7 +33,6 @@ import codecs
 import io
 import json
 import re
-import threading
 from typing import IO, Any, Callable, Iterator, NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -57,6 +56,7 @@ from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import Config
+from pipeline.decode import Undecodable, decode_counting, sniff_bom, sniff_wide
 from pipeline.filters.ccnet import crawl_id
 from pipeline.io import open_input, open_range
 from pipeline.sources.base import DeadLetter, Skip, make_document
@@ -79,15 +79,6 @@ HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # pages put long titles and keyword lists first (ClueWeb09's EUC-JP pages), so
 # a larger window is used. Detection samples the same amount.
 META_SCAN_BYTES = 4096
-
-# Byte-order marks, longest first (UTF-32 LE starts with the UTF-16 LE mark).
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
 
 # `<meta charset="x">` and `<meta http-equiv="Content-Type" content="...; charset=x">`.
 _META_CHARSET = re.compile(
@@ -157,14 +148,6 @@ def _codec(label: str | None) -> str | None:
         return None
 
 
-def sniff_bom(payload: bytes) -> str | None:
-    """The codec named by a leading byte-order mark, or None (WHATWG "BOM sniff")."""
-    for bom, codec in _BOMS:
-        if payload.startswith(bom):
-            return codec
-    return None
-
-
 def meta_charset(payload: bytes, window: int = META_SCAN_BYTES) -> str | None:
     """The charset label declared by the first `<meta charset>` or
     `<meta http-equiv="Content-Type" content="...charset=...">` in the first
@@ -177,15 +160,24 @@ def choose_charset(payload: bytes, http_charset: str | None) -> tuple[str, str]:
     """Pick the codec to decode an HTML payload, and say how it was chosen.
 
     Precedence (HTML Living Standard, "determining the character encoding"):
-    byte-order mark > HTTP Content-Type charset > `<meta>` charset > detector
-    (uchardet via resiliparse). A declared label Python cannot decode is passed
-    over, so the next source decides.
+    byte-order mark > UTF-16/32 byte pattern > HTTP Content-Type charset >
+    `<meta>` charset > detector (uchardet via resiliparse). The byte pattern
+    (`pipeline.decode.sniff_wide`: a NUL in every other byte of mostly-ASCII
+    markup, two in every four for UTF-32) is evidence in the bytes, like the
+    mark: no ASCII-compatible charset, which is what HTTP and `<meta>` name
+    (a `<meta>` in UTF-16 cannot even be found by the byte prescan), writes
+    those NULs, and the detector, seeing no declaration, takes such a page for
+    windows-1252. A declared label Python cannot decode is passed over, so the
+    next source decides.
 
-    Returns: (Python codec name, one of "bom", "http", "meta", "detector").
+    Returns: (Python codec name, one of "bom", "pattern", "http", "meta", "detector").
     """
     bom = sniff_bom(payload)
     if bom:
         return bom, "bom"
+    wide = sniff_wide(payload)
+    if wide:
+        return wide, "pattern"
     codec = _codec(http_charset)
     if codec:
         return codec, "http"
@@ -193,33 +185,6 @@ def choose_charset(payload: bytes, http_charset: str | None) -> tuple[str, str]:
     if codec:
         return codec, "meta"
     return _codec(detect_encoding(payload, max_len=META_SCAN_BYTES)) or "utf-8", "detector"
-
-
-class Undecodable(ValueError):
-    """A payload with more replaced bytes than MAX_REPLACEMENT_RATIO allows."""
-
-
-_replaced = threading.local()
-
-
-def _count_and_replace(error: UnicodeError) -> tuple[str, int]:
-    """Codec error handler: what errors="replace" does (one U+FFFD per
-    undecodable sequence), counted in a thread-local (Beam may run DoFns in threads)."""
-    if not isinstance(error, UnicodeDecodeError):
-        raise error
-    _replaced.count += 1
-    return "\ufffd", error.end
-
-
-codecs.register_error("pipeline.count_replace", _count_and_replace)
-
-
-def decode_counting(data: bytes, codec: str) -> tuple[str, int]:
-    """`data.decode(codec, errors="replace")` and the number of U+FFFD it inserted
-    (a U+FFFD already in the page is text, not counted)."""
-    _replaced.count = 0
-    text = data.decode(codec, errors="pipeline.count_replace")
-    return text, _replaced.count
 
 
 def check_replacements(text: str, replacements: int, codec: str) -> None:
@@ -234,7 +199,7 @@ def check_replacements(text: str, replacements: int, codec: str) -> None:
 def decode_html(payload: bytes, http_charset: str | None) -> tuple[str, str, str, int]:
     """Decode an HTML payload: (text, codec, charset source, replacements).
 
-    The codec follows `choose_charset` (BOM > HTTP > `<meta>` > detector).
+    The codec follows `choose_charset` (BOM > byte pattern > HTTP > `<meta>` > detector).
     Bytes it cannot decode become U+FFFD, as in a browser, and are counted: a
     stray byte costs a character, not the page. Up to MAX_REPLACEMENT_RATIO
     replacements per character the text is kept (the count goes to meta

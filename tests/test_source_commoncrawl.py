@@ -387,9 +387,11 @@ CC_URLS = (
 
 
 def without_file_name(doc: dict) -> dict:
-    """A document with meta `warc_file` left out (the rest must not depend on the file)."""
+    """A document with meta `warc_file` and `crawl` (from the file's path) left
+    out (the rest must not depend on the file)."""
     meta = json.loads(doc["meta"])
     del meta["warc_file"]
+    meta.pop("crawl", None)
     return {**doc, "meta": meta}
 
 

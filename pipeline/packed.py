@@ -38,6 +38,10 @@ _CODEC = pa.Codec("zstd", compression_level=1)
 _VERSION = 1
 _STR_FIELDS = tuple(f for f in DOCUMENT_FIELDS if f != "lang_score")  # id source text url lang meta
 _HEAD = struct.Struct(f"<BId{len(_STR_FIELDS)}I")  # version, raw size, lang_score, field lengths
+# A long text is encoded and compressed this much at a time, as consecutive zstd
+# frames (one `decompress` reads them all), so packing costs about its
+# compressed size beyond the Document, never a second copy of it.
+_FRAME_BYTES = 1 << 20
 
 
 def pack(doc: dict[str, Any]) -> bytes:
@@ -45,7 +49,8 @@ def pack(doc: dict[str, Any]) -> bytes:
 
     Layout: a header (version, uncompressed size, `lang_score` as float64, the
     UTF-8 byte length of each string field) and the zstd-compressed UTF-8 of
-    the string fields. Lossless for any `str`, lone surrogates included
+    the string fields, one frame per `_FRAME_BYTES` of it (a single frame for
+    all but long texts). Lossless for any `str`, lone surrogates included
     (`surrogatepass`), and for the float score.
 
     Raises:
@@ -54,12 +59,27 @@ def pack(doc: dict[str, Any]) -> bytes:
     if len(doc) != len(DOCUMENT_FIELDS):
         raise ValueError(f"not a Document (fields {sorted(doc)}): {doc.get('id', '?')}")
     try:
-        parts = [doc[f].encode("utf-8", "surrogatepass") for f in _STR_FIELDS]
+        values = [doc[f] for f in _STR_FIELDS]
         score = float(doc["lang_score"])
     except KeyError as e:
         raise ValueError(f"not a Document (no field {e}): {doc.get('id', '?')}") from None
-    raw = b"".join(parts)
-    return _HEAD.pack(_VERSION, len(raw), score, *map(len, parts)) + _CODEC.compress(raw, asbytes=True)
+    lengths = [0] * len(values)
+    frames: list[bytes] = []
+    pending: list[bytes] = []  # encoded, not yet compressed
+    pending_bytes = 0
+    for i, value in enumerate(values):
+        # a character is at most 4 bytes: a piece of _FRAME_BYTES // 4 is at most a frame
+        for lo in range(0, len(value), _FRAME_BYTES // 4):
+            part = value[lo:lo + _FRAME_BYTES // 4].encode("utf-8", "surrogatepass")
+            lengths[i] += len(part)
+            pending.append(part)
+            pending_bytes += len(part)
+            if pending_bytes >= _FRAME_BYTES:
+                frames.append(_CODEC.compress(b"".join(pending), asbytes=True))
+                pending, pending_bytes = [], 0
+    if pending or not frames:
+        frames.append(_CODEC.compress(b"".join(pending), asbytes=True))
+    return _HEAD.pack(_VERSION, sum(lengths), score, *lengths) + b"".join(frames)
 
 
 def unpack(data: bytes) -> dict[str, Any]:
@@ -72,11 +92,11 @@ def unpack(data: bytes) -> dict[str, Any]:
     version, size, score, *lengths = _HEAD.unpack_from(data)
     if version != _VERSION:
         raise ValueError(f"packed Document of version {version}, this code reads {_VERSION}")
-    raw = _CODEC.decompress(memoryview(data)[_HEAD.size:], decompressed_size=size, asbytes=True)
+    raw = memoryview(_CODEC.decompress(memoryview(data)[_HEAD.size:], decompressed_size=size))
     doc: dict[str, Any] = {}
     pos = 0
     for name, n in zip(_STR_FIELDS, lengths):
-        doc[name] = raw[pos:pos + n].decode("utf-8", "surrogatepass")
+        doc[name] = str(raw[pos:pos + n], "utf-8", "surrogatepass")  # decoded in place, no slice copy
         pos += n
     doc["lang_score"] = score
     return {f: doc[f] for f in DOCUMENT_FIELDS}

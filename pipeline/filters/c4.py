@@ -3,13 +3,18 @@ and the DataTrove/FineWeb variant of its thresholds.
 
 `clean_c4_page` is a pure function: text in, cleaned text (or None) out, with the
 reason of every removed line and of a removed page, so the Beam layer counts them.
+It reads a page a piece at a time and never lists a line's words, so a page of
+any size costs about its kept text beyond itself.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 END_MARKS = (".", "?", "!", '"')  # TFDS _END_MARKS
@@ -26,6 +31,10 @@ CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")  # TFDS _CITAT
 # TFDS counts sentences with NLTK's punkt model, which must be downloaded; a
 # terminal mark followed by a space or the end of the line is the offline stand-in.
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+_WORD = re.compile(r"\S+")  # a word of str.split()
+# the line boundaries of str.splitlines()
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+LINES_CHUNK_CHARS = 1 << 20  # a page is split into lines about this many characters at a time
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,35 @@ C4_VARIANTS = {p.name: p for p in (C4_T5, C4_FINEWEB)}
 
 def count_sentences(line: str) -> int:
     """Sentences in a line: runs of terminal punctuation followed by whitespace or the end."""
-    return len(_SENTENCE_END.findall(line))
+    return sum(1 for _ in _SENTENCE_END.finditer(line))
+
+
+def iter_lines(text: str, size: int = LINES_CHUNK_CHARS) -> Iterator[str]:
+    """`text.splitlines()`, one line at a time: the text is split a piece of
+    about `size` characters at a time, each piece ending just after a line
+    boundary (never between the CR and LF of a CRLF), so the lines are
+    those of the whole text and only one piece's lines are held."""
+    lo = 0
+    while len(text) - lo > size:
+        m = _LINE_BREAK.search(text, lo + size)
+        if m is None:
+            break
+        hi = m.end() + (text.startswith("\r\n", m.start()))
+        yield from text[lo:hi].splitlines()
+        lo = hi
+    yield from (text[lo:] if lo else text).splitlines()
+
+
+@functools.lru_cache(maxsize=8)
+def _long_word(max_length: int) -> re.Pattern[str]:
+    """Matches a word (of `str.split()`) longer than `max_length` characters;
+    tried only where a word starts, so a search is linear in the line."""
+    return re.compile(rf"(?<!\S)\S{{{max_length + 1}}}")
+
+
+def _fewer_words(line: str, n: int) -> bool:
+    """`len(line.split()) < n`, counting no further than n words."""
+    return n > 0 and next(islice(_WORD.finditer(line), n - 1, None), None) is None
 
 
 def load_badwords(path: str | Path | None) -> re.Pattern[str] | None:
@@ -84,18 +121,21 @@ def clean_c4_page(
         "line.<reason>" per removed line and the page reason when dropped).
     """
     reasons: Counter[str] = Counter()
-    kept: list[str] = []
+    kept: list[str] = []  # kept lines not yet joined into a block
+    blocks: list[str] = []  # kept lines joined, about LINES_CHUNK_CHARS at a time
+    kept_chars = 0
     sentences = 0
-    for line in text.splitlines():
+    long_word = _long_word(params.max_word_length)
+    for line in iter_lines(text):
         line = line.strip()
-        if any(len(w) > params.max_word_length for w in line.split()):
+        if long_word.search(line):
             reasons["line.too_long_word"] += 1
             continue
         line = CITATION_RE.sub("", line)
         if not line.endswith(END_MARKS) or line.endswith(ELLIPSIS):
             reasons["line.no_endmark"] += 1
             continue
-        if len(line.split()) < params.min_words_per_line:
+        if _fewer_words(line, params.min_words_per_line):
             reasons["line.too_few_words"] += 1
             continue
         lower = line.lower()
@@ -113,10 +153,17 @@ def clean_c4_page(
             continue
         sentences += count_sentences(line)
         kept.append(line)
+        kept_chars += len(line)
+        if kept_chars >= LINES_CHUNK_CHARS:  # one string instead of thousands of lines
+            blocks.append("\n".join(kept))
+            kept, kept_chars = [], 0
     if sentences < params.min_sentences:
         reasons["too_few_sentences"] += 1
         return None, reasons
-    cleaned = "\n".join(kept).strip()
+    if kept:
+        blocks.append("\n".join(kept))
+    del kept
+    cleaned = "\n".join(blocks).strip()
     if badwords is not None and badwords.search(cleaned):
         reasons["badwords"] += 1
         return None, reasons

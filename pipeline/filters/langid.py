@@ -11,6 +11,12 @@ Two traps of fastText 0.9.3 handled here:
   ever predict on lists;
 - it rejects text containing a newline, and splits words on other line
   separators inconsistently; every line separator becomes a space first.
+
+fastText holds every word and n-gram id of the line it predicts on (about 7
+bytes per character), and a language is settled long before a megabyte, so a
+text longer than `SAMPLE_CHARS` is identified on `lid_sample(text)`: evenly
+spaced windows that add up to `SAMPLE_CHARS`. Shorter texts (every document of
+the samples and demos) are predicted on whole, as before.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ _IMPOSTORS = ("fasttext-predict", "fasttext-wheel", "fasttext-numpy2-wheel")
 # \n \r \v \f, NEL (U+0085), LINE SEPARATOR (U+2028), PARAGRAPH SEPARATOR (U+2029)
 _LINE_SEPARATORS = re.compile("[\n\r\v\f\x85\u2028\u2029]+")
 _LABEL_PREFIX = "__label__"
+_WHITESPACE = re.compile(r"\s")
+_LAST_WORD = re.compile(r"\s\S*\Z")
+
+# A longer text is identified on SAMPLE_WINDOWS windows of SAMPLE_CHARS in all
+# (4 Mi characters: longer than any single document of the sample corpus, the
+# largest being a 2.2 MB book).
+SAMPLE_CHARS = 1 << 22
+SAMPLE_WINDOWS = 8
 
 
 class LangIdError(PipelineError):
@@ -65,6 +79,27 @@ def to_single_line(text: str) -> str:
     return _LINE_SEPARATORS.sub(" ", text)
 
 
+def lid_sample(text: str, max_chars: int = SAMPLE_CHARS, windows: int = SAMPLE_WINDOWS) -> str:
+    """What language ID reads of a text: the text itself when it has at most
+    `max_chars` characters; else `windows` evenly spaced windows of
+    `max_chars // windows` characters (the first at the start, the last at
+    the end) joined by spaces, each without the word cut at either edge
+    (unless the window holds no whitespace: unspaced scripts)."""
+    if len(text) <= max_chars:
+        return text
+    width = max_chars // windows
+    parts = []
+    for i in range(windows):
+        lo = (len(text) - width) * i // max(windows - 1, 1)
+        part = text[lo : lo + width]
+        if lo > 0 and (m := _WHITESPACE.search(part)):
+            part = part[m.end() :]
+        if lo + width < len(text) and (m := _LAST_WORD.search(part)):
+            part = part[: m.start()]
+        parts.append(part)
+    return " ".join(parts)
+
+
 class LanguageIdentifier:
     """A loaded `lid.176` model (`.ftz` or `.bin`); predicts in batches.
 
@@ -88,14 +123,15 @@ class LanguageIdentifier:
         """Top language and probability for each text.
 
         Args:
-            texts: N strings, any length, any line separators.
+            texts: N strings, any length, any line separators; one longer than
+                `SAMPLE_CHARS` is identified on `lid_sample(text)`.
         Returns:
             N pairs (ISO 639 code such as "en", probability in [0, 1]);
             ("", 0.0) for a text with no words.
         """
         if not texts:
             return []
-        lines = [to_single_line(t) for t in texts]
+        lines = [to_single_line(lid_sample(t)) for t in texts]
         labels, probs = self.model.predict(lines, k=1)
         out = []
         for line, label, prob in zip(lines, labels, probs):

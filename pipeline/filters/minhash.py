@@ -38,11 +38,15 @@ and updated with the UTF-8 bytes of each shingle.
   `a = randint(0, 2**31, num_perm, uint32) * 2 + 1`, `b = randint(0, 2**32, num_perm, uint32)`.
 
 Shingles are word n-grams of `normalize_words(text)` (see there). `signatures`
-hashes the words of a whole batch with prefix sums over its bytes, combines
-them into shingle hashes with n shifted multiply-adds, and applies the
-permutations with numpy over all shingles of the batch at once, in chunks of
+hashes the words of a group of documents with prefix sums over their bytes,
+combines them into shingle hashes with n shifted multiply-adds, and applies the
+permutations with numpy over all shingles of the group at once, in chunks of
 bounded memory. A repeated shingle is hashed and permuted again rather than
 deduplicated: the minimum over a multiset equals the minimum over its set.
+Memory is bounded by the group, not by the batch or the document: a batch is
+cut into groups of at most `_GROUP_CHARS` characters, and a longer document is
+streamed alone, a piece at a time (`pipeline.filters.dedup.text_chunks`), its
+last n - 1 word hashes carried into the next piece.
 """
 
 from __future__ import annotations
@@ -51,10 +55,12 @@ import functools
 import hashlib
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.integrate import quad
+
+from pipeline.filters.dedup import text_chunks
 
 SCHEME = "affine32"  # datasketch.MinHash(scheme=...): the scheme we reproduce
 # datasketch.MinHash(hashfunc=...): the hash we compute, vectorised (see the module docstring)
@@ -70,6 +76,10 @@ _CHUNK_BYTES = 1 << 21
 # Word hashes are computed over at most this many bytes at a time (a longer word
 # gets a window of its own): uint64 per byte, 8 of them per text byte, stays small.
 _WORD_CHUNK_BYTES = 1 << 16
+# Documents are MinHashed in groups of at most this many characters (about 50
+# bytes of working memory per word); a longer document alone, a piece of about
+# this size at a time.
+_GROUP_CHARS = 1 << 20
 _SPACE = 0x20
 _PUNCT_SCAN_END = 0x20000
 _MASK64 = (1 << 64) - 1
@@ -327,18 +337,58 @@ def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.nda
     shift = doc_start - (np.cumsum(per_doc) - per_doc)  # padded minus unpadded start
     padded[np.arange(len(words)) + np.repeat(shift, per_doc)] = words
     del words
-    n_windows = len(padded) - pad
+    h = _window_sums(padded, ngram)
+    del padded
+    per_doc = counts[counts > 0]
+    first = np.cumsum(per_doc) - per_doc  # document j's shingles in the output
+    take = np.arange(int(per_doc.sum())) + np.repeat(doc_start - first, per_doc)
+    return fmix64(h[take]).astype(np.uint32), counts  # astype keeps the low 32 bits
+
+
+def _window_sums(padded: np.ndarray, ngram: int) -> np.ndarray:
+    """`sum_k C_k * padded[i + k]` (mod 2**64) for every window start i of
+    `padded` (uint64 word hashes, zeros where a document's padding is): uint64
+    [len(padded) - ngram + 1], computed with `ngram` shifted multiply-adds."""
+    n_windows = len(padded) - ngram + 1
     weights = fmix64(np.arange(1, ngram + 1, dtype=np.uint64)) | np.uint64(1)  # C_k
     h = padded[:n_windows] * weights[0]
     tmp = np.empty_like(h)
     for k in range(1, ngram):
         np.multiply(padded[k : k + n_windows], weights[k], out=tmp)
         h += tmp
-    del padded, tmp
-    per_doc = counts[counts > 0]
-    first = np.cumsum(per_doc) - per_doc  # document j's shingles in the output
-    take = np.arange(int(per_doc.sum())) + np.repeat(doc_start - first, per_doc)
-    return fmix64(h[take]).astype(np.uint32), counts  # astype keeps the low 32 bits
+    return h
+
+
+def _piece_word_hashes(text: str) -> np.ndarray:
+    """`word_hash64` of every word of `normalize_words(text)`: uint64 [words]."""
+    joined = _joined_words(text)
+    if not joined:
+        return np.empty(0, dtype=np.uint64)
+    data = np.frombuffer(joined + b" ", dtype=np.uint8)
+    return _word_hashes(data, np.flatnonzero(data == _SPACE))
+
+
+def _streamed_shingle_hashes(text: str, ngram: int) -> Iterator[np.ndarray]:
+    """`shingle_hashes([text], ngram)[0]` in consecutive parts, computed a piece
+    of about `_GROUP_CHARS` characters at a time (`text_chunks`: the words of
+    the pieces are the words of the text), the last `ngram - 1` word hashes of
+    a piece carried into the next one's windows; the parts are empty when the
+    text has no word.
+    """
+    pad = ngram - 1
+    carry = np.empty(0, dtype=np.uint64)  # the last `pad` word hashes so far (all, if fewer)
+    n_words = 0
+    for piece in text_chunks(text, _GROUP_CHARS):
+        words = _piece_word_hashes(piece)
+        if not len(words):
+            continue
+        n_words += len(words)
+        window = np.concatenate((carry, words))
+        if len(window) >= ngram:
+            yield fmix64(_window_sums(window, ngram)).astype(np.uint32)
+        carry = window[max(len(window) - pad, 0) :]
+    if 0 < n_words < ngram:  # fewer words than n: one shingle of all of them, as zero-padded
+        yield fmix64(_window_sums(np.concatenate((carry, np.zeros(ngram - n_words, np.uint64))), ngram)).astype(np.uint32)
 
 
 @functools.lru_cache(maxsize=8)
@@ -372,10 +422,13 @@ def signatures(
     ("surrogatepass") of every `shingles(texts[i], ngram)`.
 
     Shingle hashes come from `shingle_hashes` (no Python call per word or
-    shingle); the permutations are applied to all shingles of the batch with
-    numpy, `a[:, None] * fmix32(h) + b` over column chunks of about 2 MiB, and
-    reduced per document with `np.minimum.reduceat`. Memory: about 50 bytes per
-    word of the batch plus O(chunk).
+    shingle); the permutations are applied to all shingles of a group of
+    documents with numpy, `a[:, None] * fmix32(h) + b` over column chunks of
+    about 2 MiB, and reduced per document with `np.minimum.reduceat`. Groups
+    are consecutive documents of at most `_GROUP_CHARS` characters in all; a
+    longer document is a group of its own, streamed
+    (`_streamed_shingle_hashes`). Memory: about 50 bytes per word of a group
+    plus O(chunk), whatever the batch or the document.
 
     Args:
         texts: n documents.
@@ -389,16 +442,58 @@ def signatures(
     Raises:
         ValueError: num_perm < 1 or ngram < 1.
     """
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1, got {ngram}")
     a, b = permutations(num_perm, seed)
-    h, counts = shingle_hashes(texts, ngram)
-    h = fmix32(h)
-    has_shingles = counts > 0
-    out = np.full((num_perm, int(has_shingles.sum())), EMPTY_VALUE, dtype=SIGNATURE_DTYPE)
-    # document j (of those with shingles) is h[starts[j]:starts[j+1]]
-    starts = np.concatenate(([0], np.cumsum(counts[has_shingles])))
+    sigs = np.full((len(texts), num_perm), EMPTY_VALUE, dtype=SIGNATURE_DTYPE)
+    has_shingles = np.zeros(len(texts), dtype=bool)
+    for lo, hi in _groups(texts):
+        if hi - lo == 1 and len(texts[lo]) > _GROUP_CHARS:
+            sig = np.full((num_perm, 1), EMPTY_VALUE, dtype=SIGNATURE_DTYPE)
+            for h in _streamed_shingle_hashes(texts[lo], ngram):
+                _permuted_minima(fmix32(h), np.array([0]), a, b, sig)
+                has_shingles[lo] = True
+            sigs[lo] = sig[:, 0]
+            continue
+        h, counts = shingle_hashes(texts[lo:hi], ngram)
+        has = counts > 0
+        out = np.full((num_perm, int(has.sum())), EMPTY_VALUE, dtype=SIGNATURE_DTYPE)
+        # document j (of those with shingles) is h[starts[j]:starts[j+1]]
+        _permuted_minima(fmix32(h), np.cumsum(counts[has]) - counts[has], a, b, out)
+        sigs[lo:hi][has] = out.T
+        has_shingles[lo:hi] = has
+    return sigs, has_shingles
+
+
+def _groups(texts: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """[lo, hi) ranges of consecutive documents of at most `_GROUP_CHARS`
+    characters in all; a longer document is a range of its own."""
+    lo, chars = 0, 0
+    for i, text in enumerate(texts):
+        if i > lo and chars + len(text) > _GROUP_CHARS:
+            yield lo, i
+            lo, chars = i, 0
+        chars += len(text)
+    if lo < len(texts):
+        yield lo, len(texts)
+
+
+def _permuted_minima(h: np.ndarray, starts: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """Fold permuted hashes into running minima: `out[:, j] = min(out[:, j],
+    min over h[starts[j]:starts[j + 1]] of a * h + b mod 2**32)`, the last
+    document running to the end of `h`.
+
+    Args:
+        h: uint32 [m], fmix32'd shingle hashes of consecutive documents.
+        starts: int64 [d], increasing, starts[0] == 0, each document non-empty.
+        a, b: uint32 [num_perm] (`permutations`).
+        out: uint32 [num_perm, d], updated in place.
+    """
+    num_perm = len(a)
     chunk = max(256, _CHUNK_BYTES // (4 * num_perm))
-    buf = np.empty((num_perm, chunk), dtype=SIGNATURE_DTYPE)
+    buf = np.empty((num_perm, min(chunk, len(h))), dtype=SIGNATURE_DTYPE)
     a2, b2 = a[:, None], b[:, None]
+    starts = np.append(starts, len(h))
     for lo in range(0, len(h), chunk):
         hi = min(lo + chunk, len(h))
         d0 = int(np.searchsorted(starts, lo, side="right")) - 1  # the docs overlapping [lo, hi)
@@ -408,9 +503,6 @@ def signatures(
         np.add(phv, b2, out=phv)
         local = np.maximum(starts[d0:d1], lo) - lo
         np.minimum(out[:, d0:d1], np.minimum.reduceat(phv, local, axis=1), out=out[:, d0:d1])
-    sigs = np.full((len(texts), num_perm), EMPTY_VALUE, dtype=SIGNATURE_DTYPE)
-    sigs[has_shingles] = out.T
-    return sigs, has_shingles
 
 
 def _false_positive_probability(threshold: float, b: int, r: int) -> float:

@@ -67,3 +67,18 @@ def test_two_line_document_scores_as_its_space_joined_form(lid, demo_inputs):
     start = alice.index("Alice was beginning")
     first, second = alice[start:].split("\n")[:2]
     assert lid.predict([first + "\n" + second]) == lid.predict([first + " " + second])
+
+
+def test_all_caps_text_is_read_in_lower_case(lid, demo_inputs):
+    from pipeline.filters.langid import case_view
+
+    alice = demo_inputs["inputs/books/alice29.txt"].read_text(encoding="latin-1")
+    paragraph = " ".join(alice.split("\n\n")[40:46])  # six paragraphs of real English
+    upper = paragraph.upper()
+    assert lid.predict([upper]) == lid.predict([paragraph.lower()])
+    assert lid.predict([upper])[0][0] == "en" and lid.predict([upper])[0][1] > 0.9
+    assert lid.predict(["MY FRIEND IS A BIRD"])[0][0] == "en"
+    # capitals a minority (acronyms, names, a title line): the text is read as it is
+    assert case_view(paragraph) is paragraph
+    assert case_view("NASA and the ESA launched it") == "NASA and the ESA launched it"
+    assert case_view("THE TITLE\n" + paragraph).startswith("THE TITLE\n")

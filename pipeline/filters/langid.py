@@ -41,6 +41,7 @@ _LAST_WORD = re.compile(r"\s\S*\Z")
 # largest being a 2.2 MB book).
 SAMPLE_CHARS = 1 << 22
 SAMPLE_WINDOWS = 8
+CASE_PROBE_CHARS = 4096  # enough letters to tell all-caps text, at no cost beside fastText's
 
 
 class LangIdError(PipelineError):
@@ -77,6 +78,17 @@ def check_fasttext_module() -> None:
 def to_single_line(text: str) -> str:
     """Replace every run of line separators by one space (fastText reads one line)."""
     return _LINE_SEPARATORS.sub(" ", text)
+
+
+def case_view(text: str) -> str:
+    """The text language ID reads: lower-cased when most of its cased letters are
+    capitals (counted on `CASE_PROBE_CHARS` evenly spaced characters at most).
+    lid.176 learnt mixed-case text and takes all-caps English for another
+    language ("MY FRIEND IS A BIRD" -> mr 0.80); ordinary text, where capitals
+    are a minority, is read as it is."""
+    probe = lid_sample(text, CASE_PROBE_CHARS)
+    upper = sum(map(str.isupper, probe))
+    return text.lower() if upper > sum(map(str.islower, probe)) else text
 
 
 def lid_sample(text: str, max_chars: int = SAMPLE_CHARS, windows: int = SAMPLE_WINDOWS) -> str:
@@ -124,14 +136,15 @@ class LanguageIdentifier:
 
         Args:
             texts: N strings, any length, any line separators; one longer than
-                `SAMPLE_CHARS` is identified on `lid_sample(text)`.
+                `SAMPLE_CHARS` is identified on `lid_sample(text)`, a mostly
+                upper-case one on its lower case (`case_view`).
         Returns:
             N pairs (ISO 639 code such as "en", probability in [0, 1]);
             ("", 0.0) for a text with no words.
         """
         if not texts:
             return []
-        lines = [to_single_line(lid_sample(t)) for t in texts]
+        lines = [to_single_line(case_view(lid_sample(t))) for t in texts]
         labels, probs = self.model.predict(lines, k=1)
         out = []
         for line, label, prob in zip(lines, labels, probs):

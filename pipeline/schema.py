@@ -90,6 +90,7 @@ def write_arrow(path: str, schema: pa.Schema, batches) -> dict[str, Any]:
                 else:
                     writer.write_batch(batch)
                 rows += batch.num_rows
+                batch = None  # not held while the next one is made
     return {"rows": rows, "bytes": sink.bytes, "sha256": sink.sha256}
 
 

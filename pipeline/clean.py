@@ -7,8 +7,9 @@ between stages to `<run>/_spill/` (`pipeline.packed`), deleted when the job ends
 
 Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.io.Run`):
     run-<id>/<source>/part-<i>-of-<n>.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
-    run-<id>/dead_letter/part-<i>-of-<n>.jsonl  records that could not be parsed, with
-                                         reasons (none: no file)
+    run-<id>/dead_letter/part-<i>-of-<n>.jsonl  records that could not be parsed, and
+                                         documents a stage raised on ("<stage>: <error>"),
+                                         with reasons (none: no file)
     manifest.json                        written last, the commit: files, rows, bytes,
                                          sha256; counters per source
 
@@ -23,20 +24,28 @@ import json
 import logging
 import pickle
 import time
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 
 from pipeline import io
 from pipeline.beam_util import (
+    DEAD,
+    NOT_THE_RECORDS,
     Counters,
+    GuardedBatchDoFn,
+    GuardedDoFn,
+    GuardedMap,
     collect_counters,
+    dead_letter,
     pipeline_options,
     quiet_beam_logging,
     run_pipeline,
+    unpacked_or_id,
     warn_unshared,
 )
 from pipeline.config import SOURCES, Config, PipelineError
@@ -44,17 +53,23 @@ from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
 from pipeline.filters.quality import language_rejected, too_large, too_short
+from pipeline.filters.text import clean_document, replacement_rejected
 from pipeline.inputs import expand, source_patterns
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
 from pipeline.parts import Sized, WriteSizedParts, part_name
-from pipeline.schema import CLEAN_FORMAT, DOCUMENT_FIELDS, DOCUMENT_SCHEMA, clean_dir, write_arrow
+from pipeline.schema import (
+    CLEAN_FORMAT,
+    DOCUMENT_FIELDS,
+    DOCUMENT_SCHEMA,
+    clean_dir,
+    write_arrow,
+)
 from pipeline.sources import get_reader, source_hook
 from pipeline.sources.base import Count, DeadLetter, Part, Skip
 
 log = logging.getLogger(__name__)
-DEAD = "dead_letter"
 PIECES = "pieces"  # pieces of documents grouped by key before their source assembles them
 INPUTS = "inputs"  # counter namespace: files and bytes matched per source
 FILES_LIST = "_files.json"  # a run's written parts, for the launcher's manifest
@@ -112,11 +127,24 @@ class SplitInputs(beam.DoFn):
             yield source, path, tuple(span)
 
 
+def admit_document(doc: dict[str, Any], max_doc_bytes: int) -> tuple[dict[str, Any], str | None, dict[str, int]]:
+    """A Document as it leaves its reader -> (the Document without lone
+    surrogates or control characters, `pipeline.filters.text.clean_document`;
+    its drop reason or None: "too_large" over `max_doc_bytes`, decided first,
+    or "replacement_ratio"; what the text hygiene changed, {name: count})."""
+    if too_large(doc, max_doc_bytes):
+        return doc, "too_large", {}
+    doc, fixed = clean_document(doc)
+    return doc, replacement_rejected(doc), fixed
+
+
 class _Records(beam.DoFn):
-    """What a reader or an assembler yields, routed: Documents out (those over
-    the source's `max_doc_bytes` counted as `drop.too_large`), Skips counted by
-    reason, Counts counted, DeadLetters tagged DEAD, Parts tagged PIECES keyed by (source, key),
-    their values pickled and packed (`pipeline.packed`: spilled on the local runner)."""
+    """What a reader or an assembler yields, routed: Documents out, each through
+    `admit_document` (its drop counted as `drop.<reason>`, its repairs as
+    `text.<name>`; a Document that fails there is a dead letter of stage
+    "read"), Skips counted by reason, Counts counted, DeadLetters tagged DEAD,
+    Parts tagged PIECES keyed by (source, key), their values pickled and packed
+    (`pipeline.packed`: spilled on the local runner)."""
 
     def __init__(self, cfg_json: str, packer: Packer = INLINE):
         self.cfg_json = cfg_json
@@ -142,11 +170,23 @@ class _Records(beam.DoFn):
                     value = self.packer.put(pickle.dumps(rec.value, protocol=pickle.HIGHEST_PROTOCOL))
                     yield beam.pvalue.TaggedOutput(PIECES, ((rec.source, rec.key), value))
                 else:
+                    try:
+                        doc, reason, fixed = admit_document(rec, self.cfg.sources[source].max_doc_bytes)
+                    except NOT_THE_RECORDS:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - this record only: the reader goes on
+                        self.counters.inc(source, "dead_letter")
+                        yield beam.pvalue.TaggedOutput(
+                            DEAD, dead_letter("read", {**(rec if isinstance(rec, dict) else {}), "source": source}, e)
+                        )
+                        continue
                     self.counters.inc(source, "docs_read")
-                    if too_large(rec, self.cfg.sources[source].max_doc_bytes):
-                        self.counters.inc(source, "drop.too_large")
+                    for name, k in fixed.items():
+                        self.counters.inc(source, f"text.{name}", k)
+                    if reason:
+                        self.counters.inc(source, f"drop.{reason}")
                     else:
-                        yield rec
+                        yield doc
         except Exception as e:  # a reader bug must not kill the job: dead-letter the rest
             log.exception("reading %s failed on %s", source, where)
             self.counters.inc(source, "dead_letter")
@@ -182,9 +222,11 @@ class AssembleSource(_Records):
         yield from self.route(source, f"{source} key {key}", assemble(key, values, self.cfg))
 
 
-class IdentifyLanguage(beam.DoFn):
+class IdentifyLanguage(GuardedBatchDoFn):
     """Batches of Documents -> Documents with `lang`/`lang_score`; the source's keep
     policy applied (drop reason "lang"). The model loads once per worker."""
+
+    STAGE = "language_id"
 
     def __init__(self, cfg_json: str):
         self.cfg_json = cfg_json
@@ -192,11 +234,11 @@ class IdentifyLanguage(beam.DoFn):
     def setup(self) -> None:
         from pipeline.filters.langid import LanguageIdentifier
 
+        super().setup()
         self.cfg = Config.model_validate_json(self.cfg_json)
         self.lid = LanguageIdentifier(io.local_copy(self.cfg.langid.model))
-        self.counters = Counters()
 
-    def process(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def work(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         todo = [i for i, d in enumerate(batch) if not d["lang"]]  # Wikipedia's comes from the dump
         batch = list(batch)  # Beam inputs are immutable: annotated copies go downstream
         for i, (lang, score) in zip(todo, self.lid.predict([batch[i]["text"] for i in todo])):
@@ -210,21 +252,23 @@ class IdentifyLanguage(beam.DoFn):
                 yield doc
 
 
-class C4Rules(beam.DoFn):
+class C4Rules(GuardedDoFn):
     """The C4 page heuristics on the configured sources: removed lines counted as
     `c4.line.<reason>`, a dropped page as `drop.c4_<reason>`."""
+
+    STAGE = "c4_rules"
 
     def __init__(self, cfg_json: str):
         self.cfg_json = cfg_json
 
     def setup(self) -> None:
+        super().setup()
         cfg = Config.model_validate_json(self.cfg_json).clean.c4
         self.sources = set(cfg.sources)
         self.params = C4_VARIANTS[cfg.variant]
         self.badwords = load_badwords(io.local_copy(cfg.badwords) if cfg.badwords else None)
-        self.counters = Counters()
 
-    def process(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def work(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if doc["source"] not in self.sources:
             yield doc
             return
@@ -236,14 +280,17 @@ class C4Rules(beam.DoFn):
             yield {**doc, "text": text}
 
 
-class QualityFilter(beam.DoFn):
+class QualityFilter(GuardedBatchDoFn):
     """Document-level rules (pipeline.filters.quality) and, when a model is
     configured, the reference-page classifier; each drop counted by reason."""
+
+    STAGE = "quality"
 
     def __init__(self, cfg_json: str):
         self.cfg_json = cfg_json
 
     def setup(self) -> None:
+        super().setup()
         cfg = Config.model_validate_json(self.cfg_json).clean
         self.min_chars = cfg.min_chars
         self.q = cfg.quality
@@ -252,9 +299,8 @@ class QualityFilter(beam.DoFn):
             from pipeline.quality_model import QualityScorer
 
             self.scorer = QualityScorer(self.q.model)
-        self.counters = Counters()
 
-    def process(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def work(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         kept = []
         for doc in batch:
             reason = too_short(doc, self.min_chars)
@@ -280,17 +326,19 @@ def _newest_first(doc: dict[str, Any]) -> tuple[str, str, str, str]:
     return inverted, content_hash(doc["text"]), doc["url"], doc["meta"]
 
 
-class KeepOnePerId(beam.DoFn):
+class KeepOnePerId(GuardedDoFn):
     """(id, packed docs) -> one document. The same record can come twice (a
     Wikipedia page in two dumps, at two revisions): keep the newest, count the rest."""
+
+    STAGE = "one_per_id"
 
     def __init__(self, packer: Packer = INLINE):
         self.packer = packer
 
-    def setup(self) -> None:
-        self.counters = Counters()
+    def documents(self, item: tuple[str, Iterable[Packed]]) -> Iterator[dict[str, Any]]:
+        return unpacked_or_id(self.packer, item[1], item[0])
 
-    def process(self, item: tuple[str, Iterable[Packed]]):
+    def work(self, item: tuple[str, Iterable[Packed]]):
         _, packed = item
         docs = sorted(map(self.packer.unpack, packed), key=_newest_first)
         if len(docs) > 1:
@@ -298,17 +346,26 @@ class KeepOnePerId(beam.DoFn):
         yield docs[0]
 
 
-class KeepFirstOfDuplicates(beam.DoFn):
+def key_by_content(doc: dict[str, Any], packer: Packer) -> tuple[tuple[str, str], tuple[str, Packed]]:
+    """A Document -> ((source, `content_hash`), (id, packed Document)): its exact-duplicate key."""
+    return (doc["source"], content_hash(doc["text"])), (doc["id"], packer.pack(doc))
+
+
+class KeepFirstOfDuplicates(GuardedDoFn):
     """((source, hash), (id, packed doc)s) -> the document with the smallest id;
     the rest counted."""
+
+    STAGE = "exact_dedup"
 
     def __init__(self, packer: Packer = INLINE):
         self.packer = packer
 
-    def setup(self) -> None:
-        self.counters = Counters()
+    def documents(self, item: tuple[tuple[str, str], Iterable[tuple[str, Packed]]]) -> Iterator[dict[str, Any]]:
+        (source, _), docs = item
+        for doc_id, packed in docs:
+            yield {"source": source, **next(unpacked_or_id(self.packer, [packed], doc_id))}
 
-    def process(self, item: tuple[tuple[str, str], Iterable[tuple[str, Packed]]]):
+    def work(self, item: tuple[tuple[str, str], Iterable[tuple[str, Packed]]]):
         (source, _), docs = item
         docs = sorted(docs, key=itemgetter(0))  # ids are unique here (KeepOnePerId)
         if len(docs) > 1:
@@ -338,6 +395,7 @@ def record_batches(docs: Iterable[dict[str, Any]]) -> Iterator[pa.RecordBatch]:
         if len(rows) == WRITE_BATCH_ROWS or chars >= WRITE_BATCH_CHARS:
             yield batch(rows)
             rows, chars = [], 0
+        doc = None  # a huge document is not held while the next one is unpacked
     if rows:
         yield batch(rows)
 
@@ -378,11 +436,19 @@ class DeadLetterPart:
 
 
 def document_bytes(doc: dict[str, Any]) -> int:
-    """A Document's share of a part: the UTF-8 bytes of its strings."""
-    return sum(len(doc[f].encode("utf-8", "surrogatepass")) for f in DOCUMENT_FIELDS if f != "lang_score")
+    """A Document's share of a part: the UTF-8 bytes of its strings.
+
+    Raises: what writing it to Arrow would, so the Document is dead-lettered
+        before its part is written (`sized_document`): UnicodeEncodeError for
+        a lone surrogate, KeyError for a missing field, AttributeError for a
+        field that is not a string.
+    """
+    return sum(len(doc[f].encode("utf-8")) for f in DOCUMENT_FIELDS if f != "lang_score")
 
 
 def sized_document(doc: dict[str, Any], packer: Packer) -> Sized:
+    """A Document -> its `Sized` record (`pack` raises for a score that is
+    not a number; see also `document_bytes`)."""
     return Sized(doc["source"], doc["id"], doc["id"], document_bytes(doc), packer.pack(doc))
 
 
@@ -413,6 +479,13 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
     """
     cfg_json = cfg.model_dump_json()
     packer = Packer(spill_dir)
+    dead = []  # every stage's dead letters (`pipeline.beam_util.GuardedDoFn`)
+
+    def guarded(docs, label: str, dofn: beam.DoFn):
+        out = docs | label >> beam.ParDo(dofn).with_outputs(DEAD, main="docs")
+        dead.append(out[DEAD])
+        return out.docs
+
     read = (
         p
         | "Patterns" >> beam.Create(patterns)
@@ -428,32 +501,33 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "GroupPieces" >> beam.GroupByKey()
         | "Assemble" >> beam.ParDo(AssembleSource(cfg_json, packer)).with_outputs(DEAD, main="docs")
     )
-    docs = (
+    dead += [read[DEAD], assembled[DEAD]]
+    grouped = (
         (read.docs | "KeyById" >> beam.Map(lambda d: (d["id"], packer.pack(d))),
          assembled.docs | "KeyAssembledById" >> beam.Map(lambda d: (d["id"], packer.pack(d))))
         | "AllDocs" >> beam.Flatten()
         | "GroupIds" >> beam.GroupByKey()
-        | "OnePerId" >> beam.ParDo(KeepOnePerId(packer))
-        | "CCNetLineDedup" >> LineDedup(cfg.clean.line_dedup_sources, packer, cfg.clean.line_dedup_scope)
-        | "C4Rules" >> beam.ParDo(C4Rules(cfg_json))
-        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
-        | "LangId" >> beam.ParDo(IdentifyLanguage(cfg_json))
-        | "BatchQuality" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
-        | "Quality" >> beam.ParDo(QualityFilter(cfg_json))
-        | "KeyByContent" >> beam.Map(lambda d: ((d["source"], content_hash(d["text"])), (d["id"], packer.pack(d))))
-        | "GroupDuplicates" >> beam.GroupByKey()
-        | "ExactDedup" >> beam.ParDo(KeepFirstOfDuplicates(packer))
-        | "NearDedup" >> NearDedup(cfg, packer)
-        | "BookDedup" >> NearDedup(book_dedup_config(cfg), packer)
     )
+    docs = guarded(grouped, "OnePerId", KeepOnePerId(packer))
+    line_dedup = LineDedup(cfg.clean.line_dedup_sources, packer, cfg.clean.line_dedup_scope)
+    docs = docs | "CCNetLineDedup" >> line_dedup
+    docs = guarded(docs, "C4Rules", C4Rules(cfg_json))
+    docs = docs | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
+    docs = guarded(docs, "LangId", IdentifyLanguage(cfg_json))
+    docs = docs | "BatchQuality" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
+    docs = guarded(docs, "Quality", QualityFilter(cfg_json))
+    keyed = guarded(docs, "KeyByContent", GuardedMap(KeepFirstOfDuplicates.STAGE, key_by_content, packer))
+    docs = guarded(keyed | "GroupDuplicates" >> beam.GroupByKey(), "ExactDedup", KeepFirstOfDuplicates(packer))
+    near_dedup, book_dedup = NearDedup(cfg, packer), NearDedup(book_dedup_config(cfg), packer)
+    docs = docs | "NearDedup" >> near_dedup | "BookDedup" >> book_dedup
+    dead += [line_dedup.dead_letters, near_dedup.dead_letters, book_dedup.dead_letters]
     target = cfg.clean.part_bytes
     written = (
-        docs
-        | "SizeDocs" >> beam.Map(sized_document, packer)
+        guarded(docs, "SizeDocs", GuardedMap("write", sized_document, packer))
         | "WriteDocs" >> WriteSizedParts(target, DocumentPart(out_dir, packer), count_as="docs_kept")
     )
     dead = (
-        (read[DEAD], assembled[DEAD])
+        dead
         | "AllDead" >> beam.Flatten()
         | "SizeDead" >> beam.Map(sized_dead_letter)
         | "WriteDead" >> WriteSizedParts(target, DeadLetterPart(out_dir))

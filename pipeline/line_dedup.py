@@ -23,6 +23,12 @@ occurrences of a key again (a `CoGroupByKey` by line key), and emitting a
 removal record per repeat would shuffle n - 1 records for a line seen n times;
 here the shuffle carries one record per distinct line of a document, one per
 key, and each document once, and removals are only counted.
+
+A document left with no text (every line a repeat: the same page in two
+files) is dropped here, counted as `drop.line_dedup_empty`, so the drop is
+this stage's, not language ID's. A document whose keys or lines fail to
+compute is a dead letter of stage "line_dedup" (`GuardedDoFn`), gathered in
+the transform's `dead_letters`.
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.beam_util import Counters
+from pipeline.beam_util import DEAD, GuardedDoFn, unpacked_or_id
 from pipeline.filters.ccnet import SCOPES, keep_first_lines, line_dedup_group, line_hash
 from pipeline.packed import INLINE, MergeDocuments, Packer
 
 Occurrence = tuple[str, int]  # (doc id, line index)
+DOCS = "docs"  # LineKeys' output of (doc id, packed doc)
+STAGE = "line_dedup"
 
 
 def line_keys(doc: dict[str, Any], group: str) -> Iterator[tuple[tuple[str, bytes], Occurrence]]:
@@ -52,22 +60,24 @@ def line_keys(doc: dict[str, Any], group: str) -> Iterator[tuple[tuple[str, byte
         yield (group, h), (doc["id"], i)
 
 
-class LineKeys(beam.DoFn):
-    """Document -> `line_keys` in its shard group of `scope`; counts the
-    documents whose group is a fallback (`line_dedup_group`)."""
+class LineKeys(GuardedDoFn):
+    """Document -> `line_keys` in its shard group of `scope`, and (doc id,
+    packed doc) on `DOCS` once they are; counts the documents whose group is a
+    fallback (`line_dedup_group`)."""
 
-    def __init__(self, scope: str):
+    STAGE = STAGE
+
+    def __init__(self, scope: str, packer: Packer = INLINE):
         self.scope = scope
+        self.packer = packer
 
-    def setup(self) -> None:
-        self.counters = Counters()
-
-    def process(self, doc: dict[str, Any]):
+    def work(self, doc: dict[str, Any]):
         meta = json.loads(doc["meta"]) if self.scope != "run" else {}
         group, resolved = line_dedup_group(doc["source"], meta, self.scope)
         if not resolved:
             self.counters.inc(doc["source"], "line_dedup.scope_fallback")
         yield from line_keys(doc, group)
+        yield beam.pvalue.TaggedOutput(DOCS, (doc["id"], self.packer.pack(doc)))
 
 
 class FirstOccurrence(beam.CombineFn):
@@ -90,23 +100,29 @@ class FirstOccurrence(beam.CombineFn):
         return acc
 
 
-class KeepFirstLines(beam.DoFn):
+class KeepFirstLines(GuardedDoFn):
     """(doc id, {"doc": [packed doc], "keep": [line indices]}) -> the document
-    with only its blank lines and those first occurrences."""
+    with only its blank lines and those first occurrences; none when no text
+    is left (`drop.line_dedup_empty`)."""
+
+    STAGE = STAGE
 
     def __init__(self, packer: Packer = INLINE):
         self.packer = packer
 
-    def setup(self) -> None:
-        self.counters = Counters()
+    def documents(self, item):
+        return unpacked_or_id(self.packer, item[1]["doc"], item[0])
 
-    def process(self, item):
+    def work(self, item):
         _, joined = item
         keep = set(joined["keep"])  # at most one per line of this document
         for doc in map(self.packer.unpack, joined["doc"]):
             text, removed = keep_first_lines(doc["text"], keep)
             if removed:
                 self.counters.inc(doc["source"], "line_dedup.lines_removed", removed)
+                if not text.strip():
+                    self.counters.inc(doc["source"], "drop.line_dedup_empty")
+                    continue
                 doc = {**doc, "text": text}
             yield doc
 
@@ -114,7 +130,11 @@ class KeepFirstLines(beam.DoFn):
 class LineDedup(beam.PTransform):
     """Documents -> documents, CCNet line dedup applied to those of `sources`
     within shard groups of `scope` ("run", "dump" or "file"; see
-    `pipeline.filters.ccnet.line_dedup_group`)."""
+    `pipeline.filters.ccnet.line_dedup_group`).
+
+    Attributes:
+        dead_letters: once applied, the PCollection of its dead letters.
+    """
 
     def __init__(self, sources: list[str], packer: Packer = INLINE, scope: str = "run"):
         super().__init__()
@@ -129,16 +149,16 @@ class LineDedup(beam.PTransform):
         scoped, others = docs | "Scope" >> beam.Partition(
             lambda d, _: 0 if d["source"] in sources else 1, 2
         )
+        keyed = scoped | "LineKeys" >> beam.ParDo(LineKeys(self.scope, packer)).with_outputs(DEAD, DOCS, main="keys")
         keep = (
-            scoped
-            | "LineKeys" >> beam.ParDo(LineKeys(self.scope))
+            keyed.keys
             | "FirstOccurrence" >> beam.CombinePerKey(FirstOccurrence())
             | "ToDocument" >> beam.Values()  # (doc id, line index)
         )
-        by_id = scoped | "KeyDocs" >> beam.Map(lambda d: (d["id"], packer.pack(d)))
         cleaned = (
-            {"doc": by_id, "keep": keep}
+            {"doc": keyed[DOCS], "keep": keep}
             | "Join" >> beam.CoGroupByKey()
-            | "KeepFirstLines" >> beam.ParDo(KeepFirstLines(packer))
+            | "KeepFirstLines" >> beam.ParDo(KeepFirstLines(packer)).with_outputs(DEAD, main="docs")
         )
-        return (cleaned, others) | "Merge" >> MergeDocuments(packer)
+        self.dead_letters = (keyed[DEAD], cleaned[DEAD]) | "DeadLetters" >> beam.Flatten()
+        return (cleaned.docs, others) | "Merge" >> MergeDocuments(packer)

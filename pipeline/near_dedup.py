@@ -10,7 +10,9 @@ corpus in memory:
    as `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash32,
    scheme="affine32")` over word n-gram shingles (the manifest records the
    scheme and hash function). A document with no word has no shingle and is
-   dropped (`<source>/drop.no_shingles`).
+   dropped (`<source>/drop.no_shingles`). A batch that fails is retried one
+   document at a time, and a document that fails alone is a dead letter of
+   stage "near_dedup" (`GuardedBatchDoFn`), gathered in `NearDedup.dead_letters`.
 2. **LSH buckets**: each signature is cut into the `b` bands of `r` values that
    `datasketch.MinHashLSH(threshold, num_perm)` would use; each document emits
    `((source, band, band_hash), node)` and a `GroupByKey` forms the buckets.
@@ -60,12 +62,13 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipeline.beam_util import Counters
+from pipeline.beam_util import DEAD, Counters, GuardedBatchDoFn
 from pipeline.config import Config
 from pipeline.filters.minhash import band_hashes, lsh_params, signatures
 from pipeline.packed import INLINE, MergeDocuments, Packer
 
 BANDS = "bands"
+PASS = "pass"  # documents of sources not deduplicated here
 BATCH_SIZE = 256  # documents per MinHash batch (BatchElements' maximum)
 
 Node = tuple[str, str, str]  # (source, id, hex sha1 of the text)
@@ -87,19 +90,34 @@ def copy_order(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
 
 
-class MinHashBands(beam.DoFn):
+class _Route(beam.DoFn):
+    """Documents of `sources` on the main output, the others on `PASS`.
+
+    Not `beam.Partition`: Beam calls a DoFn given extra arguments (the
+    partition function) through an invoker that keeps its last element
+    referenced until it gets another one, bundles apart, so a huge Document
+    could stay in the worker's memory through the stages that follow.
+    """
+
+    def __init__(self, sources: frozenset[str]):
+        self.sources = sources
+
+    def process(self, doc: dict[str, Any]) -> Iterator[Any]:
+        yield doc if doc["source"] in self.sources else beam.pvalue.TaggedOutput(PASS, doc)
+
+
+class MinHashBands(GuardedBatchDoFn):
     """Batches of Documents -> (node, packed doc) on the main output and
     ((source, band, band_hash), node) on `BANDS`; documents with no shingle
     dropped and counted (`drop.no_shingles`)."""
+
+    STAGE = "near_dedup"
 
     def __init__(self, num_perm: int, ngram: int, seed: int, b: int, r: int, packer: Packer = INLINE):
         self.num_perm, self.ngram, self.seed, self.b, self.r = num_perm, ngram, seed, b, r
         self.packer = packer
 
-    def setup(self) -> None:
-        self.counters = Counters()
-
-    def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
+    def work(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
         sigs, has_shingles = signatures(
             [d["text"] for d in batch], self.num_perm, self.ngram, self.seed
         )
@@ -209,8 +227,8 @@ class KeepSurvivors(beam.DoFn):
         if parents:
             self.counters.inc(source, "drop.near_duplicate", len(docs))
             return
-        docs.sort(key=copy_order)
-        if len(docs) > 1:
+        if len(docs) > 1:  # copy_order serialises a document: only when there is a choice
+            docs.sort(key=copy_order)
             self.counters.inc(source, "drop.near_duplicate", len(docs) - 1)
         yield docs[0]
 
@@ -233,6 +251,7 @@ class NearDedup(beam.PTransform):
         packer: how Documents cross the join and the merge (`pipeline.packed`).
     Attributes:
         b, r: the LSH bands and rows per band in use (for the manifest).
+        dead_letters: once applied, the PCollection of its dead letters.
     Raises:
         ValueError (at construction): a threshold/num_perm for which datasketch
             would pick fewer than two bands (see `lsh_params`).
@@ -248,17 +267,16 @@ class NearDedup(beam.PTransform):
     def expand(self, docs):
         mh = self.mh
         sources = frozenset(mh.sources) if mh.enabled else frozenset()
-        routed = docs | "Route" >> beam.Partition(
-            lambda doc, _: 0 if doc["source"] in sources else 1, 2
-        )
-        todo, passthrough = routed[0], routed[1]
+        routed = docs | "Route" >> beam.ParDo(_Route(sources)).with_outputs(PASS, main="todo")
+        todo, passthrough = routed.todo, routed[PASS]
         signed = (
             todo
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_SIZE)
             | "MinHash" >> beam.ParDo(
                 MinHashBands(mh.num_perm, mh.ngram, mh.seed, self.b, self.r, self.packer)
-            ).with_outputs(BANDS, main="docs")
+            ).with_outputs(BANDS, DEAD, main="docs")
         )
+        self.dead_letters = signed[DEAD]
         edges = (
             signed[BANDS]
             | "GroupBuckets" >> beam.GroupByKey()

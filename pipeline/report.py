@@ -20,23 +20,31 @@ from pipeline import io as storage
 from pipeline.config import SOURCES, Config
 
 # The clean job's stages in pipeline order (pipeline/clean.py build_clean_pipeline),
-# with the counters each one removes documents under.
+# with the counters each one removes documents under. A record a stage fails on
+# is a dead letter of that stage (counted as dead_letter and dead_letter.<stage>).
 STAGES = (
     ("read", ("the source reader: records that are not documents (skip.*), records "
               "that could not be parsed (dead letters), documents over the source's "
-              "max_doc_bytes (drop.too_large)")),
+              "max_doc_bytes (drop.too_large), text mostly U+FFFD (drop.replacement_ratio)")),
     ("one per id", "the same record twice (drop.duplicate_id): the newest kept"),
+    ("line dedup", "CCNet line dedup left no text: every line a repeat (drop.line_dedup_empty)"),
     ("C4 rules", "the C4 page heuristics (drop.c4_*)"),
     ("language ID", "fastText lid.176 outside the source's languages (drop.lang)"),
     ("quality", "too short, or the reference-page classifier (drop.too_short, drop.quality_classifier)"),
     ("exact dedup", "the same normalised text (drop.exact_duplicate)"),
     ("near dedup", ("MinHash LSH near-duplicates, and books with >90% overlap (drop.near_duplicate, "
                     "drop.no_shingles)")),
+    ("write", "documents that cannot be written to Arrow (dead letters)"),
     ("other", "reasons this report does not know yet"),
 )
-_STAGE_OF_DROP = {"too_large": "read", "duplicate_id": "one per id", "lang": "language ID", "too_short": "quality",
+_STAGE_OF_DROP = {"too_large": "read", "replacement_ratio": "read", "duplicate_id": "one per id",
+                  "line_dedup_empty": "line dedup", "lang": "language ID", "too_short": "quality",
                   "quality_classifier": "quality", "exact_duplicate": "exact dedup",
                   "near_duplicate": "near dedup", "no_shingles": "near dedup"}
+# the stage names of dead letters after reading (pipeline.beam_util.GuardedDoFn.STAGE)
+_STAGE_OF_DEAD = {"one_per_id": "one per id", "line_dedup": "line dedup", "c4_rules": "C4 rules",
+                  "language_id": "language ID", "quality": "quality", "exact_dedup": "exact dedup",
+                  "near_dedup": "near dedup", "write": "write"}
 CHART_DPI = 100
 # No "Software" (matplotlib's version) in the PNG: the bytes depend only on the data.
 PNG_METADATA = {"Software": None}
@@ -54,9 +62,12 @@ def _log_records(log_path: str) -> list[dict[str, Any]]:
 
 def stage_of(counter: str) -> str | None:
     """The clean stage that removed documents under a counter name (`skip.license`
-    -> "read", `drop.c4_lorem_ipsum` -> "C4 rules"), None for non-removal counters."""
+    -> "read", `drop.c4_lorem_ipsum` -> "C4 rules", `dead_letter.language_id` ->
+    "language ID"), None for non-removal counters."""
     if counter.startswith("skip.") or counter == "dead_letter":
         return "read"
+    if counter.startswith("dead_letter."):
+        return _STAGE_OF_DEAD.get(counter.split(".", 1)[1], "other")
     if not counter.startswith("drop."):
         return None
     reason = counter[5:]
@@ -69,23 +80,29 @@ def funnel(counters: dict[str, int]) -> dict[str, Any]:
     Returns {"records", "docs_read", "removed": {reason: n}, "by_stage":
     [(stage, {reason: n})] in pipeline order (stages that removed nothing left
     out), "lines_removed", "dead_letter", "kept"}: records = documents read +
-    records skipped + dead letters; removed merges reader skips (`skip.*`) and
-    filter drops (`drop.*`); lines_removed counts lines cut from kept documents
-    (CCNet line dedup, C4 rules).
+    records skipped + dead letters of reading; removed merges reader skips
+    (`skip.*`) and filter drops (`drop.*`); lines_removed counts lines cut from
+    documents (CCNet line dedup, C4 rules); dead_letter counts every stage's.
+
+    `dead_letter` counts the dead letters of every stage, `dead_letter.<stage>`
+    those of a stage after reading (documents already read): the rest are
+    reading's.
     """
     removed = {
         k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith(("skip.", "drop."))
     }
     skipped = sum(v for k, v in counters.items() if k.startswith("skip."))
     dead = counters.get("dead_letter", 0)
+    read_dead = dead - sum(v for k, v in counters.items() if k.startswith("dead_letter."))
     by_stage: dict[str, dict[str, int]] = {}
     for key, n in sorted(counters.items()):
         stage = stage_of(key)
+        n = read_dead if key == "dead_letter" else n
         if stage and n:
-            reason = "dead letter" if key == "dead_letter" else key.split(".", 1)[1]
+            reason = "dead letter" if key.startswith("dead_letter") else key.split(".", 1)[1]
             by_stage.setdefault(stage, {})[reason] = n
     return {
-        "records": counters.get("docs_read", 0) + skipped + dead,
+        "records": counters.get("docs_read", 0) + skipped + read_dead,
         "docs_read": counters.get("docs_read", 0),
         "removed": dict(sorted(removed.items())),
         "by_stage": [(s, by_stage[s]) for s, _ in STAGES if s in by_stage],
@@ -195,8 +212,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         ("Each input record goes through the clean job's stages in this order; a stage removes a "
          "document for one reason, counted. Records = documents read + records the reader skipped "
-         "+ dead letters; kept = what reaches the tokenizer. Bytes read: the input files as stored "
-         "(compressed); bytes kept: the cleaned Arrow files."),
+         "+ records it could not parse; a record any stage fails on is a dead letter of that stage, "
+         "named in the dead-letter files; kept = what reaches the tokenizer. Bytes read: the input "
+         "files as stored (compressed); bytes kept: the cleaned Arrow files."),
         "",
         ("| source | input files | bytes read | records | removed, by stage (reason: n) | dead letters "
          "| kept docs | bytes kept |"),
@@ -209,7 +227,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             for stage, reasons in f["by_stage"]
         ) or "-"
         if f["lines_removed"]:
-            removed += f"; lines cut from kept documents: {f['lines_removed']}"
+            removed += f"; lines cut from documents: {f['lines_removed']}"
         lines.append(
             f"| {s['source']} | {s['files']} | {_mb(s['bytes_read'])} | {f['records']} | {removed} "
             f"| {f['dead_letter']} | {f['kept']} | {_mb(s['bytes_kept'])} |"

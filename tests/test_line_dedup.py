@@ -39,7 +39,8 @@ CRAWL_OF = {FILES[0]: "CC-MAIN-2024-22", FILES[1]: "CC-MAIN-2024-22", FILES[2]: 
 def reference(docs: list[dict[str, Any]], group_of: Callable[[dict[str, Any]], str]) -> tuple[dict[str, str], int]:
     """({doc id: text}, lines removed) after line dedup of the Common Crawl
     documents, the plain way: documents in id order, lines in order, a
-    non-blank line kept the first time its (group, hash) is seen."""
+    non-blank line kept the first time its (group, hash) is seen; a document
+    left with no text is dropped."""
     seen: set[tuple[str, bytes]] = set()
     out, total = {}, 0
     for doc in sorted(docs, key=lambda d: d["id"]):
@@ -54,8 +55,10 @@ def reference(docs: list[dict[str, Any]], group_of: Callable[[dict[str, Any]], s
                 continue
             seen.add(key)
             kept.append(line)
-        out[doc["id"]] = "\n".join(kept).strip("\n") if removed else doc["text"]
         total += removed
+        if removed and not "\n".join(kept).strip():
+            continue  # nothing left: dropped (drop.line_dedup_empty)
+        out[doc["id"]] = "\n".join(kept).strip("\n") if removed else doc["text"]
     return out, total
 
 
@@ -184,3 +187,5 @@ def test_survivors_equal_the_reference_on_the_shared_crawl(shared_corpus):
     assert removed["run"] > removed["dump"] > removed["file"] > len(docs)
     for scope, n in removed.items():
         assert counters[scope]["line_dedup.lines_removed"] == n
+        emptied = len(docs) - len(reference(docs, group_of(scope))[0])
+        assert counters[scope].get("drop.line_dedup_empty", 0) == emptied

@@ -89,6 +89,9 @@ def test_stages_of_counters():
     assert stage_of("drop.near_duplicate") == "near dedup"
     assert stage_of("drop.something_new") == "other"
     assert stage_of("docs_kept") is None and stage_of("c4.line.javascript") is None
+    assert stage_of("drop.line_dedup_empty") == "line dedup" and stage_of("drop.replacement_ratio") == "read"
+    assert stage_of("dead_letter.language_id") == "language ID" and stage_of("dead_letter.write") == "write"
+    assert stage_of("text.surrogates_replaced") is None and stage_of("line_dedup.lines_removed") is None
 
 
 def test_funnel_rows_follow_the_pipeline_order():
@@ -106,6 +109,53 @@ def test_funnel_rows_follow_the_pipeline_order():
         ("records read", 216), ("after read", 112), ("after one per id", 111), ("after language ID", 107),
         ("kept", 107)]
     assert funnel_steps(w)[1][2] == {"dead letter": 2, "namespace": 3, "redirect": 99}
+
+
+def test_dead_letters_of_later_stages_are_documents_already_read():
+    """`dead_letter` counts every stage's, `dead_letter.<stage>` those after
+    reading: a document read, then failed on by C4 rules and by the writer."""
+    f = funnel({**WIKIPEDIA, "dead_letter": 4, "dead_letter.c4_rules": 1, "dead_letter.write": 1,
+                "docs_kept": 109})
+    assert f["records"] == 112 + 102 + 2 and f["dead_letter"] == 4
+    assert funnel_steps(f) == [
+        ("records read", 216, {}),
+        ("after read", 112, {"dead letter": 2, "namespace": 3, "redirect": 99}),
+        ("after one per id", 111, {"duplicate_id": 1}),
+        ("after C4 rules", 110, {"dead letter": 1}),
+        ("after write", 109, {"dead letter": 1}),
+        ("kept", 109, {}),
+    ]
+
+
+def test_a_page_emptied_by_line_dedup_is_line_dedups_drop(demo_inputs, tmp_path):
+    """The demo's web page in two WARC files, the second a later capture of the
+    same page (its records' WARC-Record-IDs differ): every line of the second
+    copy repeats the first, so line dedup empties it and drops it, and the
+    report puts the drop under line dedup (before, language ID dropped the
+    empty text, as "lang")."""
+    import gzip
+    import re
+
+    from tests.test_bad_records import run_clean_job
+
+    cache = demo_inputs["models/lid.176.ftz"].parents[1]
+    raw = gzip.decompress((cache / "inputs" / "commoncrawl" / "at.warc.gz").read_bytes())
+    again = re.sub(rb"(WARC-Record-ID: <urn:uuid:[0-9a-f-]{24})[0-9a-f]{12}>", rb"\g<1>000000000000>", raw)
+    assert again != raw and len(again) == len(raw)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "at.warc.gz").write_bytes(gzip.compress(raw))
+    (tmp_path / "in" / "at-again.warc.gz").write_bytes(gzip.compress(again))
+    manifest, docs, dead = run_clean_job(tmp_path / "out", cache, f"sources.commoncrawl.inputs=[{tmp_path}/in/*.warc.gz]")
+    counters = manifest["counters"]["commoncrawl"]
+    assert dead == [] and len(docs) == 1
+    assert counters == {"docs_kept": 1, "docs_read": 2, "drop.line_dedup_empty": 1, "line_dedup.lines_removed": 45,
+                        "skip.http_status": 2, "skip.record_type": 12}
+    assert funnel_steps(funnel(counters)) == [
+        ("records read", 16, {}),
+        ("after read", 2, {"http_status": 2, "record_type": 12}),
+        ("after line dedup", 1, {"line_dedup_empty": 1}),
+        ("kept", 1, {}),
+    ]
 
 
 def test_report_tables_and_chart_links(run_dir):

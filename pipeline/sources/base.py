@@ -9,7 +9,7 @@ DeadLetter | Count | Part]`:
 - `DeadLetter(source, path, record, reason)` says a record could not be parsed;
   it goes to the dead-letter output, never crashes the job, never vanishes;
 - `Count(source, name, n)` asks for counter `<source>/<name>` to grow by n:
-  what a reader noticed about a record it still yields (an arXiv `\input`
+  what a reader noticed about a record it still yields (an arXiv `\\input`
   missing from a paper kept without it);
 - `Part(source, key, value)` is a piece of a document whose other pieces may be
   anywhere in the input (a StackExchange answer and its question): the Beam

@@ -106,25 +106,12 @@ def skewed(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def reference(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """{doc id: SHA-1 of the text} after line dedup, in memory: documents in id
-    order, lines in order, a non-blank line kept the first time its hash is seen."""
-    from pipeline.filters.ccnet import line_hash
+    """{doc id: SHA-1 of the text} after line dedup, in memory (the tests'
+    plain reference: one group for the run, an emptied document dropped)."""
+    from tests.test_line_dedup import reference as plain
 
-    seen: set[bytes] = set()
-    out = {}
-    for doc in sorted(docs, key=lambda d: d["id"]):
-        kept, removed = [], 0
-        for line in doc["text"].split("\n"):
-            h = line_hash(line)
-            if h is not None and h in seen:
-                removed += 1
-                continue
-            if h is not None:
-                seen.add(h)
-            kept.append(line)
-        text = "\n".join(kept).strip("\n") if removed else doc["text"]
-        out[doc["id"]] = hashlib.sha1(text.encode()).hexdigest()
-    return out
+    texts, _ = plain(docs, lambda _doc: "run")
+    return {k: hashlib.sha1(t.encode()).hexdigest() for k, t in texts.items()}
 
 
 def write_inputs(docs: list[dict[str, Any]], folder: Path) -> None:

@@ -5,8 +5,8 @@ multistream.xml.bz2` and `...-index.txt.bz2`), made of the real English sample
 dump (the shared corpus's copy when present, else the demo's): COPIES copies
 of its 206 pages, copy k > 0 rewritten by `scaled_inputs.rewrite_wikipedia`
 (new page ids, words swapped, so no dedup stage drops a copy), in bz2 streams
-of 100 pages (`tests.test_splits.build_multistream`): about 2060 pages, tens
-of seconds of parsing for one worker.
+of 100 pages (`tests.test_splits.build_multistream`): about 6200 pages (53 MB),
+over a minute of parsing for one worker.
 
 `python -m pipeline clean` (configs/demo.yaml, only `sources.wikipedia.inputs`
 set) runs three times, each its own process tree (`tests.bench.proc_tree`):
@@ -35,7 +35,9 @@ Figures:
 Wall seconds include the job's fixed start-up (Beam, the language-ID model),
 the same in every run. On a shared, busy machine the wall figures are noisy.
 
-Run: `python -m tests.bench --only skew_wikipedia` (about 2 minutes on two cores).
+Run: `python -m tests.bench --only skew_wikipedia` (about 3.5 minutes on two
+cores; on a third of this input the second worker's fixed start-up hid most
+of the gain).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORK = Path("out") / "bench" / "skew_wikipedia"  # relative: every run starts in ROOT
 SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 DUMP = "enwiki-20230501-pages-articles-multistream.xml.bz2"
-COPIES = 10
+COPIES = 30
 SPANS = 12
 GOAL = 1.3
 

@@ -27,7 +27,9 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
   clean    Beam job: read every source in its native format, clean it (CCNet line dedup,
            C4 rules), identify language (fastText lid.176), apply quality rules, drop
            exact and near duplicates (MinHash LSH); writes <out_dir>/clean/run-<id>/
-           (<source>/part-*.arrow, dead_letter/part-*.jsonl), then manifest.json, which commits it
+           (<source>/part-*.arrow, dead_letter/part-*.jsonl), then manifest.json, which commits it.
+           Parts hold about clean.part_bytes each; an input over clean.split_bytes is read in
+           spans by several workers; a document over sources.<name>.max_doc_bytes is dropped
   shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
            and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
   quality-train

@@ -29,7 +29,7 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
            exact and near duplicates (MinHash LSH); writes <out_dir>/clean/run-<id>/
            (<source>/part-*.arrow, dead_letter/part-*.jsonl), then manifest.json, which commits it.
            Parts hold about clean.part_bytes each; an input over clean.split_bytes is read in
-           spans by several workers; a document over sources.<name>.max_doc_bytes is dropped
+           spans by several workers; a document over sources.<name>.max_doc_bytes is dropped.
   shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
            and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
   quality-train

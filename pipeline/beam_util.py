@@ -181,6 +181,23 @@ def bound_local_heap() -> bool:
     return True
 
 
+class RouteBySource(beam.DoFn):
+    """Documents of `sources` on the main output, the others on tag `other`.
+
+    Not `beam.Partition`: Beam calls a DoFn given extra arguments (the
+    partition function) through an invoker that keeps its last element
+    referenced until it gets another one, bundles apart, so a huge Document
+    could stay in the worker's memory through the stages that follow.
+    """
+
+    def __init__(self, sources: frozenset[str], other: str):
+        self.sources = sources
+        self.other = other
+
+    def process(self, doc: dict[str, Any]) -> Iterator[Any]:
+        yield doc if doc["source"] in self.sources else beam.pvalue.TaggedOutput(self.other, doc)
+
+
 class Counters:
     """Beam counters named `<source>/<name>`, created once per DoFn instance."""
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.beam_util import DEAD, GuardedDoFn, unpacked_or_id
+from pipeline.beam_util import DEAD, GuardedDoFn, RouteBySource, unpacked_or_id
 from pipeline.filters.ccnet import SCOPES, keep_first_lines, line_dedup_group, line_hash
 from pipeline.packed import INLINE, MergeDocuments, Packer
 
@@ -146,9 +146,8 @@ class LineDedup(beam.PTransform):
 
     def expand(self, docs):
         sources, packer = self.sources, self.packer
-        scoped, others = docs | "Scope" >> beam.Partition(
-            lambda d, _: 0 if d["source"] in sources else 1, 2
-        )
+        routed = docs | "Scope" >> beam.ParDo(RouteBySource(sources, "others")).with_outputs("others", main="scoped")
+        scoped, others = routed.scoped, routed.others
         keyed = scoped | "LineKeys" >> beam.ParDo(LineKeys(self.scope, packer)).with_outputs(DEAD, DOCS, main="keys")
         keep = (
             keyed.keys

@@ -62,7 +62,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipeline.beam_util import DEAD, Counters, GuardedBatchDoFn
+from pipeline.beam_util import DEAD, Counters, GuardedBatchDoFn, RouteBySource
 from pipeline.config import Config
 from pipeline.filters.minhash import band_hashes, lsh_params, signatures
 from pipeline.packed import INLINE, MergeDocuments, Packer
@@ -88,22 +88,6 @@ def copy_order(doc: dict[str, Any]) -> str:
     """Sort key among documents with the same `node_key` (same source, id and text):
     the document's JSON with sorted keys; the smallest survives."""
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
-
-
-class _Route(beam.DoFn):
-    """Documents of `sources` on the main output, the others on `PASS`.
-
-    Not `beam.Partition`: Beam calls a DoFn given extra arguments (the
-    partition function) through an invoker that keeps its last element
-    referenced until it gets another one, bundles apart, so a huge Document
-    could stay in the worker's memory through the stages that follow.
-    """
-
-    def __init__(self, sources: frozenset[str]):
-        self.sources = sources
-
-    def process(self, doc: dict[str, Any]) -> Iterator[Any]:
-        yield doc if doc["source"] in self.sources else beam.pvalue.TaggedOutput(PASS, doc)
 
 
 class MinHashBands(GuardedBatchDoFn):
@@ -267,7 +251,7 @@ class NearDedup(beam.PTransform):
     def expand(self, docs):
         mh = self.mh
         sources = frozenset(mh.sources) if mh.enabled else frozenset()
-        routed = docs | "Route" >> beam.ParDo(_Route(sources)).with_outputs(PASS, main="todo")
+        routed = docs | "Route" >> beam.ParDo(RouteBySource(sources, PASS)).with_outputs(PASS, main="todo")
         todo, passthrough = routed.todo, routed[PASS]
         signed = (
             todo

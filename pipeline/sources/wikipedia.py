@@ -955,11 +955,8 @@ def _read_stream(
     if header is None:
         try:
             head = stream.read(_HEAD_BYTES)
-        except EOFError as e:  # a one-block bzip2 dump cut short decodes nothing at all
-            yield DeadLetter(SOURCE, path, last, f"truncated dump: {type(e).__name__}: {e}")
-            return
-        except OSError as e:
-            yield DeadLetter(SOURCE, path, last, f"unreadable compressed stream: {e}")
+        except (EOFError, OSError) as e:  # a one-block bzip2 dump cut short decodes nothing at all
+            yield DeadLetter(SOURCE, path, last, _stream_error(e))
             return
         stream.seek(0)
         encoding = _dump_encoding(head)
@@ -1000,14 +997,11 @@ def _read_stream(
             try:
                 element = ET.fromstring(chunk)
             except (ET.ParseError, UnicodeError) as e:
-                if isinstance(e, UnicodeError):  # a lone surrogate: an undecodable byte
-                    e = f"bytes not valid in the dump's encoding ({encoding})"
-                else:  # expat counts lines from the element's first line
-                    e = f"{e} of the {kind}"
+                why = _parse_error(e, kind, encoding)
                 if kind == "siteinfo":
-                    yield DeadLetter(SOURCE, path, "siteinfo", f"malformed siteinfo: {e}")
+                    yield DeadLetter(SOURCE, path, "siteinfo", f"malformed siteinfo: {why}")
                 else:
-                    yield DeadLetter(SOURCE, path, record, f"malformed page: {e}")
+                    yield DeadLetter(SOURCE, path, record, f"malformed page: {why}")
                     last = f"after {record}"
                 continue
             if kind == "siteinfo":
@@ -1017,24 +1011,41 @@ def _read_stream(
                 dump.resolve_lang()
             yield _page_record(element, dump)
             last = f"after page {(element.findtext('id') or '?').strip()}"
-    except (EOFError, lzma.LZMAError, zlib.error) as e:  # the compressed stream ends early
-        yield DeadLetter(SOURCE, path, last, f"truncated dump: {type(e).__name__}: {e}")
-        return
-    except OSError as e:
-        yield DeadLetter(SOURCE, path, last, f"unreadable compressed stream: {e}")
-        return
-    except UnicodeError as e:  # a UTF-16 dump with an odd number of bytes
-        yield DeadLetter(SOURCE, path, last, f"truncated dump: {e}")
+    except (EOFError, lzma.LZMAError, zlib.error, OSError, UnicodeError) as e:
+        yield DeadLetter(SOURCE, path, last, _stream_error(e))
         return
     if dump is None:
         yield DeadLetter(SOURCE, path, "file", "malformed dump: no <mediawiki> root element")
-    elif cut and not to_end:
-        reason = f"the span ends inside {cut}: the index does not match the dump's streams"
+    elif reason := _unfinished(cut, to_end):
         yield DeadLetter(SOURCE, path, last, reason)
-    elif cut:
-        yield DeadLetter(SOURCE, path, last, f"truncated dump: the file ends inside {cut}")
-    elif to_end:
-        yield DeadLetter(SOURCE, path, last, "truncated dump: the file ends before </mediawiki>")
+
+
+def _stream_error(e: Exception) -> str:
+    """The dead-letter reason for a dump whose decompressed stream fails."""
+    if isinstance(e, (EOFError, lzma.LZMAError, zlib.error)):  # the compressed stream ends early
+        return f"truncated dump: {type(e).__name__}: {e}"
+    if isinstance(e, UnicodeError):  # a UTF-16 dump with an odd number of bytes
+        return f"truncated dump: {e}"
+    return f"unreadable compressed stream: {e}"
+
+
+def _parse_error(e: Exception, kind: str, encoding: str) -> str:
+    """Why a page or the siteinfo did not parse."""
+    if isinstance(e, UnicodeError):  # a lone surrogate: an undecodable byte
+        return f"bytes not valid in the dump's encoding ({encoding})"
+    return f"{e} of the {kind}"  # expat counts lines from the element's first line
+
+
+def _unfinished(cut: str, to_end: bool) -> str | None:
+    """Why a stream that ended without error is incomplete: a page cut (`cut`:
+    which), or a whole dump (`to_end`) without its closing root; None if complete."""
+    if cut and not to_end:
+        return f"the span ends inside {cut}: the index does not match the dump's streams"
+    if cut:
+        return f"truncated dump: the file ends inside {cut}"
+    if to_end:
+        return "truncated dump: the file ends before </mediawiki>"
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -776,12 +776,20 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def upload(local: str | Path, dest: str | Path) -> None:
-    """Copy a local file to `dest` on any filesystem (`atomic_write`)."""
+def copy(src: str | Path, dest: str | Path) -> dict[str, Any]:
+    """Copy a file between any filesystems (`atomic_write`); returns {"bytes",
+    "sha256"} of what was written, hashed on the way."""
     import shutil
 
-    with open(local, "rb") as src, atomic_write(dest) as out:
-        shutil.copyfileobj(src, out, 1 << 22)
+    with open_read(src) as f, atomic_write(dest) as out:
+        sink = HashingWriter(out)
+        shutil.copyfileobj(f, sink, 1 << 22)
+    return {"bytes": sink.bytes, "sha256": sink.sha256}
+
+
+def upload(local: str | Path, dest: str | Path) -> None:
+    """Copy a local file to `dest` on any filesystem (`copy`)."""
+    copy(local, dest)
 
 
 def download(src: str | Path, local: str | Path, sha256: str | None = None) -> str:

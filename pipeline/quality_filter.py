@@ -20,7 +20,6 @@ model drops nothing more and rewrites the same bytes.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -56,15 +55,6 @@ from pipeline.schema import (
 DROP = "drop.quality_classifier"
 
 
-def copy_file(src: str, dest: str) -> dict[str, Any]:
-    """Copy a file between any filesystems, atomically; returns {"bytes", "sha256"}
-    of what was written."""
-    with io.open_read(src) as f, io.atomic_write(dest) as out:
-        sink = io.HashingWriter(out)
-        shutil.copyfileobj(f, sink, 1 << 22)
-    return {"bytes": sink.bytes, "sha256": sink.sha256}
-
-
 def in_run(entry: dict[str, Any]) -> str:
     """A manifest entry's file inside its run folder (`<source>/part-...arrow`)."""
     return entry["file"].split("/", 1)[1]
@@ -87,7 +77,7 @@ class FilterPart(beam.DoFn):
         name = in_run(entry)
         dest = io.join(self.out_dir, *name.split("/"))
         if entry.get("source") not in self.q.sources:  # dead letters have none
-            yield {**entry, "file": name, **copy_file(src, dest), "dropped": 0}
+            yield {**entry, "file": name, **io.copy(src, dest), "dropped": 0}
             return
         dropped: Counter = Counter()
 

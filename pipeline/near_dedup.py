@@ -14,7 +14,8 @@ corpus in memory:
    document at a time, and a document that fails alone is a dead letter of
    stage "near_dedup" (`GuardedBatchDoFn`), gathered in `NearDedup.dead_letters`.
 2. **LSH buckets**: each signature is cut into the `b` bands of `r` values that
-   `datasketch.MinHashLSH(threshold, num_perm)` would use; each document emits
+   `datasketch.MinHashLSH(threshold, num_perm, weights)` would use (`lsh_params`:
+   weights that favour recall, `pipeline.filters.minhash.LSH_WEIGHTS`); each document emits
    `((source, band, band_hash), node)` and a `GroupByKey` forms the buckets.
    A bucket with k > 1 nodes gives k - 1 *star* edges from its smallest node to
    each other node (linear in k, and connected exactly as the bucket's clique).

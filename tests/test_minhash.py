@@ -11,6 +11,7 @@ from pipeline.filters import minhash
 from pipeline.filters.minhash import (
     EMPTY_VALUE,
     HASHFUNC,
+    LSH_WEIGHTS,
     SCHEME,
     band_hashes,
     bands,
@@ -166,24 +167,39 @@ def test_signatures_do_not_depend_on_chunking(alice, monkeypatch):
 
 @pytest.mark.parametrize("threshold", [0.5, 0.8, 0.9])
 @pytest.mark.parametrize("num_perm", [128, 256])
-def test_lsh_params_equal_datasketch(threshold, num_perm):
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    assert lsh_params(threshold, num_perm) == (lsh.b, lsh.r)
+@pytest.mark.parametrize("weights", [LSH_WEIGHTS, (0.5, 0.5)])
+def test_lsh_params_equal_datasketch(threshold, num_perm, weights):
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    assert lsh_params(threshold, num_perm, weights) == (lsh.b, lsh.r)
 
 
 def test_lsh_params_values():
-    assert lsh_params(0.8, 128) == (9, 13)  # 117 of 128 values used
-    assert lsh_params(0.5, 128) == (25, 5)
+    assert LSH_WEIGHTS == (0.2, 0.8)  # a missed duplicate weighs 4 false candidates
+    assert lsh_params(0.8, 128) == (12, 10)  # 120 of 128 values used
+    assert lsh_params(0.9, 128) == (7, 18)  # book dedup
+    assert lsh_params(0.5, 128) == (30, 4)
+    assert lsh_params(0.8, 128, (0.5, 0.5)) == (9, 13)  # datasketch's default weights
     with pytest.raises(ValueError):
         lsh_params(1.5, 128)
+
+
+def test_bands_find_pairs_at_the_threshold():
+    # the chance that a pair of true Jaccard s shares a band: 1 - (1 - s**r)**b
+    def candidate(s: float, b: int, r: int) -> float:
+        return 1 - (1 - s**r) ** b
+
+    b, r = lsh_params(0.8, 128)
+    assert candidate(0.85, b, r) > 0.92 > candidate(0.85, 9, 13) + 0.2
+    assert candidate(0.9, b, r) > 0.99
+    assert candidate(0.5, b, r) < 0.015 and candidate(0.6, b, r) < 0.075
 
 
 def test_bands_cut_the_signature_like_datasketch(alice):
     sig = signatures([alice[20]])[0][0]
     b, r = lsh_params(0.8, 128)
     keys = bands(sig, b, r)
-    assert [i for i, _ in keys] == list(range(9))
-    assert len({h for _, h in keys}) == 9
+    assert [i for i, _ in keys] == list(range(12))
+    assert len({h for _, h in keys}) == 12
     other = sig.copy()
     other[3 * r + 5] ^= 1  # one value of band 3
     other[b * r + 2] ^= 1  # a value past b*r: no band holds it
@@ -192,7 +208,7 @@ def test_bands_cut_the_signature_like_datasketch(alice):
     # datasketch's buckets: band i holds hashvalues[i*r:(i+1)*r]; equal bytes, same bucket
     assert band_hashes(np.stack([sig, sig]), b, r).tolist()[0] == [h for _, h in keys]
     with pytest.raises(ValueError):
-        band_hashes(sig[None, :], 10, 13)
+        band_hashes(sig[None, :], 10, 13)  # 130 > 128 values
 
 
 def test_lone_surrogate_is_hashed_not_an_error():

@@ -16,7 +16,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from datasketch import MinHash, MinHashLSH
 
-from pipeline.filters.minhash import shingle_hash32, shingles
+from pipeline.filters.minhash import LSH_WEIGHTS, shingle_hash32, shingles
 from pipeline.near_dedup import StarContraction
 from tests.bench.bench_dedup import (
     book_paragraphs,
@@ -65,7 +65,7 @@ def oracle_survivors(docs: list[dict], cfg) -> list[dict]:
             if d["source"] == source:
                 key = (source, d["id"], hashlib.sha1(d["text"].encode("utf-8")).hexdigest())
                 nodes[key].append(d)
-        lsh = MinHashLSH(threshold=mh.threshold, num_perm=mh.num_perm)
+        lsh = MinHashLSH(threshold=mh.threshold, num_perm=mh.num_perm, weights=LSH_WEIGHTS)
         sketches = {}
         for node in sorted(nodes):
             sh = shingles(nodes[node][0]["text"], mh.ngram)
@@ -117,8 +117,8 @@ def originals(demo_inputs) -> list[str]:
 
 def block_edited_pairs(originals: list[str], seed: int) -> list[dict]:
     """Each original and a copy with one contiguous run of 5-10% of its words
-    replaced: true Jaccard about 0.65-0.85, where the LSH S-curve of (b=9, r=13)
-    rises from 0.05 to 0.75, so whether a pair shares a band decides each case:
+    replaced: true Jaccard about 0.65-0.85, where the LSH S-curve of (b=12, r=10)
+    rises from 0.15 to 0.93, so whether a pair shares a band decides each case:
     the oracle comparison then checks the bands themselves."""
     import random
 
@@ -268,7 +268,6 @@ def test_keep_survivors_counts_drops_and_unconverged_nodes():
 
     from pipeline.beam_util import collect_counters
     from pipeline.near_dedup import KeepSurvivors
-
     from pipeline.packed import pack
 
     a, b, c = (("c4", i, "h") for i in ("a", "b", "c"))

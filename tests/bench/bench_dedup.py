@@ -18,6 +18,15 @@ Crawl documents when present, plus the demo's Gutenberg paragraphs):
 - `dedup.recall`, `dedup.precision`: the Beam job on a near-duplicate set built
   from real documents (`near_duplicate_set`), against the ground truth of true
   shingle Jaccard >= threshold (goal 0.95 each; the ratio is value / 0.95).
+- `dedup.recall_j80` (goal 0.95): recall at the threshold, on pairs of a real
+  document and a copy with 1%, 3% or 5% of its words replaced (`edited_pairs`):
+  of the pairs whose true Jaccard is >= 0.8 (mostly the 1% copies, Jaccard
+  about 0.8-0.95), the share merged. Context: `dedup.recall_j80_90`, the
+  pairs of true Jaccard 0.8-0.9 alone, and `dedup.precision_j80`, the share of
+  merged pairs that are true duplicates (the 3% and 5% copies, Jaccard 0.6-0.8,
+  are the negatives right below the threshold that LSH alone, with no
+  verification of its candidates, cannot tell apart). Merged and total pairs
+  per true-Jaccard bin are printed.
 - `dedup.rss_4x_vs_1x`: peak RSS of the dedup Beam job (its own process, the
   direct runner in one process) on 4x the documents vs 1x. Lower is better, so
   `record(..., higher_is_better=False)` gives ratio = 1.2 / (RSS4x / RSS1x):
@@ -50,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.bench import record
+from tests.bench import record, size
 from tests.conftest import CACHE, SHARED_CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +67,8 @@ SOURCE = "c4"  # the near-duplicate sets are labelled C4, a near-deduplicated so
 GOAL_QUALITY = 0.95
 GOAL_RSS_GROWTH = 1.2
 MIN_WORDS = 40  # paragraphs and documents shorter than this are not used
+PAIRS = size(900, 60)  # edited pairs (recall at the threshold)
+REPEATS = size(3, 1)
 
 
 # ---- real text ---------------------------------------------------------------------------
@@ -160,6 +171,67 @@ def near_duplicate_set(
             kind = "edited"
         docs.append(make_doc(source, f"{kind}-copy-{i}", " ".join(words)))
     return docs
+
+
+EDIT_RATES = (0.01, 0.03, 0.05)  # words replaced in the edited pairs' copies
+JACCARD_EDGES = (0.6, 0.7, 0.8, 0.9)  # true-Jaccard bins of the per-bin report
+PAIR_MIN_WORDS = 150  # a 1% edit of a shorter document changes a whole word or none
+
+
+def edited_pairs(
+    originals: list[str], seed: int, rates: tuple[float, ...] = EDIT_RATES, source: str = SOURCE
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Documents and (original id, copy id) pairs: original i gets one copy with
+    `rates[i % len(rates)]` of its words (at least one) replaced by words of the
+    set's vocabulary. With 5-word shingles a 1% edit gives a true Jaccard of
+    about 0.8-0.9, the band around the 0.8 threshold where LSH misses pairs; 3%
+    and 5% fall below it (negatives). Ground truth is the true Jaccard of each
+    pair, never the rate."""
+    rng = random.Random(seed)
+    vocab = sorted({w for t in originals for w in t.split()})
+    docs, pairs = [], []
+    for i, text in enumerate(originals):
+        words = text.split()
+        k = max(1, round(rates[i % len(rates)] * len(words)))
+        for j in rng.sample(range(len(words)), k):
+            words[j] = rng.choice(vocab)
+        original = make_doc(source, f"pair-original-{i}", text)
+        copy = make_doc(source, f"pair-copy-{i}", " ".join(words))
+        docs += [original, copy]
+        pairs.append((original["id"], copy["id"]))
+    return docs, pairs
+
+
+def jaccard(a: str, b: str, ngram: int) -> float:
+    """True Jaccard similarity of two texts' shingle sets (`shingles`)."""
+    from pipeline.filters.minhash import shingles
+
+    x, y = set(shingles(a, ngram)), set(shingles(b, ngram))
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def pair_report(docs: list[dict[str, Any]], pairs: list[tuple[str, str]], survivors: set[str],
+                ngram: int, threshold: float) -> dict[str, Any]:
+    """Per true-Jaccard bin: pairs, and pairs merged (not both kept); recall and
+    precision over the pairs (a pair is a duplicate iff its true Jaccard >=
+    `threshold`, merged iff one of its two documents was dropped)."""
+    text = {d["id"]: d["text"] for d in docs}
+    edges = (0.0, *JACCARD_EDGES, 1.0)
+    bins = {f"{lo:.1f}-{hi:.1f}": [0, 0] for lo, hi in zip(edges, edges[1:])}  # noqa: RUF007
+    tp = fp = fn = 0
+    for a, b in pairs:
+        j = jaccard(text[a], text[b], ngram)
+        merged = not (a in survivors and b in survivors)
+        k = sum(j >= e for e in JACCARD_EDGES)  # the bin: [edges[k], edges[k + 1])
+        cell = bins[f"{edges[k]:.1f}-{edges[k + 1]:.1f}"]
+        cell[0] += 1
+        cell[1] += merged
+        duplicate = j >= threshold
+        tp += merged and duplicate
+        fp += merged and not duplicate
+        fn += duplicate and not merged
+    return {"bins": bins, "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "duplicates": tp + fn}
 
 
 def true_duplicates(docs: list[dict[str, Any]], ngram: int, threshold: float) -> set[str]:
@@ -317,7 +389,7 @@ def _cpu_seconds(fn) -> float:
     return time.process_time() - t0
 
 
-def _alternate(ours, reference, repeats: int = 3) -> tuple[float, float]:
+def _alternate(ours, reference, repeats: int = REPEATS) -> tuple[float, float]:
     """Median CPU seconds of this process for `ours()` and `reference()`, run
     alternately. Both are single-threaded (numpy's element-wise ufuncs run on one
     core), so CPU time is the per-core cost, and time spent waiting for a core
@@ -345,6 +417,7 @@ def run() -> list[dict[str, Any]]:
     import tempfile
 
     from pipeline.filters.minhash import signatures
+    from pipeline.near_dedup import NearDedup
 
     cfg = dedup_config()
     mh = cfg.clean.minhash
@@ -357,7 +430,7 @@ def run() -> list[dict[str, Any]]:
     # MinHash speed, one core, the same documents for both sides of each ratio,
     # timed alternately so that load from other processes hits both sides alike;
     # datasketch's loop is slow (several us a shingle): fewer documents
-    sub, docs_np = texts[:200], texts[:800]
+    sub, docs_np = texts[: size(200, 20)], texts[: size(800, 40)]
     signatures(sub[:4], mh.num_perm, mh.ngram, mh.seed)  # warm the punctuation table
     t_ours_sub, t_ds = _alternate(
         lambda: signatures(sub, mh.num_perm, mh.ngram, mh.seed),
@@ -378,7 +451,7 @@ def run() -> list[dict[str, Any]]:
     # LSH quality on a near-duplicate set built from real documents
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        docs = near_duplicate_set(texts[:600], seed=4)
+        docs = near_duplicate_set(texts[: size(600, 60)], seed=4)
         truth = true_duplicates(docs, mh.ngram, mh.threshold)
         survivors, _ = run_dedup_job(cfg, write_jsonl(docs, work / "set.jsonl"), work / "set")
         dropped = {d["id"] for d in docs} - {d["id"] for d in survivors}
@@ -388,8 +461,25 @@ def run() -> list[dict[str, Any]]:
         for name, value in (("dedup.recall", recall), ("dedup.precision", precision)):
             results.append(record(name, value, "fraction", "goal", GOAL_QUALITY, goal=1.0))
 
+        # recall at the threshold: pairs with 1%, 3% and 5% of their words replaced
+        long = [t for t in texts if len(t.split()) >= PAIR_MIN_WORDS][:PAIRS]
+        docs, pairs = edited_pairs(long, seed=5)
+        survivors, _ = run_dedup_job(cfg, write_jsonl(docs, work / "pairs.jsonl"), work / "pairs")
+        report = pair_report(docs, pairs, {d["id"] for d in survivors}, mh.ngram, mh.threshold)
+        b, r = NearDedup(cfg).b, NearDedup(cfg).r
+        print(f"edited pairs ({len(pairs)}, bands {b} x {r}), true Jaccard bin: merged/pairs "
+              + ", ".join(f"{k}: {m}/{n}" for k, (n, m) in report["bins"].items() if n), file=sys.stderr)
+        results.append(record("dedup.recall_j80", report["recall"], "fraction",
+                              f"goal; {report['duplicates']} pairs of true Jaccard >= {mh.threshold}, "
+                              f"{b} x {r} bands", GOAL_QUALITY, goal=1.0))
+        results.append(record("dedup.precision_j80", report["precision"], "fraction",
+                              "merged pairs (1/3/5% of words replaced)", GOAL_QUALITY))
+        n, merged = report["bins"]["0.8-0.9"]
+        results.append(record("dedup.recall_j80_90", merged / n if n else float("nan"), "fraction",
+                              f"{n} pairs of true Jaccard 0.8-0.9", GOAL_QUALITY))
+
         # peak RSS on 1x vs 4x distinct real documents
-        quarter = len(texts) // 4
+        quarter = size(len(texts), 80) // 4
         one = [make_doc(SOURCE, f"rss-{i}", t) for i, t in enumerate(texts[:quarter])]
         four = [make_doc(SOURCE, f"rss-{i}", t) for i, t in enumerate(texts[: 4 * quarter])]
         r1 = _rss_job(one, work, "rss1x")

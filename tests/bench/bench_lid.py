@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import random
 import re
+import statistics
 import sys
 import time
 
-from tests.bench import record
+from tests.bench import record, size
 from tests.conftest import CACHE, SHARED_CORPUS
 
-DOCS = 20_000
+DOCS = size(20_000, 500)
 CHUNK = 1000
+REPEATS = size(3, 1)
 _DOCS: list[dict] = []  # the in-process runner's workers read the documents from here
 
 
@@ -90,11 +92,9 @@ def run() -> list[dict]:
         return time.perf_counter() - t0
 
     raws, beams = [], []
-    startup = min(_beam_seconds([], cfg) for _ in range(2))
-    for _ in range(3):
+    startup = min(_beam_seconds([], cfg) for _ in range(size(2, 1)))
+    for _ in range(REPEATS):
         raws.append(raw())
         beams.append(max(1e-9, _beam_seconds(docs, cfg) - startup))
-    raws.sort()
-    beams.sort()
-    ours, ref = n_bytes / beams[1] / 1e6, n_bytes / raws[1] / 1e6
+    ours, ref = n_bytes / statistics.median(beams) / 1e6, n_bytes / statistics.median(raws) / 1e6
     return [record("lid.beam_vs_raw", ours, "MB/s/core", "fastText predict loop", ref, goal=0.85)]

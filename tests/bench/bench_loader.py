@@ -27,11 +27,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tests.bench import record
+from tests.bench import record, size
 
 SEQ_LEN = 2048
-MIN_TOKENS = 1 << 26
-REPEATS = 9
+MIN_TOKENS = size(1 << 26, 1 << 20)
+REPEATS = size(9, 1)
 SHARDS = 4
 # The trainer's default shuffle_block (4096 windows) scaled from a production shard
 # (2^27 tokens, configs/llama-1.4t.yaml) to this bench's: a block is 1/16 of a shard,

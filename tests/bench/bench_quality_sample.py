@@ -32,10 +32,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.bench import record
+from tests.bench import beam_sets, record, size
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = 4_000  # per class at 1x
+DOCS = size(4_000, 200)  # per class at 1x
 PARTS = 8
 DOC_CHUNKS = 4
 MAX_EXAMPLES = 1_000
@@ -69,6 +69,7 @@ def _config(out: str):
     return load_config(ROOT / "configs" / "demo.yaml", [
         f"out_dir={out}", f"clean.quality.max_examples={MAX_EXAMPLES}",
         "clean.quality.positive_sources=[books]", "clean.quality.negative_sources=[commoncrawl]",
+        *beam_sets(),
     ])
 
 

@@ -49,19 +49,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.bench import record
+from tests.bench import beam_sets, out_dir, record, size
 from tests.bench.bench_dedup import book_paragraphs
 from tests.bench.bench_scaling import ROOT, _rel, measure_stage
-from tests.bench.proc_tree import role
 from tests.conftest import CACHE
 
-WORK = Path("out") / "bench" / "skew_hugedoc"
-HUGE_BYTES = 100_000_000
-NORMAL_PAGES = 200
+WORK = out_dir().relative_to(ROOT) / "skew_hugedoc"
+HUGE_BYTES = size(100_000_000, 1_000_000)
+NORMAL_PAGES = size(200, 20)
 PARAGRAPHS_PER_PAGE = 8
 GOAL_X_SIZE = 4.0
-DROP_BELOW = 50_000_000  # max_doc_bytes of the run that must drop the document
-REPEATS = 2  # runs with the paragraph-shaped document: the figure is the worst
+DROP_BELOW = HUGE_BYTES // 2  # max_doc_bytes of the run that must drop the document
+REPEATS = size(2, 1)  # runs with the paragraph-shaped document: the figure is the worst
 OTHER_SOURCES = ("commoncrawl", "github", "wikipedia", "books", "arxiv", "stackexchange")
 
 
@@ -113,7 +112,7 @@ def write_inputs(work: Path) -> dict[str, Any]:
 def overrides(out: Path, c4_input: Path, max_doc_bytes: int) -> list[str]:
     return [f"out_dir={_rel(out)}", f"sources.c4.inputs={json.dumps([_rel(c4_input)])}",
             f"sources.c4.max_doc_bytes={max_doc_bytes}",
-            *(f"sources.{s}.inputs=[]" for s in OTHER_SOURCES)]
+            *(f"sources.{s}.inputs=[]" for s in OTHER_SOURCES), *beam_sets()]
 
 
 def clean_run(label: str, c4_input: Path, max_doc_bytes: int = 200_000_000) -> dict[str, Any]:
@@ -138,7 +137,7 @@ def worker_peak(m: dict[str, Any]) -> tuple[float, str]:
     """(peak MiB, what it is) of the Beam SDK workers of one run; see the module doc."""
     roles = m["peak_mb_by_role"]
     if roles.get("worker"):
-        if role(m["largest_sampled"]["cmdline"]) == "worker":  # the kernel's exact high-water mark
+        if m["largest_sampled"]["role"] == "worker":  # the kernel's exact high-water mark
             return max(roles["worker"], m["max_process_mb"]), "worker"
         return roles["worker"], "worker (sampled)"
     others = [v for k, v in roles.items() if k not in ("main", "shell")]

@@ -39,13 +39,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.bench import record
+from tests.bench import beam_sets, record, size
 from tests.conftest import CACHE, SHARED_CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "commoncrawl"
-DOCS = 10_000
-HOT_TOTAL = 1_000_000
+DOCS = size(10_000, 400)
+HOT_TOTAL = size(1_000_000, 20_000)
 CHUNK_LINES = 12
 INPUT_FILES = 8
 ALL_LINE = "This website uses cookies to ensure you get the best experience on our website."
@@ -132,7 +132,7 @@ def run_job(in_dir: str, out_dir: str) -> None:
     from pipeline.packed import Packer
 
     quiet_beam_logging()
-    options = pipeline_options(load_config(ROOT / "configs" / "demo.yaml"))
+    options = pipeline_options(load_config(ROOT / "configs" / "demo.yaml", beam_sets()))
 
     def build(p, spill):
         (p

@@ -58,26 +58,27 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_write, open_input
-from tests.bench import record
+from tests.bench import BenchSkipped, beam_sets, out_dir, record, size
 from tests.bench.proc_tree import measure
 from tests.conftest import SHARED_CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path("configs") / "demo.yaml"  # relative: the job runs in ROOT
-WORK = Path("out") / "bench" / "skew_stackexchange"
+WORK = out_dir().relative_to(ROOT) / "skew_stackexchange"
 SAMPLE = "beer.stackexchange.com_2017-03_Posts.xml"
-SCALE = 8
+SCALE = size(8, 2)
+ROW_EVERY = size(1, 8)  # the sample's rows used: every one, every 8th
 GOAL_RSS_GROWTH = 1.2
 _ID_ATTR = re.compile(rb'(\s(?:Id|ParentId|AcceptedAnswerId)=")(\d+)(")')
 
 
 def replicate(src: Path, dst: Path, n: int) -> int:
-    """Write `n` copies of the rows of the Posts.xml `src` to `dst` (one
+    """Write `n` copies of the rows (every ROW_EVERY-th) of the Posts.xml `src` to `dst` (one
     `<posts>` element), copy k with its post ids shifted by k * a power of ten
     above the largest Id; returns the number of rows written."""
     with open_input(str(src)) as f:
         lines = f.read().splitlines(keepends=True)
-    rows = [line for line in lines if line.lstrip().startswith(b"<row")]
+    rows = [line for line in lines if line.lstrip().startswith(b"<row")][::ROW_EVERY]
     top = max(int(m.group(2)) for line in rows for m in _ID_ATTR.finditer(line))
     step = 10 ** len(str(top))
     head = lines[: lines.index(rows[0])]
@@ -97,7 +98,7 @@ def clean_command(posts: Path, out_dir: Path) -> list[str]:
     """`python -m pipeline clean` on `posts` alone, into `out_dir`."""
     from pipeline.config import load_config
 
-    sets = [f"out_dir={out_dir}", "corpus_dir=null"]
+    sets = [f"out_dir={out_dir}", "corpus_dir=null", *beam_sets()]
     for source in load_config(ROOT / CONFIG).sources:
         files = [str(posts)] if source == "stackexchange" else []
         sets.append(f"sources.{source}.inputs={json.dumps(files)}")
@@ -154,8 +155,7 @@ def run_size(n: int) -> dict[str, Any]:
 
 def run() -> list[dict[str, Any]]:
     if not (SHARED_CORPUS / "stackexchange" / SAMPLE).is_file():
-        print(f"skew_stackexchange: skipped, no shared corpus sample {SAMPLE}", file=sys.stderr)
-        return []
+        raise BenchSkipped(f"no shared corpus sample {SAMPLE}")
     one, big = run_size(1), run_size(SCALE)
     x = f"{SCALE}x_vs_1x"
     return [

@@ -51,19 +51,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import record
+from tests.bench import out_dir, record, size
 from tests.bench.bench_scaling import stage_command
-from tests.bench.proc_tree import _cmdline, role, tree_sample
-from tests.bench.scaled_inputs import rewrite_wikipedia
+from tests.bench.proc_tree import tree_sample
+from tests.bench.scaled_inputs import rewrite_wikipedia, thin_out
 from tests.conftest import CACHE, SHARED_CORPUS
 from tests.test_splits import build_multistream
 
 ROOT = Path(__file__).resolve().parents[2]
-WORK = Path("out") / "bench" / "skew_wikipedia"  # relative: every run starts in ROOT
+WORK = out_dir().relative_to(ROOT) / "skew_wikipedia"  # relative: every run starts in ROOT
 SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 DUMP = "enwiki-20230501-pages-articles-multistream.xml.bz2"
-COPIES = 30
-SPANS = 12
+COPIES = size(30, 2)
+SPANS = size(12, 4)
+PAGE_EVERY = size(1, 8)  # the sample's pages used: every one, every 8th
 GOAL = 1.3
 
 
@@ -77,7 +78,7 @@ def build_dump(folder: Path) -> Path:
     """The multistream dump of COPIES copies of the sample's pages, its index beside it."""
     from pipeline.sources.wikipedia import index_path
 
-    xml = bz2.decompress(sample_dump().read_bytes()).decode("utf-8")
+    xml = thin_out("wikipedia", bz2.decompress(sample_dump().read_bytes()), PAGE_EVERY).decode("utf-8")
     lines = xml.splitlines(keepends=True)
     first = next(i for i, line in enumerate(lines) if line.strip() == "<page>")
     end = max(i for i, line in enumerate(lines) if line.strip() == "</mediawiki>")
@@ -109,8 +110,8 @@ def clean_run(label: str, dump: Path, split_bytes: int, workers: int) -> dict[st
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     worker_cpu: dict[int, float] = {}
     while proc.poll() is None:
-        for pid, (_, cpu) in tree_sample(proc.pid).items():
-            if pid in worker_cpu or role(_cmdline(pid)) == "worker":
+        for pid, (_, cpu, r) in tree_sample(proc.pid).items():
+            if pid in worker_cpu or r == "worker":
                 worker_cpu[pid] = cpu
         time.sleep(0.5)
     m = json.loads(proc.stdout.read().strip().splitlines()[-1])

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.bench import record
+from tests.bench import record, size
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "demo.yaml"
@@ -69,16 +69,16 @@ WIKI = (
 )
 CODE = "inputs/github/site-packages.jsonl.gz"
 
-STRIDE_1X, STRIDE_4X = 8, 2  # documents kept per source: every 8th, every 2nd
-INPUT_SENTENCE_SIZE = 25_000  # below the 1x line count (about 30 000)
+STRIDE_1X, STRIDE_4X = size((8, 2), (64, 16))  # documents kept per source: every 8th, every 2nd
+INPUT_SENTENCE_SIZE = size(25_000, 2_000)  # below the 1x line count (about 30 000)
 UNBOUNDED = 1_000_000_000
 TRAIN_SETS = [
-    "tokenizer.vocab_size=4000",  # the demo GitHub sample alone needs 2 120 characters at 0.9995
+    f"tokenizer.vocab_size={size(4000, 2500)}",  # the demo GitHub sample alone needs 2 120 characters at 0.9995
     "tokenizer.character_coverage=0.9995",  # 4x text has 4 000 distinct characters at 0.99995
     "tokenizer.sample_bytes=1000000000",  # the whole corpus goes into the sample
 ]
-ENCODE_ROUNDS = 6  # paired rounds, ours against SentencePiece, after a warm-up
-CONTEXT_ROUNDS = 2  # the same for the context figures (HF tokenizers, tiktoken)
+ENCODE_ROUNDS = size(6, 1)  # paired rounds, ours against SentencePiece, after a warm-up
+CONTEXT_ROUNDS = size(2, 1)  # the same for the context figures (HF tokenizers, tiktoken)
 RSS_GOAL = 1.2
 _PAGE = re.compile(r"<title>(.*?)</title>.*?<text[^>]*>(.*?)</text>", re.DOTALL)
 
@@ -123,23 +123,15 @@ def real_documents() -> dict[str, list[dict[str, Any]]]:
 
 
 def _write_clean(out_dir: Path, docs: dict[str, list[dict[str, Any]]]) -> int:
-    """Cleaned Arrow files as the pipeline writes them; returns the text bytes."""
+    """A committed clean output (Arrow files and manifest, as the pipeline
+    writes them); returns the text bytes."""
     import pyarrow as pa
 
-    from pipeline.schema import DOCUMENT_SCHEMA
+    from pipeline.schema import DOCUMENT_SCHEMA, write_clean_output
 
-    total = 0
-    for source, rows in docs.items():
-        folder = out_dir / "clean" / source
-        folder.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
-        with (
-            pa.OSFile(str(folder / "part-00000.arrow"), "wb") as sink,
-            pa.ipc.new_file(sink, DOCUMENT_SCHEMA) as writer,
-        ):
-            writer.write_table(table, max_chunksize=64)
-        total += sum(len(r["text"].encode("utf-8")) for r in rows)
-    return total
+    tables = {s: [pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)] for s, rows in docs.items()}
+    write_clean_output(str(out_dir), tables, max_chunksize=64)
+    return sum(len(r["text"].encode("utf-8")) for rows in docs.values() for r in rows)
 
 
 def _peak_rss_kb() -> int:

@@ -24,9 +24,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tests.bench import record
+from tests.bench import record, size
 
-MODEL, VOCAB, SEQ_LEN, BATCH, REPEATS = "15M", 32000, 256, 4, 9
+MODEL, VOCAB, SEQ_LEN, BATCH = "15M", 32000, 256, 4
+REPEATS = size(9, 1)
 
 
 def run() -> list[dict]:

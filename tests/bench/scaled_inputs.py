@@ -127,7 +127,8 @@ def rewrite_book(data: bytes, k: int, name: str) -> bytes:
     the encoding and line ends of the original)."""
     from pipeline.sources.books import decode_book, gutenberg_span, normalize_text
 
-    raw, encoding = decode_book(data)
+    decoded = decode_book(data)
+    raw, encoding = decoded.text, decoded.encoding
     norm = normalize_text(raw)
     span = gutenberg_span(norm)
     first, last = norm.count("\n", 0, span.start), norm.count("\n", 0, span.end)

@@ -32,6 +32,7 @@ from tokenizer import __main__ as cli
 from tokenizer.sample import cut_line, document_lines, sample_key
 from tokenizer.train import (
     LLAMA_TRAINER_SPEC,
+    LOG_LEVEL,
     parse_trainer_log,
     redirect_fd2,
     train_tokenizer,
@@ -298,7 +299,7 @@ def test_parse_trainer_log_counts_real_skips(request, tmp_path):
         with redirect_fd2(log):
             spm.SentencePieceTrainer.Train(
                 sentence_iterator=iter(lines), model_writer=io.BytesIO(), vocab_size=400,
-                max_sentence_length=MAX_LINE, **LLAMA_TRAINER_SPEC,
+                max_sentence_length=MAX_LINE, **LLAMA_TRAINER_SPEC, **LOG_LEVEL,
             )
         log.seek(0)
         counts = parse_trainer_log(log.read().decode())
@@ -416,7 +417,7 @@ def test_trainer_subsamples_to_input_sentence_size(tmp_path_factory, corpus, tra
     out_dir = _build(tmp_path_factory, corpus, "subsample")
     cfg = _config(out_dir, "tokenizer.input_sentence_size=2000")
     a = train_tokenizer(cfg)
-    b = train_tokenizer(cfg)
+    b = train_tokenizer(cfg, force=True)  # trained again, not skipped as up to date
     n_lines = sum(s["lines"] for s in a["sample_stats"].values())
     assert a["sentences"] == a["loaded"] == 2000 < n_lines
     assert a["sha256"] == b["sha256"] != full["sha256"]

@@ -175,7 +175,9 @@ def test_cli_export(trained, tmp_path, capsys):
     assert "(600 pieces)" in out and all(f"/{name} (sha256 " in out for name in HF_FILES)
     # --config: the config's model, its trainer.seq_len as model_max_length.
     cfg = trained[0]
-    sets = [f"tokenizer.model_prefix={cfg.tokenizer.model_prefix}", "trainer.seq_len=512"]
+    sets = [f"tokenizer.model_prefix={cfg.tokenizer.model_prefix}", "trainer.seq_len=512",
+            # no shards or checkpoints that record another tokenizer (the export checks them)
+            f"shards.out={tmp_path / 'no-shards'}", f"trainer.out={tmp_path / 'no-train'}"]
     argv = ["export", "--hf", str(tmp_path / "c"), "--config", str(ROOT / "configs" / "demo.yaml")]
     assert cli.main(argv + [a for kv in sets for a in ("--set", kv)]) == 0
     capsys.readouterr()

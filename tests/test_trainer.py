@@ -68,7 +68,8 @@ def test_loss_falls_on_real_text(book_shards, tmp_path):
     assert summary["steps"] == 60 and summary["tokens"] == 60 * 8 * 64
     for r in records:
         assert r["lr"] == cosine_lr(r["step"], lr=3e-3, warmup_steps=10, steps=60, min_lr_ratio=0.1)
-        assert r["grad_norm"] > 0 and r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1
+        assert r["grad_norm"] > 0 and r["tokens_per_s"] > 0
+        assert "mfu" not in r  # a CPU has no datasheet peak: no MFU (trainer/devices.py)
     # Checkpoints at 20, 40, 60; the last two kept.
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [
         "step-000040.pt", "step-000060.pt"]

@@ -83,7 +83,7 @@ def test_compiled_run_checkpoint_loads_strictly_into_plain_model_and_exporter(
     model = Transformer(ModelArgs(**state["model_args"]))
     model.load_state_dict(state["model"], strict=True)
     assert main(["export", "--hf", str(tmp_path / "hf"), "--checkpoint",
-                 summary["checkpoint"]]) == 0
+                 summary["checkpoint"], "--no-tokenizer"]) == 0
     weights, args = import_hf(tmp_path / "hf")
     assert args == model.args
     assert weights.keys() == state["model"].keys()

@@ -21,7 +21,11 @@ def _train(args: argparse.Namespace) -> int:
 
     io.configure(cfg.beam.extra_args)  # s3/gcs options, when the clean output is on a bucket
     io.check_reachable([cfg.out_dir, cfg.tokenizer.model_prefix])
-    summary = train_tokenizer(cfg)
+    summary = train_tokenizer(cfg, force=args.force, allow_mixed=args.allow_mixed)
+    if summary.get("skipped"):
+        print(f"tokenizer: skipped: {summary['model']} (sha256 {summary['sha256'][:16]}) is up to date with "
+              f"clean run {summary['clean_run']} and these settings (--force retrains it)")
+        return 0
     print(f"model: {summary['model']} (sha256 {summary['sha256']})")
     print(f"vocab: {summary['vocab']} ({summary['vocab_size']} pieces)")
     print(f"sample: {summary['sample']} ({summary['sentences']} lines given to the trainer)")
@@ -38,9 +42,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from tokenizer.hf import LLAMA_CONTEXT, export_hf  # imports transformers: only here
+def _recorded_tokenizers(cfg, checkpoint: str | None) -> list[tuple[str, dict | None]]:
+    """(where, record) of the tokenizer the model must be exported with: the
+    checkpoint's (--checkpoint, else the newest under the config's trainer.out) and
+    the config's shard manifest's, each where there is one."""
+    from trainer.checkpoint import latest_checkpoint, saved_state
+    from trainer.data import ShardError, load_manifest
+    from trainer.storage import join
 
+    records = []
+    if cfg is not None:
+        try:
+            records.append((f"shard manifest in {cfg.shards.out}",
+                            load_manifest(cfg.shards.out).get("tokenizer")))
+        except ShardError:
+            pass  # no shards yet: nothing recorded there
+        checkpoint = checkpoint or latest_checkpoint(join(cfg.trainer.out, "checkpoints"))
+    if checkpoint is not None:
+        records.append((f"checkpoint {checkpoint}", saved_state(checkpoint).get("tokenizer")))
+    return records
+
+
+def _export(args: argparse.Namespace) -> int:
+    # imports transformers: only here
+    from tokenizer.hf import LLAMA_CONTEXT, check_recorded, export_hf
+
+    cfg = None
     if args.config or not args.model:
         from pipeline.config import load_config
 
@@ -51,8 +78,12 @@ def _export(args: argparse.Namespace) -> int:
             print("error: --set needs --config", file=sys.stderr)
             return 2
         model, context = args.model, LLAMA_CONTEXT
+    records = [(w, r) for w, r in _recorded_tokenizers(cfg, args.checkpoint) if (r or {}).get("sha256")]
+    check_recorded(model, records)  # TokenizerMismatch (a ValueError): one line, exit 1
     summary = export_hf(model, args.hf, model_max_length=context)
     print(f"model: {model} ({summary['vocab_size']} pieces)")
+    if records:
+        print("the tokenizer recorded by the " + " and the ".join(w for w, _ in records))
     for name, digest in summary["files"].items():
         print(f"wrote {summary['dir']}/{name} (sha256 {digest})")
     return 0
@@ -108,12 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
             "Read the cleaned Arrow files that <out_dir>/clean/manifest.json lists "
             "(run-<id>/<source>/part-*.arrow; local, gs:// or s3://), write a "
             "mixture-weighted sample to <tokenizer.model_prefix>.sample.txt, train SentencePiece "
-            "BPE with LLaMA's settings and write <model_prefix>.model and .vocab. Prints the "
-            "model path and the sample per source."
+            "BPE with LLaMA's settings and write <model_prefix>.model and .vocab, then "
+            "<model_prefix>.manifest.json (the clean run and settings it was trained on). Prints "
+            "the model path and the sample per source. A model already trained on the committed "
+            "clean run with the same settings is kept: one line says so."
         ),
     )
     train.add_argument("--config", default=DEMO_CONFIG, help="YAML config (default: %(default)s)")
     add_override_argument(train, "tokenizer.vocab_size=500")
+    train.add_argument("--force", action="store_true",
+                       help="train even when the model is up to date with the clean output and settings")
+    train.add_argument("--allow-mixed", action="store_true",
+                       help="train on a clean output written under other settings than the config's, "
+                            "with a warning (by default: an error naming its run)")
     train.set_defaults(run=_train)
 
     export = commands.add_parser(
@@ -124,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
             "special_tokens_map.json into DIR, for AutoTokenizer / LlamaTokenizer / "
             "LlamaTokenizerFast.from_pretrained(DIR). The model is --model, or "
             "<tokenizer.model_prefix>.model of --config (whose trainer.seq_len becomes "
-            "model_max_length; 2048 with --model)."
+            "model_max_length; 2048 with --model). It must be the tokenizer the model was "
+            "trained with: its sha256 is checked against the one recorded by --checkpoint, "
+            "and with --config by <shards.out>/manifest.json and the newest checkpoint under "
+            "trainer.out; a mismatch is refused (exit status 1). `python -m trainer export "
+            "--hf DIR` writes the model and its tokenizer together."
         ),
     )
     export.add_argument("--hf", required=True, metavar="DIR", help="the folder to write")
@@ -132,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--model", help="a trained .model file")
     which.add_argument("--config", help=f"YAML config (default without --model: {DEMO_CONFIG})")
     add_override_argument(export, "tokenizer.model_prefix=out/tok/m")
+    export.add_argument("--checkpoint", metavar="PATH",
+                        help="a trainer checkpoint whose recorded tokenizer this must be")
     export.set_defaults(run=_export)
 
     encode = commands.add_parser(
@@ -155,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--model", help="a trained .model file (default: the --config's)")
     decode.add_argument("--config", default=DEMO_CONFIG, help="YAML config (default: %(default)s)")
     add_override_argument(decode, "tokenizer.model_prefix=out/demo/tokenizer/llama-demo")
-    decode.add_argument("ids", nargs="+", type=int, help="token ids, e.g. 1 450 4996")
+    decode.add_argument("ids", nargs="+", type=int,
+                        help="token ids, e.g. 1 461 373 1295 876 (BOS, then what `encode "
+                             "'Alice was beginning'` prints with the demo tokenizer)")
     decode.set_defaults(run=_decode)
     return parser
 

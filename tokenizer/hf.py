@@ -65,11 +65,51 @@ import sentencepiece as spm
 
 from tokenizer import load, model_proto, special_ids
 
-__all__ = ["HF_FILES", "LLAMA_CONTEXT", "build_fast_tokenizer", "export_hf", "hf_tokenizer_config"]
+__all__ = ["HF_FILES", "LLAMA_CONTEXT", "TokenizerMismatch", "build_fast_tokenizer",
+           "check_recorded", "export_hf", "hf_tokenizer_config"]
 
 HF_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 LLAMA_CONTEXT = 2048  # LLaMA (2023): "a context length of 2048 tokens"
+
+
+class TokenizerMismatch(ValueError):
+    """A tokenizer other than the one a checkpoint or the shards were made with."""
+
+
+def check_recorded(model_path: str | Path, records: list[tuple[str, dict | None]]) -> str:
+    """The sha256 of the model file, checked against what each record says it must be.
+
+    A model paired with another tokenizer than its own turns ids into the wrong text,
+    silently; the shard manifest and every checkpoint record the tokenizer they were
+    made with (its sha256), so an export can refuse such a pair.
+
+    Args:
+        model_path: a SentencePiece `.model` file.
+        records: (where it is recorded, e.g. "checkpoint out/x/step-000300.pt", the
+            record {"sha256", "path", ...} or None); a record without a sha256 is
+            not checked.
+    Returns: the file's sha256 (hex).
+    Raises:
+        FileNotFoundError: no such file.
+        TokenizerMismatch: a record names another sha256 (the message names both
+            files and digests).
+    """
+    import hashlib
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such SentencePiece model file")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    for where, record in records:
+        expected = (record or {}).get("sha256")
+        if expected and expected != digest:
+            raise TokenizerMismatch(
+                f"{path} (sha256 {digest[:16]}) is not the tokenizer of the {where}, which "
+                f"records {record.get('path')} (sha256 {expected[:16]}): exported together, "
+                "the model's ids would decode to the wrong text; export the recorded tokenizer, "
+                "or the checkpoint of a run trained on this one")
+    return digest
 
 
 def _added_token(content: str) -> dict[str, Any]:

@@ -26,17 +26,21 @@ import re
 import sys
 import tempfile
 import time
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import numpy as np
 import sentencepiece as spm
 
 from pipeline import io as storage
+from pipeline import lineage
 from pipeline.config import Config
+from pipeline.schema import ContractError, load_clean_manifest
 from tokenizer.sample import write_training_sample
 
 __all__ = [
     "LLAMA_TRAINER_SPEC",
+    "LOG_LEVEL",
     "parse_trainer_log",
     "redirect_fd2",
     "sample_path",
@@ -65,6 +69,9 @@ LLAMA_TRAINER_SPEC: dict[str, Any] = {
     "pad_id": -1,
     "shuffle_input_sentence": True,
 }
+# The skip counts are read from the trainer's log. Its level is process-wide in
+# SentencePiece: a quieter training earlier in the process would hide them.
+LOG_LEVEL = {"minloglevel": 0}
 
 # SentencePiece's log lines for lines it leaves out of training.
 _TOO_LONG = re.compile(r"Skipped (\d+) too long sentences")
@@ -129,17 +136,42 @@ def parse_trainer_log(text: str) -> dict[str, int]:
     return {"too_long": too_long, "reserved": reserved, "skipped": skipped, "loaded": loaded}
 
 
-def train_tokenizer(cfg: Config) -> dict[str, Any]:
-    """Write the training sample, train SentencePiece BPE on it, save the model.
+def up_to_date(cfg: Config, clean: dict[str, Any]) -> dict[str, Any] | None:
+    """The tokenizer's manifest (`pipeline.lineage.tokenizer_manifest_path`)
+    when training now would give the same model: trained under the same
+    settings (`Config.tokenizer_digest`) on the clean output now committed
+    (`pipeline.lineage.made_from`), its model (of the recorded sha256) and
+    vocab there; else None."""
+    path = lineage.tokenizer_manifest_path(cfg)
+    if not storage.exists(path):
+        return None
+    manifest = storage.read_json(path)
+    model = f"{cfg.tokenizer.model_prefix}.model"
+    if (manifest.get("format") != lineage.TOKENIZER_FORMAT
+            or manifest.get("tokenizer_digest") != cfg.tokenizer_digest()
+            or not lineage.made_from(manifest, "clean", clean)
+            or not storage.exists(f"{cfg.tokenizer.model_prefix}.vocab") or not storage.exists(model)):
+        return None
+    return manifest if storage.sha256_file(model) == manifest.get("sha256") else None
+
+
+def train_tokenizer(cfg: Config, force: bool = False, allow_mixed: bool = False) -> dict[str, Any]:
+    """Write the training sample, train SentencePiece BPE on it, save the model,
+    unless `force` is false and the model is `up_to_date` (then its manifest
+    is returned, with "skipped": True).
 
     Writes `<model_prefix>.sample.txt` (see `write_training_sample`), then
     `<model_prefix>.model` and `<model_prefix>.vocab` (piece, tab, score per
-    line, as `spm_train` writes it), each atomically.
+    line, as `spm_train` writes it), each atomically, and last
+    `<model_prefix>.manifest.json`: the summary below with the format, the
+    settings digest (`Config.tokenizer_digest`) and the clean run trained on.
 
     Args:
         cfg: the job config; `cfg.tokenizer` gives model_prefix, vocab_size,
             input_sentence_size (at most this many lines, drawn with cfg.seed),
             sample_bytes, max_sentence_length, character_coverage, num_threads.
+        allow_mixed: train on a clean output written under other settings
+            than the config's, with a warning (`pipeline.lineage.check`).
     Returns:
         {"model", "vocab", "sample": paths; "sha256": of the model file;
         "sample_sha256"; "vocab_size"; "sample_stats": per source (see
@@ -150,11 +182,19 @@ def train_tokenizer(cfg: Config) -> dict[str, Any]:
         FileNotFoundError: no cleaned files (names the folder).
         ValueError: the sample is empty, or a cleaned file is unreadable.
         RuntimeError: SentencePiece failed (its message and log tail attached).
+        MixedRuns: the clean output follows other settings (`pipeline.lineage`).
     """
     tok = cfg.tokenizer
     model_path = f"{tok.model_prefix}.model"
     vocab_path = f"{tok.model_prefix}.vocab"
     sample = sample_path(cfg)
+    try:
+        clean = load_clean_manifest(cfg.out_dir)
+    except ContractError as e:
+        raise FileNotFoundError(str(e)) from None
+    lineage.check(cfg, "tokenizer train", "clean", allow_mixed)
+    if not force and (current := up_to_date(cfg, clean)) is not None:
+        return {**current, "skipped": True}
 
     t0 = time.perf_counter()
     stats = write_training_sample(cfg, sample)
@@ -180,7 +220,7 @@ def train_tokenizer(cfg: Config) -> dict[str, Any]:
                     input_sentence_size=tok.input_sentence_size,
                     max_sentence_length=tok.max_sentence_length,
                     num_threads=tok.num_threads,
-                    **LLAMA_TRAINER_SPEC,
+                    **LLAMA_TRAINER_SPEC, **LOG_LEVEL,
                 )
         except RuntimeError as e:
             trainer_log.seek(0)
@@ -196,8 +236,8 @@ def train_tokenizer(cfg: Config) -> dict[str, Any]:
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     with storage.atomic_write(vocab_path) as f:
         for i in range(sp.get_piece_size()):
-            f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n".encode("utf-8"))
-    return {
+            f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n".encode())
+    summary = {
         "model": str(model_path),
         "vocab": str(vocab_path),
         "sample": str(sample),
@@ -211,3 +251,8 @@ def train_tokenizer(cfg: Config) -> dict[str, Any]:
         "sample_seconds": round(sample_seconds, 3),
         "train_seconds": round(train_seconds, 3),
     }
+    storage.write_json(lineage.tokenizer_manifest_path(cfg), {
+        **summary, "format": lineage.TOKENIZER_FORMAT, "tokenizer_digest": cfg.tokenizer_digest(),
+        "clean_run": clean.get("run"), "clean_contents": lineage.contents(clean),
+        "clean_config_digest": clean.get("clean_config_digest")})
+    return summary

@@ -3,6 +3,10 @@
     python -m trainer --config configs/demo.yaml [--set trainer.steps=50 ...]   # train
     python -m trainer export --hf DIR [--checkpoint PATH | --config CONFIG]     # to HF Llama
     python -m trainer import --hf DIR --out CKPT                                # from HF Llama
+    python -m trainer --set trainer.init_from=CKPT_OR_HF_DIR ...                # continue training
+    python -m trainer generate --prompt TEXT [--checkpoint PATH | --hf DIR]      # sample, streamed
+    python -m trainer generate --memory 13B                                     # inference memory
+    python -m trainer eval [--docs PATH] [--tasks PATH] [--checkpoint | --hf]    # loss, bpb, acc
 
 Training runs the same under `torchrun --nproc_per_node N -m trainer ...` (FSDP2).
 Paths (shards.out, trainer.out, --checkpoint, import's --out) may be local, s3:// or
@@ -25,14 +29,25 @@ Reads <shards.out>/manifest.json and the train-split shards it lists (written by
 pipeline's shard job, `python -m pipeline shards`; each shard is checked against its sha256). Writes under
 <trainer.out>: log.jsonl (train records: step, loss, lr, grad_norm, tokens, tokens/s,
 MFU per logged step; val records: step, val_loss per source, on the manifest's val
-shards), checkpoints/step-NNNNNN.pt (model, optimizer, step, RNG and data-stream
+shards; eval records: loss and bits per byte per document set, accuracy per task,
+of trainer.eval's sets every trainer.eval.every steps and at the end),
+checkpoints/step-NNNNNN.pt (model, optimizer, step, RNG and data-stream
 state; a sharded folder checkpoints/step-NNNNNN/ under torchrun) and loss.png.
-A rerun resumes from the newest checkpoint, on exactly the same tokens.
+A rerun resumes from the newest checkpoint, on exactly the same tokens. A run
+with no checkpoint yet starts from trainer.init_from when set: the weights of a
+checkpoint or of a Hugging Face Llama folder (`export`/`import` below), with a
+new optimizer, schedule and data stream (its validation loss is logged at step 0).
+trainer.device: cpu, cuda, cuda:N or mps (a CUDA build of torch for cuda: README,
+"GPU setup"). MFU is logged against the GPU's bf16 datasheet peak
+(trainer/devices.py), or trainer.peak_flops (a number, or "measure"); on a CPU
+without one, it is not logged. trainer.tensorboard: true (<trainer.out>/tensorboard)
+or a folder also gets the log's records as TensorBoard scalars.
 shards.out and trainer.out may be on an object store (s3://, gs://; options in the
 config's beam.extra_args): shards are downloaded once per machine and checked; the run
 works in a local staging folder and uploads each checkpoint, log.jsonl and loss.png.
 
-Other commands: `python -m trainer export --help`, `python -m trainer import --help`.
+Other commands: `python -m trainer export --help`, `python -m trainer import --help`,
+`python -m trainer generate --help`, `python -m trainer eval --help`.
 """
 
 
@@ -49,6 +64,10 @@ def _configure_storage(cfg, *paths: str) -> None:
             sys.exit(f"error: {e}")
 
 
+def _peak_flops(value: str) -> float | str:
+    return value if value == "measure" else float(value)
+
+
 def _train(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainer", description=DESCRIPTION,
@@ -58,20 +77,33 @@ def _train(argv: list[str]) -> int:
     add_override_argument(parser)
     parser.add_argument("--no-resume", action="store_true",
                         help="start afresh: delete this run's checkpoints and log")
-    parser.add_argument("--peak-flops", type=float, default=None,
-                        help="device peak FLOP/s for MFU (default: trainer.peak_flops, else "
-                             "312e12 on CUDA, a nominal 100e9 per thread on CPU)")
+    parser.add_argument("--peak-flops", type=_peak_flops, default=None, metavar="FLOPS|measure",
+                        help="device peak FLOP/s for MFU, or 'measure' to time a matmul at start "
+                             "(default: trainer.peak_flops, else the GPU's bf16 datasheet peak "
+                             "in trainer/devices.py; none on CPU: no MFU)")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="train on shards that do not follow the config or the clean output and "
+                             "tokenizer now there, or resume a run of other shards, with a warning "
+                             "(by default: an error naming the runs)")
     opts = parser.parse_args(argv)
     try:
         cfg = load_config(opts.config, opts.overrides)
     except ConfigError as e:
         parser.error(str(e))
     _configure_storage(cfg, cfg.shards.out, cfg.trainer.out)
+    from pipeline import lineage
+
+    try:  # the shards agree with the clean output, tokenizer and config, and a run resumed with them
+        runs = lineage.check_training(cfg, resume=not opts.no_resume, allow_mixed=opts.allow_mixed)
+    except lineage.MixedRuns as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     from trainer.checkpoint import CheckpointError
     from trainer.data import ShardError
+    from trainer.devices import DeviceError
     from trainer.model import MODEL_SIZES
-    from trainer.train import train  # after --help: importing torch is slow
+    from trainer.train import SetupError, train  # after --help: importing torch is slow
 
     name = cfg.trainer.model
     if name not in MODEL_SIZES:  # before any data is read
@@ -81,7 +113,8 @@ def _train(argv: list[str]) -> int:
 
     try:
         summary = train(cfg, resume=not opts.no_resume, peak_flops=opts.peak_flops)
-    except ShardError as e:  # no shards yet, or a corrupt or missing one: named, no traceback
+    except (ShardError, DeviceError, SetupError) as e:  # no shards yet, a corrupt or missing one,
+        # a device this torch lacks, unusable init_from or tensorboard: named, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (CheckpointError, ValueError) as e:  # a checkpoint that cannot be resumed here
@@ -92,15 +125,23 @@ def _train(argv: list[str]) -> int:
         return 1
     if summary["plot"] is None:  # ranks > 0 under torchrun: rank 0 reports
         return 0
+    # what this run trained on, for the next one and the report (after setup, which may
+    # refuse the run; a killed run's checkpoints record their shards themselves)
+    lineage.record_training(cfg, runs)
     if summary["interrupted"]:
         print(f"interrupted after step {summary['steps']}; checkpoint: {summary['checkpoint']}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
-    if summary["steps"] > cfg.trainer.steps:
-        print(f"note: the latest checkpoint is at step {summary['steps']}, past trainer.steps="
-              f"{cfg.trainer.steps}: nothing to train (--no-resume starts afresh)", file=sys.stderr)
-    print(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens; "
-          f"loss {summary['first_loss']} -> {summary['last_loss']}")
+    if summary["steps"] == summary["start_step"]:  # nothing left to do: say so, not "trained"
+        past = summary["steps"] > cfg.trainer.steps
+        print(f"already complete: the latest checkpoint is at step {summary['steps']}"
+              f"{', past' if past else ' ='} trainer.steps={cfg.trainer.steps}; nothing was trained "
+              "(raise trainer.steps to continue, --no-resume starts afresh)")
+    else:
+        resumed = (f" (steps {summary['start_step'] + 1}-{summary['steps']}, resumed)"
+                   if summary["start_step"] else "")
+        print(f"trained {summary['steps'] - summary['start_step']} steps{resumed}, "
+              f"{summary['tokens']:,} tokens; loss {summary['first_loss']} -> {summary['last_loss']}")
     if summary["val_loss"]:
         print("val loss: " + ", ".join(f"{s} {v:.4f}" for s, v in summary["val_loss"].items()))
     print(f"checkpoint: {summary['checkpoint']}")
@@ -112,28 +153,41 @@ def _train(argv: list[str]) -> int:
 def _export(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainer export",
-        description="Write a checkpoint's model in the Hugging Face Llama format "
-                    "(config.json + model.safetensors, float32), loadable by "
-                    "transformers.LlamaForCausalLM.from_pretrained(DIR).")
+        description="Write a checkpoint's model and the tokenizer that trained it as one "
+                    "Hugging Face Llama folder: config.json + model.safetensors (--dtype) + "
+                    "tokenizer.model, tokenizer.json, tokenizer_config.json and "
+                    "special_tokens_map.json, so that AutoTokenizer.from_pretrained(DIR) and "
+                    "LlamaForCausalLM.from_pretrained(DIR) load it and need no other file. The "
+                    "tokenizer file is checked by sha256 against the one the checkpoint records "
+                    "(else the config's shard manifest); a mismatch is refused.")
     parser.add_argument("--hf", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--checkpoint", metavar="PATH",
                         help="a checkpoint file or sharded folder (default: the newest "
                              "under the config's trainer.out)")
     parser.add_argument("--config", default=None,
                         help="job config: its newest checkpoint when --checkpoint is not "
-                             "given, and the BOS/EOS ids of its shards' tokenizer (default: "
-                             "configs/demo.yaml without --checkpoint; else LLaMA's ids 1, 2)")
+                             "given, its tokenizer (tokenizer.model_prefix) and its shard "
+                             "manifest's record of it (default: configs/demo.yaml without "
+                             "--checkpoint)")
     add_override_argument(parser)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--tokenizer", metavar="MODEL",
+                       help="the SentencePiece .model to write (default: the config's, else "
+                            "the path the checkpoint records)")
+    which.add_argument("--no-tokenizer", action="store_true",
+                       help="write the model alone (config.json, model.safetensors)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="dtype of the exported weights (default: %(default)s, the "
+                             "checkpoint's own)")
     opts = parser.parse_args(argv)
 
-    from trainer.checkpoint import latest_checkpoint, load_model_weights
+    from trainer.checkpoint import latest_checkpoint, load_model
     from trainer.data import ShardError, load_manifest
     from trainer.hf import export_hf
     from trainer.model import ModelArgs
     from trainer.storage import join
 
-    bos, eos = 1, 2
-    checkpoint = opts.checkpoint
+    checkpoint, cfg, manifest_record = opts.checkpoint, None, None
     config = opts.config or (None if checkpoint else "configs/demo.yaml")
     if config is not None:
         try:
@@ -146,25 +200,72 @@ def _export(argv: list[str]) -> int:
             if checkpoint is None:
                 parser.error(f"no checkpoint under {cfg.trainer.out}/checkpoints")
         try:
-            tok = load_manifest(cfg.shards.out)["tokenizer"]
-            bos, eos = tok.get("bos_id", bos), tok.get("eos_id", eos)
+            manifest_record = load_manifest(cfg.shards.out)["tokenizer"]
         except ShardError:
-            pass  # no shards beside the config: LLaMA's ids
+            pass  # no shards beside the config
     try:
-        weights, args = load_model_weights(checkpoint)
+        weights, state = load_model(checkpoint)
     except (FileNotFoundError, KeyError) as e:
         parser.error(f"{checkpoint}: {e}")
-    out = export_hf(weights, ModelArgs(**args), opts.hf, bos_token_id=bos, eos_token_id=eos)
-    print(f"exported {checkpoint} -> {out}")
+    args = ModelArgs(**state["model_args"])
+    # what the model was trained with: the checkpoint's own record, else the shards'
+    if (state.get("tokenizer") or {}).get("sha256"):
+        where, record = f"checkpoint {checkpoint}", state["tokenizer"]
+    elif (manifest_record or {}).get("sha256"):
+        where, record = f"shard manifest in {cfg.shards.out}", manifest_record
+    else:
+        where, record = None, state.get("tokenizer") or manifest_record
+    bos, eos = (record or {}).get("bos_id", 1), (record or {}).get("eos_id", 2)
+
+    tokenizer = None
+    if not opts.no_tokenizer:
+        tokenizer = opts.tokenizer or (f"{cfg.tokenizer.model_prefix}.model" if cfg else None) or (
+            record or {}).get("path")
+        if tokenizer is None:
+            parser.error(f"{checkpoint} records no tokenizer: give the one it was trained with "
+                         "(--tokenizer MODEL), or export the model alone (--no-tokenizer)")
+        try:
+            error = _check_export_tokenizer(tokenizer, [(where, record)] if where else [], args)
+        except (FileNotFoundError, ValueError) as e:
+            error = str(e)
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+
+    out = export_hf(weights, args, opts.hf, bos_token_id=bos, eos_token_id=eos, dtype=opts.dtype)
+    print(f"exported {checkpoint} -> {out} ({opts.dtype})")
+    if tokenizer is not None:
+        from tokenizer.hf import export_hf as export_tokenizer
+
+        export_tokenizer(tokenizer, out, model_max_length=args.max_seq_len)
+        print(f"tokenizer: {tokenizer}" + (f", the one recorded by the {where}" if where else
+                                           ", not checked: nothing records the model's tokenizer"))
     return 0
+
+
+def _check_export_tokenizer(path: str, records: list, args) -> str | None:
+    """Why the tokenizer file `path` cannot go with a model of `args` (None: it can):
+    another sha256 than recorded (`tokenizer.hf.check_recorded`), or another vocabulary."""
+    from tokenizer import load
+    from tokenizer.hf import check_recorded
+
+    check_recorded(path, records)
+    size = load(path).get_piece_size()
+    if size != args.vocab_size:
+        return (f"{path} has {size} pieces, the model's vocabulary is {args.vocab_size}: "
+                "not the tokenizer it was trained with")
+    return None
 
 
 def _import(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainer import",
-        description="Read a Hugging Face Llama folder (config.json + model.safetensors) "
-                    "into a checkpoint file holding the model and its ModelArgs "
-                    "(no optimizer state), loadable with weights_only.")
+        description="Read a Hugging Face Llama folder (config.json + model.safetensors, or "
+                    "sharded weights named by model.safetensors.index.json) into a checkpoint "
+                    "file holding the model, its ModelArgs and, when the folder has a "
+                    "tokenizer.model, that tokenizer's sha256 (no optimizer state), loadable "
+                    "with weights_only. Train from it with --set trainer.init_from=CKPT (or "
+                    "name the folder itself there).")
     parser.add_argument("--hf", required=True, metavar="DIR", help="input folder")
     parser.add_argument("--out", required=True, metavar="CKPT",
                         help="checkpoint file to write (local, s3:// or gs://)")
@@ -175,7 +276,7 @@ def _import(argv: list[str]) -> int:
     from pathlib import Path
 
     from trainer.checkpoint import save_checkpoint
-    from trainer.hf import import_hf
+    from trainer.hf import import_hf, tokenizer_record
     from trainer.storage import upload
 
     try:
@@ -183,6 +284,8 @@ def _import(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         parser.error(f"{opts.hf}: {e}")
     state = {"step": 0, "model": weights, "model_args": asdict(args)}
+    if (record := tokenizer_record(opts.hf)) is not None:
+        state["tokenizer"] = record
     if not is_remote(opts.out):
         path = save_checkpoint(opts.out, state)
     else:  # written here, then uploaded (the object appears only once complete)
@@ -193,13 +296,282 @@ def _import(argv: list[str]) -> int:
     return 0
 
 
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `generate` and `eval` share: which model, tokenizer and device."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", metavar="PATH",
+                       help="a checkpoint file or sharded folder (default: the newest under "
+                            "the config's trainer.out)")
+    which.add_argument("--hf", metavar="DIR",
+                       help="a Hugging Face Llama folder (`python -m trainer export --hf`)")
+    parser.add_argument("--config", default=None,
+                        help="job config: its newest checkpoint when neither --checkpoint nor "
+                             "--hf is given, and its shard manifest's tokenizer (default: "
+                             "configs/demo.yaml)")
+    add_override_argument(parser)
+    parser.add_argument("--tokenizer", metavar="MODEL",
+                        help="the SentencePiece .model (default: the export folder's "
+                             "tokenizer.model, else the one the checkpoint records, else the "
+                             "shard manifest's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="weights and compute dtype (default: bfloat16 on a GPU, float32 "
+                             "on CPU)")
+
+
+def _load_for_inference(parser: argparse.ArgumentParser, opts, need_config: bool):
+    """(model, SentencePiece processor, config or None, model source) of the options
+    `_add_model_arguments` adds; errors end the command with one line."""
+    import torch
+
+    from trainer.checkpoint import latest_checkpoint
+    from trainer.data import ShardError, load_manifest
+    from trainer.devices import DeviceError, resolve_device
+    from trainer.generate import load_model
+    from trainer.storage import join
+
+    source = opts.checkpoint or opts.hf
+    cfg = None
+    if need_config or opts.config or source is None:
+        try:
+            cfg = load_config(opts.config or "configs/demo.yaml", opts.overrides)
+        except ConfigError as e:
+            parser.error(str(e))
+        _configure_storage(cfg, cfg.shards.out, cfg.trainer.out, source)
+        if source is None:
+            source = latest_checkpoint(join(cfg.trainer.out, "checkpoints"))
+            if source is None:
+                parser.error(f"no checkpoint under {cfg.trainer.out}/checkpoints: train first, "
+                             "or give --checkpoint or --hf")
+    try:
+        device = resolve_device(opts.device)
+    except DeviceError as e:
+        parser.error(str(e))
+    dtype = getattr(torch, opts.dtype or ("float32" if device.type == "cpu" else "bfloat16"))
+    try:
+        model, record = load_model(source, device, dtype)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        parser.error(f"{source}: {e}")
+    path = opts.tokenizer or (record or {}).get("path")
+    if path is None and cfg is not None:
+        try:
+            path = load_manifest(cfg.shards.out)["tokenizer"]["path"]
+        except ShardError:
+            pass
+    if path is None:
+        parser.error(f"{source} records no tokenizer: give the one it was trained with "
+                     "(--tokenizer MODEL)")
+    import tokenizer
+
+    try:
+        sp = tokenizer.load(path)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    if sp.get_piece_size() != model.args.vocab_size:
+        parser.error(f"{path} has {sp.get_piece_size()} pieces, the model's vocabulary is "
+                     f"{model.args.vocab_size}: not the tokenizer it was trained with")
+    return model, sp, cfg, str(source)
+
+
+def _generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer generate",
+        description="Continue prompts with a trained model, streaming each completion to "
+                    "the terminal as it is generated (KV cache; CPU, or one GPU in bf16). "
+                    "A prompt is encoded as a document's start ([BOS] + ids). Temperature 0 "
+                    "is greedy decoding; else the logits are divided by the temperature, cut "
+                    "to --top-k and to the --top-p nucleus, and sampled with --seed. "
+                    "--memory SIZE instead prints what a model size needs to generate at "
+                    "bf16 (weights and KV cache, counted on the meta device) and whether it "
+                    "fits one 80 GB and one 40 GB GPU.")
+    _add_model_arguments(parser)
+    prompts = parser.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                         help="a prompt (repeatable; default: the config's trainer.eval.prompts)")
+    prompts.add_argument("--prompts-file", metavar="FILE", help="one prompt per line")
+    prompts.add_argument("--memory", metavar="SIZE",
+                         help="print the inference memory of a model size (e.g. 13B) and exit")
+    parser.add_argument("--cache-tokens", type=int, default=2048,
+                        help="KV cache length for --memory (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=64,
+                        help="tokens to generate per prompt (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=0.6,
+                        help="0: greedy (default: %(default)s, Meta's example)")
+    parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=0.9,
+                        help="keep the nucleus of this probability (default: %(default)s; 1: off)")
+    parser.add_argument("--seed", type=int, default=1234, help="sampling seed (default: %(default)s)")
+    parser.add_argument("--out", metavar="JSON",
+                        help="also write the samples there: {settings, samples: [{prompt, "
+                             "completion, tokens}]}")
+    opts = parser.parse_args(argv)
+
+    if opts.memory:
+        from trainer.generate import inference_memory, memory_report
+        from trainer.model import MODEL_SIZES
+
+        if opts.memory not in MODEL_SIZES:
+            parser.error(f"--memory {opts.memory!r}: not a model size ({', '.join(MODEL_SIZES)})")
+        import torch
+
+        dtype = getattr(torch, opts.dtype or "bfloat16")
+        print(memory_report(inference_memory(opts.memory, opts.cache_tokens, dtype=dtype)))
+        return 0
+
+    import torch
+
+    from trainer.generate import TextStream, completion_text, encode_prompt, generate
+
+    model, sp, cfg, source = _load_for_inference(parser, opts, need_config=False)
+    if opts.prompts_file:
+        from pathlib import Path
+
+        texts = [line for line in Path(opts.prompts_file).read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    else:
+        texts = opts.prompt or (cfg.trainer.eval.prompts if cfg is not None else [])
+    if not texts:
+        parser.error("no prompt: give --prompt TEXT or --prompts-file FILE")
+    device = model.output.weight.device
+    generator = torch.Generator(device).manual_seed(opts.seed)
+    samples = []
+    for text in texts:
+        print(text, end="", flush=True)
+        ids = encode_prompt(sp, text)
+        stream = TextStream(sp, ids)
+        try:
+            tokens = generate(model, ids, opts.max_new_tokens,
+                              temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,
+                              generator=generator, eos_id=sp.eos_id(), on_token=stream)
+        except ValueError as e:
+            print(file=sys.stderr)
+            parser.error(str(e))
+        stream.finish()
+        samples.append({"prompt": text, "completion": completion_text(sp, ids, tokens),
+                        "tokens": tokens})
+    if opts.out:
+        from pipeline import io as pio
+
+        settings = {"model": source, "max_new_tokens": opts.max_new_tokens,
+                    "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
+                    "seed": opts.seed, "device": str(device),
+                    "dtype": str(model.output.weight.dtype).removeprefix("torch.")}
+        pio.write_json(opts.out, {"settings": settings, "samples": samples})
+    return 0
+
+
+def _named_paths(items: list[str]) -> dict[str, str]:
+    """`[NAME=]PATH` options as {name: path}; the name defaults to the file's name
+    without .jsonl / .json and a compression suffix."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or "/" in name:
+            path = item
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            for suffix in (".gz", ".bz2", ".xz", ".jsonl", ".json"):
+                name = name.removesuffix(suffix)
+        out[name] = path
+    return out
+
+
+def _eval(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer eval",
+        description="Measure a trained model and write a JSON report (default "
+                    "<trainer.out>/eval.json, which `python -m pipeline report` shows): per "
+                    "source of the validation shards, loss (nats/token) and bits per byte; per "
+                    "documents file (JSONL, a \"text\" field each: Paloma's files, C4's), "
+                    "perplexity and bits per byte; per multiple-choice task (JSONL of "
+                    "{\"context\", \"choices\", \"gold\"}), zero-shot accuracy by log-likelihood, "
+                    "as lm-eval-harness scores it (acc, acc_norm per character, and per token); "
+                    "and greedy samples of the config's trainer.eval.prompts. The sets are the "
+                    "config's trainer.eval.docs and .tasks, plus --docs and --tasks.")
+    _add_model_arguments(parser)
+    parser.add_argument("--docs", action="append", default=[], metavar="[NAME=]PATH",
+                        help="a JSONL file of documents (repeatable; any filesystem, .gz fine)")
+    parser.add_argument("--tasks", action="append", default=[], metavar="[NAME=]PATH",
+                        help="a JSONL file of multiple-choice items (repeatable)")
+    parser.add_argument("--no-val", action="store_true", help="skip the validation shards")
+    parser.add_argument("--val-windows", type=int, default=None,
+                        help="windows per source (default: trainer.val_batches x batch_size, "
+                             "the training run's validation windows)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sequences per forward (default: trainer.batch_size)")
+    parser.add_argument("--out", metavar="JSON", help="report path (default: <trainer.out>/eval.json)")
+    opts = parser.parse_args(argv)
+
+    import contextlib
+
+    from trainer.evaluate import (
+        format_report,
+        load_docs,
+        load_task,
+        score_docs,
+        score_task,
+        val_bits_per_byte,
+    )
+    from trainer.generate import completion_text, encode_prompt, generate
+    from trainer.storage import join
+
+    model, sp, cfg, source = _load_for_inference(parser, opts, need_config=True)
+    t, ev = cfg.trainer, cfg.trainer.eval
+    docs = {**ev.docs, **_named_paths(opts.docs)}
+    tasks = {**ev.tasks, **_named_paths(opts.tasks)}
+    batch = opts.batch_size or t.batch_size
+    seq_len = min(t.seq_len, model.args.max_seq_len)
+    device = model.output.weight.device
+    autocast = contextlib.nullcontext()
+    report = {"model": source, "device": str(device),
+              "dtype": str(model.output.weight.dtype).removeprefix("torch."), "seq_len": seq_len}
+    if not opts.no_val:
+        from trainer.data import ShardError
+
+        try:
+            report["val"] = val_bits_per_byte(model, cfg.shards.out, seq_len,
+                                              opts.val_windows or t.val_batches * t.batch_size,
+                                              batch, sp, autocast)
+        except ShardError as e:
+            print(f"note: no validation shards: {e}", file=sys.stderr)
+    try:
+        report["docs"] = {
+            name: {"path": path, **score_docs(model, load_docs(name, path, sp, ev.max_docs),
+                                              seq_len, batch, autocast)}
+            for name, path in docs.items()}
+        report["tasks"] = {
+            name: {"path": path, **score_task(model, load_task(name, path, sp, ev.max_docs),
+                                              batch, autocast)}
+            for name, path in tasks.items()}
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    report["samples"] = []
+    for text in ev.prompts:  # greedy, within the model's context
+        ids = encode_prompt(sp, text)
+        tokens = generate(model, ids, min(ev.max_new_tokens, model.args.max_seq_len - len(ids)),
+                          eos_id=sp.eos_id())
+        report["samples"].append({"prompt": text, "completion": completion_text(sp, ids, tokens),
+                                  "tokens": tokens})
+    out = opts.out or str(join(cfg.trainer.out, "eval.json"))
+    from pipeline import io as pio
+
+    pio.write_json(out, report)
+    print(format_report(report))
+    print(f"report: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "export":
-        return _export(argv[1:])
-    if argv and argv[0] == "import":
-        return _import(argv[1:])
-    return _train(argv)
+    commands = {"export": _export, "import": _import, "generate": _generate, "eval": _eval}
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        return _train(argv)
+    except KeyboardInterrupt:  # outside the training loop (importing torch takes seconds): no traceback
+        print("interrupted: python -m trainer stopped; checkpoints are written whole or not at all: "
+              "run the same command again", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ ones. It prints, last, a short table:
   causal half, score matrix, as PaLM's Appendix B does);
 - MFU against two peaks: a bf16 matmul peak measured in the same process (8192^3
   products, median of 10 after warm-up: what this card sustains today, thermal and
-  clock state included) and the datasheet's dense bf16 peak (H100/H200 SXM 989e12,
-  A100 312e12; `--peak-flops` to give another).
+  clock state included) and the datasheet's dense bf16 peak of this device
+  (`trainer.devices.PEAK_BF16`, the table the trainer's MFU uses too: H100/H200
+  SXM 989e12, A100 312e12, ...; `--peak-flops` to give another).
 
 Sized to finish in under 5 minutes on an H100/H200, compilation included (about
 30 s to compile, then about 0.5 s a step). On a machine without CUDA it exits with
@@ -37,45 +38,12 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 import torch
 
+from trainer.devices import MEASURE_N, bf16_peak, measure_matmul_peak
 from trainer.model import ModelArgs, Transformer
 from trainer.parallelize import parallelize
 from trainer.train import build_optimizer, train_step
 
-# Dense bf16 tensor-core peak FLOP/s by datasheet (no sparsity), matched in the
-# device name: NVIDIA H100/H200 SXM 989.4e12 (H100 PCIe: 756e12), A100 312e12.
-DATASHEET_BF16 = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12),
-                  ("A100", 312e12))
-
-
-def datasheet_peak(name: str) -> float | None:
-    """The dense bf16 datasheet peak for a device name, or None if unknown."""
-    for key, flops in DATASHEET_BF16:
-        if key in name:
-            return flops
-    return None
-
-
-MATMUL_N = 8192  # 3 x 128 MiB bf16 operands: far past launch overhead and the L2
-
-
-def measured_matmul_peak(n: int = MATMUL_N, repeats: int = 10) -> float:
-    """bf16 FLOP/s of an n x n x n matmul on random normal data: the median over
-    `repeats` timed products (CUDA events) after 3 warm-ups; 2 n^3 FLOPs each."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        a @ b
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * n**3 / statistics.median(times)
+MATMUL_N = MEASURE_N["cuda"]  # 3 x 128 MiB bf16 operands: far past launch overhead and the L2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = True
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(device)
-    peak_sheet = opts.peak_flops or datasheet_peak(name)
-    peak_measured = measured_matmul_peak()
+    peak_sheet = opts.peak_flops or bf16_peak(name)
+    peak_measured = measure_matmul_peak(device, torch.bfloat16, MATMUL_N, repeats=10)
 
     torch.manual_seed(0)
     args = ModelArgs.from_name(opts.model, vocab_size=32000, max_seq_len=opts.seq_len)

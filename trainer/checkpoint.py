@@ -113,6 +113,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep: int = 0,
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary output file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -375,23 +376,82 @@ def load_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]
         FileNotFoundError: no such checkpoint.
         KeyError: a file without "model" and "model_args".
     """
+    weights, state = load_model(path)
+    return weights, state["model_args"]
+
+
+def load_model(path: str | Path, mmap: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """As `load_model_weights`, with the checkpoint's plain saved state instead of its
+    `model_args` alone: {"model_args", "step", "tokenizer" (the shard manifest's record
+    of the tokenizer the model was trained with: path, sha256, vocab_size, bos_id,
+    eos_id; absent in older checkpoints), ...}, without the optimizer state. `mmap`:
+    a local checkpoint file's tensors are memory-mapped (the ranks of a machine that
+    all load it share its pages).
+    """
     if is_remote(path):
         with tempfile.TemporaryDirectory() as tmp:
-            return load_model_weights(fetch_checkpoint(str(path), tmp))
+            return load_model(fetch_checkpoint(str(path), tmp))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     if not is_sharded(path):
-        state = load_checkpoint(path)
-        return state["model"], state["model_args"]
+        state = load_checkpoint(path, mmap=mmap)
+        state.pop("optimizer", None)
+        weights = state.pop("model")
+        if "model_args" not in state:
+            raise KeyError("model_args")
+        return weights, state
     from trainer.model import ModelArgs, Transformer
 
-    args = load_checkpoint(rank_state_path(path, 0))["model_args"]
+    state = load_checkpoint(rank_state_path(path, 0))
+    state.pop("param_groups", None)
     with torch.device("meta"):
-        model = Transformer(ModelArgs(**args))
+        model = Transformer(ModelArgs(**state["model_args"]))
     weights = {k: torch.empty_like(v, device="cpu") for k, v in model.state_dict().items()}
     load_sharded_checkpoint(path, {"model": weights}, rank=0, no_dist=True)
-    return weights, args
+    return weights, state
+
+
+def saved_state(path: str | Path) -> dict:
+    """A checkpoint's plain saved state (`load_model`'s second half: model_args, step,
+    tokenizer...) without reading its tensors: a file is memory-mapped, a sharded
+    folder gives rank 0's state. One on an object store is downloaded first."""
+    if is_remote(path):
+        if is_sharded(path):
+            with tempfile.TemporaryDirectory() as tmp:
+                return load_checkpoint(download(join(path, rank_state_path(".", 0).name),
+                                                Path(tmp) / "rank.pt"))
+        with tempfile.TemporaryDirectory() as tmp:
+            return saved_state(fetch_checkpoint(str(path), tmp))
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    if is_sharded(path):
+        state = load_rank_state(path, 0)
+    else:
+        state = load_checkpoint(path, mmap=True)
+    return {k: v for k, v in state.items() if k not in ("model", "optimizer", "param_groups")}
+
+
+def load_init_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
+    """The weights `trainer.init_from` names: those of a checkpoint of any kind
+    (`load_model`) or of a Hugging Face Llama folder (one with config.json;
+    `trainer.hf.import_hf`, local). Returns (weights, `model_args` as a dict, the
+    record of the tokenizer they were trained with or None when none is known).
+
+    Raises:
+        FileNotFoundError: neither a checkpoint nor an HF folder.
+        KeyError, ValueError: as `load_model` and `trainer.hf.import_hf`.
+    """
+    if not is_remote(path) and (Path(path) / "config.json").is_file():
+        from dataclasses import asdict
+
+        from trainer.hf import import_hf, tokenizer_record
+
+        weights, args = import_hf(path)
+        return weights, asdict(args), tokenizer_record(path)
+    weights, state = load_model(path, mmap=True)
+    return weights, state["model_args"], state.get("tokenizer")
 
 
 def optimizer_state_by_name(state_dict: dict, named_groups: list[dict]) -> dict:

@@ -1,8 +1,11 @@
 """Hugging Face Llama format: export our weights so `transformers.LlamaForCausalLM`
 loads them, and import them back.
 
-A folder with `config.json` (LlamaConfig fields) and `model.safetensors` (float32
-weights under HF's names). Names map one to one (Meta's names -> HF's, as in
+A folder with `config.json` (LlamaConfig fields) and `model.safetensors` (weights
+under HF's names, float32 by default), and the tokenizer that trained them
+(`tokenizer.hf`, written by `python -m trainer export`). Import also reads weights
+sharded as published checkpoints are (`model.safetensors.index.json` naming
+`model-0000N-of-0000M.safetensors`). Names map one to one (Meta's names -> HF's, as in
 transformers' `convert_llama_weights_to_hf.py`):
 
     tok_embeddings.weight            model.embed_tokens.weight
@@ -23,7 +26,9 @@ everything else are unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -33,6 +38,11 @@ from trainer.model import ModelArgs, Transformer
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+TOKENIZER_MODEL = "tokenizer.model"
+
+# the weights' dtypes an export may write (`--dtype`)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 _LAYER = {
     "attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj",
@@ -67,8 +77,9 @@ def _hf_name(name: str) -> str:
     return f"model.layers.{m.group(1)}.{_LAYER[m.group(2)]}.weight"
 
 
-def to_hf_state_dict(weights: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
-    """Our state dict -> HF Llama's (renamed; wq/wk permuted; contiguous float32 copies).
+def to_hf_state_dict(weights: dict[str, torch.Tensor], args: ModelArgs,
+                     dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Our state dict -> HF Llama's (renamed; wq/wk permuted; contiguous copies in `dtype`).
 
     Raises:
         KeyError: a parameter name that is not one of the model's.
@@ -78,7 +89,7 @@ def to_hf_state_dict(weights: dict[str, torch.Tensor], args: ModelArgs) -> dict[
         w = w.detach().to("cpu", torch.float32)
         if name.endswith(("attention.wq.weight", "attention.wk.weight")):
             w = permute_for_hf(w, args.n_heads)
-        out[_hf_name(name)] = w.contiguous().clone()
+        out[_hf_name(name)] = w.to(dtype).contiguous().clone()
     return out
 
 
@@ -102,10 +113,11 @@ def from_hf_state_dict(weights: dict[str, torch.Tensor], args: ModelArgs) -> dic
     return out
 
 
-def hf_config(args: ModelArgs, bos_token_id: int | None = 1, eos_token_id: int | None = 2) -> dict:
+def hf_config(args: ModelArgs, bos_token_id: int | None = 1, eos_token_id: int | None = 2,
+              dtype: str = "float32") -> dict:
     """`config.json` of `LlamaForCausalLM` for `args` (multi-head attention, untied
-    embeddings, no biases, SiLU). The RoPE base is written both as transformers
-    5's `rope_parameters` and the older top-level `rope_theta`."""
+    embeddings, no biases, SiLU), weights in `dtype`. The RoPE base is written both as
+    transformers 5's `rope_parameters` and the older top-level `rope_theta`."""
     return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": args.vocab_size, "hidden_size": args.dim,
@@ -118,7 +130,7 @@ def hf_config(args: ModelArgs, bos_token_id: int | None = 1, eos_token_id: int |
         "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False,
         "attention_dropout": 0.0, "initializer_range": 0.02,
         "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
-        "dtype": "float32", "torch_dtype": "float32",
+        "dtype": dtype, "torch_dtype": dtype,
     }
 
 
@@ -164,40 +176,96 @@ def args_from_hf_config(config: dict) -> ModelArgs:
 
 
 def export_hf(weights: dict[str, torch.Tensor], args: ModelArgs, out_dir: str | Path,
-              bos_token_id: int | None = 1, eos_token_id: int | None = 2) -> Path:
-    """Write `config.json` and `model.safetensors` (float32) to `out_dir`; returns it.
+              bos_token_id: int | None = 1, eos_token_id: int | None = 2,
+              dtype: str = "float32") -> Path:
+    """Write `config.json` and `model.safetensors` (weights in `dtype`, a key of
+    `DTYPES`) to `out_dir`; returns it.
 
     `weights` are our plain-named weights (`model.state_dict()`, or a checkpoint's
-    "model"); `bos/eos_token_id` go into the config (the tokenizer's ids).
+    "model"); `bos/eos_token_id` go into the config (the tokenizer's ids). Each file
+    is written under a temporary name, then renamed, mode 0644.
     """
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(to_hf_state_dict(weights, args), str(out_dir / WEIGHTS), metadata={"format": "pt"})
-    config = hf_config(args, bos_token_id, eos_token_id)
-    (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    tensors = to_hf_state_dict(weights, args, DTYPES[dtype])
+    config = (json.dumps(hf_config(args, bos_token_id, eos_token_id, dtype), indent=2) + "\n").encode()
+    for name, write in ((WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"})),
+                        (CONFIG, lambda tmp: tmp.write_bytes(config))):
+        tmp = out_dir / f".{name}.tmp"
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o644)  # safetensors creates its file 0600
+            os.replace(tmp, out_dir / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out_dir
 
 
-def import_hf(hf_dir: str | Path) -> tuple[dict[str, torch.Tensor], ModelArgs]:
-    """Read an HF Llama folder (`config.json` + `model.safetensors`, one file) into our
-    weights (float32) and `ModelArgs`.
+def read_safetensors(hf_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of an HF folder, as stored: `model.safetensors`, or the files that
+    `model.safetensors.index.json` maps each weight to (how sharded checkpoints are
+    published), every weight taken from the file the index names.
 
     Raises:
-        FileNotFoundError: no config.json or model.safetensors (sharded HF weights,
-            `model-0000N-of-0000M.safetensors`, are not read).
-        ValueError: a config our model cannot express (`args_from_hf_config`).
-        KeyError: weights missing, or a weight with no counterpart in our model.
+        FileNotFoundError: neither file, or a file the index names.
+        KeyError: a weight the index names is not in its file.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     hf_dir = Path(hf_dir)
+    if (hf_dir / WEIGHTS).is_file():
+        return load_file(str(hf_dir / WEIGHTS))
+    if not (hf_dir / WEIGHTS_INDEX).is_file():
+        raise FileNotFoundError(f"{hf_dir}: no {WEIGHTS} or {WEIGHTS_INDEX}")
+    weight_map = json.loads((hf_dir / WEIGHTS_INDEX).read_text())["weight_map"]
+    by_file: dict[str, list[str]] = {}
+    for name, file in weight_map.items():
+        by_file.setdefault(file, []).append(name)
+    weights = {}
+    for file, names in sorted(by_file.items()):
+        if not (hf_dir / file).is_file():
+            raise FileNotFoundError(f"{hf_dir / file}: named by {WEIGHTS_INDEX}, missing")
+        with safe_open(str(hf_dir / file), framework="pt") as f:
+            have = set(f.keys())
+            for name in names:
+                if name not in have:
+                    raise KeyError(f"{hf_dir / file}: no weight {name!r} ({WEIGHTS_INDEX} names it)")
+                weights[name] = f.get_tensor(name)
+    return weights
+
+
+def import_hf(hf_dir: str | Path) -> tuple[dict[str, torch.Tensor], ModelArgs]:
+    """Read an HF Llama folder (`config.json` + `model.safetensors`, or sharded weights
+    with `model.safetensors.index.json`) into our weights (float32) and `ModelArgs`.
+
+    Raises:
+        FileNotFoundError: no config.json, or no weights (`read_safetensors`).
+        ValueError: a config our model cannot express (`args_from_hf_config`).
+        KeyError: weights missing, or a weight with no counterpart in our model.
+    """
+    hf_dir = Path(hf_dir)
     args = args_from_hf_config(json.loads((hf_dir / CONFIG).read_text()))
-    weights = {k: v.float() for k, v in load_file(str(hf_dir / WEIGHTS)).items()}
+    weights = {k: v.float() for k, v in read_safetensors(hf_dir).items()}
     ours = from_hf_state_dict(weights, args)
     with torch.device("meta"):
         expected = set(Transformer(args).state_dict())
     if missing := sorted(expected - set(ours)):
-        raise KeyError(f"{hf_dir / WEIGHTS}: missing weights {missing[:5]}")
+        raise KeyError(f"{hf_dir}: missing weights {missing[:5]}")
     return ours, args
+
+
+def tokenizer_record(hf_dir: str | Path) -> dict | None:
+    """What is known of the tokenizer of an HF folder, in the shard manifest's form
+    ({"path", "sha256", "vocab_size", "bos_id", "eos_id"}), or None when the folder
+    has no `tokenizer.model` (SentencePiece) to identify it by."""
+    hf_dir = Path(hf_dir)
+    if not (hf_dir / TOKENIZER_MODEL).is_file():
+        return None
+    config = json.loads((hf_dir / CONFIG).read_text())
+    return {"path": str(hf_dir / TOKENIZER_MODEL),
+            "sha256": hashlib.sha256((hf_dir / TOKENIZER_MODEL).read_bytes()).hexdigest(),
+            "vocab_size": config.get("vocab_size"), "bos_id": config.get("bos_token_id"),
+            "eos_id": config.get("eos_token_id")}

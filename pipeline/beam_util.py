@@ -9,8 +9,11 @@ import ctypes.util
 import json
 import logging
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -105,10 +108,151 @@ def local_scratch(options: PipelineOptions, tmp_dir: str | Path) -> Iterator[str
 def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[beam.Pipeline, str | None], object]):
     """Build a job with `build(pipeline, spill_dir)` and run it to the end in
     `local_scratch(options, tmp)` (`tmp`: the run's folder, any filesystem);
-    returns the PipelineResult."""
-    with local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p:
+    returns the PipelineResult. On a local runner, Ctrl-C raises
+    KeyboardInterrupt here alone (`ctrl_c_to_launcher`) and the workers'
+    start-up chatter is not shown (`quiet_worker_stderr`)."""
+    local = is_local(options)
+    with (ctrl_c_to_launcher() if local else contextlib.nullcontext(),
+          quiet_worker_stderr() if local else contextlib.nullcontext(),
+          local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p):
         build(p, spill)
     return p.result
+
+
+# What an SDK worker of the local runner prints to the shared stderr before its
+# own log level applies, once an import-time warning (Beam's "apitools not found"
+# where the GCP client cannot load) has given its root logger a stderr handler:
+# that warning, then "INFO:__main__:Logging handler created." and the like.
+# This process logs "LEVEL name: message", never "LEVEL:", so no line of its own matches.
+WORKER_NOISE = re.compile(rb"^(?:WARNING:root:apitools not found|INFO:|DEBUG:|"
+                          rb"WARNING:__main__:No semi_persistent_directory found)")
+
+
+@contextlib.contextmanager
+def quiet_worker_stderr(noise: re.Pattern[bytes] = WORKER_NOISE) -> Iterator[None]:
+    """For the block, file descriptor 2 (this process's stderr, which the
+    local runner's worker processes inherit) is a pipe that a thread copies
+    to the real stderr line by line, leaving out the lines `noise` matches."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def copy() -> None:
+        with os.fdopen(read, "rb") as lines:
+            for line in lines:  # until every process holding the pipe has closed it
+                if noise.match(line):
+                    continue
+                while line:
+                    line = line[os.write(real, line):]
+
+    copier = threading.Thread(target=copy, name="stderr", daemon=True)
+    copier.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer here: EOF once the workers are gone
+        copier.join(timeout=5)
+        os.close(real)
+
+
+@contextlib.contextmanager
+def ctrl_c_to_launcher() -> Iterator[None]:
+    """Ctrl-C stops a job from this process alone: the local runner's SDK
+    worker processes, which Beam starts in the terminal's process group, would
+    each print a KeyboardInterrupt traceback for every thread; here they start
+    with SIGINT ignored (a disposition a process and its shell keep through
+    `exec`) and end quietly when the runner closes their control channel.
+
+    For the block, this process ignores SIGINT too, and a sentinel child that
+    does not (`_SENTINEL`, in the same process group) dies of Ctrl-C; a thread
+    that waits for it then ends the workers (SIGTERM: no traceback; the runner
+    would otherwise wait for the bundles they hold) and raises KeyboardInterrupt
+    in the main thread (a SIGUSR1 handler, whose signal also ends a blocking
+    wait there); what the runner's threads raise as their workers vanish is
+    not shown. Outside the main thread of a POSIX process nothing changes."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import subprocess
+
+    sentinel = subprocess.Popen([sys.executable, "-S", "-c", _SENTINEL], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    main, done = threading.get_ident(), threading.Event()
+
+    def watch() -> None:
+        sentinel.wait()
+        if not done.is_set():
+            interrupted.set()
+            for pid in descendants(os.getpid()):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    def excepthook(args: threading.ExceptHookArgs) -> None:
+        if not interrupted.is_set():
+            hook(args)
+
+    interrupted, hook = threading.Event(), threading.excepthook
+    threading.excepthook = excepthook
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGUSR1, interrupt)
+    watcher = threading.Thread(target=watch, name="ctrl-c", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sentinel.stdin.close()  # the sentinel's end
+        sentinel.wait()
+        watcher.join()
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGUSR1, before[1])
+        threading.excepthook = hook
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under `pid` (children first), from /proc, or `ps` where
+    there is none (macOS); [] when neither answers."""
+    parents: dict[int, list[int]] = {}
+    for child, ppid in _parent_pids():
+        parents.setdefault(ppid, []).append(child)
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _parent_pids() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process."""
+    if not os.path.isdir("/proc"):
+        import subprocess
+
+        try:
+            ps = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return []
+        return [(int(a), int(b)) for a, b in (line.split() for line in ps.stdout.splitlines() if line.strip())]
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                out.append((int(entry), int(f.read().rsplit(b")", 1)[1].split()[1])))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return out
+
+
+# the sentinel: dies of SIGINT (default action, no traceback), or exits when its stdin closes
+_SENTINEL = "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); sys.stdin.buffer.read()"
 
 
 def warn_unshared(options: PipelineOptions, **paths: str | None) -> None:

@@ -11,7 +11,9 @@ Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.io.Run`):
                                          documents a stage raised on ("<stage>: <error>"),
                                          with reasons (none: no file)
     manifest.json                        written last, the commit: files, rows, bytes,
-                                         sha256; counters per source
+                                         sha256; counters per source; the input files'
+                                         fingerprint and those no reader takes
+                                         (`unread_inputs`, `pipeline.inputs`)
 
 Parts are sized by bytes (`clean.part_bytes`; `pipeline.parts`), each a
 contiguous range of ids, written from sorted runs by the worker that hashes it.
@@ -23,6 +25,7 @@ import hashlib
 import json
 import logging
 import pickle
+import posixpath
 import time
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
@@ -54,7 +57,14 @@ from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
 from pipeline.filters.quality import language_rejected, too_large, too_short
 from pipeline.filters.text import clean_document, replacement_rejected
-from pipeline.inputs import expand, source_patterns
+from pipeline.inputs import (
+    combine_keys,
+    discover,
+    file_key,
+    fingerprint,
+    listing,
+    source_patterns,
+)
 from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
@@ -63,7 +73,11 @@ from pipeline.schema import (
     CLEAN_FORMAT,
     DOCUMENT_FIELDS,
     DOCUMENT_SCHEMA,
+    ContractError,
+    check_listed,
     clean_dir,
+    clean_files,
+    load_clean_manifest,
     write_arrow,
 )
 from pipeline.sources import get_reader, source_hook
@@ -73,6 +87,9 @@ log = logging.getLogger(__name__)
 PIECES = "pieces"  # pieces of documents grouped by key before their source assembles them
 INPUTS = "inputs"  # counter namespace: files and bytes matched per source
 FILES_LIST = "_files.json"  # a run's written parts, for the launcher's manifest
+INPUTS_LIST = "_inputs.json"  # the run's input fingerprint and unread files, for the manifest
+UNREAD = "unread"  # files a pattern found that no reader takes (`pipeline.inputs`)
+MAX_UNREAD_LISTED = 1000  # unread files named in the manifest (all are counted)
 
 
 def _dead(source: str, path: str, record: str, reason: str) -> dict[str, str]:
@@ -80,13 +97,17 @@ def _dead(source: str, path: str, record: str, reason: str) -> dict[str, str]:
 
 
 class ExpandInputs(beam.DoFn):
-    """(source, pattern) -> (source, path) for every record it matches, listed on
-    the worker (`pipeline.inputs.expand`); files and bytes counted per source."""
+    """(source, pattern) -> (source, path, bytes) for every record it matches,
+    listed on the worker (`pipeline.inputs.discover`); the files no reader
+    takes as (source, path, bytes, reason), tagged UNREAD."""
 
-    def process(self, item: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    def process(self, item: tuple[str, str]) -> Iterator[Any]:
         source, pattern = item
-        for path, nbytes in expand(source, pattern):
+        found = discover(source, pattern)
+        for path, nbytes in found.records:
             yield source, path, nbytes
+        for path, nbytes, reason in found.unread:
+            yield beam.pvalue.TaggedOutput(UNREAD, (source, path, nbytes, reason))
 
 
 class CountInputs(beam.DoFn):
@@ -101,6 +122,29 @@ class CountInputs(beam.DoFn):
         self.counters.inc(INPUTS, f"{source}.files")
         self.counters.inc(INPUTS, f"{source}.bytes", nbytes)
         yield source, path, nbytes
+
+
+class CountUnread(beam.DoFn):
+    """(source, path, bytes, reason), each once: counted as
+    `inputs/<source>.unread_files` and `inputs/<source>.unread_bytes`."""
+
+    def setup(self) -> None:
+        self.counters = Counters()
+
+    def process(self, item: tuple[str, str, int, str]) -> Iterator[tuple[str, str, int, str]]:
+        source, _, nbytes, _ = item
+        self.counters.inc(INPUTS, f"{source}.unread_files")
+        self.counters.inc(INPUTS, f"{source}.unread_bytes", nbytes)
+        yield item
+
+
+def write_inputs_list(out_dir: str, key: int, unread: list[tuple[str, str, int, str]]) -> None:
+    """`<out_dir>/_inputs.json`: the fingerprint of the input files (every one,
+    read or not; `pipeline.inputs.fingerprint`) and the first MAX_UNREAD_LISTED
+    unread ones."""
+    io.write_json(io.join(out_dir, INPUTS_LIST), {
+        "fingerprint": f"{key:016x}",
+        "unread": [{"source": s, "path": p, "bytes": n, "reason": r} for s, p, n, r in unread]})
 
 
 class SplitInputs(beam.DoFn):
@@ -266,7 +310,8 @@ class C4Rules(GuardedDoFn):
         cfg = Config.model_validate_json(self.cfg_json).clean.c4
         self.sources = set(cfg.sources)
         self.params = C4_VARIANTS[cfg.variant]
-        self.badwords = load_badwords(io.local_copy(cfg.badwords) if cfg.badwords else None)
+        path = badwords_list(cfg)
+        self.badwords = load_badwords(io.local_copy(path) if path else None)
 
     def work(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if doc["source"] not in self.sources:
@@ -291,8 +336,8 @@ class QualityFilter(GuardedBatchDoFn):
 
     def setup(self) -> None:
         super().setup()
-        cfg = Config.model_validate_json(self.cfg_json).clean
-        self.min_chars = cfg.min_chars
+        self.cfg = Config.model_validate_json(self.cfg_json)
+        cfg = self.cfg.clean
         self.q = cfg.quality
         self.scorer = None
         if self.q.model:
@@ -303,7 +348,7 @@ class QualityFilter(GuardedBatchDoFn):
     def work(self, batch: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         kept = []
         for doc in batch:
-            reason = too_short(doc, self.min_chars)
+            reason = too_short(doc, self.cfg.min_chars(doc["source"]))
             if reason:
                 self.counters.inc(doc["source"], f"drop.{reason}")
             else:
@@ -486,12 +531,21 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         dead.append(out[DEAD])
         return out.docs
 
+    found = p | "Patterns" >> beam.Create(patterns) | "ExpandPatterns" >> beam.ParDo(
+        ExpandInputs()).with_outputs(UNREAD, main="records")
+    files = found.records | "OncePerFile" >> beam.Distinct() | "CountInputs" >> beam.ParDo(CountInputs())
+    unread = found[UNREAD] | "OnceUnread" >> beam.Distinct() | "CountUnread" >> beam.ParDo(CountUnread())
+    _ = (
+        (files, unread | "UnreadFiles" >> beam.Map(lambda u: u[:3]))
+        | "AllInputFiles" >> beam.Flatten()
+        | "FileKeys" >> beam.MapTuple(file_key)
+        | "Fingerprint" >> beam.CombineGlobally(combine_keys)
+        | "WriteInputsList" >> beam.Map(
+            lambda key, listed: write_inputs_list(out_dir, key, listed),
+            listed=beam.pvalue.AsSingleton(unread | "ListUnread" >> beam.combiners.Top.Smallest(MAX_UNREAD_LISTED)))
+    )
     read = (
-        p
-        | "Patterns" >> beam.Create(patterns)
-        | "ExpandPatterns" >> beam.ParDo(ExpandInputs())
-        | "OncePerFile" >> beam.Distinct()
-        | "CountInputs" >> beam.ParDo(CountInputs())
+        files
         | "SplitInputs" >> beam.ParDo(SplitInputs(cfg_json))
         | "SpreadFiles" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(ReadSource(cfg_json, packer)).with_outputs(DEAD, PIECES, main="docs")
@@ -551,34 +605,36 @@ def check_inputs(cfg: Config) -> list[tuple[str, str]]:
     one file per pattern (a production listing is millions of paths).
 
     Raises:
-        CleanError: a configured pattern matches no file, `corpus_dir` is not a
-            folder, no source has any input, or a model or list is missing.
+        CleanError: a configured pattern matches no file, or only files no
+            reader takes; `corpus_dir` is not a folder, holds no source folder,
+            or one of a source the config lacks; no source has any input; a
+            model or list is missing.
     """
     problems = []
     patterns = source_patterns(cfg)
     matched = set()
     for source, pattern in patterns:
         try:
-            found = expand(source, pattern, limit=1)
+            found = discover(source, pattern, limit=1)
         except io.StorageError as e:
             problems.append(f"sources.{source}.inputs: {e}")
             continue
-        if found:
+        if found.records:
             matched.add(source)
         elif pattern in cfg.sources[source].inputs:
-            problems.append(f"sources.{source}.inputs: {pattern!r} matches no file")
+            what = (f"matches only files no {source} reader takes, e.g. {found.unread[0][0]} "
+                    f"({found.unread[0][2]})" if found.unread else "matches no file")
+            problems.append(f"sources.{source}.inputs: {pattern!r} {what}")
     if cfg.corpus_dir and not io.is_remote(cfg.corpus_dir):
-        root = Path(cfg.corpus_dir)
-        if not root.is_dir():
-            problems.append(f"corpus_dir {cfg.corpus_dir!r} is not a folder")
-        else:
-            unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in SOURCES)
-            if unknown:
-                problems.append(f"corpus_dir folders {unknown} are not sources ({', '.join(SOURCES)})")
+        problems += _corpus_problems(cfg, Path(cfg.corpus_dir))
     if not matched and not problems:
         problems.append("no input at all: every source's inputs are empty")
+    if cfg.clean.c4.badwords and badwords_list(cfg.clean.c4) is None:
+        log.warning("clean.c4.badwords %s is not there: the C4 rules run without a bad-words list",
+                    cfg.clean.c4.badwords)
     models = [("langid.model", cfg.langid.model, "run `python -m pipeline fetch`"),
-              ("clean.c4.badwords", cfg.clean.c4.badwords, "give a word list, one per line"),
+              ("clean.c4.badwords", badwords_list(cfg.clean.c4),
+               "run `python -m pipeline fetch` (it needs `npm`), or give a word list"),
               ("clean.quality.model", cfg.clean.quality.model,
                ("clean with clean.quality.model=null first, then run `python -m pipeline quality-train` and "
                 "`python -m pipeline quality-filter`, both with --set clean.quality.model=PATH"))]
@@ -588,6 +644,45 @@ def check_inputs(cfg: Config) -> list[tuple[str, str]]:
     if problems:
         raise CleanError("; ".join(problems))
     return patterns
+
+
+def _corpus_problems(cfg: Config, root: Path) -> list[str]:
+    """What is wrong with a local `corpus_dir`'s layout (`<source>/` folders,
+    each searched recursively); files beside those folders are never read:
+    a warning names them."""
+    if not root.is_dir():
+        return [f"corpus_dir {cfg.corpus_dir!r} is not a folder"]
+    entries = sorted(root.iterdir())
+    folders = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+    loose = [p.name for p in entries if p.name not in folders]  # files, and hidden folders (.git)
+    unknown = [name for name in folders if name not in SOURCES]
+    problems = []
+    if unknown:
+        problems.append(f"corpus_dir folders {unknown} are not sources ({', '.join(SOURCES)})")
+    missing = [name for name in folders if name in SOURCES and name not in cfg.sources]
+    if missing:
+        problems.append(f"corpus_dir has {', '.join(f'{m}/' for m in missing)} but the config has no "
+                        f"sources.{missing[0]} (give it a share to read it)")
+    if not folders:
+        problems.append(f"corpus_dir {cfg.corpus_dir!r} holds no source folder: a file is read from "
+                        f"<corpus_dir>/<source>/ ({', '.join(SOURCES)}), e.g. a folder of books from "
+                        f"{cfg.corpus_dir}/books/" + (f"; {_files(len(loose))} at its top would not be read" if loose else ""))
+    elif loose:
+        log.warning("corpus_dir %s: %s outside the source folders %s not read: %s", cfg.corpus_dir,
+                    _files(len(loose)), "is" if len(loose) == 1 else "are",
+                    ", ".join(loose[:5]) + (", ..." if len(loose) > 5 else ""))
+    return problems
+
+
+def _files(n: int) -> str:
+    return f"{n} file{'' if n == 1 else 's'}"
+
+
+def badwords_list(c4) -> str | None:
+    """`clean.c4.badwords`, or None where it is optional and not there."""
+    if c4.badwords and c4.badwords_optional and not io.exists(c4.badwords):
+        return None
+    return c4.badwords
 
 
 def _sha256_or_none(path: str | None) -> str | None:
@@ -614,9 +709,13 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
             f"{sum(p['rows'] for p in outputs)}: the workers and this launcher do not share "
             f"{run.final}; on a distributed runner put out_dir on a bucket (gs://, s3://)")
     io.delete(parts_list)
+    inputs_list = io.join(run.dir, INPUTS_LIST)
+    listed = io.read_json(inputs_list) if io.exists(inputs_list) else {"fingerprint": None, "unread": []}
+    io.delete(inputs_list)
     mh = cfg.clean.minhash
     bands, rows = lsh_params(mh.threshold, mh.num_perm)
     patterns = source_patterns(cfg)
+    unread = {s: matched.get(f"{s}.unread_files", 0) for s in SOURCES if matched.get(f"{s}.unread_files")}
     return {
         "format": CLEAN_FORMAT,
         "run": run.id,
@@ -629,7 +728,7 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
         },
         "line_dedup": {"sources": cfg.clean.line_dedup_sources, "scope": cfg.clean.line_dedup_scope},
         "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
-                     "badwords_sha256": _sha256_or_none(cfg.clean.c4.badwords)},
+                     "badwords_sha256": _sha256_or_none(badwords_list(cfg.clean.c4))},
         "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
                           "sha256": _sha256_or_none(cfg.clean.quality.model)},
         "inputs": {s: [p for src, p in patterns if src == s] for s in SOURCES if any(src == s for src, _ in patterns)},
@@ -637,6 +736,14 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
         "input_bytes": {s: matched.get(f"{s}.bytes", 0) for s in SOURCES if matched.get(f"{s}.files")},
         # inputs read as several spans (`clean.split_bytes`): how many spans each
         "input_splits": {s: matched[f"{s}.splits"] for s in SOURCES if matched.get(f"{s}.splits")},
+        # every input file, read or not (`pipeline.inputs.fingerprint`): a rerun on the same is skipped
+        "input_fingerprint": listed["fingerprint"],
+        "langid_sha256": _sha256_or_none(cfg.langid.model),
+        # files the patterns found that no reader takes: counted per source, the first ones named
+        **({"unread_inputs": {
+            "files": unread,
+            "bytes": {s: matched.get(f"{s}.unread_bytes", 0) for s in unread},
+            "listed": listed["unread"]}} if unread else {}),
         "part_bytes": cfg.clean.part_bytes,
         "dead_letters": [entry for entry in parts if "source" not in entry],
         "files": outputs,
@@ -645,9 +752,51 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
     }
 
 
-def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run the clean job; returns the manifest it committed to
-    `<out_dir>/clean/manifest.json` (any Beam filesystem).
+def unread_warning(manifest: dict[str, Any]) -> str | None:
+    """One line on the input files a clean run did not read, or None."""
+    unread = manifest.get("unread_inputs")
+    if not unread:
+        return None
+    listed = unread.get("listed", [])
+    per_source = []
+    for source, n in ((s, unread["files"][s]) for s in SOURCES if s in unread["files"]):
+        names = [posixpath.basename(e["path"].rstrip("/")) for e in listed if e["source"] == source][:3]
+        per_source.append(f"{source}: {n} ({', '.join(names)}{', ...' if n > len(names) else ''})")
+    total = sum(unread["files"].values())
+    return (f"{total} input file{'s' if total != 1 else ''} found but not read, no reader takes "
+            f"{'their' if total != 1 else 'its'} format: {'; '.join(per_source)}; each is named with the "
+            "reason in the clean manifest (unread_inputs) and the report; `clean --help` lists the formats")
+
+
+def up_to_date(cfg: Config) -> dict[str, Any] | None:
+    """The committed clean manifest when a clean run now would write the same:
+    written under the same settings (`Config.clean_digest`), from the same
+    input files (`pipeline.inputs.fingerprint`, listed here) and models
+    (sha256), its files all there; else None."""
+    try:
+        manifest = load_clean_manifest(cfg.out_dir)
+        clean_files(cfg.out_dir, manifest)
+        check_listed(clean_dir(cfg.out_dir), manifest.get("dead_letters", []), "python -m pipeline clean")
+    except ContractError:
+        return None
+    if manifest.get("clean_config_digest") != cfg.clean_digest():
+        return None
+    models = [(manifest.get("langid_sha256"), cfg.langid.model),
+              (manifest.get("c4_rules", {}).get("badwords_sha256"), badwords_list(cfg.clean.c4))]
+    if "quality_filter" not in manifest:  # after that pass, quality_model describes it, not clean
+        models.append((manifest.get("quality_model", {}).get("sha256"), cfg.clean.quality.model))
+    if any(recorded != _sha256_or_none(path) for recorded, path in models):
+        return None
+    if manifest.get("input_fingerprint") != fingerprint(listing(cfg)):
+        return None
+    return manifest
+
+
+def run_clean(cfg: Config, beam_args: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run the clean job, unless `force` is false and the committed output is
+    `up_to_date`; returns the manifest it committed to (or found in)
+    `<out_dir>/clean/manifest.json` (any Beam filesystem), with "skipped":
+    True when it did not run. Logs `unread_warning`.
 
     Raises:
         CleanError: see `check_inputs`.
@@ -655,6 +804,8 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
     """
     quiet_beam_logging()
     options = pipeline_options(cfg, beam_args)  # also hands the filesystems their options
+    if not force and (current := up_to_date(cfg)) is not None:
+        return {**current, "skipped": True}
     patterns = check_inputs(cfg)
     warn_unshared(options, out_dir=cfg.out_dir, **{"langid.model": cfg.langid.model,
                   "clean.c4.badwords": cfg.clean.c4.badwords, "clean.quality.model": cfg.clean.quality.model})
@@ -668,4 +819,6 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]
         except BaseException:
             run.abandon()
             raise
-        return manifest
+    if warning := unread_warning(manifest):
+        log.warning("%s", warning)
+    return manifest

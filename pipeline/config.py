@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -60,6 +61,9 @@ class SourceConfig(_Strict):
     inputs: list[str] = Field(default_factory=list)  # file patterns, any Beam filesystem
     keep_langs: list[str] = Field(default_factory=list)  # empty: annotate only
     min_lang_score: float = 0.0
+    # fewer characters and a document is dropped ("too_short"); None: clean.min_chars
+    # (released C4 is taken as it is: 0)
+    min_chars: NonNegativeInt | None = None
     # a document whose text is longer (UTF-8 bytes) is dropped, counted as
     # `drop.too_large`: every stage's memory is a small multiple of one document
     max_doc_bytes: PositiveInt = 64 << 20
@@ -86,20 +90,53 @@ class C4RulesConfig(_Strict):
 
     sources: list[str] = Field(default_factory=lambda: ["c4"])
     variant: Literal["t5", "fineweb"] = "t5"  # fineweb: 3 words per line, 5 sentences
-    badwords: str | None = None  # one word per line (C4: the LDNOOBW English list)
+    # a JSON array or one entry per line (C4: the LDNOOBW English list, `en.json`)
+    badwords: str | None = None
+    # true: a missing list is a warning and the rule runs without it (the demo's
+    # comes through `npm`, which a machine may lack); false: the job stops
+    badwords_optional: bool = False
 
 
 class QualityModelConfig(_Strict):
     """The reference-page classifier (pipeline/quality_model.py)."""
 
-    model: str | None = None  # trained model path; None: the filter is off
-    sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # filtered sources
+    # set: `clean` applies this model itself; None: `quality-train` writes it to, and
+    # `quality-filter` applies it from, <out_dir>/quality/model.bin
+    model: str | None = None
+    sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # filtered sources ([]: off)
     threshold: float = 0.25  # RedPajama's cut on P(reference)
     positive_sources: list[str] = Field(default_factory=lambda: ["wikipedia", "books"])
     negative_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])
     max_examples: int = 100_000  # per class
     epochs: int = 25
     lr: float = 0.5
+
+
+class PerplexityConfig(_Strict):
+    """CCNet's perplexity filter (pipeline/filters/perplexity.py): an n-gram LM per
+    language, trained on its cleaned Wikipedia by `pipeline lm-train`
+    (pipeline/lm_train.py), applied after clean by `pipeline quality-filter`."""
+
+    sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # filtered sources ([]: off)
+    langs: list[str] = Field(default_factory=lambda: ["en"])  # a model each; other languages pass unscored
+    model_dir: str | None = None  # <lang>.sp.model and <lang>.arpa; None: <out_dir>/lm
+    order: int = Field(default=5, ge=2, le=6)  # kenlm: 2 to its KENLM_MAX_ORDER, 6
+    vocab_size: PositiveInt = 65536  # SentencePiece unigram pieces, at most (CCNet)
+    sp_sentences: PositiveInt = 1_000_000  # Wikipedia lines SentencePiece trains on: the first ones
+    # Wikipedia documents the LM is counted on, about: a seeded sample of this share of
+    # all Wikipedia documents (CCNet: 1M article openings per language)
+    max_docs: PositiveInt = 1_000_000
+    # head below the first percentile of a language's perplexities, tail from the second (CCNet)
+    percentiles: tuple[float, float] = (30.0, 60.0)
+    keep: list[Literal["head", "middle", "tail"]] = Field(default_factory=lambda: ["head", "middle"], min_length=1)
+    sample_docs: PositiveInt = 10_000  # documents of the filtered sources the percentiles are taken on
+
+    @model_validator(mode="after")
+    def _percentiles(self) -> PerplexityConfig:
+        head, tail = self.percentiles
+        if not 0 < head < tail < 100:
+            raise ValueError(f"percentiles {list(self.percentiles)}: need 0 < head < tail < 100")
+        return self
 
 
 class CleanConfig(_Strict):
@@ -123,6 +160,7 @@ class CleanConfig(_Strict):
     split_bytes: PositiveInt = 256 << 20
     c4: C4RulesConfig = Field(default_factory=C4RulesConfig)
     quality: QualityModelConfig = Field(default_factory=QualityModelConfig)
+    perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +192,30 @@ class ShardsConfig(_Strict):
     batch_size: PositiveInt = 64
 
 
+class EvalConfig(_Strict):
+    """What the trained model is measured on beyond the validation loss
+    (trainer/evaluate.py): in the training loop, and by `python -m trainer eval`."""
+
+    every: int = Field(default=0, ge=0)  # steps between in-loop runs of docs and tasks (0: at the end)
+    # {name: JSONL of documents, a "text" field each (any filesystem; .gz fine)}:
+    # loss, perplexity and bits per byte (Paloma's per-domain perplexity)
+    docs: dict[str, str] = Field(default_factory=dict)
+    # {name: JSONL of multiple-choice items {"context", "choices": [...], "gold": index}}:
+    # zero-shot accuracy by log-likelihood (lm-eval-harness's acc and acc_norm)
+    tasks: dict[str, str] = Field(default_factory=dict)
+    max_docs: PositiveInt = 1000  # documents or items read per set
+    prompts: list[str] = Field(default_factory=list)  # greedy samples in `trainer eval`'s report
+    max_new_tokens: PositiveInt = 32  # per sample
+
+    @model_validator(mode="after")
+    def _names(self) -> EvalConfig:
+        for kind, sets in (("docs", self.docs), ("tasks", self.tasks)):
+            for name in sets:
+                if not name or not all(c.isalnum() or c in "_.-" for c in name):
+                    raise ValueError(f"eval {kind} name {name!r}: use letters, digits, _ . -")
+        return self
+
+
 class TrainerConfig(_Strict):
     out: str | None = None  # None: <out_dir>/train
     model: str = "demo"
@@ -178,7 +240,15 @@ class TrainerConfig(_Strict):
     activation_checkpointing: bool = False
     val_every: int = 0  # steps between validation-loss evaluations (0: only at the end)
     val_batches: PositiveInt = 8  # batches per source for validation loss
-    peak_flops: float | None = None  # per device, for MFU; None: a documented default
+    # per device, for MFU: FLOP/s, "measure" (a matmul timed at start), or None: the
+    # device's entry in trainer/devices.py (CUDA GPUs); none there (CPU): no MFU logged
+    peak_flops: float | Literal["measure"] | None = None
+    # start from these weights (a checkpoint, or a Hugging Face Llama folder), with a new
+    # optimizer, schedule and data stream; once this run has a checkpoint, it resumes that
+    init_from: str | None = None
+    # TensorBoard event files of the log's records: true (<out>/tensorboard) or a local folder
+    tensorboard: bool | str = False
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # eval sets and how often they run
 
 
 class PlanConfig(_Strict):
@@ -192,7 +262,8 @@ class PlanConfig(_Strict):
     clean_bytes: dict[Literal[SOURCES], float] = Field(default_factory=dict)  # type: ignore[valid-type]
     tokens_per_byte: float | None = Field(default=None, gt=0)  # None: the throughputs file's
     gpus: int = Field(default=2048, gt=0)
-    gpu_peak_flops: float = Field(default=312e12, gt=0)  # per GPU; A100 bf16 dense
+    # per GPU; default: the A100's bf16 dense peak in trainer/devices.py (torch-free)
+    gpu_peak_flops: float = Field(default_factory=lambda: _bf16_peak("A100"), gt=0)
     # LLaMA Section 2.4: 380 tokens/s/GPU for the 65B on A100-80GB; mfu is used instead
     # when tokens_per_gpu_s is null
     tokens_per_gpu_s: float | None = Field(default=380.0, gt=0)  # measured on throughput_model
@@ -209,7 +280,9 @@ class Config(_Strict):
     seed: int = 1234
     out_dir: str
     cache_dir: str = ".cache"
-    corpus_dir: str | None = None  # adds every file under <corpus_dir>/<source>/ as input
+    # adds every file under <corpus_dir>/<source>/, searched recursively, as input
+    corpus_dir: str | None = None
+    corpus_only: bool = False  # true: only <corpus_dir> is read, each source's own inputs left out
     beam: BeamConfig = Field(default_factory=BeamConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
     sources: dict[Literal[SOURCES], SourceConfig]  # type: ignore[valid-type]
@@ -229,7 +302,21 @@ class Config(_Strict):
             self.shards.out = _join(self.out_dir, "shards")
         if self.trainer.out is None:
             self.trainer.out = _join(self.out_dir, "train")
+        if self.clean.perplexity.model_dir is None:
+            self.clean.perplexity.model_dir = _join(self.out_dir, "lm")
         return self
+
+    @model_validator(mode="after")
+    def _corpus_only(self) -> Config:
+        if self.corpus_only and not self.corpus_dir:
+            raise ValueError("corpus_only needs corpus_dir (the folder of one's own data, e.g. "
+                             "make demo CORPUS=DIR ONLY=1)")
+        return self
+
+    def min_chars(self, source: str) -> int:
+        """The shortest document `source` keeps: its own `min_chars`, else `clean.min_chars`."""
+        own = self.sources[source].min_chars if source in self.sources else None
+        return self.clean.min_chars if own is None else own
 
     def digest(self) -> str:
         """SHA-256 (hex, 16 chars) of the validated config: recorded in manifests.
@@ -238,16 +325,51 @@ class Config(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def clean_digest(self) -> str:
-        """SHA-256 (hex, 16 chars) of what decides the clean job's output (seed,
-        inputs, language ID, cleaning rules): recorded in the clean manifest, so
-        that a later stage can tell its Documents came from another config. A
-        source's `share` is left out: it only weighs the mixture (shards)."""
-        fields = {"seed", "cache_dir", "corpus_dir", "sources", "langid", "clean"}
-        settings = self.model_dump(mode="json", include=fields)
+        """SHA-256 (hex, 16 chars) of the settings that decide the clean job's
+        output (seed, inputs, language ID, each source's and the cleaning
+        rules): recorded in the clean manifest, so that a later stage can tell
+        its Documents came from other settings. Left out: a source's `share`
+        (the mixture's), what changes only speed (langid.batch_size,
+        clean.split_bytes), and what only the passes after clean use
+        (clean.perplexity, quality-train's settings)."""
+        settings = self.model_dump(mode="json", include={"seed", "corpus_dir", "corpus_only", "sources",
+                                                         "langid", "clean"})
         for src in settings["sources"].values():
             del src["share"]
-        blob = json.dumps(settings, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        settings["langid"].pop("batch_size")
+        for key in ("split_bytes", "perplexity"):
+            settings["clean"].pop(key, None)
+        for key in ("positive_sources", "negative_sources", "max_examples", "epochs", "lr"):
+            settings["clean"]["quality"].pop(key, None)
+        return _digest(settings)
+
+    def shares(self) -> dict[str, float]:
+        """{source: share} of the configured sources (Table 1's percent)."""
+        return {s: src.share for s, src in self.sources.items()}
+
+    def tokenizer_digest(self) -> str:
+        """SHA-256 (hex, 16 chars) of the settings that decide the tokenizer
+        trained on a clean output: seed, the shares (the sample's mixture) and
+        the tokenizer section but its output path."""
+        settings = self.tokenizer.model_dump(mode="json", exclude={"model_prefix"})
+        return _digest({"seed": self.seed, "shares": self.shares(), "tokenizer": settings})
+
+    def shards_digest(self) -> str:
+        """SHA-256 (hex, 16 chars) of the settings that decide the shards made of
+        a clean output with a tokenizer: seed, shares and the shards section but
+        its output path and encode batch size (speed only)."""
+        settings = self.shards.model_dump(mode="json", exclude={"out", "batch_size"})
+        return _digest({"seed": self.seed, "shares": self.shares(), "shards": settings})
+
+
+def _digest(settings: Any) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _bf16_peak(gpu: str) -> float:
+    from trainer.devices import bf16_peak
+
+    return bf16_peak(gpu)
 
 
 def _join(base: str, *parts: str) -> str:
@@ -258,7 +380,7 @@ def _join(base: str, *parts: str) -> str:
 def config_paths(cfg: Config) -> list[str]:
     """Every input pattern, model and output path the config names (to check
     that their filesystems answer before a job starts)."""
-    paths = [cfg.out_dir, cfg.langid.model, cfg.clean.c4.badwords, cfg.clean.quality.model,
+    paths = [cfg.out_dir, cfg.langid.model, cfg.clean.c4.badwords, cfg.clean.quality.model, cfg.clean.perplexity.model_dir,
              cfg.tokenizer.model_prefix, cfg.shards.out, cfg.trainer.out, cfg.corpus_dir]
     paths += [p for src in cfg.sources.values() for p in src.inputs]
     return [p for p in paths if p]

@@ -899,8 +899,12 @@ class Run:
                 delete_tree(path)
 
     def abandon(self) -> None:
-        """Remove this run's own files (the job failed; the old manifest stays)."""
+        """Remove this run's own files (the job failed; the old manifest stays),
+        and locally the output folder too when that leaves it empty."""
         delete_tree(self.dir)
+        if not is_remote(self.final):
+            with contextlib.suppress(OSError):  # not empty: an earlier run's output
+                os.rmdir(self.final)
 
     @contextlib.contextmanager
     def _lease(self) -> Iterator[None]:

@@ -1,7 +1,7 @@
 """The run report: what happened to the data, per source, from read to training.
 
 Reads only the stages' own outputs (clean manifest, shard manifest, training
-log), so it can be rebuilt at any time: `python -m pipeline report`. Writes
+log, and `python -m trainer eval`'s report when there is one), so it can be rebuilt at any time: `python -m pipeline report`. Writes
 `<out_dir>/report.md` and, beside it, PNG charts: `report-funnel-<source>.png`
 (records read, removed by each stage and reason, kept) and `report-mixture.png`
 (achieved vs target share per source). Charts are drawn with matplotlib's Agg
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import io as storage
+from pipeline import lineage
 from pipeline.config import SOURCES, Config
 
 # The clean job's stages in pipeline order (pipeline/clean.py build_clean_pipeline),
@@ -34,6 +35,8 @@ STAGES = (
     ("exact dedup", "the same normalised text (drop.exact_duplicate)"),
     ("near dedup", ("MinHash LSH near-duplicates, and books with >90% overlap (drop.near_duplicate, "
                     "drop.no_shingles)")),
+    ("perplexity", ("CCNet's n-gram LM perplexity, after clean (`quality-filter`): a bucket outside "
+                    "clean.perplexity.keep (drop.perplexity_<bucket>)")),
     ("write", "documents that cannot be written to Arrow (dead letters)"),
     ("other", "reasons this report does not know yet"),
 )
@@ -71,6 +74,8 @@ def stage_of(counter: str) -> str | None:
     if not counter.startswith("drop."):
         return None
     reason = counter[5:]
+    if reason.startswith("perplexity_"):
+        return "perplexity"
     return "C4 rules" if reason.startswith("c4_") else _STAGE_OF_DROP.get(reason, "other")
 
 
@@ -147,7 +152,8 @@ def _input_bytes(clean: dict[str, Any], source: str) -> int | None:
 def collect(cfg: Config) -> dict[str, Any]:
     """Everything the report shows, from the stages' outputs (pure reads).
 
-    Returns {"name", "out_dir", "clean", "shards", "train", "val", "sources"}:
+    Returns {"name", "out_dir", "clean", "shards", "train", "val", "sources", "eval"
+    (`python -m trainer eval`'s report, `<trainer.out>/eval.json`, or None)}:
     `sources` holds one entry per source with clean counters or inputs, in Table 1
     order: {"source", "files", "bytes_read" (as stored; None unknown),
     "bytes_kept" (Arrow files), "funnel", "mixture" (the shard manifest's entry),
@@ -166,12 +172,13 @@ def collect(cfg: Config) -> dict[str, Any]:
     for f in (clean or {}).get("files", []):
         kept_bytes[f["source"]] = kept_bytes.get(f["source"], 0) + f["bytes"]
     sources = []
+    listed = (clean or {}).get("input_files")  # files the clean job read, when it recorded them
     for source in SOURCES:
-        if source not in counters and source not in inputs:
-            continue
+        if source not in counters and (source not in inputs or (listed is not None and source not in listed)):
+            continue  # a source folder of the corpus that holds nothing
         sources.append({
             "source": source,
-            "files": (clean or {}).get("input_files", {}).get(source, len(inputs.get(source, []))),
+            "files": listed.get(source, 0) if listed is not None else len(inputs.get(source, [])),
             "bytes_read": _input_bytes(clean or {}, source),
             "bytes_kept": kept_bytes.get(source, 0),
             "funnel": funnel(counters.get(source, {})),
@@ -180,8 +187,26 @@ def collect(cfg: Config) -> dict[str, Any]:
             "val_loss": last_val.get("val_loss", {}).get(source),
             "val_tokens": last_val.get("val_tokens", {}).get(source),
         })
+    runs = lineage.read_runs(cfg)
     return {"name": cfg.name, "out_dir": cfg.out_dir, "shards_dir": cfg.shards.out, "trainer_dir": cfg.trainer.out,
-            "clean": clean, "shards": shards, "train": train, "val": val, "sources": sources}
+            "clean": clean, "shards": shards, "train": train, "val": val, "sources": sources,
+            # which run each output is, and where they disagree (`pipeline.lineage`)
+            "runs": lineage.describe(cfg, runs), "mixed": lineage.problems(cfg, runs, "training"),
+            "eval": _load_json(storage.join(cfg.trainer.out, "eval.json"))}
+
+
+def no_val_loss_reason(data: dict[str, Any], source: str) -> str:
+    """Why the report has no validation loss for `source` (`collect`'s data)."""
+    shards = data["shards"] or {}
+    held_out = sum(e.get("tokens_per_source", {}).get(source, 0)
+                   for e in shards.get("shards", []) if e.get("split") == "val")
+    if not data["val"]:
+        if shards and not any(e.get("split") == "val" for e in shards.get("shards", [])):
+            return "no validation split: shards.val_fraction is 0"
+        return "no validation loss logged yet" if data["train"] else "not trained yet"
+    if shards and held_out == 0:
+        return "none of its documents were held out for validation"
+    return f"its {held_out} held-out tokens make no full window of trainer.seq_len + 1"
 
 
 def _mb(n: int | None) -> str:
@@ -208,6 +233,7 @@ def render_markdown(data: dict[str, Any]) -> str:
          f"`{data['shards_dir']}/manifest.json`, `{data['trainer_dir']}/log.jsonl`) by "
          "`python -m pipeline report`."),
         "",
+        *runs_section(data),
         "## Cleaning, per source",
         "",
         ("Each input record goes through the clean job's stages in this order; a stage removes a "
@@ -232,11 +258,14 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| {s['source']} | {s['files']} | {_mb(s['bytes_read'])} | {f['records']} | {removed} "
             f"| {f['dead_letter']} | {f['kept']} | {_mb(s['bytes_kept'])} |"
         )
+    lines += unread_section(clean or {})
     if clean is None:
         lines.append("\n(no clean manifest: run `python -m pipeline clean`)")
     else:
         lines += ["", "Stages: " + "; ".join(f"**{name}**: {what}" for name, what in STAGES[:-1]) + ".", ""]
-        if clean.get("quality_filter"):  # the classifier ran after the clean job, on its output
+        lines += perplexity_section(clean, data["sources"])
+        filters = (clean.get("quality_filter") or {}).get("filters", ["classifier"])
+        if clean.get("quality_filter") and "classifier" in filters:  # it ran after the clean job, on its output
             qm = clean["quality_model"]
             lines += [(f"The reference-page classifier (`{qm['path']}`, sha256 {qm['sha256'][:16]}, threshold "
                        f"{qm['threshold']}) was applied to the cleaned documents of {', '.join(qm['sources'])} "
@@ -263,14 +292,16 @@ def render_markdown(data: dict[str, Any]) -> str:
         m = s["mixture"]
         avail = m.get("tokens_available", 0)
         written = m.get("epochs_written", m.get("tokens_written", 0) / avail if avail else 0.0)
-        loss = "-" if s["val_loss"] is None else f"{s['val_loss']:.4f}"
+        loss = (f"- ({no_val_loss_reason(data, s['source'])})" if s["val_loss"] is None
+                else f"{s['val_loss']:.4f}")
         seen = "-" if trained is None or not m else f"{round(m.get('achieved_share', 0) * trained)}"
         lines.append(
             f"| {s['source']} | {avail} | {m.get('epochs', 0):.2f} ({written:.2f}) | {m.get('tokens_written', 0)} "
             f"| {100 * m.get('share', 0):.1f}% (Table 1: {s['table1_share']:.1f}%) "
             f"| {100 * m.get('achieved_share', 0):.1f}% | {seen} | {loss} |"
         )
-    lines += mixture_notes(shards or {})
+    if clean is not None:  # departures from the target need the clean run the shards came from
+        lines += mixture_notes(shards or {})
     if shards and any(s["mixture"] for s in data["sources"]):
         lines += ["", f"![achieved vs target share]({MIXTURE_CHART})"]
     lines.append("")
@@ -310,7 +341,128 @@ def render_markdown(data: dict[str, Any]) -> str:
         for source, loss in sorted(last["val_loss"].items()):
             lines.append(f"| {source} | {loss:.4f} | {last.get('val_tokens', {}).get(source, '')} |")
         lines.append("")
+    if data.get("eval"):
+        lines += eval_section(data["eval"], storage.join(data["trainer_dir"], "eval.json"))
     return "\n".join(lines)
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def eval_section(report: dict[str, Any], path: str) -> list[str]:
+    """Markdown lines of `python -m trainer eval`'s JSON report (trainer/evaluate.py)."""
+    lines = ["## Evaluation", "",
+             (f"`python -m trainer eval` on `{report['model']}` ({report['device']}, "
+              f"{report['dtype']}, windows of {report['seq_len']} tokens); report `{path}`."), ""]
+    if report.get("val"):
+        lines += [("Per source of the validation shards: the loss, and bits per byte: the loss in "
+                   "bits over the UTF-8 bytes of the text the tokens stand for, comparable across "
+                   "tokenizers (as Paloma reports it)."), "",
+                  "| source | loss (nats/token) | bits per byte | tokens | bytes |", "|---|---|---|---|---|"]
+        for source, r in report["val"].items():
+            lines.append(f"| {source} | {r['loss']:.4f} | {_num(r['bits_per_byte'])} | {r['tokens']} "
+                         f"| {r['bytes'] if r['bytes'] is not None else '-'} |")
+        lines.append("")
+    if report.get("docs"):
+        lines += ["Documents (JSONL files; every token after BOS scored, perplexity per token):", "",
+                  "| set | documents | tokens | bytes | perplexity | bits per byte | skipped lines |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in report["docs"].items():
+            lines.append(f"| {name} | {r['docs']} | {r['tokens']} | {r['bytes']} | "
+                         f"{_num(r['perplexity'], 2)} | {_num(r['bits_per_byte'])} | "
+                         f"{r['skipped'] or '-'} |")
+        lines.append("")
+    if report.get("tasks"):
+        lines += [("Multiple choice, zero-shot, by log-likelihood as lm-eval-harness scores it: acc "
+                   "(sum), acc_norm (per character of the choice), per token:"), "",
+                  "| task | items | acc | acc_norm | acc per token | skipped lines |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in report["tasks"].items():
+            lines.append(f"| {name} | {r['items']} | {_num(r['acc'])} | {_num(r['acc_norm'])} | "
+                         f"{_num(r['acc_per_token'])} | {r['skipped'] or '-'} |")
+        lines.append("")
+    if report.get("samples"):
+        lines += [("Greedy samples from the trained model (the prompt, then what it wrote; a "
+                   "demo model is tiny, the point is the path):"), ""]
+        fence = "`" * 3
+        for s in report["samples"]:  # a fence inside the text would end the block early
+            text = (s["prompt"] + s["completion"]).rstrip().replace(fence, "'''")
+            lines += [fence + "text", text, fence, ""]
+    return lines
+
+
+def runs_section(data: dict[str, Any]) -> list[str]:
+    """Which run each stage output is (`pipeline.lineage.describe`), and where
+    they disagree (a report written with --allow-mixed)."""
+    lines = []
+    if data.get("runs"):
+        lines += ["Runs described:", "", *[f"- {line}" for line in data["runs"]], ""]
+    if data.get("mixed"):
+        lines += ["**Mixed runs** (report written with --allow-mixed): " + "; ".join(data["mixed"]) + ".", ""]
+    return lines
+
+
+def unread_section(clean: dict[str, Any]) -> list[str]:
+    """The input files the clean job found but did not read (`unread_inputs`):
+    how many per source, then each one listed with its reason."""
+    unread = clean.get("unread_inputs")
+    if not unread:
+        return []
+    counts = [(s, unread["files"][s]) for s in SOURCES if s in unread["files"]]
+    total = sum(n for _, n in counts)
+    lines = ["", (f"Input files found but not read: {total} ({', '.join(f'{s}: {n}' for s, n in counts)}); no "
+                  "reader takes their format (`python -m pipeline clean --help` lists the formats):"), "",
+             "| source | file | reason |", "|---|---|---|"]
+    lines += [f"| {e['source']} | `{e['path']}` | {e['reason']} |" for e in unread.get("listed", [])]
+    return lines
+
+
+def perplexity_buckets(counters: dict[str, int]) -> dict[str, dict[str, int]] | None:
+    """A source's documents per perplexity bucket, from its counters: {bucket:
+    {"scored", "dropped"}} for head, middle and tail as the cut-offs split them,
+    and "no bucket" (kept unscored: no model for its language, or no
+    cut-offs); None when the perplexity filter never counted any."""
+    rows = {b: {"scored": counters.get(f"perplexity.{b}", 0), "dropped": counters.get(f"drop.perplexity_{b}", 0)}
+            for b in ("head", "middle", "tail")}
+    rows["no bucket"] = {"scored": counters.get("perplexity.no_bucket", 0), "dropped": 0}
+    if not any(n for r in rows.values() for n in r.values()):
+        return None
+    return rows
+
+
+def perplexity_section(clean: dict[str, Any], sources: list[dict[str, Any]]) -> list[str]:
+    """The perplexity filter's bucket funnel per source, with the cut-offs and the
+    classifier's drops after it (empty when the filter did not run)."""
+    ppl = clean.get("perplexity")
+    if not ppl:
+        return []
+    cuts = "; ".join(f"{lang}: head below {c['cutoffs'][0]:.1f}, tail from {c['cutoffs'][1]:.1f} "
+                     f"({c['sample_docs']} documents sampled)" if "cutoffs" in c else f"{lang}: no cut-offs (no sample)"
+                     for lang, c in ppl["langs"].items())
+    lines = [
+        (f"The perplexity filter (CCNet: a KenLM n-gram model per language, trained on its Wikipedia: "
+         f"`{ppl['model_dir']}`) scored the documents of {', '.join(ppl['sources'])} after clean, by `python -m "
+         f"pipeline quality-filter`: buckets by the {ppl['percentiles'][0]:g}th and {ppl['percentiles'][1]:g}th "
+         f"percentiles of a sample's perplexities ({cuts}); kept: {', '.join(ppl['keep'])}. Then the classifier "
+         "judged what it kept."),
+        "",
+        ("| source | scored | head | middle | tail | no bucket (kept) | removed by perplexity "
+         "| removed by the classifier | kept |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sources:
+        counters = clean.get("counters", {}).get(s["source"], {})
+        rows = perplexity_buckets(counters)
+        if rows is None:
+            continue
+        scored = sum(r["scored"] for b, r in rows.items() if b != "no bucket")
+        cells = " | ".join(f"{rows[b]['scored']}" + (f" ({rows[b]['dropped']} removed)" if rows[b]["dropped"] else "")
+                           for b in ("head", "middle", "tail"))
+        lines.append(f"| {s['source']} | {scored} | {cells} | {rows['no bucket']['scored']} "
+                     f"| {sum(r['dropped'] for r in rows.values())} | {counters.get('drop.quality_classifier', 0)} "
+                     f"| {counters.get('docs_kept', 0)} |")
+    return [*lines, ""]
 
 
 def mixture_notes(shards: dict[str, Any]) -> list[str]:
@@ -443,9 +595,16 @@ def write_charts(data: dict[str, Any], out_dir: str | Path) -> list[str]:
     return paths
 
 
-def write_report(cfg: Config) -> tuple[str, str]:
+def write_report(cfg: Config, allow_mixed: bool = False) -> tuple[str, str]:
     """Write `<out_dir>/report.md` and its charts beside it, atomically; returns
-    (path of report.md, its text)."""
+    (path of report.md, its text).
+
+    Raises:
+        MixedRuns: the stage outputs come from different runs or settings
+            (`pipeline.lineage.check`), unless `allow_mixed`: then the report
+            says so.
+    """
+    lineage.check(cfg, "report", "training", allow_mixed)
     data = collect(cfg)
     write_charts(data, cfg.out_dir)
     text = render_markdown(data)

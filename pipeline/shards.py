@@ -36,7 +36,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipeline import io
+from pipeline import io, lineage
 from pipeline.beam_util import (
     Counters,
     pipeline_options,
@@ -61,8 +61,10 @@ from pipeline.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
 from pipeline.schema import (
     SHARDS_FORMAT,
     ContractError,
+    check_listed,
     clean_files,
     load_clean_manifest,
+    load_manifest,
     read_batches,
     token_shard_schema,
     write_arrow,
@@ -428,11 +430,33 @@ def describe_tokenizer(model_path: str) -> dict[str, Any]:
     }
 
 
-def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run the shard job; returns the manifest committed to `<shards.out>/manifest.json`.
+def up_to_date(cfg: Config, clean: dict[str, Any], tokenizer_sha256: str) -> dict[str, Any] | None:
+    """The committed shard manifest when a shard run now would write the same:
+    made under the same settings (`Config.shards_digest`) from the clean output
+    now committed (`pipeline.lineage.made_from`) with this tokenizer (sha256),
+    its shards all there; else None."""
+    try:
+        manifest = load_manifest(cfg.shards.out, SHARDS_FORMAT, "python -m pipeline shards")
+        check_listed(cfg.shards.out, manifest["shards"], "python -m pipeline shards")
+    except (ContractError, KeyError):
+        return None
+    same = (manifest.get("shards_digest") == cfg.shards_digest() and lineage.made_from(manifest, "clean", clean)
+            and manifest.get("tokenizer", {}).get("sha256") == tokenizer_sha256)
+    return manifest if same else None
+
+
+def run_shards(cfg: Config, beam_args: list[str] | None = None, force: bool = False,
+               allow_mixed: bool = False) -> dict[str, Any]:
+    """Run the shard job, unless `force` is false and the committed shards are
+    `up_to_date` (then their manifest is returned with "skipped": True);
+    returns the manifest committed to `<shards.out>/manifest.json`, which adds
+    to the job's the run, `shards_digest` and the clean run it was made from.
 
     Raises:
         ShardError: no clean manifest or tokenizer model, or no documents.
+        MixedRuns: the clean output or the tokenizer do not follow this config,
+            or the tokenizer was trained on another clean run
+            (`pipeline.lineage`), unless `allow_mixed`.
         OutputBusy: another job is writing `shards.out` (`pipeline.io.Run`).
     """
     quiet_beam_logging()
@@ -443,12 +467,7 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
         clean = load_clean_manifest(cfg.out_dir)
     except ContractError as e:
         raise ShardError(str(e)) from None
-    stale = clean.get("clean_config_digest")
-    if stale is not None and stale != cfg.clean_digest():
-        log.warning("%s was written under other cleaning settings (sources, langid, clean or "
-                    "seed; digest %s, now %s): rerun `python -m pipeline clean` for Documents "
-                    "that follow this config", io.join(cfg.out_dir, "clean", io.MANIFEST), stale,
-                    cfg.clean_digest())
+    lineage.check(cfg, "shards", "tokenizer", allow_mixed)
     if not io.exists(model_path):
         raise ShardError(f"{model_path} not found: run `python -m tokenizer train` first")
     try:
@@ -458,6 +477,8 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
     if not files:
         raise ShardError(f"{io.join(cfg.out_dir, 'clean', io.MANIFEST)} lists no document files")
     info = describe_tokenizer(model_path)
+    if not force and (current := up_to_date(cfg, clean, info["sha256"])) is not None:
+        return {**current, "skipped": True}
     warn_unshared(options, **{"shards.out": sc.out, "tokenizer.model_prefix": cfg.tokenizer.model_prefix,
                               "out_dir": cfg.out_dir})
 
@@ -472,7 +493,9 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any
                 raise ShardError(f"the shard job's manifest {staged} is missing: no documents were "
                                  "encoded, or the workers do not share this folder with the launcher (on a "
                                  "distributed runner put shards.out on a bucket: gs://, s3://)")
-            manifest = io.read_json(staged)
+            manifest = {**io.read_json(staged), "run": run.id, "shards_digest": cfg.shards_digest(),
+                        "clean_run": clean.get("run"), "clean_contents": lineage.contents(clean),
+                        "clean_config_digest": clean.get("clean_config_digest")}
             io.delete(staged)
             run.commit(manifest)
         except BaseException:

@@ -1017,8 +1017,8 @@ def bk_xz_truncated(m: Material, c: Place) -> Expect:
 
 @case("books")
 def bk_binary(m: Material, c: Place) -> Expect:
-    """A binary file (a model's bytes) dropped among the books."""
-    _write(c.path / f"{c.name}.bin", m.binary)
+    """A binary file (a model's bytes) dropped among the books under a book's name."""
+    _write(c.path / f"{c.name}.txt", m.binary)
     return tally(["dead"])
 
 

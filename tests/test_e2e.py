@@ -238,7 +238,8 @@ def test_inputs_take_repository_folders(tmp_path):
                                                       f"sources.books.inputs=[{tmp_path}/*]"])
     files = {s: [p for p, _ in found] for s, found in list_inputs(cfg).items()}
     assert files["github"] == [str(tmp_path / "repo-a"), str(tmp_path / "table.jsonl.gz")]
-    assert files["books"] == [str(tmp_path / "table.jsonl.gz")]  # folders only for folder sources
+    # folders only for folder sources; a .md note is a book, not a GitHub table (counted as unread there)
+    assert files["books"] == [str(tmp_path / "notes.md"), str(tmp_path / "table.jsonl.gz")]
 
 
 def test_clean_refuses_to_start_without_inputs_or_model(tmp_path):

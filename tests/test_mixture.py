@@ -279,8 +279,9 @@ def test_share_error_bounds():
     assert share_error_bounds({"a": 10.0}, {"a": 30})["a"] == math.inf
 
 
-def test_shards_warn_when_the_documents_follow_other_cleaning_settings(tmp_path, caplog):
+def test_shards_refuse_documents_of_other_cleaning_settings(tmp_path, caplog):
     from pipeline.config import load_config
+    from pipeline.lineage import MixedRuns
     from pipeline.shards import ShardError, run_shards
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}",
@@ -292,11 +293,14 @@ def test_shards_warn_when_the_documents_follow_other_cleaning_settings(tmp_path,
                        ["clean.min_chars=300"]).clean_digest() != cfg.clean_digest()
     manifest = tmp_path / "clean" / "manifest.json"
     manifest.parent.mkdir()
-    for digest, warned in ((cfg.clean_digest(), False), ("0123456789abcdef", True)):
+    for digest, mixed in ((cfg.clean_digest(), False), ("0123456789abcdef", True)):
         manifest.write_text(json.dumps({"format": CLEAN_FORMAT, "clean_config_digest": digest, "files": []}))
+        if mixed:  # an error naming both digests, unless allowed
+            with pytest.raises(MixedRuns, match=f"digest 0123456789abcdef, this config's {cfg.clean_digest()}"):
+                run_shards(cfg)
         caplog.clear()
         with pytest.raises(ShardError, match="none.model not found"):
-            run_shards(cfg)  # stops at the missing tokenizer, after the check
+            run_shards(cfg, allow_mixed=True)  # stops at the missing tokenizer, after the check
         text = caplog.text
-        assert ("written under other cleaning settings" in text) == warned
-        assert ("digest 0123456789abcdef, now " + cfg.clean_digest() in text) == warned
+        assert ("written under other cleaning settings" in text) == mixed
+        assert ("digest 0123456789abcdef, this config's " + cfg.clean_digest() in text) == mixed

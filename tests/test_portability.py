@@ -210,7 +210,7 @@ def test_cli_hands_unknown_arguments_to_beam(monkeypatch, capsys, command):
 
     seen = {}
 
-    def fake_job(cfg, beam_args=None):
+    def fake_job(cfg, beam_args=None, **_):  # and --force, --allow-mixed
         seen["options"] = pipeline_options(cfg, beam_args)
         return {"files": [], "counters": {}, "shards": [], "tokens_written": 0, "seconds": 0.0}
 
@@ -231,7 +231,7 @@ def test_ctrl_c_in_a_job_is_one_line_and_exit_130(monkeypatch, capsys):
     import pipeline.clean
     from pipeline.__main__ import main
 
-    def interrupted(cfg, beam_args=None):
+    def interrupted(cfg, beam_args=None, **_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline.clean, "run_clean", interrupted)

@@ -30,9 +30,11 @@ INPUTS = (("commoncrawl", "*.warc.gz"), ("github", "*.jsonl.gz"), ("wikipedia", 
 
 
 def _overrides(out: str, inputs: str, model: str, *extra: str) -> list[str]:
+    """The demo on `out`; the models (lid.176, the C4 bad-words list) beside `model`."""
     return [
         f"out_dir={out}",
         f"langid.model={model}",
+        f"clean.c4.badwords={model.rsplit('/', 1)[0]}/en.json",
         *(f"sources.{s}.inputs=[{inputs}/{s}/{pat}]" for s, pat in INPUTS),
         f"tokenizer.model_prefix={out}/tokenizer/m",
         "tokenizer.vocab_size=1000",
@@ -149,7 +151,9 @@ def test_every_output_is_an_object_in_the_bucket(s3_run, s3_server):  # noqa: F8
     assert expected <= set(keys), sorted(expected - set(keys))
     assert any(k.startswith("out/train/checkpoints/step-000020") for k in keys)
     assert "placed  langid.model" in s3_run["stdout"]["fetch"]
-    assert s3_server.list(f"{s3_run['bucket']}/models/") == ["models/lid.176.ftz"]
+    # the bad-words list, where `npm` could fetch it
+    fetched = (["models/en.json"] if "placed  clean.c4.badwords" in s3_run["stdout"]["fetch"] else [])
+    assert s3_server.list(f"{s3_run['bucket']}/models/") == fetched + ["models/lid.176.ftz"]
     # nothing else: no temporary object, no lease left behind, one run per stage
     assert not [k for k in keys if "/." in k or k.endswith((".tmp", ".lock"))]
     assert len({k.split("/")[2] for k in keys if k.startswith("out/clean/run-")}) == 1

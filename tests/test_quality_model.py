@@ -153,7 +153,8 @@ def filtered(corpus, tmp_path_factory, demo_inputs):
     (out / "clean" / "manifest.json").write_text(json.dumps(before))
     docs_before = {e["file"].split("/", 1)[1]: pa.ipc.open_file(str(out / "clean" / e["file"])).read_all().to_pylist()
                    for e in before["files"]}
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={out}", f"clean.quality.model={model}"])
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={out}", f"clean.quality.model={model}",
+                                                       "clean.perplexity.sources=[]"])  # the classifier alone
     return cfg, before, docs_before, run_quality_filter(cfg)
 
 
@@ -223,7 +224,7 @@ def test_quality_filter_needs_the_model_and_a_clean_output(tmp_path):
     (tmp_path / "m.bin").write_bytes(b"not read: there is no clean output")
     with pytest.raises(QualityModelError, match="manifest.json not found: run `python -m pipeline clean`"):
         run_quality_filter(_cfg(tmp_path, "m.bin"))
-    assert main(["quality-filter", "--set", f"out_dir={tmp_path}"]) == 2  # no clean.quality.model
+    assert main(["quality-filter", "--set", f"out_dir={tmp_path}"]) == 1  # no <out_dir>/quality/model.bin
 
 
 def _read(out: Path, manifest: dict, name: str) -> list[dict]:

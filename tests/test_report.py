@@ -167,7 +167,8 @@ def test_report_tables_and_chart_links(run_dir):
     assert "| books | 1 | 0.63 MB | 2 | - | 0 | 2 | 0.62 MB |" in text
     # 0.1903303922371828 * 614400 tokens trained = 116939
     assert "| github | 3659915 | 0.03 (0.03) | 99897 | 5.6% (Table 1: 4.5%) | 19.0% | 116939 | 4.6149 |" in text
-    assert "| books | 235218 | 0.48 (1.00) | 235218 | 5.6% (Table 1: 4.5%) | 44.8% | 275345 | - |" in text
+    assert ("| books | 235218 | 0.48 (1.00) | 235218 | 5.6% (Table 1: 4.5%) | 44.8% | 275345 "
+            "| - (none of its documents were held out for validation) |") in text
     assert "| github | 4.6149 | 16384 |" in text
     for name in ("report-funnel-github.png", "report-funnel-wikipedia.png", "report-funnel-books.png",
                  "report-mixture.png"):

@@ -1,5 +1,7 @@
 """C4 reader on the shared corpus: AllenAI's 1000-document C4 `en` sample (keys
-text/url/date) and a Paloma `c4_100_domains` file (no url, no timestamp)."""
+text/url/date) and a Paloma `c4_100_domains` file (no url, no timestamp); web
+pages read to rebuild C4 from (the demo's); released C4 left as it is in the
+production config."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.schema import doc_id
-from pipeline.sources.base import DeadLetter, Skip
+from pipeline.sources import c4, commoncrawl
+from pipeline.sources.base import DeadLetter, Skip, make_document
 from pipeline.sources.c4 import native_id, read
 
-CFG = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+CFG = load_config(ROOT / "configs" / "demo.yaml")
 SAMPLE = "c4/c4-en-sample.00000-of-00001.json.gz"
 PALOMA = "c4/paloma_c4_100_domains_www.theguardian.com.jsonl.gz"
 
@@ -123,3 +127,53 @@ def test_cut_and_corrupt_xz_json_lines(shared_corpus, tmp_path):
     assert items[-1].reason.startswith(
         "unreadable input, rest of file lost: OSError: corrupt xz data in the stream that starts at byte 0 "
     )
+
+
+# --- C4 rebuilt from web pages; released C4 taken as it is --------------------
+
+
+def test_web_pages_are_read_as_c4(demo_inputs):
+    """Any input that is not JSON lines is a page to rebuild C4 from: the
+    CommonCrawl reader's Documents, skips and dead letters, of source "c4"."""
+    page = demo_inputs["inputs/commoncrawl/trafilatura-1.0.0"] / "blog.python.org.html"
+    (doc,) = list(read(str(page), CFG))
+    (web,) = list(commoncrawl.read(str(page), CFG))
+    assert doc["source"] == "c4" and doc["id"] == doc_id("c4", "trafilatura-1.0.0/blog.python.org.html")
+    assert {k: v for k, v in doc.items() if k not in ("id", "source")} == {
+        k: v for k, v in web.items() if k not in ("id", "source")}
+    warc = str(demo_inputs["inputs/commoncrawl/at.warc.gz"])
+    items = list(read(warc, CFG))
+    assert [x.source if isinstance(x, Skip) else x["source"] for x in items] == ["c4"] * 8
+    assert kinds(items) == {"skip": 7, "doc": 1}
+    dead = list(read(str(demo_inputs["inputs/commoncrawl/formasaurus-0.10.0"] / "165.html"), CFG))
+    assert [(d.source, d.record) for d in dead] == [("c4", "file")]
+    assert c4.split(str(page), 1 << 30, CFG) == [] and not c4.is_released(warc)
+    assert c4.is_released("gs://b/c4/en/c4-train.00000-of-01024.json.gz")
+
+
+def test_production_config_takes_released_c4_as_it_is():
+    """LLaMA used the public C4 as released: no C4 rules again, no second
+    language ID, no CCNet minimum length; the bad-words list is there for a
+    rebuild from WET."""
+    prod = load_config(ROOT / "configs" / "llama-1.4t.yaml")
+    assert prod.clean.c4.sources == [] and prod.sources["c4"].keep_langs == []
+    assert (prod.min_chars("c4"), prod.min_chars("commoncrawl")) == (0, 300)
+    assert prod.clean.c4.badwords.endswith("/ldnoobw/en.json") and not prod.clean.c4.badwords_optional
+    assert all(p.endswith(".json.gz") for p in prod.sources["c4"].inputs)
+    demo = load_config(ROOT / "configs" / "demo.yaml")
+    assert demo.clean.c4.sources == ["c4"] and demo.clean.c4.badwords_optional
+    assert demo.min_chars("c4") == demo.clean.min_chars == 200
+    with pytest.raises(ConfigError, match="sources.c4.min_chars"):
+        load_config(ROOT / "configs" / "demo.yaml", ["sources.c4.min_chars=-1"])
+
+
+def test_min_chars_per_source_in_the_quality_stage():
+    from pipeline import clean
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["sources.c4.min_chars=0"])
+    stage = clean.QualityFilter(cfg.model_dump_json())
+    stage.setup()
+    text = "Alice was beginning to get very tired of sitting by her sister on the bank."
+    batch = [make_document(s, "alice", text, "") for s in ("c4", "commoncrawl")]
+    assert len(text) < cfg.clean.min_chars
+    assert [d["source"] for d in stage.process(batch) if isinstance(d, dict)] == ["c4"]

@@ -1,9 +1,12 @@
-"""CommonCrawl reader on real WARC/WET/Dolma files: the demo's 2013 wget crawl
-(Warcat sdist) and the shared corpus (Common Crawl, ClueWeb09, GNU wget)."""
+"""CommonCrawl reader on real WARC/WET/Dolma files and saved HTML pages: the
+demo's 2013 wget crawl (Warcat sdist), pywb's crawl of iana.org, the pages of
+formasaurus, trafilatura, htmldate and newspaper4k, and the shared corpus
+(Common Crawl, ClueWeb09, GNU wget)."""
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import lzma
 import re
@@ -16,6 +19,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import load_config
 from pipeline.schema import doc_id
+from pipeline.sources import commoncrawl
 from pipeline.sources.base import DeadLetter, Skip
 from pipeline.sources.commoncrawl import (
     MAX_REPLACEMENT_RATIO,
@@ -54,10 +58,11 @@ def by_url(items: list) -> dict[str, dict]:
 
 def payload(path: Path, url: str) -> bytes:
     """The HTTP body of the response record for `url` (read with warcio)."""
-    for record in ArchiveIterator(gzip.open(path)):
-        target = record.rec_headers.get_header("WARC-Target-URI")
-        if record.rec_type == "response" and target == url:
-            return record.content_stream().read()
+    with gzip.open(path) as f:
+        for record in ArchiveIterator(f):
+            target = record.rec_headers.get_header("WARC-Target-URI")
+            if record.rec_type == "response" and target == url:
+                return record.content_stream().read()
     raise KeyError(url)
 
 
@@ -189,7 +194,7 @@ def test_wrong_content_length_is_a_dead_letter(demo_raw, tmp_path):
 
 def test_item1_content_length_5_short_then_two_valid_records_demo(demo_raw, tmp_path):
     starts = record_starts(demo_raw) + [len(demo_raw)]
-    records = [demo_raw[a:b] for a, b in zip(starts, starts[1:])]
+    records = [demo_raw[a:b] for a, b in itertools.pairwise(starts)]
     # the 200 response declaring 5 bytes less than its block, then the 301
     # response and the request for the main page, both valid
     first = shorten_content_length(records[4], 5)
@@ -489,7 +494,7 @@ def warc_response(uri: str, number: int, content_type: str, body: bytes) -> byte
 
 def test_item3_charsets_of_three_http_responses(tmp_path):
     french = html_page("Alice", FRENCH, '<meta charset="utf-8">').encode("utf-8")
-    stray = french.replace("étonnant".encode("utf-8"), b"\xe9tonnant")  # one Latin-1 byte
+    stray = french.replace("étonnant".encode(), b"\xe9tonnant")  # one Latin-1 byte
     assert len(stray) == len(french) - 1
     path = tmp_path / "charsets.warc"
     path.write_bytes(
@@ -599,3 +604,72 @@ def test_truncated_xz_gives_every_record_before_the_cut_cc(cc, tmp_path):
     dead = items[-1]
     assert (dead.path, dead.record) == (str(path), "offset 256324")
     assert f"xz stream truncated: the input ends at byte {size} inside the stream" in dead.reason
+
+
+# --- the demo's other web data: a WARC of iana.org and saved pages (.html) ----
+
+IANA_WARC = "inputs/commoncrawl/pywb-2.10.0/iana.warc.gz"
+PAGES = {  # folder of saved pages -> what the reader makes of them
+    "inputs/commoncrawl/trafilatura-1.0.0": {"doc": 108, "skip:empty": 2},
+    "inputs/commoncrawl/htmldate-1.2.3": {"doc": 68},
+    "inputs/commoncrawl/newspaper4k-0.9.6": {"doc": 29, "skip:empty": 1},
+    # six pages whose bytes the detector takes for EUC-KR or GBK: dead letters
+    "inputs/commoncrawl/formasaurus-0.10.0": {"doc": 907, "skip:empty": 41, "dead": 6},
+}
+
+
+def read_folder(folder: Path) -> list:
+    return [x for page in sorted(folder.glob("*.html")) for x in read(str(page), CFG)]
+
+
+def test_pywb_crawl_of_iana(demo_inputs):
+    items = list(read(str(demo_inputs[IANA_WARC]), CFG))
+    assert outcomes(items) == {"doc": 16, "skip:record_type": 295, "skip:non_html": 28, "skip:http_status": 4}
+    home = by_url(items)["http://www.iana.org/"]
+    assert json.loads(home["meta"])["warc_file"] == "iana.warc.gz"
+    assert len(home["text"]) == 941
+
+
+@pytest.mark.parametrize("folder", sorted(PAGES))
+def test_saved_pages_of_the_demo(demo_inputs, folder):
+    items = read_folder(demo_inputs[folder])
+    assert outcomes(items) == PAGES[folder]
+    name = Path(folder).name
+    assert all(d["id"] == doc_id("commoncrawl", f"{name}/{Path(d['url']).name}") for d in docs(items))
+    for dead in (x for x in items if isinstance(x, DeadLetter)):
+        assert dead.record == "file" and re.fullmatch(
+            r"undecodable: \d+ of \d+ characters replaced decoding as (euc_kr|gbk) \(more than 1%\)", dead.reason)
+
+
+def test_a_saved_page_as_text(demo_inputs):
+    path = demo_inputs["inputs/commoncrawl/trafilatura-1.0.0"] / "blog.python.org.html"
+    (page,) = list(read(str(path), CFG))
+    assert page["url"] == str(path)
+    assert page["text"].startswith("Friday, December 23, 2016\n\nPython 3.6.0 is now available!\n\n")
+    assert len(page["text"]) == 1059
+    assert json.loads(page["meta"]) == {
+        "charset": "utf-8", "charset_source": "meta", "content_type": "text/html", "replacements": 0,
+        "warc_date": "", "warc_file": "blog.python.org.html"}
+    assert commoncrawl.split(str(path), 1 << 30, CFG) == []  # a page is read whole
+
+
+def test_compressed_cut_empty_and_too_large_pages(demo_inputs, tmp_path, monkeypatch):
+    html = (demo_inputs["inputs/commoncrawl/trafilatura-1.0.0"] / "blog.python.org.html").read_bytes()
+    (plain,) = list(read(str(demo_inputs["inputs/commoncrawl/trafilatura-1.0.0"] / "blog.python.org.html"), CFG))
+    packed = gzip.compress(html)
+    (tmp_path / "page.html.gz").write_bytes(packed)
+    (tmp_path / "page.htm.xz").write_bytes(lzma.compress(html))
+    for name in ("page.html.gz", "page.htm.xz"):
+        (doc,) = list(read(str(tmp_path / name), CFG))
+        assert doc["text"] == plain["text"] and doc["id"] == doc_id("commoncrawl", f"{tmp_path.name}/{name}")
+    (tmp_path / "cut.html.gz").write_bytes(packed[: len(packed) // 2])
+    (dead,) = list(read(str(tmp_path / "cut.html.gz"), CFG))
+    assert isinstance(dead, DeadLetter) and dead.record == "file"
+    assert dead.reason.startswith("compressed stream broken: EOFError")
+    (tmp_path / "empty.html").write_bytes(b"<html><body><script>var x;</script></body></html>")
+    assert list(read(str(tmp_path / "empty.html"), CFG)) == [Skip("commoncrawl", "empty")]
+    monkeypatch.setattr(commoncrawl, "MAX_RECORD_BYTES", len(html) - 1)
+    assert list(read(str(demo_inputs["inputs/commoncrawl/trafilatura-1.0.0"] / "blog.python.org.html"), CFG)) == [
+        Skip("commoncrawl", "too_large")]
+    (dead,) = list(read(str(tmp_path / "missing.html"), CFG))
+    assert dead.reason.startswith("cannot open:")

@@ -10,6 +10,7 @@ any size costs about its kept text beyond itself.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -85,21 +86,49 @@ def _fewer_words(line: str, n: int) -> bool:
     return n > 0 and next(islice(_WORD.finditer(line), n - 1, None), None) is None
 
 
-def load_badwords(path: str | Path | None) -> re.Pattern[str] | None:
-    """A whole-word, case-insensitive regex of the words in a one-per-line list file.
+# Languages written without spaces between words: TFDS matches their entries anywhere.
+UNSPACED_LANGS = ("ja", "th", "zh")
 
-    C4 used the LDNOOBW English list; any list in that format works.
-    Raises: FileNotFoundError naming the file.
+
+def badwords_pattern(words: list[str], lang: str = "en") -> re.Pattern[str] | None:
+    """The C4 bad-words regex (TFDS `get_badwords_filter_fn`): an entry, words
+    or a phrase (`2 girls 1 cup`: a literal space), matches between non-word
+    characters or the text's ends, `(?:\\W|^)` and `(?:\\W|$)`, except in
+    UNSPACED_LANGS, where it matches anywhere. Case-insensitive, as TFDS's
+    search of the lowercased text. Entries are stripped and lowercased (TFDS
+    takes them as listed, so its few upper-case ones, none in English, never
+    match). None for an empty list.
+    """
+    words = sorted({w.strip().lower() for w in words if w.strip()})
+    if not words:
+        return None
+    alternatives = "|".join(map(re.escape, words))
+    if lang.split("-")[0] in UNSPACED_LANGS:
+        return re.compile(alternatives, re.IGNORECASE)
+    return re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)", re.IGNORECASE)
+
+
+def load_badwords(path: str | Path | None) -> re.Pattern[str] | None:
+    """`badwords_pattern` of a list file: LDNOOBW's JSON array (`en.json` of
+    npm's `naughty-words`, which C4 used), or one entry per line. The language
+    is the file's name (`ja.json`: no word boundaries).
+
+    Raises: FileNotFoundError naming the file; ValueError for a JSON file that
+    is not an array of strings.
     """
     if not path:
         return None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"bad-words list not found: {path}")
-    words = sorted({w.strip().lower() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()})
-    if not words:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        words = json.loads(text)
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ValueError(f"{path}: a bad-words list in JSON must be an array of strings")
+    else:
+        words = text.splitlines()
+    return badwords_pattern(words, path.name.split(".")[0])
 
 
 def clean_c4_page(
@@ -114,7 +143,8 @@ def clean_c4_page(
     ("javascript"); a cookie/policy notice ("policy").
     Page rules (the page goes): "lorem ipsum" ("lorem_ipsum"); a curly bracket
     ("curly_bracket"); fewer than `min_sentences` sentences in the kept lines
-    ("too_few_sentences"); a word of the bad-words list ("badwords").
+    ("too_few_sentences"); an entry of the bad-words list in the kept text
+    ("badwords"; `badwords_pattern`).
 
     Returns:
         (cleaned text, or None when the page is dropped; Counter of reasons:

@@ -49,7 +49,7 @@ from typing import IO, Any, Iterator, Mapping, NamedTuple
 
 from pipeline.decode import Undecodable, decode_text
 from pipeline.io import open_input
-from pipeline.sources.base import Count, DeadLetter, Skip, make_document
+from pipeline.sources.base import Count, DeadLetter, Formats, Skip, make_document
 
 SOURCE = "arxiv"
 
@@ -70,6 +70,13 @@ BINARY_EXTENSIONS = frozenset(
 TEX_EXTENSIONS = (".tex", ".ltx", ".latex")
 # A lone file with one of these is part of a paper, not a paper (Skip "support_file").
 SUPPORT_EXTENSIONS = (".bbl", ".bib", ".bst", ".sty", ".cls", ".clo", ".cfg")
+FORMATS = Formats(
+    describe=("LaTeX sources: a .tex (.ltx, .latex) file, arXiv's .tar, .tar.gz, .tgz or gzipped .tex "
+              "(ID.gz), or a local paper folder (one holding a .tex); a lone .bbl, .bib, .sty... is "
+              "counted, as part of a paper (skip support_file)"),
+    names=(*(f"*{e}" for e in TEX_EXTENSIONS + SUPPORT_EXTENSIONS), "*.tar", "*.tgz", "*.gz"),
+    folders=tuple(f"*{e}" for e in TEX_EXTENSIONS),
+)
 
 
 class LatexError(ValueError):

@@ -17,7 +17,8 @@ DeadLetter | Count | Part]`:
   module's `assemble(key, values, cfg)`, which yields what a reader yields
   (Parts aside).
 
-A source module may also define `split(path, nbytes, cfg) -> list[span]`: an
+Each source module states the inputs its reader accepts in `FORMATS` (a
+`Formats`). It may also define `split(path, nbytes, cfg) -> list[span]`: an
 input larger than `clean.split_bytes` is then read as those spans, each by any
 worker (`read(path, cfg, span)`); a span is a tuple of ints whose meaning the
 module alone knows (byte ranges, bz2 stream offsets, Parquet row groups).
@@ -25,10 +26,55 @@ module alone knows (byte ranges, bz2 stream offsets, Parquet row groups).
 
 from __future__ import annotations
 
+import fnmatch
 import json
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from pipeline.schema import doc_id
+
+# What `pipeline.io.open_input` decompresses (by magic bytes): a name may end in one
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
+
+
+class Formats(NamedTuple):
+    """The inputs a source's reader accepts: its module's `FORMATS`, the one
+    statement of them that input discovery (`pipeline.inputs`), `clean --help`
+    and the README use. A file whose name it does not accept is not read, but
+    counted and listed as unread, never left out silently.
+
+    Name patterns are `fnmatch` patterns matched against a file's lower-case
+    name, whole or without one compression suffix (`COMPRESSION_SUFFIXES`): "*.txt"
+    takes `a.txt` and `a.txt.gz`; a pattern ending in a compression suffix
+    ("*.json.gz") takes that name only.
+    """
+
+    describe: str  # the accepted inputs, for people (one line)
+    names: tuple[str, ...]  # a file with a name like these is a record
+    # a local folder that holds an entry named like these is one record (a
+    # repository, a paper); other folders are searched for records
+    folders: tuple[str, ...] = ()
+    companions: tuple[str, ...] = ()  # files read beside a record, never records (a dump's index)
+
+    def accepts(self, name: str) -> bool:
+        """Whether a file of this name is a record of the source."""
+        return _matches(name, self.names)
+
+    def is_companion(self, name: str) -> bool:
+        """Whether a file of this name is read beside a record (not one itself)."""
+        return _matches(name, self.companions)
+
+    def is_record_folder(self, entries: Iterable[str]) -> bool:
+        """Whether a folder with these entries (names) is one record."""
+        return bool(self.folders) and any(_matches(e, self.folders, compressed=False) for e in entries)
+
+
+def _matches(name: str, patterns: tuple[str, ...], compressed: bool = True) -> bool:
+    name = name.lower()
+    names = [name]
+    if compressed and name.endswith(COMPRESSION_SUFFIXES):
+        names.append(name.rsplit(".", 1)[0])
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
 
 
 class Skip(NamedTuple):

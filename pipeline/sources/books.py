@@ -22,41 +22,55 @@ marker on, in the variants used since 1991:
 
 A file with none of these (Books3-like) is kept whole. One Document per file;
 the language is left to language ID.
+
+Books in JSON lines (a `.jsonl`/`.json` file, one book or text per row, as
+datasets of books are often published) are read row by row: a row's `text`
+is one Document, taken as it is (no Gutenberg markers are looked for); its
+`id` (else `<file name>:<line>`) identifies it, and `title` and `url` are kept
+when present. A row without a string `text` is a dead letter.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from pipeline.decode import Decoded, decode_text
 from pipeline.io import read_input
-from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
+from pipeline.sources.records import iter_json_lines, json_lines_spans, line_id
 
 SOURCE = "books"
+JSON_LINES = ("*.jsonl", "*.json")  # read row by row (module doc), any compression
+FORMATS = Formats(
+    describe=("plain text (.txt, .md), Project Gutenberg's or not; JSON lines (.jsonl, .json) "
+              'with a "text" field per row, a book each; gzip, bzip2 or xz compressed too'),
+    names=("*.txt", "*.md", *JSON_LINES),
+)
 
 # Header and footer markers: matched at a line start, case-insensitive. Each
 # names Project Gutenberg or its small print, so prose never matches them.
 _START_RE = re.compile(
     r"^\s*(?:\*+\s*START OF (?:THE|THIS) (?:COPYRIGHTED )?PROJECT GUTENBERG"  # 2000s to today
     r"|\*?\s*END\s*\*?\s*THE SMALL PRINT)",  # 1990s: *END*THE SMALL PRINT! ...*END*
-    re.I,
+    re.IGNORECASE,
 )
 _END_RE = re.compile(
     # "*** END OF THE PROJECT GUTENBERG EBOOK", "End of Project Gutenberg's ...",
     # "*End of The Project Gutenberg Etext of ..." (1990s)
     r"^[\s*]*(?:END OF (?:THE |THIS )?(?:COPYRIGHTED )?PROJECT GUTENBERG"
     r"|Ende diese[sr]? Proje[ck]t Gutenberg|Fin de Project Gutenberg)",
-    re.I,
+    re.IGNORECASE,
 )
-_EARLY_RELEASE_RE = re.compile(r"^\s*This is the .{0,60}Project Gutenberg release of\b", re.I)
-_TITLE_RE = re.compile(r"^Title:\s*(.*\S)", re.I)
+_EARLY_RELEASE_RE = re.compile(r"^\s*This is the .{0,60}Project Gutenberg release of\b", re.IGNORECASE)
+_TITLE_RE = re.compile(r"^Title:\s*(.*\S)", re.IGNORECASE)
 # The title line: "The Project Gutenberg Etext of <title>, by <author>" (1990s),
 # "**The Project Gutenberg Etext of <title>**", "Project Gutenberg's Etext of ...",
 # "The Project Gutenberg EBook of ..." (2000s on, above the START marker).
 _PG_FIRST_LINE_RE = re.compile(
-    r"^\W*(?:The )?Project Gutenberg(?:'s)? (?:e-?book|e-?text) of\s+", re.I
+    r"^\W*(?:The )?Project Gutenberg(?:'s)? (?:e-?book|e-?text) of\s+", re.IGNORECASE
 )
 _LEADING_BLANK_LINES_RE = re.compile(r"\A(?:[ \t]*\n)+")
 
@@ -216,10 +230,47 @@ def _body(text: str, span: BookSpan) -> str:
     return _LEADING_BLANK_LINES_RE.sub("", text[span.start : span.end]).rstrip()
 
 
-def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+def is_json_lines(path: str) -> bool:
+    """Whether a books input is JSON lines (a book per row), by its name."""
+    return Formats("", JSON_LINES).accepts(posixpath.basename(path))
+
+
+def split(path: str, nbytes: int, cfg: Any) -> list[tuple[int, int, int]]:
+    """Line ranges of about `clean.split_bytes` of a large plain JSON-lines file
+    (`pipeline.sources.records.json_lines_spans`); [] (read whole) for a book."""
+    return json_lines_spans(path, cfg.clean.split_bytes) if is_json_lines(path) else []
+
+
+def read_json_lines(path: str, span: tuple[int, int, int] | None = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
+    """Books as JSON lines (module doc): a Document per row with a string
+    `text` (native id its `id`, else `<file name>:<line>`; url its `url`, else
+    the path; meta {"title"} when it has one), Skip "empty" for a blank text,
+    DeadLetter (record "line N") for a row without a string `text` and where
+    the file's lines cannot be read (`iter_json_lines`)."""
+    for item in iter_json_lines(path, SOURCE, span):
+        if isinstance(item, DeadLetter):
+            yield item
+            continue
+        line, row = item
+        text = row.get("text")
+        if not isinstance(text, str):
+            yield DeadLetter(SOURCE, path, f"line {line}", "no string 'text' field (a JSON-lines book "
+                             "is one row with its text in \"text\")")
+            continue
+        if not text.strip():
+            yield Skip(SOURCE, "empty")
+            continue
+        native = str(row["id"]) if row.get("id") not in (None, "") else line_id(path, line)
+        url = row["url"] if isinstance(row.get("url"), str) and row["url"] else path
+        meta = {"title": row["title"]} if isinstance(row.get("title"), str) else {}
+        yield make_document(SOURCE, native, text, url, meta=meta)
+
+
+def read(path: str, cfg: Any = None, span: tuple[int, int, int] | None = None) -> Iterator[dict[str, Any] | Skip | DeadLetter]:
     """Read one plain-text book file; yield one Document, Skip("empty") or
     DeadLetter, then for a damaged compressed file one DeadLetter naming the
-    damage.
+    damage. A JSON-lines file is read by `read_json_lines` (a line range of
+    `split` when `span` is given).
 
     Document: native_id the file name, url the path, lang "" (set by language
     ID), meta {"title", "encoding", "replacements", "truncated",
@@ -239,14 +290,19 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     DeadLetter only: the bytes before a checksum fails are not checked.
 
     Args:
-        path: a .txt file, optionally gzip/bzip2/xz-compressed (any Beam filesystem).
+        path: a book (`FORMATS`: .txt, .md), optionally gzip/bzip2/xz-compressed,
+            or JSON lines (any Beam filesystem).
         cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
+        span: a line range of `split` (JSON lines only), or None.
     Yields:
         A Document; Skip("books", "empty") when nothing is left after stripping;
         DeadLetter when the file cannot be read, or decoded (binary), or is damaged.
     Raises:
         Nothing from the data: every failure becomes a DeadLetter.
     """
+    if is_json_lines(path):
+        yield from read_json_lines(path, span)
+        return
     name = posixpath.basename(path)
     try:
         data, damage = read_input(path)  # one Document per file: the whole book is needed anyway

@@ -1,21 +1,40 @@
-"""C4 reader: JSON lines as released (`text`, `url`, `timestamp`), plain or gzip.
+"""C4 reader: JSON lines as released (`text`, `url`, `timestamp`), plain or
+compressed; or web pages (WET, WARC, saved HTML) to rebuild C4 from.
 
 LLaMA (2023), Section 2.1 "C4": the publicly available C4 dataset (Raffel et
-al., 2020), already cleaned by its own heuristics; the C4 rules that LLaMA adds
-(and language ID) run in later stages, not here. Tolerated variants of the
-release schema: `date` instead of `timestamp` (AllenAI/OLMo's copy) and no
-`url` at all (Paloma's `c4_100_domains`).
+al., 2020), already cleaned by its own heuristics, so the released JSON is
+taken as it is. Tolerated variants of the release schema: `date` instead of
+`timestamp` (AllenAI/OLMo's copy) and no `url` at all (Paloma's
+`c4_100_domains`).
+
+Rebuilding C4 from a crawl: any other input (WET, WARC, `.html`) is read by
+the CommonCrawl reader as "c4" Documents, and the config runs the C4 rules on
+them (`clean.c4.sources`, `pipeline.filters.c4`) in a later stage, not here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pipeline.config import Config
-from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources import commoncrawl
+from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 from pipeline.sources.records import iter_json_lines, json_lines_spans, line_id
 
 SOURCE = "c4"
+# The release's files (`c4-train.00000-of-01024.json.gz`), and any JSON lines.
+JSON_SUFFIXES = tuple(f"{ext}{z}" for ext in (".json", ".jsonl") for z in ("", ".gz", ".bz2", ".xz"))
+FORMATS = Formats(  # the release's JSON lines, else CommonCrawl's formats (module doc)
+    describe=("released C4 JSON lines (.json, .jsonl; gzip, bzip2, xz), or web pages to rebuild C4 "
+              "from: CommonCrawl's formats (WARC, WET, saved .html)"),
+    names=(*(f"*{s}" for s in JSON_SUFFIXES), *commoncrawl.FORMATS.names),
+)
+
+
+def is_released(path: str) -> bool:
+    """Whether a C4 input is the released JSON (else web pages to rebuild from)."""
+    return path.lower().endswith(JSON_SUFFIXES)
 
 
 def native_id(row: dict[str, Any], path: str, line: int) -> str:
@@ -51,18 +70,22 @@ def row_to_document(row: dict[str, Any], path: str, line: int) -> dict | Skip | 
     )
 
 
-def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, int, int]]:
+def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, ...]]:
     """Line ranges of about `clean.split_bytes` of a large plain JSON-lines file,
     read by several workers (`pipeline.sources.records.line_spans`); [] (read
     whole) for a compressed one: the released `c4-*.json.gz` are single gzip
-    members, which cannot be entered in the middle."""
+    members, which cannot be entered in the middle. Web pages: the CommonCrawl
+    reader's spans (`commoncrawl.split`)."""
+    if not is_released(path):
+        return commoncrawl.split(path, nbytes, cfg)
     return json_lines_spans(path, cfg.clean.split_bytes)
 
 
 def read(
-    path: str, cfg: Config, span: tuple[int, int, int] | None = None
+    path: str, cfg: Config, span: tuple[int, ...] | None = None
 ) -> Iterator[dict | Skip | DeadLetter]:
-    """Read one C4 JSON-lines file (plain, gzip, bzip2 or xz).
+    """Read one C4 JSON-lines file (plain, gzip, bzip2 or xz), or by any other
+    name a web file to rebuild C4 from (`commoncrawl.read`, as "c4").
 
     Args:
         path: a local or Beam-filesystem path.
@@ -70,9 +93,13 @@ def read(
         span: a line range of `split` (the lines that start in it), or None.
     Yields: a Document per row (meta {"timestamp"}), Skip "empty" for a blank
         text, DeadLetter naming the file and line for a line that is not a JSON
-        object with a string `text`, or where a compressed stream breaks.
+        object with a string `text`, or where a compressed stream breaks. For
+        web files, what `commoncrawl.read` yields, of source "c4".
     Never raises.
     """
+    if not is_released(path):
+        yield from commoncrawl.read(path, cfg, span, as_source=SOURCE)
+        return
     for item in iter_json_lines(path, SOURCE, span):
         if isinstance(item, DeadLetter):
             yield item

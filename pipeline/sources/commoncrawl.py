@@ -1,10 +1,12 @@
-"""CommonCrawl reader: WARC (HTML responses -> text), WET (extracted text) and
-Dolma-style JSON lines.
+"""CommonCrawl reader: WARC (HTML responses -> text), WET (extracted text),
+Dolma-style JSON lines, and saved HTML pages (one `.html`/`.htm` file a page).
 
 LLaMA (2023), Section 2.1 "English CommonCrawl" starts from CommonCrawl dumps as
 processed by CCNet, whose input is the WET text; this reader also accepts WARC so
 that a crawl can be re-extracted (as RedPajama-V2 and FineWeb do), and Dolma's
-JSON lines, the form in which several public CC extracts are released.
+JSON lines, the form in which several public CC extracts are released, and
+pages saved as files (a mirror, or a test suite's pages): one file is one HTTP
+200 HTML response without headers, so its charset and text follow the WARC rules.
 
 Record routing (each is a Skip reason counted by the Beam layer):
   - WARC `response` with HTTP 200 and an HTML content type -> charset decoded,
@@ -13,7 +15,8 @@ Record routing (each is a Skip reason counted by the Beam layer):
   - other record types (request, metadata, warcinfo, resource, revisit)
     -> Skip "record_type"; HTTP status other than 200 -> Skip "http_status";
     non-HTML payload -> Skip "non_html"; no text left -> Skip "empty";
-    a response or conversion block over MAX_RECORD_BYTES -> Skip "too_large".
+    a response or conversion block over MAX_RECORD_BYTES -> Skip "too_large";
+  - an HTML file -> Document (Skip "empty", Skip "too_large" alike).
 A record that cannot be parsed -> DeadLetter with the record's offset in the
 file (`WarcFramer.location`) and the reason; reading resumes at the next
 record (`WarcFramer`, and `GzipMembers` for a damaged gzip member), so one bad
@@ -33,7 +36,8 @@ import codecs
 import io
 import json
 import re
-from typing import IO, Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import IO, Any, NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -59,7 +63,7 @@ from pipeline.config import Config
 from pipeline.decode import Undecodable, decode_counting, sniff_bom, sniff_wide
 from pipeline.filters.ccnet import crawl_id
 from pipeline.io import open_input, open_range
-from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 from pipeline.sources.records import (
     GZIP_MAGIC,
     STREAM_ERRORS,
@@ -86,6 +90,15 @@ _META_CHARSET = re.compile(
 )
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.bz2", ".jsonl.xz")
+# A saved page, plain or compressed (`pipeline.io.open_input` decompresses by magic bytes).
+HTML_SUFFIXES = tuple(f"{ext}{z}" for ext in (".html", ".htm", ".xhtml") for z in ("", ".gz", ".bz2", ".xz"))
+# What `read` takes (`pipeline.sources.base.Formats`): by name, JSON lines and
+# saved pages; WARC, WET and WAT files, any compression, are the rest
+FORMATS = Formats(
+    describe=("WARC, WET or WAT files (.warc, .wet, .wat; gzip, bzip2, xz), Dolma JSON lines "
+              "(.jsonl, .json.gz), saved HTML pages (.html, .htm, .xhtml), one page a file"),
+    names=("*.warc", "*.wet", "*.wat", *(f"*{s}" for s in _JSONL_SUFFIXES + HTML_SUFFIXES)),
+)
 
 # WARC record types that can give a document (WARC 1.1, section 6).
 DOCUMENT_RECORD_TYPES = frozenset({"response", "conversion"})
@@ -242,8 +255,26 @@ def _meta(
     return meta
 
 
-def _record_to_document(record: Any, path: str) -> dict | Skip:
-    """One parsed warcio record -> Document or Skip.
+def html_document(
+    payload: bytes, http_charset: str | None, mime: str, url: str, native_id: str,
+    warc_date: str, path: str, as_source: str = SOURCE,
+) -> dict | Skip:
+    """An HTML payload (a WARC response's, or a saved page's) -> Document, or
+    Skip "empty" when no text is left: charset chosen by `decode_html`, text by
+    `html_to_text`.
+
+    Raises: Undecodable (see `decode_html`), or what resiliparse raises.
+    """
+    html, codec, how, replacements = decode_html(payload, http_charset)
+    text = html_to_text(html)
+    if not text:
+        return Skip(as_source, "empty")
+    meta = _meta(warc_date, codec, how, mime or "text/html", path, replacements)
+    return make_document(as_source, native_id, text, url, meta=meta)
+
+
+def _record_to_document(record: Any, path: str, as_source: str = SOURCE) -> dict | Skip:
+    """One parsed warcio record -> Document or Skip (of `as_source`).
 
     Raises: Undecodable (see `decode_html`), or whatever a broken payload raises
     in warcio (chunked or gzip transfer coding) or resiliparse.
@@ -261,29 +292,24 @@ def _record_to_document(record: Any, path: str) -> dict | Skip:
         check_replacements(text, replacements, codec)
         text = text.strip()
         if not text:
-            return Skip(SOURCE, "empty")
+            return Skip(as_source, "empty")
         meta = _meta(warc_date, codec, "wet", mime or "text/plain", path, replacements)
-        return make_document(SOURCE, native_id, text, url, meta=meta)
+        return make_document(as_source, native_id, text, url, meta=meta)
 
     if rec_type != "response":
-        return Skip(SOURCE, "record_type")
+        return Skip(as_source, "record_type")
     http = record.http_headers
     if http is None:  # e.g. a `dns:` response: no HTTP message at all
-        return Skip(SOURCE, "non_html")
+        return Skip(as_source, "non_html")
     if http.get_statuscode() != "200":
-        return Skip(SOURCE, "http_status")
+        return Skip(as_source, "http_status")
     mime, http_charset = parse_content_type(http.get_header("Content-Type"))
     if mime and mime not in HTML_TYPES:
-        return Skip(SOURCE, "non_html")
+        return Skip(as_source, "non_html")
     payload = record.content_stream().read()
     if not mime and not _looks_like_html(payload):
-        return Skip(SOURCE, "non_html")
-    html, codec, how, replacements = decode_html(payload, http_charset)
-    text = html_to_text(html)
-    if not text:
-        return Skip(SOURCE, "empty")
-    meta = _meta(warc_date, codec, how, mime or "text/html", path, replacements)
-    return make_document(SOURCE, native_id, text, url, meta=meta)
+        return Skip(as_source, "non_html")
+    return html_document(payload, http_charset, mime, url, native_id, warc_date, path, as_source)
 
 
 class _PlainSegments:
@@ -355,9 +381,10 @@ class WarcFramer:
     Yields `WarcRecord`s and `DeadLetter`s (record = `location(offset)`).
     """
 
-    def __init__(self, source: Any, path: str):
+    def __init__(self, source: Any, path: str, as_source: str = SOURCE):
         self.src = source
         self.path = path
+        self.as_source = as_source  # the dataset its dead letters are counted under
         self.buf = bytearray()
         self.pos = 0  # index in buf of the next unread byte
         self.base = 0  # decompressed offset of buf[0]
@@ -495,7 +522,7 @@ class WarcFramer:
         return f"offset {compressed}" if inside == 0 else f"offset {compressed}+{inside}"
 
     def _dead(self, offset: int, reason: str) -> DeadLetter:
-        return DeadLetter(SOURCE, self.path, self.location(offset), reason)
+        return DeadLetter(self.as_source, self.path, self.location(offset), reason)
 
     def records(self, keep: Callable[[dict[str, str]], bool]) -> Iterator[WarcRecord | DeadLetter]:
         """Every record of the file, or a DeadLetter in its place.
@@ -510,7 +537,7 @@ class WarcFramer:
                 if self.src.error is not None and not reported:
                     where = self.src.error_at
                     yield DeadLetter(
-                        SOURCE, self.path,
+                        self.as_source, self.path,
                         self.location(self.tell()) if where is None else f"offset {where}",
                         f"{self.src.error}; {self.src.RESUMES}",
                     )
@@ -611,13 +638,15 @@ def _keep_record(headers: dict[str, str]) -> bool:
     return headers.get("warc-type", "").lower() in DOCUMENT_RECORD_TYPES
 
 
-def read_warc(path: str, source: Any) -> Iterator[dict | Skip | DeadLetter]:
+def read_warc(path: str, source: Any, as_source: str = SOURCE) -> Iterator[dict | Skip | DeadLetter]:
     """Documents, skips and dead letters of one WARC or WET file.
 
     Args:
         path: the file's path, for dead letters and meta.
         source: its decompressed bytes in segments: `GzipMembers` for gzip,
             `_PlainSegments` otherwise (see `WarcFramer`).
+        as_source: the dataset the records are read for (C4 rebuilt from WET
+            reads them as "c4").
     Yields: one Document, Skip or DeadLetter per record, in file order, and a
         DeadLetter where the compressed stream breaks between records.
         DeadLetter record: "offset N" (`WarcFramer.location`); reasons: a
@@ -630,22 +659,22 @@ def read_warc(path: str, source: Any) -> Iterator[dict | Skip | DeadLetter]:
         a broken bzip2/xz stream ends the file.
     Raises: nothing from the data.
     """
-    framer = WarcFramer(source, path)
+    framer = WarcFramer(source, path, as_source)
     for item in framer.records(_keep_record):
         if isinstance(item, DeadLetter):
             yield item
             continue
         rec_type = item.headers.get("warc-type", "").lower()
         if item.raw is None:
-            yield Skip(SOURCE, "too_large" if rec_type in DOCUMENT_RECORD_TYPES else "record_type")
+            yield Skip(as_source, "too_large" if rec_type in DOCUMENT_RECORD_TYPES else "record_type")
             continue
         record_id = item.headers.get("warc-record-id", "")
         try:
             record = next(ArchiveIterator(io.BytesIO(item.raw)))
-            yield _record_to_document(record, path)
+            yield _record_to_document(record, path, as_source)
         except Undecodable as e:
             yield framer._dead(item.offset, f"undecodable: {e}; WARC-Record-ID {record_id}")
-        except Exception as e:  # warcio or a broken payload: this record only
+        except Exception as e:  # noqa: BLE001 (warcio or a broken payload: this record only)
             yield framer._dead(item.offset, f"{type(e).__name__}: {e}; WARC-Record-ID {record_id}")
 
 
@@ -696,29 +725,75 @@ def read_dolma(path: str) -> Iterator[dict | Skip | DeadLetter]:
         yield make_document(SOURCE, str(native_id), text, url, meta=doc_meta)
 
 
+def html_native_id(path: str) -> str:
+    """What identifies a saved page: its folder's name and its own
+    (`site/index.html`), machine independent, as a mirror keeps one page a path."""
+    parts = path.rstrip("/").split("/")
+    return "/".join(parts[-2:])
+
+
+def read_html(path: str, as_source: str = SOURCE) -> Iterator[dict | Skip | DeadLetter]:
+    """One saved HTML page (plain, gzip, bzip2 or xz) -> one Document, read as a
+    WARC response without HTTP headers (`html_document`): charset from a BOM,
+    the byte pattern, `<meta>` or the detector. url = the path (as for books).
+
+    Yields: the Document; Skip "empty" (no text), Skip "too_large" (over
+        MAX_RECORD_BYTES); DeadLetter (record "file") for a file that cannot be
+        opened, a broken compressed stream, "undecodable: ..." or what the
+        parser raised.
+    """
+    try:
+        stream = open_input(path)
+    except (OSError, ValueError) as e:
+        yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
+        return
+    with stream:
+        try:
+            payload = stream.read(MAX_RECORD_BYTES + 1)
+            if len(payload) <= MAX_RECORD_BYTES:
+                stream.read(1)  # a compressed stream cut short raises here, not with the bytes before
+        except STREAM_ERRORS as e:
+            yield DeadLetter(as_source, path, "file", f"compressed stream broken: {type(e).__name__}: {e}")
+            return
+    if len(payload) > MAX_RECORD_BYTES:
+        yield Skip(as_source, "too_large")
+        return
+    try:
+        yield html_document(payload, None, "text/html", path, html_native_id(path), "", path, as_source)
+    except Undecodable as e:
+        yield DeadLetter(as_source, path, "file", f"undecodable: {e}")
+    except Exception as e:  # noqa: BLE001 (resiliparse on a broken page: this page only)
+        yield DeadLetter(as_source, path, "file", f"{type(e).__name__}: {e}")
+
+
 def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, int]]:
     """Spans of a large gzip WARC or WET file, read by several workers: byte
     ranges of about `clean.split_bytes`, each starting at a gzip member that
     starts a WARC record (`pipeline.sources.records.gzip_member_spans`). Common
     Crawl, wget and warcio compress each record as its own member, so a span
     owns the records of the members that start in it. [] (read whole) for
-    Dolma JSON lines, uncompressed, bzip2 or xz files (a `WARC/` line inside a
-    payload cannot be told from a record's start without reading from the
-    file's start), and a gzip file of one member."""
-    if path.lower().endswith(_JSONL_SUFFIXES):
+    Dolma JSON lines, saved HTML pages, uncompressed, bzip2 or xz files (a
+    `WARC/` line inside a payload cannot be told from a record's start without
+    reading from the file's start), and a gzip file of one member."""
+    if path.lower().endswith(_JSONL_SUFFIXES + HTML_SUFFIXES):
         return []
     return gzip_member_spans(path, cfg.clean.split_bytes, prefix=b"WARC/")
 
 
-def read(path: str, cfg: Config, span: tuple[int, int] | None = None) -> Iterator[dict | Skip | DeadLetter]:
+def read(
+    path: str, cfg: Config, span: tuple[int, int] | None = None, as_source: str = SOURCE
+) -> Iterator[dict | Skip | DeadLetter]:
     """Read one CommonCrawl input file: WARC or WET (any compression, WARC/1.0,
-    1.1 or 0.18) or, by its `.jsonl*`/`.json.gz` name, Dolma JSON lines.
+    1.1 or 0.18), by its `.jsonl*`/`.json.gz` name Dolma JSON lines, by its
+    `.html`/`.htm` name (compressed or not) one saved page.
 
     Args:
         path: a local or Beam-filesystem path.
         cfg: the job config (nothing in it changes how a record is read).
         span: (start, end) of `split`: only the records of the gzip members
             that start in [start, end); offsets in dead letters stay the file's.
+        as_source: the dataset the Documents, Skips and DeadLetters are of
+            (`pipeline.sources.c4` reads web pages with this reader).
     Yields: Documents (`make_document`), `Skip(source, reason)` with the reasons
         listed in the module docstring, `DeadLetter` for unparsable records.
     Never raises: a file that cannot be opened is one DeadLetter (record "file").
@@ -726,31 +801,34 @@ def read(path: str, cfg: Config, span: tuple[int, int] | None = None) -> Iterato
     if path.lower().endswith(_JSONL_SUFFIXES):
         yield from read_dolma(path)
         return
+    if path.lower().endswith(HTML_SUFFIXES):
+        yield from read_html(path, as_source)
+        return
     if span is not None:
         start, end = span
         try:
             raw = open_range(path, start)
         except (OSError, ValueError) as e:
-            yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
+            yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
             return
         with raw:
-            yield from read_warc(path, GzipMembers(raw, base=start, stop=end))
+            yield from read_warc(path, GzipMembers(raw, base=start, stop=end), as_source)
         return
     try:
         raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except (OSError, ValueError) as e:
-        yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
+        yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
         return
     with raw:
         head = raw.read(len(GZIP_MAGIC))
         raw.seek(0)
         if head == GZIP_MAGIC:  # member by member, resuming after a damaged one
-            yield from read_warc(path, GzipMembers(raw))
+            yield from read_warc(path, GzipMembers(raw), as_source)
             return
     try:
         stream = open_input(path)  # plain, bzip2, xz
     except (OSError, ValueError) as e:
-        yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
+        yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
         return
     with stream:
-        yield from read_warc(path, _PlainSegments(stream))
+        yield from read_warc(path, _PlainSegments(stream), as_source)

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator
 
 from pipeline.config import Config
 from pipeline.io import atomic_write
-from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 from pipeline.sources.records import (
     iter_json_lines,
     iter_parquet_rows,
@@ -43,6 +43,13 @@ from pipeline.sources.records import (
 )
 
 SOURCE = "github"
+FORMATS = Formats(
+    describe=("BigQuery-style tables (repo_name, path, license, content): JSON lines (.jsonl, .json; "
+              "gzip, bzip2, xz) or Parquet; local repository folders (one holding a LICENSE, COPYING, "
+              "README, PKG-INFO or METADATA file, or .git), an installed package's .dist-info"),
+    names=("*.jsonl", "*.json", "*.parquet"),
+    folders=("licen[cs]e*", "copying*", "readme*", "pkg-info", "metadata", ".git"),
+)
 
 # Code files kept, with the language each extension is counted as.
 CODE_EXTENSIONS = {

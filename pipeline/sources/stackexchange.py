@@ -42,9 +42,14 @@ from typing import IO, Any
 from resiliparse.extract.html2text import extract_plain_text
 
 from pipeline.io import open_input
-from pipeline.sources.base import DeadLetter, Part, Skip, make_document
+from pipeline.sources.base import DeadLetter, Formats, Part, Skip, make_document
 
 SOURCE = "stackexchange"
+FORMATS = Formats(  # the dump's other tables (Users.xml, Comments.xml...) hold no posts
+    describe=("a site's Posts.xml from the data dump (any name ending in Posts.xml; gzip, bzip2, xz; "
+              "a .7z archive is reported: extract Posts.xml first)"),
+    names=("*posts.xml", "*.7z"),
+)
 
 QUESTION = "1"  # PostTypeId values of the data dump (meta.stackexchange.com, "Database schema")
 ANSWER = "2"

@@ -61,9 +61,15 @@ from mwparserfromhell.nodes import (
 from mwparserfromhell.wikicode import Wikicode
 
 from pipeline.io import decompressing, exists, open_input, open_range, open_read
-from pipeline.sources.base import DeadLetter, Skip, make_document
+from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 
 SOURCE = "wikipedia"
+FORMATS = Formats(
+    describe=("MediaWiki pages-articles XML dumps (.xml, .xml.bz2, multistream and parts "
+              "`.xml-p<first>p<last>.bz2`; gzip, xz), with a multistream dump's -index.txt.bz2 beside it"),
+    names=("*.xml", "*.xml-p*"),
+    companions=("*-index*.txt", "*-index*.txt-p*"),  # `is_index`: read by `split`, never a dump
+)
 log = logging.getLogger(__name__)
 
 ARTICLE_NS = 0  # MediaWiki's main (article) namespace

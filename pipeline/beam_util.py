@@ -281,7 +281,7 @@ LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "SwitchingDirectRunner
 # glibc malloc tunables (glibc manual, "Memory Allocation Tunables"): one arena per
 # thread (gRPC's) and a heap that grows but is never trimmed keep freed shuffle
 # buffers resident; measured on the demo at 4x: clean runner 874 -> 637 MiB,
-# shards worker 574 -> 337 MiB, at the same wall time (issue 8)
+# shards worker 574 -> 337 MiB, at the same wall time
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
 # Arrow's default pool (mimalloc) keeps freed pages for reuse: a worker writing a
 # 17 MB Document part held 44 MB more afterwards, glibc's heap (above) none

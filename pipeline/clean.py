@@ -54,7 +54,7 @@ from pipeline.beam_util import (
 from pipeline.config import SOURCES, Config, PipelineError
 from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
-from pipeline.filters.minhash import HASHFUNC, SCHEME, lsh_params
+from pipeline.filters.minhash import HASHFUNC, LSH_WEIGHTS, SCHEME, lsh_params
 from pipeline.filters.quality import language_rejected, too_large, too_short
 from pipeline.filters.text import clean_document, replacement_rejected
 from pipeline.inputs import (
@@ -724,7 +724,8 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
         "near_dedup": {
             "sources": mh.sources if mh.enabled else [],
             "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
-            "bands": bands, "rows_per_band": rows, "scheme": SCHEME, "hashfunc": HASHFUNC,
+            "bands": bands, "rows_per_band": rows, "lsh_weights": list(LSH_WEIGHTS),
+            "scheme": SCHEME, "hashfunc": HASHFUNC,
         },
         "line_dedup": {"sources": cfg.clean.line_dedup_sources, "scope": cfg.clean.line_dedup_scope},
         "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,

@@ -1,8 +1,8 @@
 """Storage for every stage: paths on any Beam filesystem (local, `gs://`, `s3://`).
 
 Everything a job, the tokenizer, the trainer or the report reads or writes goes
-through here, so a local folder and a bucket are the same code (DESIGN.md,
-"Scale-out"):
+through here, so a local folder and a bucket are the same code (workers
+share no disk):
 
 - `atomic_write`: a file appears under its final name only once complete
   (temporary name, then rename; a failed write leaves nothing).

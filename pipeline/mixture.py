@@ -24,7 +24,7 @@ from collections.abc import Iterable
 # the documents of one bucket per source (about N/65536 of them).
 REPEAT_BUCKETS = 1 << 16
 
-# Issue 6: the achieved mixture is within 0.5 percentage points of the target for
+# The achieved mixture is within 0.5 percentage points of the target for
 # every source with enough tokens, i.e. whose `share_error_bounds` is within this.
 MIXTURE_TOLERANCE = 0.005
 

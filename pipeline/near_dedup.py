@@ -2,8 +2,8 @@
 one survivor (the lowest id) per cluster.
 
 LLaMA (2023, Section 2.1) removes near-duplicate documents from CommonCrawl (and
-C4); DESIGN.md ("Scale-out") fixes the method so that no machine needs the
-corpus in memory:
+C4); the method here is chosen so that no machine needs the corpus in
+memory:
 
 1. **Signatures** (`pipeline.filters.minhash`): documents of the configured
    sources are batched (`beam.BatchElements`) and MinHashed with numpy, exactly

@@ -1,7 +1,6 @@
 """The data contracts, written once: the cleaned Document and the token shard.
 
-Every module that reads or writes these files imports the schemas from here
-(DESIGN.md, "Data contracts").
+Every module that reads or writes these files imports the schemas from here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The shard job (Beam): tokenize the cleaned Documents and write mixture-weighted,
-shuffled token shards with a manifest (DESIGN.md, "Token shard", "Mixture").
+shuffled token shards with a manifest (`pipeline.schema`, `pipeline.mixture`).
 
 1. Read every cleaned Arrow file listed in `<out_dir>/clean/manifest.json`
    (any Beam filesystem; the tokenizer model is copied once per worker).
@@ -247,7 +247,7 @@ def mixture_report(
     `achieved_share`, `largest_doc_tokens`, `share_error_bound`
     (`mixture.share_error_bounds`; None: unbounded) and `mixture_eligible`:
     the source "has enough tokens", i.e. its bound is within MIXTURE_TOLERANCE
-    (0.5 percentage points, issue 6), so its achieved share is guaranteed to
+    (0.5 percentage points), so its achieved share is guaranteed to
     be within that of `planned_share`. Every source qualifies once its largest
     document is under 0.5% of its planned tokens and the others' too (the
     production run: a 1M-token book against 63B planned book tokens).

@@ -117,7 +117,7 @@ def test_every_window_once_per_epoch_with_any_worker_count(shards):
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_ten_windows_through_a_dataloader(shards):
-    """The issue's case: 10 windows of 200 tokens, 0, 1, 3 and 4 workers, batches of
+    """10 windows of 200 tokens, 0, 1, 3 and 4 workers, batches of
     1 and 3 (4 batches for 4 workers: 3 + 3 + 3 + 1)."""
     expected = np.asarray(stream_of_epoch(0)).reshape(10, 200)  # the epoch's 2000 tokens
     for workers, batch in ((0, 3), (1, 3), (3, 3), (4, 3), (4, 1)):

@@ -1,4 +1,4 @@
-"""Memory of the local Beam runner (issue 8): the glibc heap settings that
+"""Memory of the local Beam runner: the glibc heap settings that
 `pipeline_options` applies with a local runner, and the per-role peak RSS that
 the scaling benchmark reads from `tests.bench.proc_tree`."""
 

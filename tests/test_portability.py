@@ -1,4 +1,4 @@
-"""Portability (issue 8): each Beam job, built but not run, is a portable pipeline
+"""Portability: each Beam job, built but not run, is a portable pipeline
 any Beam runner can execute (Dataflow, Flink, Spark), and runner options given
 on the command line or in the config reach Beam.
 

@@ -1,4 +1,4 @@
-"""Hugging Face `datasets` opens the shard job's shards as they are (issue 6).
+"""Hugging Face `datasets` opens the shard job's shards as they are.
 
 The shards are Arrow IPC *file* format (random access to record batches,
 memory-mapped by the trainer). `datasets`' packaged "arrow" builder reads that

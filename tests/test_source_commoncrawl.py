@@ -189,10 +189,10 @@ def test_wrong_content_length_is_a_dead_letter(demo_raw, tmp_path):
     )
 
 
-# --- issue 3, "small inputs that must behave" 1 and 2, on the demo's real records
+# --- a short Content-Length and a cut .warc.gz, on the demo's real records
 
 
-def test_item1_content_length_5_short_then_two_valid_records_demo(demo_raw, tmp_path):
+def test_content_length_5_short_then_two_valid_records_demo(demo_raw, tmp_path):
     starts = record_starts(demo_raw) + [len(demo_raw)]
     records = [demo_raw[a:b] for a, b in itertools.pairwise(starts)]
     # the 200 response declaring 5 bytes less than its block, then the 301
@@ -212,7 +212,7 @@ def test_item1_content_length_5_short_then_two_valid_records_demo(demo_raw, tmp_
     ]
 
 
-def test_item2_warc_gz_of_three_members_cut_by_200_bytes_demo(demo_inputs, tmp_path):
+def test_warc_gz_of_three_members_cut_by_200_bytes_demo(demo_inputs, tmp_path):
     members = gzip_members(demo_inputs[DEMO_WARC].read_bytes())
     # the 301 response, the request, then the 200 response, one member each
     data = members[2] + members[3] + members[4]
@@ -407,7 +407,7 @@ def cc_sample(cc) -> tuple[list[bytes], dict[str, dict]]:
     return gzip_members(path.read_bytes()), by_url(read(str(path), CFG))
 
 
-def test_item1_content_length_5_short_then_two_valid_records_cc(cc_sample, tmp_path):
+def test_content_length_5_short_then_two_valid_records_cc(cc_sample, tmp_path):
     members, intact = cc_sample
     first, second, third = (gzip.decompress(members[i]) for i in CC_RESPONSES)
     path = tmp_path / "clen5.warc"
@@ -422,7 +422,7 @@ def test_item1_content_length_5_short_then_two_valid_records_cc(cc_sample, tmp_p
     assert dead.reason.startswith("Content-Length 36573 does not end the record")
 
 
-def test_item2_warc_gz_of_three_members_cut_by_200_bytes_cc(cc_sample, tmp_path):
+def test_warc_gz_of_three_members_cut_by_200_bytes_cc(cc_sample, tmp_path):
     members, intact = cc_sample
     data = b"".join(members[i] for i in CC_RESPONSES)
     path = tmp_path / "cut200.warc.gz"
@@ -450,7 +450,7 @@ def test_dolma_jsonl(cc):
     assert big == {"doc": 670, "skip:empty": 27}  # 697 rows, 27 with empty text
 
 
-# --- issue 3, item 3: three HTTP responses and their charsets -------------------
+# --- three HTTP responses and their charsets ------------------------------------
 
 # Real sentences: the first of the Bulgarian Wikipedia article on the Gregorian
 # calendar (the demo's bgwiki dump), the opening of Natsume Soseki's "I Am a
@@ -492,7 +492,7 @@ def warc_response(uri: str, number: int, content_type: str, body: bytes) -> byte
     return header + http + b"\r\n\r\n"
 
 
-def test_item3_charsets_of_three_http_responses(tmp_path):
+def test_charsets_of_three_http_responses(tmp_path):
     french = html_page("Alice", FRENCH, '<meta charset="utf-8">').encode("utf-8")
     stray = french.replace("étonnant".encode(), b"\xe9tonnant")  # one Latin-1 byte
     assert len(stray) == len(french) - 1

@@ -373,7 +373,7 @@ def test_detect_license_text_rules():
     assert detect_license_text("x\n" * (LICENSE_TEXT_WINDOW // 2) + mit) == "UNKNOWN"
 
 
-# --- issue 3, GitHub: local repositories ------------------------------------------
+# --- GitHub: local repositories -------------------------------------------------
 
 
 def copy_distribution(dist: str, top: str, into: Path, licence: str | None) -> list[str]:
@@ -398,7 +398,7 @@ def by_reason(items: list) -> Counter:
     return Counter(x.reason if isinstance(x, (Skip, DeadLetter)) else "doc" for x in items)
 
 
-def test_item6_local_repository_with_its_licence_file(tmp_path):
+def test_local_repository_with_its_licence_file(tmp_path):
     root = tmp_path / "click"
     copied = copy_distribution("click", "click", root, "LICENSE.txt")
     assert len(copied) == 18 and "click/py.typed" in copied  # 17 .py files and a marker

@@ -351,11 +351,11 @@ def test_bnwiki_namespaces_match_the_manifest(shared_corpus):
     assert all(d["url"].startswith("https://bn.wikipedia.org/wiki/") for d in bn.docs)
 
 
-# --- issue 3, items 4 and 5: tables and inline templates -------------------------
+# --- tables and inline templates ------------------------------------------------
 
 
-def test_item4_table_between_two_paragraphs():
-    # Two sentences of the demo dump's "Alabama" article around the issue's table.
+def test_table_between_two_paragraphs():
+    # Two sentences of the demo dump's "Alabama" article around a small table.
     wikitext = (
         "'''Alabama''' is a state in the [[Southeastern United States|southeastern region]] "
         "of the [[United States]].\n"
@@ -372,7 +372,7 @@ def test_item4_table_between_two_paragraphs():
     )
 
 
-def test_item5_convert_leaves_no_hole():
+def test_convert_leaves_no_hole():
     text = "At {{convert|1300|mi|km}}, Alabama has one of the longest navigable inland waterways."
     assert wikipedia.convert_wikitext(text) == (
         "At 1300 mi, Alabama has one of the longest navigable inland waterways.",
@@ -380,7 +380,7 @@ def test_item5_convert_leaves_no_hole():
     )
 
 
-def test_item5_on_the_real_alabama_article(en, en_xml):
+def test_convert_on_the_real_alabama_article(en, en_xml):
     raw = "At {{convert|1300|mi|km}}, Alabama has one of the longest navigable inland waterways"
     assert raw in en_xml
     alabama = en.by_title["Alabama"]["text"]
@@ -439,7 +439,7 @@ def test_dropped_sentences_are_counted_in_meta(en):
     assert dropped["https://en.wikipedia.org/wiki/Alabama"] == 0
 
 
-# --- issue 3: one bad page never loses the rest of the dump ----------------------
+# --- one bad page never loses the rest of the dump -------------------------------
 
 
 def first_pages(en_xml: str, n: int) -> str:

@@ -142,7 +142,7 @@ def test_weight_decay_by_shape():
 
 
 def test_weight_decay_of_every_parameter():
-    """Issue acceptance: every parameter with < 2 dims gets 0, every attention and FFN
+    """Every parameter with < 2 dims gets 0, every attention and FFN
     matrix 0.1 (found by module type, not by name), each parameter in exactly one group."""
     model = Transformer(ModelArgs.from_name("demo", vocab_size=100, max_seq_len=16))
     groups = torch.optim.AdamW(param_groups(model, 0.1)).param_groups
@@ -161,7 +161,7 @@ def test_weight_decay_of_every_parameter():
 
 
 def test_accumulated_gradients_equal_one_batch_of_10_and_100_targets():
-    """Issue acceptance: micro-batches holding 10 and 100 target tokens (the rest -100)
+    """Micro-batches holding 10 and 100 target tokens (the rest -100)
     accumulate to the gradient of one batch holding both, within 1e-6. A mean per
     micro-batch would weight each of the 10 tokens 10x more: checked to differ."""
     torch.manual_seed(0)

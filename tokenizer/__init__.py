@@ -1,4 +1,4 @@
-"""The LLaMA tokenizer: a SentencePiece BPE model (DESIGN.md, "tokenizer/").
+"""The LLaMA tokenizer: a SentencePiece BPE model.
 
 `tokenizer.train` trains it on a mixture-weighted sample of the cleaned text;
 `tokenizer.hf` exports it for Hugging Face transformers; this module loads a
@@ -56,7 +56,7 @@ def encode_batch(
     """Encode documents to token ids with SentencePiece's own batched encoder.
 
     No BOS or EOS is added: callers add them where documents are joined
-    (DESIGN.md, "Training stream"). With byte fallback every UTF-8 string is
+    (the shard job). With byte fallback every UTF-8 string is
     encodable and `sp.decode(ids) == text` byte for byte.
 
     Args:

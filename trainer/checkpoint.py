@@ -4,8 +4,7 @@ the last few kept.
 
 A single-process checkpoint is a dict of tensors and plain containers (model,
 optimizer, step, RNG and data-stream state), so loading uses
-`torch.load(weights_only=True)` and never unpickles arbitrary objects (DESIGN.md,
-"Trainer").
+`torch.load(weights_only=True)` and never unpickles arbitrary objects.
 
 A sharded checkpoint is written by `torch.distributed.checkpoint` (DCP): each
 rank writes its shards of the model and optimizer tensors (`__R_0.distcp`), DCP's

@@ -1,7 +1,7 @@
 """The training stream: token shards, memory-mapped, cut into fixed-length windows.
 
 The shards and their `manifest.json` are written by the pipeline's shard job (`python -m pipeline shards`)
-(DESIGN.md, "Data contracts"). Readers trust only the manifest, never a glob.
+(schema: `pipeline.schema`). Readers trust only the manifest, never a glob.
 Per epoch the split's shards are concatenated in a seeded order into one token
 stream (documents already carry BOS/EOS) and cut into the epoch's N windows of
 `seq_len + 1` tokens (the tail under one window is dropped); window w gives
@@ -15,8 +15,7 @@ DataLoader worker i of W makes the batches k = i, i + W, ..., which the DataLoad
 hands on in the order k. So once every rank has handed on k batches, exactly the
 windows [S, S + k * R * B) have been read, each once: the stream's state is that
 one number (saved as epoch and window), and a run resumed with any number of ranks
-or workers continues at the same global window and token count (DESIGN.md,
-"Training stream").
+or workers continues at the same global window and token count.
 
 `shard_dir` may be local, where the shards are memory-mapped in place, or on an
 object store (`s3://`, `gs://`): each shard is then downloaded once per machine

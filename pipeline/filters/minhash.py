@@ -12,7 +12,7 @@ one `datasketch.MinHash` computes when configured as
 and updated with the UTF-8 bytes of each shingle.
 
 - **hash function** `shingle_hash32` (this module; `HASHFUNC` names it in the
-  manifest). datasketch takes any `hashfunc` from bytes to a uint32; issue 4
+  manifest). datasketch takes any `hashfunc` from bytes to a uint32, which
   allows hashing each word once and combining word hashes into shingle hashes,
   which numpy can do for a whole batch without a Python call per shingle (SHA-1
   per shingle and the per-document shingle sets were 70% of the time). A

@@ -14,7 +14,7 @@ repository (a directory with its LICENSE/COPYING files, or an installed Python
 distribution with its licence metadata) is read too (`read_repository`), its
 licence detected from the licence text (`detect_license_text`). The demo builds
 such a table from the installed Python distributions
-(`export_installed_distributions`; recipe in the shared corpus' github/README.md).
+(`export_installed_distributions`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ CODE_EXTENSIONS = {
 HASH_COMMENT_EXTENSIONS = frozenset({".py", ".pyi", ".pyx", ".sh"})
 DOCSTRING_EXTENSIONS = frozenset({".py", ".pyi", ".pyx"})
 
-# Licence and notice files, by name (the shared corpus' github/README.md recipe).
+# Licence and notice files, by name.
 LICENSE_FILE = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE)", re.IGNORECASE)
 
 # Files larger than this are not exported: generated code and data tables,
@@ -223,7 +223,7 @@ def classify_license(expression: str, keep: Iterable[str]) -> tuple[bool, str]:
 
 
 def distribution_license(metadata: Any) -> str:
-    """The licence of an installed distribution, as the README recipe orders it:
+    """The licence of an installed distribution, in this order:
     `License-Expression` (PEP 639); else the licence trove classifiers, joined
     with " OR " (several classifiers conventionally mean a choice, e.g.
     python-dateutil "Dual License"); else the first line of the `License` field;
@@ -872,9 +872,8 @@ def export_installed_distributions(
     out_path: str | Path, max_files_per_repo: int = 40, repos: Iterable[str] | None = None
 ) -> dict:
     """Write a BigQuery `github_repos`-style JSONL.gz sample of the code installed
-    in the running interpreter's environment (the shared corpus' github/README.md
-    recipe): one "repository" per distribution (`importlib.metadata`) and one for
-    the standard library.
+    in the running interpreter's environment: one "repository" per distribution
+    (`importlib.metadata`) and one for the standard library.
 
     One row per file: {"repo_name", "path", "license", "language", "content",
     "size"}; licence per `distribution_license`; at most `max_files_per_repo`

@@ -1,4 +1,4 @@
-"""Near-duplicate dedup benchmarks (issue 4): MinHash speed, LSH quality, job memory.
+"""Near-duplicate dedup benchmarks: MinHash speed, LSH quality, job memory.
 
 Figures, all on one core and on real text (the shared corpus's C4 and Common
 Crawl documents when present, plus the demo's Gutenberg paragraphs):
@@ -144,8 +144,8 @@ def near_duplicate_set(
     - A third of the originals get a *near copy*: 5-10% of the words re-formatted
       (case, adjacent punctuation), and one word in 200 replaced by a word from the
       set's vocabulary (none under 200 words). True Jaccard about 0.95-1.0.
-    - Another third get an *edited copy*: 5-10% of the words replaced (issue 4's
-      recipe). With 5-word shingles a replaced word breaks up to 5 shingles, so
+    - Another third get an *edited copy*: 5-10% of the words replaced (by
+      vocabulary words). With 5-word shingles a replaced word breaks up to 5 shingles, so
       these copies have true Jaccard about 0.35-0.65: below 0.8, they are hard
       negatives that must survive.
     - The last third have no copy.

@@ -1,4 +1,4 @@
-"""Scaling evidence (issue 8): the whole data pipeline on 1x, 2x, 4x (and 8x when
+"""Scaling evidence: the whole data pipeline on 1x, 2x, 4x (and 8x when
 it fits in the time budget) the demo input.
 
 Each size runs `python -m pipeline clean`, `python -m tokenizer train` and
@@ -63,7 +63,7 @@ higher_is_better=False)` makes ratio = goal growth / measured growth, and
   s/MB and peak RSS at 4x against 1x; the fixed overhead in wall seconds;
   documents kept at 4x over 1x (4.0: no copy was lost to dedup).
 
-Where the memory is (measured at 4x against 1x, issue 8). Beam's local
+Where the memory is (measured at 4x against 1x). Beam's local
 FnApiRunner runs a job stage by stage and holds every PCollection between fused
 stages in the runner process, in memory, whole (`fn_api_runner.execution`:
 `ListBuffer`, `GroupingBuffer`; no spill to disk, no option reachable from
@@ -387,7 +387,7 @@ def growth_records(runs: dict[int, dict[str, Any]], small: dict[str, Any], n: in
     tree = max(big["stages"][s]["tree_peak_mb"] / one["stages"][s]["tree_peak_mb"] for s in STAGES)
     kept = sum(big["docs_kept"].values()) / sum(one["docs_kept"].values())
     x = f"{n}x_vs_1x"
-    goal = 1.0 if n == GOAL_SIZE else None  # the issue's goals are stated for 4x
+    goal = 1.0 if n == GOAL_SIZE else None  # the goals are stated for 4x
     out = [
         record(f"scaling.cost_per_mb_{x}", growth("cpu_seconds", "marginal"), "x cpu-s/MB",
                "goal growth (marginal CPU s/MB)", GOAL_COST_GROWTH, goal=goal, higher_is_better=False),

@@ -66,7 +66,7 @@ quality-train: setup
 	$(PY) -m pipeline quality-train --config $(CONFIG) $(SET) $(RERUN)
 
 quality-filter: setup
-	$(PY) -m pipeline quality-filter --config $(CONFIG) $(SET)
+	$(PY) -m pipeline quality-filter --config $(CONFIG) $(SET) $(RERUN)
 
 tokenizer: setup
 	$(PY) -m tokenizer train --config $(CONFIG) $(SET) $(RERUN)

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         epilog = BEAM_EPILOG if name in ("clean", "shards", "lm-train", "quality-train", "quality-filter") else None
         _add_common(sub.add_parser(name, help=help_, description=details.get(name, help_), epilog=epilog))
-    for name in ("clean", "shards", "lm-train", "quality-train"):
+    for name in ("clean", "shards", "lm-train", "quality-train", "quality-filter"):
         sub.choices[name].add_argument(
             "--force", action="store_true",
             help="run even when the committed output is up to date (same inputs and settings): "
@@ -237,7 +237,11 @@ def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
         from pipeline.quality_filter import run_quality_filter
 
         check(cfg, "quality-filter", "clean", args.allow_mixed)
-        manifest = run_quality_filter(cfg, beam_args)
+        manifest = run_quality_filter(cfg, beam_args, force=args.force)
+        if manifest.get("skipped"):
+            print(f"quality-filter: skipped: {cfg.out_dir}/clean (run {manifest['run']}) is already filtered "
+                  "with these models and settings (--force reruns it)")
+            return 0
         print(f"quality-filter: {len(manifest['files'])} files in {cfg.out_dir}/clean "
               f"({manifest['quality_filter']['seconds']} s)")
         for source in sorted({*cfg.clean.perplexity.sources, *cfg.clean.quality.sources}):

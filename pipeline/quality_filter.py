@@ -377,9 +377,32 @@ def dead_letters(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"file": manifest["dead_letter"]}] if manifest.get("dead_letter") else []
 
 
-def run_quality_filter(cfg: Config, beam_args: list[str] | None = None) -> dict[str, Any]:
+def already_filtered(cfg: Config, previous: dict[str, Any], lm: dict[str, Any] | None) -> bool:
+    """Whether the clean output `previous` describes was already filtered by
+    the filters now on, with the same models and settings: a rerun would
+    write the same bytes under a new run id."""
+    q, pc = cfg.clean.quality, cfg.clean.perplexity
+    done = previous.get("quality_filter")
+    on = [name for name, sources in (("perplexity", pc.sources), ("classifier", q.sources)) if sources]
+    if not done or done.get("filters") != on:
+        return False
+    if pc.sources and (lm is None or recorded_cutoffs(previous, pc, lm) is None
+                       or previous["perplexity"].get("keep") != pc.keep):
+        return False
+    if q.sources:
+        model, recorded = classifier_model(cfg), previous.get("quality_model") or {}
+        if (recorded.get("threshold"), recorded.get("sources")) != (q.threshold, q.sources):
+            return False
+        if not io.exists(model) or recorded.get("sha256") != io.sha256_file(model):
+            return False
+    return True
+
+
+def run_quality_filter(cfg: Config, beam_args: list[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Apply the post-clean filters to `<out_dir>/clean` and commit the result
-    as its new run; returns the manifest committed.
+    as its new run; returns the manifest committed. When that output was
+    already filtered so (`already_filtered`) and not `force`, nothing runs:
+    returns its manifest with `"skipped": True`.
 
     Raises:
         QualityModelError: no filter on, no classifier model, or no clean output
@@ -405,6 +428,9 @@ def run_quality_filter(cfg: Config, beam_args: list[str] | None = None) -> dict[
             previous = load_clean_manifest(cfg.out_dir)  # under the lock: no clean job replaces it meanwhile
             files = clean_files(cfg.out_dir, previous)
             lm = lm_manifest(pc) if pc.sources else None
+            if not force and already_filtered(cfg, previous, lm):
+                run.abandon()
+                return {**previous, "skipped": True}
             entries = previous["files"] + dead_letters(previous)
             cuts = recorded_cutoffs(previous, pc, lm) if lm else {}
             sample = None

@@ -207,7 +207,8 @@ def test_quality_filter_counts_its_drops_and_a_rerun_writes_the_same_bytes(filte
     assert "quality: quality_classifier: 8" in text
     assert f"sha256 {sha256_file(model)[:16]}, threshold 0.25) was applied to the cleaned documents of commoncrawl" in text
 
-    again = run_quality_filter(cfg)  # its own output in: nothing more to drop, the same bytes
+    assert run_quality_filter(cfg) == {**after, "skipped": True}  # up to date: nothing runs
+    again = run_quality_filter(cfg, force=True)  # its own output in: nothing more to drop, the same bytes
     assert again["run"] != after["run"]
     assert _by_name(again["files"]) == _by_name(after["files"])
     assert _by_name(again["dead_letters"]) == _by_name(after["dead_letters"])

@@ -267,14 +267,14 @@ class S3Server(_Service):
             pass
         return f"s3://{name}"
 
-    def upload_tree(self, local_dir: str | os.PathLike, url: str) -> list[str]:
-        """Uploads every file under local_dir to url/<relative path>; returns the
-        sorted s3:// URLs written."""
+    def upload_tree(self, local_dir: str | os.PathLike, url: str, pattern: str = "**/*") -> list[str]:
+        """Uploads every file under local_dir (that `pattern` matches) to
+        url/<relative path>; returns the sorted s3:// URLs written."""
         bucket, prefix = self.split(url)
         prefix = prefix.strip("/")
         c, out = self.client(), []
         base = Path(local_dir)
-        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        for path in sorted(p for p in base.glob(pattern) if p.is_file()):
             key = "/".join(filter(None, [prefix, path.relative_to(base).as_posix()]))
             c.upload_file(str(path), bucket, key)
             out.append(f"s3://{bucket}/{key}")

@@ -111,8 +111,8 @@ def s3_run(tmp_path_factory, demo_inputs, s3_server, worker_pool):  # noqa: F811
     command a user's CLI call from an empty working directory."""
     cache = demo_inputs["models/lid.176.ftz"].parents[1]
     bucket = s3_server.make_bucket(BUCKET)
-    for source, _ in INPUTS:
-        s3_server.upload_tree(cache / "inputs" / source, f"{bucket}/inputs/{source}")
+    for source, pattern in INPUTS:  # what the run reads, not every fetched page
+        s3_server.upload_tree(cache / "inputs" / source, f"{bucket}/inputs/{source}", pattern)
     tmp = tmp_path_factory.mktemp("s3")
     cwd = tmp / "launcher"
     cwd.mkdir()

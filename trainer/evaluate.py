@@ -44,14 +44,49 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from trainer.data import source_windows
 from trainer.model import Transformer
-from trainer.train import evaluate as val_loss
+from trainer.parallelize import Dist
 
 LN2 = math.log(2)
 SPACE = "\u2581"  # SentencePiece's whitespace marker
 TARGET_DELIMITER = " "  # lm-eval-harness's default between context and choice
+
+
+def val_loss(model: torch.nn.Module, windows: dict[str, torch.Tensor], batch_size: int,
+             autocast=None, world: Dist | None = None) -> dict[str, tuple[float, int]]:
+    """Mean token loss per source over fixed windows (validation loss).
+
+    Args:
+        windows: {source: int64 [n, seq_len + 1]} (`source_windows`), the same on
+            every rank; rank r evaluates windows r, r + R, ... of the first
+            R * floor(n / R), so every rank runs the same number of forwards (FSDP2's
+            collectives) and no window counts twice. Sources with n < R are skipped.
+        batch_size: windows per forward.
+    Returns: {source: (nats per target token over all ranks' windows, target tokens)}.
+    """
+    autocast = autocast or contextlib.nullcontext()
+    world = world or Dist()
+    device = next(model.parameters()).device
+    out = {}
+    for source, w in windows.items():
+        n = len(w) // world.world_size * world.world_size
+        if n == 0:
+            continue
+        mine = w[world.rank:n:world.world_size]
+        total = torch.zeros(2, dtype=torch.float64, device=device)
+        for i in range(0, len(mine), batch_size):
+            batch = mine[i:i + batch_size].to(device)
+            with autocast:
+                _, loss = model(batch[:, :-1], batch[:, 1:], reduction="sum")
+            total[0] += loss.double()
+            total[1] += batch[:, 1:].numel()
+        if world.enabled:
+            dist.all_reduce(total)
+        out[source] = ((total[0] / total[1]).item(), int(total[1].item()))
+    return out
 
 
 # --- bytes of the text a token stands for ------------------------------------------

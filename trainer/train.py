@@ -52,13 +52,24 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from trainer.checkpoint import (check_global_batch, checkpoint_path, fetch_checkpoint,
-                                is_sharded, latest_checkpoint, list_checkpoints,
-                                load_checkpoint, load_rank_state, load_sharded_checkpoint,
-                                optimizer_state_by_name, remove_checkpoint, save_checkpoint,
-                                save_sharded_checkpoint)
+from trainer.checkpoint import (
+    check_global_batch,
+    checkpoint_path,
+    fetch_checkpoint,
+    is_sharded,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_rank_state,
+    load_sharded_checkpoint,
+    optimizer_state_by_name,
+    remove_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from trainer.data import TokenLoader, TokenStream, source_windows
 from trainer.devices import mfu_peak, resolve_device
+from trainer.evaluate import eval_record, load_eval_sets, val_loss
 from trainer.model import ModelArgs, Transformer
 from trainer.parallelize import Dist, init_distributed, parallelize
 from trainer.plot import plot_loss
@@ -186,40 +197,6 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, windows: dict[str, torch.Tensor], batch_size: int,
-             autocast=None, world: Dist | None = None) -> dict[str, tuple[float, int]]:
-    """Mean token loss per source over fixed windows (validation loss).
-
-    Args:
-        windows: {source: int64 [n, seq_len + 1]} (`source_windows`), the same on
-            every rank; rank r evaluates windows r, r + R, ... of the first
-            R * floor(n / R), so every rank runs the same number of forwards (FSDP2's
-            collectives) and no window counts twice. Sources with n < R are skipped.
-        batch_size: windows per forward.
-    Returns: {source: (nats per target token over all ranks' windows, target tokens)}.
-    """
-    autocast = autocast or contextlib.nullcontext()
-    world = world or Dist()
-    device = next(model.parameters()).device
-    out = {}
-    for source, w in windows.items():
-        n = len(w) // world.world_size * world.world_size
-        if n == 0:
-            continue
-        mine = w[world.rank:n:world.world_size]
-        total = torch.zeros(2, dtype=torch.float64, device=device)
-        for i in range(0, len(mine), batch_size):
-            batch = mine[i:i + batch_size].to(device)
-            with autocast:
-                _, loss = model(batch[:, :-1], batch[:, 1:], reduction="sum")
-            total[0] += loss.double()
-            total[1] += batch[:, 1:].numel()
-        if world.enabled:
-            dist.all_reduce(total)
-        out[source] = ((total[0] / total[1]).item(), int(total[1].item()))
-    return out
-
-
 def _save(path: Path, model, optimizer, extra: dict, world: Dist, keep: int,
           remote_dir: str | None = None) -> Path | str:
     """Single-process: one `torch.save` file with everything; distributed: a DCP folder
@@ -481,7 +458,6 @@ def _eval_sets(cfg: Config, manifest: dict, world: Dist) -> tuple[list, list]:
     Raises:
         SetupError: the manifest names no tokenizer, or it or a set cannot be read.
     """
-    from trainer.evaluate import load_eval_sets
 
     ev = cfg.trainer.eval
     path = (manifest.get("tokenizer") or {}).get("path")
@@ -625,7 +601,7 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
                 board.flush()
 
         if init_from is not None and val_windows:  # the starting point, to compare with its source
-            losses = evaluate(model, val_windows, t.batch_size, autocast, world)
+            losses = val_loss(model, val_windows, t.batch_size, autocast, world)
             write({"step": 0, "val_loss": {s: v[0] for s, v in losses.items()},
                    "val_tokens": {s: v[1] for s, v in losses.items()}})
             clock = time.perf_counter()
@@ -657,13 +633,12 @@ def _train(cfg: Config, device: torch.device, world: Dist, resume: bool,
                 clock, tokens_since = time.perf_counter(), 0
 
             if val_windows and ((t.val_every > 0 and step % t.val_every == 0) or step == t.steps):
-                losses = evaluate(model, val_windows, t.batch_size, autocast, world)
+                losses = val_loss(model, val_windows, t.batch_size, autocast, world)
                 write({"step": step, "val_loss": {s: v[0] for s, v in losses.items()},
                        "val_tokens": {s: v[1] for s, v in losses.items()}})
                 clock = time.perf_counter()  # validation time is not training throughput
 
             if eval_sets and ((t.eval.every > 0 and step % t.eval.every == 0) or step == t.steps):
-                from trainer.evaluate import eval_record
 
                 write({"step": step, **eval_record(model, *eval_sets, t.seq_len, t.batch_size,
                                                    autocast)})

@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 
-from pipeline.config import (
+from pipeline.core.config import (
     ConfigError,
     PipelineError,
     add_override_argument,
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized argument {flag}: did you mean {close[0]}?")
 
     try:
-        from pipeline import io
+        from pipeline.core import io
 
         io.configure([*cfg.beam.extra_args, *beam_args])  # s3/gcs options for this process
         if args.command not in ("fetch", "plan"):  # plan lists only what the config does not size
@@ -233,7 +233,7 @@ def _run(args: argparse.Namespace, cfg, beam_args: list[str]) -> int:
               f"{info['positives']} positives, {info['negatives']} negatives, "
               f"train precision {info['train_precision']:.3f})")
     elif args.command == "quality-filter":
-        from pipeline.lineage import check
+        from pipeline.core.lineage import check
         from pipeline.quality_filter import run_quality_filter
 
         check(cfg, "quality-filter", "clean", args.allow_mixed)

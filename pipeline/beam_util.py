@@ -28,11 +28,13 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
-from pipeline.config import Config
+from pipeline.core import io
+from pipeline.core.config import Config
 from pipeline.packed import Packed, Packer, SpillError
 from pipeline.sources.base import DeadLetter
 
 _log = logging.getLogger("pipeline")
+io.reuse_s3_clients()  # workers import this module: Beam's own S3 calls reuse a client too
 
 
 def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> PipelineOptions:

@@ -5,7 +5,7 @@ Document Arrow files per source, a dead-letter file and a stats file.
 Input patterns are expanded on the workers. On the local runner, Documents spill
 between stages to `<run>/_spill/` (`pipeline.packed`), deleted when the job ends.
 
-Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.io.Run`):
+Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.core.io.Run`):
     run-<id>/<source>/part-<i>-of-<n>.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
     run-<id>/dead_letter/part-<i>-of-<n>.jsonl  records that could not be parsed, and
                                          documents a stage raised on ("<stage>: <error>"),
@@ -35,7 +35,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from pipeline import io
+from pipeline.core import io
 from pipeline.beam_util import (
     DEAD,
     NOT_THE_RECORDS,
@@ -51,7 +51,7 @@ from pipeline.beam_util import (
     unpacked_or_id,
     warn_unshared,
 )
-from pipeline.config import SOURCES, Config, PipelineError
+from pipeline.core.config import SOURCES, Config, PipelineError
 from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
 from pipeline.filters.dedup import content_hash
 from pipeline.filters.minhash import HASHFUNC, LSH_WEIGHTS, SCHEME, lsh_params
@@ -69,7 +69,7 @@ from pipeline.line_dedup import LineDedup
 from pipeline.near_dedup import NearDedup
 from pipeline.packed import INLINE, Packed, Packer
 from pipeline.parts import Sized, WriteSizedParts, part_name
-from pipeline.schema import (
+from pipeline.core.schema import (
     CLEAN_FORMAT,
     DOCUMENT_FIELDS,
     DOCUMENT_SCHEMA,
@@ -517,7 +517,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
     Args:
         patterns: (source, input pattern) pairs (`pipeline.inputs.source_patterns`),
             expanded on the workers.
-        out_dir: the run's folder on any filesystem (`pipeline.io.Run.dir`).
+        out_dir: the run's folder on any filesystem (`pipeline.core.io.Run.dir`).
         spill_dir: where Documents spill between stages (`pipeline.packed`; the
             local runner: `run_clean`), or None to carry them packed in the
             PCollections.
@@ -801,7 +801,7 @@ def run_clean(cfg: Config, beam_args: list[str] | None = None, force: bool = Fal
 
     Raises:
         CleanError: see `check_inputs`.
-        OutputBusy: another job is writing `<out_dir>/clean` (`pipeline.io.Run`).
+        OutputBusy: another job is writing `<out_dir>/clean` (`pipeline.core.io.Run`).
     """
     quiet_beam_logging()
     options = pipeline_options(cfg, beam_args)  # also hands the filesystems their options

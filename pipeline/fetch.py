@@ -27,8 +27,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.config import PipelineError
-from pipeline.io import atomic_write, sha256_file
+from pipeline.core.config import PipelineError
+from pipeline.core.io import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ def place_models(cfg, fetched: dict[str, Path], lid_model: str | None = None) ->
         FetchError: the config names a `lid.176.bin` that is not there and no
             `lid_model` was given.
     """
-    from pipeline import io
+    from pipeline.core import io
 
     placed = {}
     badwords = cfg.clean.c4.badwords

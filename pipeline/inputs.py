@@ -28,8 +28,8 @@ import textwrap
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from pipeline import io
-from pipeline.config import SOURCES, Config
+from pipeline.core import io
+from pipeline.core.config import SOURCES, Config
 from pipeline.sources import source_hook
 from pipeline.sources.base import COMPRESSION_SUFFIXES, Formats
 

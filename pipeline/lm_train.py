@@ -28,7 +28,7 @@ a system build. Counting is the part that grows with the corpus and it runs in
 Beam; the estimation holds every distinct n-gram of one language in the
 launcher's memory (about 200 bytes each: the demo's Wikipedia has 2 million;
 `max_docs` bounds it, CCNet's 1M English openings had a few hundred million).
-Every file is written atomically (`pipeline.io`), the models before
+Every file is written atomically (`pipeline.core.io`), the models before
 `<model_dir>/manifest.json`, which records their sha256, the n-gram counts,
 the settings and the Wikipedia parts they were trained on: a rerun with the
 same ones does nothing (`up_to_date`; the post-clean filters copy Wikipedia
@@ -50,17 +50,17 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline import io
+from pipeline.core import io
 from pipeline.beam_util import (
     pipeline_options,
     quiet_beam_logging,
     run_pipeline,
     warn_unshared,
 )
-from pipeline.config import Config, PipelineError
+from pipeline.core.config import Config, PipelineError
 from pipeline.filters.perplexity import doc_perplexity, normalized_lines
 from pipeline.mixture import hash_unit
-from pipeline.schema import (
+from pipeline.core.schema import (
     ContractError,
     clean_files,
     load_clean_manifest,

@@ -64,7 +64,7 @@ import apache_beam as beam
 import numpy as np
 
 from pipeline.beam_util import DEAD, Counters, GuardedBatchDoFn, RouteBySource
-from pipeline.config import Config
+from pipeline.core.config import Config
 from pipeline.filters.minhash import band_hashes, lsh_params, signatures
 from pipeline.packed import INLINE, MergeDocuments, Packer
 

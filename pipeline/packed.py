@@ -32,7 +32,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipeline.schema import DOCUMENT_FIELDS
+from pipeline.core.schema import DOCUMENT_FIELDS
 
 _CODEC = pa.Codec("zstd", compression_level=1)
 _VERSION = 1
@@ -45,7 +45,7 @@ _FRAME_BYTES = 1 << 20
 
 
 def pack(doc: dict[str, Any]) -> bytes:
-    """A Document (`pipeline.schema.DOCUMENT_SCHEMA` fields) -> compact bytes.
+    """A Document (`pipeline.core.schema.DOCUMENT_SCHEMA` fields) -> compact bytes.
 
     Layout: a header (version, uncompressed size, `lang_score` as float64, the
     UTF-8 byte length of each string field) and the zstd-compressed UTF-8 of

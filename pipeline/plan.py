@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.config import SOURCES, Config, PipelineError
+from pipeline.core.config import SOURCES, Config, PipelineError
 from pipeline.mixture import compute_epochs
 
 # a fresh `make bench` measurement first, then the committed one (beside the package,
@@ -371,11 +371,18 @@ def _beam(plan: Plan, cfg: Config, throughputs: Throughputs, input_bytes: dict[s
              f"= {num(sh)} / {pc.worker_cores}  (core-hours / plan.worker_cores)")
 
 
+def gpu_peak(cfg: Config) -> float:
+    """plan.gpu_peak_flops, or the A100's bf16 dense peak (LLaMA's GPU)."""
+    from trainer.devices import bf16_peak
+
+    return cfg.plan.gpu_peak_flops or bf16_peak("A100")
+
+
 def _gpu(plan: Plan, cfg: Config, shapes: dict[str, dict[str, float]], models: list[str]) -> None:
     """Tokens/s/GPU per model (measured rate scaled by FLOPs per token, or MFU),
     then GPU-hours and days on plan.gpus GPUs."""
     pc = cfg.plan
-    peak, gpus, ref = pc.gpu_peak_flops, pc.gpus, pc.throughput_model
+    peak, gpus, ref = gpu_peak(cfg), pc.gpus, pc.throughput_model
     if pc.tokens_per_gpu_s is None and pc.mfu is None:
         raise PlanError("give plan.tokens_per_gpu_s or plan.mfu (or --tokens-per-gpu-s / --mfu)")
     f_ref = shapes[ref]["flops_per_token"]
@@ -449,7 +456,7 @@ def format_plan(plan: Plan) -> str:
 
 def write_plan_json(plan: Plan, path: str | Path) -> Path:
     """Write `plan.to_dict()` as JSON, atomically; returns the path."""
-    from pipeline.io import atomic_write
+    from pipeline.core.io import atomic_write
 
     path = Path(path)
     with atomic_write(path) as f:

@@ -23,7 +23,7 @@ is one element: a part of a filtered source is read one record batch at a
 time, filtered and written under the same name by the clean job's writer
 (`record_batches`, `write_arrow`); a part of another source, or of the dead
 letters, is copied byte for byte. The launcher then commits a new clean run
-(`pipeline.io.Run`, CLEAN_FORMAT): the previous manifest with its files, dead
+(`pipeline.core.io.Run`, CLEAN_FORMAT): the previous manifest with its files, dead
 letters and `counters` updated (drops added, `docs_kept` as it now is, and the
 documents per bucket, `perplexity.<bucket>`, as the cut-offs split them when
 they were drawn), and
@@ -42,7 +42,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline import io
+from pipeline.core import io
 from pipeline.beam_util import (
     pipeline_options,
     quiet_beam_logging,
@@ -50,7 +50,7 @@ from pipeline.beam_util import (
     warn_unshared,
 )
 from pipeline.clean import FILES_LIST, record_batches
-from pipeline.config import Config, PerplexityConfig
+from pipeline.core.config import Config, PerplexityConfig
 from pipeline.filters.perplexity import annotate, bucket, cutoffs
 from pipeline.lm_train import LM_FORMAT, LanguageModelError, LanguageModels
 from pipeline.mixture import hash_unit
@@ -60,7 +60,7 @@ from pipeline.quality_model import (
     QualityScorer,
     classify_batch,
 )
-from pipeline.schema import (
+from pipeline.core.schema import (
     DOCUMENT_SCHEMA,
     ContractError,
     clean_dir,
@@ -408,7 +408,7 @@ def run_quality_filter(cfg: Config, beam_args: list[str] | None = None, force: b
         QualityModelError: no filter on, no classifier model, or no clean output
             (or a listed part missing).
         LanguageModelError: no language model of `clean.perplexity.langs`.
-        OutputBusy: another job is writing `<out_dir>/clean` (`pipeline.io.Run`).
+        OutputBusy: another job is writing `<out_dir>/clean` (`pipeline.core.io.Run`).
     """
     quiet_beam_logging()
     q, pc = cfg.clean.quality, cfg.clean.perplexity

@@ -33,17 +33,17 @@ from typing import Any, NoReturn
 
 import apache_beam as beam
 
-from pipeline import io
+from pipeline.core import io
 from pipeline.beam_util import (
     pipeline_options,
     quiet_beam_logging,
     run_pipeline,
     warn_unshared,
 )
-from pipeline.config import Config, PipelineError
+from pipeline.core.config import Config, PipelineError
 from pipeline.filters.langid import check_fasttext_module, to_single_line
 from pipeline.mixture import hash_unit
-from pipeline.schema import (
+from pipeline.core.schema import (
     ContractError,
     clean_files,
     load_clean_manifest,
@@ -157,7 +157,7 @@ def build_sample_pipeline(p: beam.Pipeline, files: list[tuple[str, str]], seed: 
 
     Args:
         files: (label, cleaned Arrow file) pairs, any filesystem.
-        out_dir: a folder every worker reaches (`pipeline.io.Run.dir`).
+        out_dir: a folder every worker reaches (`pipeline.core.io.Run.dir`).
     """
     return (
         p
@@ -183,7 +183,7 @@ def _read_lines(path: str) -> list[str]:
 
 def draw_sample(cfg: Config, beam_args: list[str] | None = None) -> dict[str, list[str]]:
     """Run the sample job on `<out_dir>/clean` and commit its output to
-    `<out_dir>/quality_sample/` (`pipeline.io.Run`); returns {label: fastText
+    `<out_dir>/quality_sample/` (`pipeline.core.io.Run`); returns {label: fastText
     lines in hash order}: up to `max_examples` per class.
 
     Raises:

@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline import io as storage
-from pipeline import lineage
-from pipeline.config import SOURCES, Config
+from pipeline.core import io as storage
+from pipeline.core import lineage
+from pipeline.core.config import SOURCES, Config
 
 # The clean job's stages in pipeline order (pipeline/clean.py build_clean_pipeline),
 # with the counters each one removes documents under. A record a stage fails on
@@ -190,7 +190,7 @@ def collect(cfg: Config) -> dict[str, Any]:
     runs = lineage.read_runs(cfg)
     return {"name": cfg.name, "out_dir": cfg.out_dir, "shards_dir": cfg.shards.out, "trainer_dir": cfg.trainer.out,
             "clean": clean, "shards": shards, "train": train, "val": val, "sources": sources,
-            # which run each output is, and where they disagree (`pipeline.lineage`)
+            # which run each output is, and where they disagree (`pipeline.core.lineage`)
             "runs": lineage.describe(cfg, runs), "mixed": lineage.problems(cfg, runs, "training"),
             "eval": _load_json(storage.join(cfg.trainer.out, "eval.json"))}
 
@@ -393,7 +393,7 @@ def eval_section(report: dict[str, Any], path: str) -> list[str]:
 
 
 def runs_section(data: dict[str, Any]) -> list[str]:
-    """Which run each stage output is (`pipeline.lineage.describe`), and where
+    """Which run each stage output is (`pipeline.core.lineage.describe`), and where
     they disagree (a report written with --allow-mixed)."""
     lines = []
     if data.get("runs"):
@@ -601,7 +601,7 @@ def write_report(cfg: Config, allow_mixed: bool = False) -> tuple[str, str]:
 
     Raises:
         MixedRuns: the stage outputs come from different runs or settings
-            (`pipeline.lineage.check`), unless `allow_mixed`: then the report
+            (`pipeline.core.lineage.check`), unless `allow_mixed`: then the report
             says so.
     """
     lineage.check(cfg, "report", "training", allow_mixed)

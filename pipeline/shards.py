@@ -1,5 +1,5 @@
 """The shard job (Beam): tokenize the cleaned Documents and write mixture-weighted,
-shuffled token shards with a manifest (`pipeline.schema`, `pipeline.mixture`).
+shuffled token shards with a manifest (`pipeline.core.schema`, `pipeline.mixture`).
 
 1. Read every cleaned Arrow file listed in `<out_dir>/clean/manifest.json`
    (any Beam filesystem; the tokenizer model is copied once per worker).
@@ -13,7 +13,7 @@ shuffled token shards with a manifest (`pipeline.schema`, `pipeline.mixture`).
    and a drawn position in it, so any prefix of training sees the mixture.
 6. Shards (uncompressed Arrow IPC) go to the run's folder `<shards.out>/run-<id>/`
    and `<shards.out>/manifest.json`, written last, commits them
-   (`pipeline.io.Run`); readers trust only the manifest.
+   (`pipeline.core.io.Run`); readers trust only the manifest.
 
 The shards are Arrow IPC *file* format: record batches open by index, memory-
 mapped (`pa.ipc.open_file(pa.memory_map(path))`). Hugging Face `datasets` reads
@@ -36,7 +36,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipeline import io, lineage
+from pipeline.core import io, lineage
 from pipeline.beam_util import (
     Counters,
     pipeline_options,
@@ -44,7 +44,7 @@ from pipeline.beam_util import (
     run_pipeline,
     warn_unshared,
 )
-from pipeline.config import Config, PipelineError
+from pipeline.core.config import Config, PipelineError
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
     REPEAT_BUCKETS,
@@ -58,7 +58,7 @@ from pipeline.mixture import (
     share_error_bounds,
 )
 from pipeline.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
-from pipeline.schema import (
+from pipeline.core.schema import (
     SHARDS_FORMAT,
     ContractError,
     check_listed,
@@ -83,7 +83,7 @@ class ShardError(PipelineError):
 
 def read_documents(path: str) -> Iterator[tuple[str, str, str]]:
     """(source, doc_id, text) for every row of a cleaned Arrow file (any
-    filesystem), batch by batch (`pipeline.schema.read_batches`)."""
+    filesystem), batch by batch (`pipeline.core.schema.read_batches`)."""
     for batch in read_batches(path, ["source", "id", "text"]):
         cols = batch.to_pydict()
         yield from zip(cols["source"], cols["id"], cols["text"])
@@ -433,7 +433,7 @@ def describe_tokenizer(model_path: str) -> dict[str, Any]:
 def up_to_date(cfg: Config, clean: dict[str, Any], tokenizer_sha256: str) -> dict[str, Any] | None:
     """The committed shard manifest when a shard run now would write the same:
     made under the same settings (`Config.shards_digest`) from the clean output
-    now committed (`pipeline.lineage.made_from`) with this tokenizer (sha256),
+    now committed (`pipeline.core.lineage.made_from`) with this tokenizer (sha256),
     its shards all there; else None."""
     try:
         manifest = load_manifest(cfg.shards.out, SHARDS_FORMAT, "python -m pipeline shards")
@@ -456,8 +456,8 @@ def run_shards(cfg: Config, beam_args: list[str] | None = None, force: bool = Fa
         ShardError: no clean manifest or tokenizer model, or no documents.
         MixedRuns: the clean output or the tokenizer do not follow this config,
             or the tokenizer was trained on another clean run
-            (`pipeline.lineage`), unless `allow_mixed`.
-        OutputBusy: another job is writing `shards.out` (`pipeline.io.Run`).
+            (`pipeline.core.lineage`), unless `allow_mixed`.
+        OutputBusy: another job is writing `shards.out` (`pipeline.core.io.Run`).
     """
     quiet_beam_logging()
     sc = cfg.shards

@@ -3,7 +3,7 @@ as one job from the command line: it must finish, account for every record
 (a Document kept or dropped, a skip or a dead letter, each by reason), let
 nothing from outside its input folder into its output, and write only clean
 text (no control characters but tab and newline, no lone surrogates, no more
-U+FFFD than `pipeline.decode` accepts)."""
+U+FFFD than `pipeline.formats.decode` accepts)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pytest
 
-from pipeline.config import SOURCES
-from pipeline.decode import MAX_REPLACED_SHARE
-from pipeline.schema import DOCUMENT_FIELDS, clean_dir, clean_files, load_clean_manifest
+from pipeline.core.config import SOURCES
+from pipeline.formats.decode import MAX_REPLACED_SHARE
+from pipeline.core.schema import DOCUMENT_FIELDS, clean_dir, clean_files, load_clean_manifest
 from tests import badinput
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.filters.text import clean_document, clean_text, replacement_rejected
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def run_clean_job(out: Path, cache: Path, *overrides: str) -> tuple[dict, dict[s
     patches reach it) with only the inputs `overrides` give; returns (manifest,
     {id: Document} of every part, the dead letters)."""
     from pipeline.clean import run_clean
-    from pipeline.schema import clean_files
+    from pipeline.core.schema import clean_files
 
     empty = [f"sources.{s}.inputs=[]" for s in ("commoncrawl", "c4", "github", "wikipedia", "books")]
     cfg = load_config(ROOT / "configs" / "demo.yaml", [
@@ -131,7 +131,7 @@ def test_a_failing_batch_is_retried_document_by_document(monkeypatch, demo_input
     import apache_beam as beam
 
     from pipeline import clean
-    from pipeline.config import load_config as load
+    from pipeline.core.config import load_config as load
     from pipeline.sources.base import make_document
 
     cache = demo_inputs["models/lid.176.ftz"].parents[1]

@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.clean import book_dedup_config
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.near_dedup import NearDedup
 from pipeline.sources.base import make_document
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.schema import token_shard_schema
+from pipeline.core.schema import token_shard_schema
 from trainer.data import ShardError, TokenLoader, TokenStream
 
 Doc = tuple[str, str, list[int]]  # (source, doc_id, input_ids)

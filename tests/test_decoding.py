@@ -1,5 +1,5 @@
-"""Text decoding decided per file (`pipeline.decode`) and damaged compressed
-inputs read up to the damage (`pipeline.io.Decompressed`), on real files: the
+"""Text decoding decided per file (`pipeline.formats.decode`) and damaged compressed
+inputs read up to the damage (`pipeline.core.io.Decompressed`), on real files: the
 German Faust of Project Gutenberg and an arXiv source of the shared corpus,
 the demo's Alice, Bulgarian Wikipedia dump and fastText model."""
 
@@ -14,8 +14,8 @@ import zlib
 
 import pytest
 
-from pipeline import io as pio
-from pipeline.decode import (
+from pipeline.core import io as pio
+from pipeline.formats.decode import (
     MAX_REPLACED_SHARE,
     Decoded,
     Undecodable,

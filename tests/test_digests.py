@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lineage
-from pipeline.config import load_config
-from pipeline.schema import CLEAN_FORMAT, SHARDS_FORMAT
+from pipeline.core import lineage
+from pipeline.core.config import load_config
+from pipeline.core.schema import CLEAN_FORMAT, SHARDS_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -164,7 +164,7 @@ def test_commands_refuse_mixed_runs_unless_allowed(tmp_path):
     report = Path(cfg.out_dir, "report.md").read_text()
     assert "- clean: run c1 (settings digest 0123456789abcdef)" in report
     assert "**Mixed runs** (report written with --allow-mixed)" in report
-    assert "WARNING pipeline.lineage: report reads mixed runs (--allow-mixed): the clean output (run c1)" in proc.stderr
+    assert "WARNING pipeline.core.lineage: report reads mixed runs (--allow-mixed): the clean output (run c1)" in proc.stderr
 
 
 def test_no_departures_from_target_without_a_clean_manifest(tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import load_config
-from pipeline.io import sha256_file
+from pipeline.core.config import load_config
+from pipeline.core.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def _config(out: Path, cache: Path, *extra: str):
 
 def _read_docs(out_dir: Path, source: str) -> list[dict]:
     """A source's cleaned Documents, from the files its clean manifest lists."""
-    from pipeline.schema import clean_files
+    from pipeline.core.schema import clean_files
 
     rows = []
     for path in clean_files(str(out_dir), sources=[source]).get(source, []):
@@ -284,7 +284,7 @@ def test_one_job_at_a_time_per_output_folder(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.io import OutputBusy, exclusive_output
+    from pipeline.core.io import OutputBusy, exclusive_output
 
     final = tmp_path / "clean"
     with exclusive_output(final):
@@ -294,7 +294,7 @@ def test_one_job_at_a_time_per_output_folder(tmp_path):
     with exclusive_output(final):  # released: free again
         pass
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pipeline.io import exclusive_output\n"
+        "import sys, time; from pipeline.core.io import exclusive_output\n"
         f"with exclusive_output({str(final)!r}):\n    print('held', flush=True); time.sleep(60)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -315,7 +315,7 @@ def test_outputs_the_launcher_cannot_see_fail_the_run(tmp_path):
     instead of committing a manifest with no files."""
     from types import SimpleNamespace
 
-    from pipeline import io
+    from pipeline.core import io
     from pipeline.clean import CleanError, clean_manifest
 
     def counter(ns, name, value):
@@ -333,7 +333,7 @@ def test_outputs_the_launcher_cannot_see_fail_the_run(tmp_path):
 def test_readers_check_the_listed_files_before_reading(tmp_path):
     """A clean file deleted or resized after its manifest was written: named at
     once, with what to rerun, before any job reads it."""
-    from pipeline.schema import ContractError, clean_files, write_clean_output
+    from pipeline.core.schema import ContractError, clean_files, write_clean_output
     from pipeline.sources.base import make_document
 
     docs = [make_document("books", str(i), f"text {i}", "u") for i in range(4)]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.report import collect, render_markdown
 from tests import test_generate, test_trainer
 from tests.conftest import ROOT

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import SOURCES, ConfigError, load_config
+from pipeline.core.config import SOURCES, ConfigError, load_config
 from pipeline.inputs import (
     discover,
     formats_table,

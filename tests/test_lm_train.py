@@ -14,7 +14,7 @@ import kenlm
 import pyarrow as pa
 import pytest
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.filters.perplexity import bucket, cutoffs
 from pipeline.lm_train import (
     BOS,
@@ -31,7 +31,7 @@ from pipeline.lm_train import (
     wikipedia_lines,
     write_arpa,
 )
-from pipeline.schema import DOCUMENT_SCHEMA, clean_files, write_clean_output
+from pipeline.core.schema import DOCUMENT_SCHEMA, clean_files, write_clean_output
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ["a b", "a c", "b c a", "a b c a b"]

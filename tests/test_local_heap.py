@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from pipeline.beam_util import ARROW_POOL_ENV, MALLOC_ENV, pipeline_options
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "demo.yaml"

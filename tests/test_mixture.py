@@ -19,7 +19,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
-from pipeline.schema import CLEAN_FORMAT
+from pipeline.core.schema import CLEAN_FORMAT
 from tests.conftest import ROOT
 
 # LLaMA Table 1: share (%), epochs, and disk size (GB) of each source
@@ -59,7 +59,7 @@ def test_max_epochs_caps_a_tiny_source_without_redistributing():
 
 
 def test_production_config_is_table1():
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from trainer.model import ModelArgs
 
     cfg = load_config(ROOT / "configs" / "llama-1.4t.yaml")
@@ -88,7 +88,7 @@ _RUNS: dict[str, dict] = {}  # one shard run per session, shared with test_shard
 
 
 def _read_sources(cache: Path) -> dict[str, list[dict]]:
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.sources import get_reader
     from pipeline.sources.base import DeadLetter, Skip
 
@@ -108,7 +108,7 @@ def _read_sources(cache: Path) -> dict[str, list[dict]]:
 
 def _write_clean(out: Path, docs: dict[str, list[dict]]) -> None:
     """`<out>/clean/` as the clean job leaves it: Arrow files and a manifest."""
-    from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
+    from pipeline.core.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 
     files = []
     for source, rows in docs.items():
@@ -130,7 +130,7 @@ def shard_run(tmp_path_factory, demo_inputs: dict[str, Path]) -> dict:
     if "run" in _RUNS:
         return _RUNS["run"]
     import tokenizer
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.shards import run_shards
     from tokenizer.train import train_tokenizer
 
@@ -280,8 +280,8 @@ def test_share_error_bounds():
 
 
 def test_shards_refuse_documents_of_other_cleaning_settings(tmp_path, caplog):
-    from pipeline.config import load_config
-    from pipeline.lineage import MixedRuns
+    from pipeline.core.config import load_config
+    from pipeline.core.lineage import MixedRuns
     from pipeline.shards import ShardError, run_shards
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}",

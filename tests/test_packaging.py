@@ -69,7 +69,7 @@ def test_beam_stages_the_package_built_from_the_production_setup_file(tmp_path, 
     from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
     from apache_beam.runners.portability.stager import Stager
 
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     # A copy of the source tree: the build writes llama_stack.egg-info beside
     # setup.py, which must not land in the working tree.

@@ -27,7 +27,7 @@ from pipeline.packed import (
     unpack,
     unpack_ids,
 )
-from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
+from pipeline.core.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import wikipedia
 from pipeline.sources.base import make_document
 

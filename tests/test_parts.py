@@ -12,7 +12,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.clean import DeadLetterPart, DocumentPart, document_bytes, sized_dead_letter, sized_document
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.extsort import sort_pairs
 from pipeline.packed import INLINE, pack
 from pipeline.parts import WriteSizedParts, _numbering, part_count, part_index

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.core.config import ConfigError, load_config
 from pipeline.filters import ccnet
 from pipeline.filters.perplexity import (
     UNICODE_PUNCT,
@@ -21,7 +21,7 @@ from pipeline.filters.perplexity import (
     normalized_lines,
     perplexity,
 )
-from pipeline.schema import DOCUMENT_SCHEMA, write_clean_output
+from pipeline.core.schema import DOCUMENT_SCHEMA, write_clean_output
 from pipeline.sources.base import make_document
 from tests.test_quality_model import _code, _paragraphs, _write
 
@@ -159,7 +159,7 @@ def test_quality_train_skips_an_output_its_model_already_filtered(tmp_path):
     """After quality-filter applied the classifier, training it again on what it
     let through would learn other pages: `quality-train` says so and stops."""
     from pipeline.__main__ import main
-    from pipeline.io import sha256_file
+    from pipeline.core.io import sha256_file
     from pipeline.quality_filter import classifier_applied
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}"])

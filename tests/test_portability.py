@@ -19,7 +19,7 @@ from apache_beam.portability import common_urns, python_urns
 from apache_beam.runners import pipeline_context
 
 from pipeline.beam_util import pipeline_options
-from pipeline.config import SOURCES, load_config
+from pipeline.core.config import SOURCES, load_config
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "demo.yaml"

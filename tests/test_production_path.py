@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from tests.cluster import free_port, s3_server, worker_pool  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def test_a_killed_clean_rerun_shows_only_the_second_run(s3_run, s3_server):  # n
 def test_one_run_at_a_time_on_an_object_store(s3_server):  # noqa: F811
     """The lease object: a second run is refused while the first lives, and
     takes over a lease a killed run left once it expired."""
-    from pipeline import io
+    from pipeline.core import io
 
     io.configure(s3_server.beam_args(), force=True)
     final = f"{s3_server.make_bucket('lease-test')}/out/clean"
@@ -267,7 +267,7 @@ def test_one_run_at_a_time_on_an_object_store(s3_server):  # noqa: F811
 def test_unreachable_buckets_fail_at_once_in_one_line(s3_server):  # noqa: F811
     """A wrong endpoint or bucket: one line naming it, in seconds (Beam's own
     calls would retry for about ten minutes)."""
-    from pipeline import io
+    from pipeline.core import io
 
     io.configure(s3_server.beam_args(), force=True)
     bucket = s3_server.make_bucket("reach-test")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import load_config
-from pipeline.io import sha256_file
+from pipeline.core.config import load_config
+from pipeline.core.io import sha256_file
 from pipeline.mixture import hash_unit
 from pipeline.quality_model import (
     NEGATIVE,
@@ -22,7 +22,7 @@ from pipeline.quality_model import (
     example_line,
     train_quality_model,
 )
-from pipeline.schema import (
+from pipeline.core.schema import (
     DOCUMENT_FIELDS,
     DOCUMENT_SCHEMA,
     clean_files,
@@ -167,7 +167,7 @@ def test_quality_filter_keeps_what_the_clean_jobs_filter_keeps(filtered, tmp_pat
     the same documents, in the bytes the clean job's writer gives them; the
     other sources' parts and the dead letters copied as they were."""
     from pipeline.clean import QualityFilter, record_batches
-    from pipeline.schema import write_arrow
+    from pipeline.core.schema import write_arrow
 
     cfg, before, docs_before, after = filtered
     in_job = QualityFilter(cfg.model_dump_json())

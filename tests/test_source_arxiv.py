@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.schema import doc_id
+from pipeline.core.schema import doc_id
 from pipeline.sources import arxiv
 from pipeline.sources.base import Count, DeadLetter, Skip
 

@@ -15,7 +15,7 @@ import zlib
 import pytest
 
 from pipeline import fetch
-from pipeline.schema import doc_id
+from pipeline.core.schema import doc_id
 from pipeline.sources import books
 from pipeline.sources.base import DeadLetter, Skip
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
-from pipeline.schema import doc_id
+from pipeline.core.config import ConfigError, load_config
+from pipeline.core.schema import doc_id
 from pipeline.sources import c4, commoncrawl
 from pipeline.sources.base import DeadLetter, Skip, make_document
 from pipeline.sources.c4 import native_id, read

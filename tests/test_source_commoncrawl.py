@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline.config import load_config
-from pipeline.schema import doc_id
+from pipeline.core.config import load_config
+from pipeline.core.schema import doc_id
 from pipeline.sources import commoncrawl
 from pipeline.sources.base import DeadLetter, Skip
 from pipeline.sources.commoncrawl import (

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config
-from pipeline.schema import doc_id
+from pipeline.core.config import load_config
+from pipeline.core.schema import doc_id
 from pipeline.sources.base import DeadLetter, Skip
 from pipeline.sources.github import (
     CODE_EXTENSIONS,

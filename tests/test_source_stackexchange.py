@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from pipeline.schema import doc_id
+from pipeline.core.schema import doc_id
 from pipeline.sources import stackexchange
 from pipeline.sources.base import DeadLetter, Part, Skip
 
@@ -339,8 +339,8 @@ def test_answers_in_other_files_through_the_clean_job(tmp_path, lid_model):
     # FnApiRunner (two worker processes) joins them into one document; the third
     # file's copy, later by path, is dead-lettered.
     from pipeline.clean import run_clean
-    from pipeline.config import SOURCES, load_config
-    from pipeline.schema import clean_files, read_batches
+    from pipeline.core.config import SOURCES, load_config
+    from pipeline.core.schema import clean_files, read_batches
     from tests.conftest import ROOT
 
     files = {"a": _rows(48, 57), "b": _rows(49, 45, 51), "c": _rows(48).replace("the quietest?", "the loudest?")}

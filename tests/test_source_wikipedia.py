@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.schema import doc_id
+from pipeline.core.schema import doc_id
 from pipeline.sources import wikipedia
 from pipeline.sources.base import DeadLetter, Skip
 

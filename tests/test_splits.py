@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.inputs import discover, expand
-from pipeline.schema import doc_id
+from pipeline.core.schema import doc_id
 from pipeline.sources import commoncrawl, source_hook, wikipedia
 from pipeline.sources.base import DeadLetter, Skip
 from pipeline.sources.records import iter_json_lines, line_spans

@@ -24,8 +24,8 @@ import pytest
 import sentencepiece as spm
 
 import tokenizer
-from pipeline.config import load_config
-from pipeline.schema import DOCUMENT_SCHEMA, clean_files, write_clean_output
+from pipeline.core.config import load_config
+from pipeline.core.schema import DOCUMENT_SCHEMA, clean_files, write_clean_output
 from pipeline.sources.base import make_document
 from tests.conftest import CACHE, ROOT
 from tokenizer import __main__ as cli

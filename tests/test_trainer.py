@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from tests.conftest import CACHE, ROOT
 from tests.test_data import write_shards
 from trainer.__main__ import main

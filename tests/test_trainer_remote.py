@@ -18,7 +18,7 @@ import pytest
 import torch
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import io as pio
+from pipeline.core import io as pio
 from tests.cluster import s3_server  # noqa: F401 (fixture)
 from tests.conftest import ROOT
 from tests.test_data import SEQ, shards, windows  # noqa: F401 (fixture)

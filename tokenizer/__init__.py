@@ -36,7 +36,7 @@ def load(model_path: str | Path) -> spm.SentencePieceProcessor:
         ValueError: the file is not a SentencePiece model (names the file).
     """
     if "://" in str(model_path):  # on an object store: this machine's cached copy
-        from pipeline.io import local_copy
+        from pipeline.core.io import local_copy
 
         model_path = local_copy(model_path)
     path = Path(model_path)

@@ -7,17 +7,17 @@ import json
 import logging
 import sys
 
-from pipeline.config import PipelineError, add_override_argument  # pydantic and yaml only, no Beam
+from pipeline.core.config import PipelineError, add_override_argument  # pydantic and yaml only, no Beam
 
 DEMO_CONFIG = "configs/demo.yaml"
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from tokenizer.train import train_tokenizer  # imports Beam: only for this command
 
     cfg = load_config(args.config, args.overrides)
-    from pipeline import io
+    from pipeline.core import io
 
     io.configure(cfg.beam.extra_args)  # s3/gcs options, when the clean output is on a bucket
     io.check_reachable([cfg.out_dir, cfg.tokenizer.model_prefix])
@@ -69,7 +69,7 @@ def _export(args: argparse.Namespace) -> int:
 
     cfg = None
     if args.config or not args.model:
-        from pipeline.config import load_config
+        from pipeline.core.config import load_config
 
         cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
         model, context = f"{cfg.tokenizer.model_prefix}.model", cfg.trainer.seq_len
@@ -93,7 +93,7 @@ def _model_path(args: argparse.Namespace) -> str:
     """--model, else <tokenizer.model_prefix>.model of --config."""
     if args.model:
         return args.model
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     return f"{load_config(args.config, args.overrides).tokenizer.model_prefix}.model"
 

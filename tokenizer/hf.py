@@ -217,7 +217,7 @@ def export_hf(
     """
     import hashlib
 
-    from pipeline.io import atomic_write
+    from pipeline.core.io import atomic_write
 
     model_path = Path(model_path)
     sp = load(model_path)

@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import io
-from pipeline.config import Config
-from pipeline.schema import ContractError, load_clean_manifest
-from pipeline.schema import clean_files as manifest_files
+from pipeline.core import io
+from pipeline.core.config import Config
+from pipeline.core.schema import ContractError, load_clean_manifest
+from pipeline.core.schema import clean_files as manifest_files
 
 log = logging.getLogger(__name__)
 

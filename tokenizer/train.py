@@ -32,10 +32,10 @@ from typing import IO, Any
 import numpy as np
 import sentencepiece as spm
 
-from pipeline import io as storage
-from pipeline import lineage
-from pipeline.config import Config
-from pipeline.schema import ContractError, load_clean_manifest
+from pipeline.core import io as storage
+from pipeline.core import lineage
+from pipeline.core.config import Config
+from pipeline.core.schema import ContractError, load_clean_manifest
 from tokenizer.sample import write_training_sample
 
 __all__ = [
@@ -137,10 +137,10 @@ def parse_trainer_log(text: str) -> dict[str, int]:
 
 
 def up_to_date(cfg: Config, clean: dict[str, Any]) -> dict[str, Any] | None:
-    """The tokenizer's manifest (`pipeline.lineage.tokenizer_manifest_path`)
+    """The tokenizer's manifest (`pipeline.core.lineage.tokenizer_manifest_path`)
     when training now would give the same model: trained under the same
     settings (`Config.tokenizer_digest`) on the clean output now committed
-    (`pipeline.lineage.made_from`), its model (of the recorded sha256) and
+    (`pipeline.core.lineage.made_from`), its model (of the recorded sha256) and
     vocab there; else None."""
     path = lineage.tokenizer_manifest_path(cfg)
     if not storage.exists(path):
@@ -171,7 +171,7 @@ def train_tokenizer(cfg: Config, force: bool = False, allow_mixed: bool = False)
             input_sentence_size (at most this many lines, drawn with cfg.seed),
             sample_bytes, max_sentence_length, character_coverage, num_threads.
         allow_mixed: train on a clean output written under other settings
-            than the config's, with a warning (`pipeline.lineage.check`).
+            than the config's, with a warning (`pipeline.core.lineage.check`).
     Returns:
         {"model", "vocab", "sample": paths; "sha256": of the model file;
         "sample_sha256"; "vocab_size"; "sample_stats": per source (see
@@ -182,7 +182,7 @@ def train_tokenizer(cfg: Config, force: bool = False, allow_mixed: bool = False)
         FileNotFoundError: no cleaned files (names the folder).
         ValueError: the sample is empty, or a cleaned file is unreadable.
         RuntimeError: SentencePiece failed (its message and log tail attached).
-        MixedRuns: the clean output follows other settings (`pipeline.lineage`).
+        MixedRuns: the clean output follows other settings (`pipeline.core.lineage`).
     """
     tok = cfg.tokenizer
     model_path = f"{tok.model_prefix}.model"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import ConfigError, add_override_argument, load_config
+from pipeline.core.config import ConfigError, add_override_argument, load_config
 from trainer.storage import is_remote
 
 DESCRIPTION = """\
@@ -53,9 +53,9 @@ Other commands: `python -m trainer export --help`, `python -m trainer import --h
 
 def _configure_storage(cfg, *paths: str) -> None:
     """Hand the config's filesystem options (beam.extra_args: --s3_endpoint_url=...) to
-    `pipeline.io` when a path is on an object store (Beam is slow to import: only then)."""
+    `pipeline.core.io` when a path is on an object store (Beam is slow to import: only then)."""
     if any(is_remote(p) for p in paths if p):
-        from pipeline import io as pio
+        from pipeline.core import io as pio
 
         pio.configure(cfg.beam.extra_args)
         try:
@@ -91,7 +91,7 @@ def _train(argv: list[str]) -> int:
     except ConfigError as e:
         parser.error(str(e))
     _configure_storage(cfg, cfg.shards.out, cfg.trainer.out)
-    from pipeline import lineage
+    from pipeline.core import lineage
 
     try:  # the shards agree with the clean output, tokenizer and config, and a run resumed with them
         runs = lineage.check_training(cfg, resume=not opts.no_resume, allow_mixed=opts.allow_mixed)
@@ -450,7 +450,7 @@ def _generate(argv: list[str]) -> int:
         samples.append({"prompt": text, "completion": completion_text(sp, ids, tokens),
                         "tokens": tokens})
     if opts.out:
-        from pipeline import io as pio
+        from pipeline.core import io as pio
 
         settings = {"model": source, "max_new_tokens": opts.max_new_tokens,
                     "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
@@ -553,7 +553,7 @@ def _eval(argv: list[str]) -> int:
         report["samples"].append({"prompt": text, "completion": completion_text(sp, ids, tokens),
                                   "tokens": tokens})
     out = opts.out or str(join(cfg.trainer.out, "eval.json"))
-    from pipeline import io as pio
+    from pipeline.core import io as pio
 
     pio.write_json(out, report)
     print(format_report(report))

@@ -72,7 +72,7 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path | str]:
     first (temporary files and folders, whose names start with ".", ignored). On an
     object store, a folder counts once its `.metadata`, uploaded last, is there."""
     if is_remote(ckpt_dir):
-        from pipeline import io as pio
+        from pipeline.core import io as pio
 
         found = {}
         for path, _ in pio.list_tree(ckpt_dir):
@@ -136,7 +136,7 @@ def fetch_checkpoint(path: str, ckpt_dir: str | Path) -> Path:
     Raises:
         FileNotFoundError: no such (complete) checkpoint.
     """
-    from pipeline import io as pio
+    from pipeline.core import io as pio
 
     name = path.rstrip("/").rsplit("/", 1)[-1]
     local = Path(ckpt_dir) / name
@@ -159,7 +159,7 @@ def fetch_checkpoint(path: str, ckpt_dir: str | Path) -> Path:
 def remove_checkpoint(path: str | Path) -> None:
     """Delete a checkpoint file or sharded checkpoint folder."""
     if is_remote(path):
-        from pipeline import io as pio
+        from pipeline.core import io as pio
 
         if is_sharded(path):
             pio.delete(pio.join(str(path), ".metadata"))  # first: a part left is no checkpoint
@@ -290,7 +290,7 @@ def _upload_sharded(folder: Path, dest: str, rank: int) -> None:
             upload(f, join(dest, f.name))
     dist.barrier()
     if rank == 0:
-        from pipeline import io as pio
+        from pipeline.core import io as pio
 
         metadata = _MetadataUnpickler(io.BytesIO((folder / ".metadata").read_bytes())).load()
         needed = {s.relative_path for s in metadata.storage_data.values()}

@@ -1,7 +1,7 @@
 """The training stream: token shards, memory-mapped, cut into fixed-length windows.
 
 The shards and their `manifest.json` are written by the pipeline's shard job (`python -m pipeline shards`)
-(schema: `pipeline.schema`). Readers trust only the manifest, never a glob.
+(schema: `pipeline.core.schema`). Readers trust only the manifest, never a glob.
 Per epoch the split's shards are concatenated in a seeded order into one token
 stream (documents already carry BOS/EOS) and cut into the epoch's N windows of
 `seq_len + 1` tokens (the tail under one window is dropped); window w gives
@@ -19,7 +19,7 @@ or workers continues at the same global window and token count.
 
 `shard_dir` may be local, where the shards are memory-mapped in place, or on an
 object store (`s3://`, `gs://`): each shard is then downloaded once per machine
-into `pipeline.io`'s cache, checked against the manifest's sha256 on the way, and
+into `pipeline.core.io`'s cache, checked against the manifest's sha256 on the way, and
 memory-mapped there (`shard_file`), as mosaicml-streaming's remote/local does.
 """
 
@@ -81,7 +81,7 @@ def shard_file(shard_dir: str | Path, entry: dict, verify: bool = True) -> Path:
     """The local file to memory-map for the manifest entry `entry` of `shard_dir`.
 
     A local shard is used in place, its sha256 checked when `verify`. A remote one
-    is this machine's cached copy (`pipeline.io.local_copy`), downloaded once and
+    is this machine's cached copy (`pipeline.core.io.local_copy`), downloaded once and
     always checked against the manifest's sha256 as it is (the check is part of the
     download, and the cache is keyed by that sha256).
 
@@ -97,7 +97,7 @@ def shard_file(shard_dir: str | Path, entry: dict, verify: bool = True) -> Path:
             raise ShardError(f"shard {name}: sha256 {digest} does not match the manifest's "
                              f"{entry['sha256']} (corrupt or replaced)")
         return path
-    from pipeline import io as pio
+    from pipeline.core import io as pio
 
     remote = pio.join(str(shard_dir), name)
     try:

@@ -10,7 +10,7 @@ measured (`trainer.peak_flops: measure`, `measure_matmul_peak`).
 `resolve_device` turns `trainer.device` into a `torch.device` this torch build
 can use, or a one-line `DeviceError` that names the fix.
 
-Importing this module does not import torch (pipeline/config.py reads the table).
+Importing this module does not import torch (pipeline/core/config.py reads the table).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def read_jsonl(path: str, check, limit: int | None = None) -> tuple[list, dict[s
     """The first `limit` rows of a JSONL file (any filesystem; gzip, bzip2 or xz by
     magic bytes) that `check` accepts: `check(row)` returns (what to keep, None) or
     (None, the reason to skip it). Returns (kept, {reason: skipped lines})."""
-    from pipeline import io as pio
+    from pipeline.core import io as pio
 
     with pio.open_input(path) as f:
         data = f.read()

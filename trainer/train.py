@@ -75,8 +75,8 @@ from trainer.parallelize import Dist, init_distributed, parallelize
 from trainer.plot import plot_loss
 from trainer.storage import delete, download, is_remote, join, staging_dir, upload
 
-if TYPE_CHECKING:  # pipeline.config needs pydantic, which GPU images may lack
-    from pipeline.config import Config
+if TYPE_CHECKING:  # pipeline.core.config needs pydantic, which GPU images may lack
+    from pipeline.core.config import Config
 
 
 def cosine_lr(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr_ratio: float) -> float:

@@ -25,7 +25,7 @@ import importlib.metadata
 import re
 from pathlib import Path
 
-from pipeline.config import PipelineError
+from pipeline.core.config import PipelineError
 
 PINNED_FASTTEXT = ("fasttext", "0.9.3")
 _IMPOSTORS = ("fasttext-predict", "fasttext-wheel", "fasttext-numpy2-wheel")

@@ -18,7 +18,7 @@ assembler), so later stages (hashing, fastText, Arrow) never meet:
   removed.
 
 A text with more U+FFFD than `MAX_REPLACED_SHARE` of its characters (the share
-`pipeline.decode` allows a file's bytes) is corrupted, not text with a flaw:
+`pipeline.formats.decode` allows a file's bytes) is corrupted, not text with a flaw:
 `replacement_rejected` drops it, whatever the length: the same rule for every
 document, so no kept text holds a larger share of damage than a kept file.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.decode import MAX_REPLACED_SHARE
+from pipeline.formats.decode import MAX_REPLACED_SHARE
 
 REPLACEMENT = "\ufffd"
 

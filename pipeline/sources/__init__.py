@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Iterator
 
-from pipeline.config import SOURCES
+from pipeline.core.config import SOURCES
 
 
 def get_reader(source: str) -> Callable[..., Iterator] | None:

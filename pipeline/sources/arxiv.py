@@ -47,8 +47,8 @@ import tarfile
 import zlib
 from typing import IO, Any, Iterator, Mapping, NamedTuple
 
-from pipeline.decode import Undecodable, decode_text
-from pipeline.io import open_input
+from pipeline.formats.decode import Undecodable, decode_text
+from pipeline.core.io import open_input
 from pipeline.sources.base import Count, DeadLetter, Formats, Skip, make_document
 
 SOURCE = "arxiv"
@@ -787,7 +787,7 @@ def clean_project(files: Mapping[str, str], main: str) -> Cleaned:
 
 
 def decode_tex(data: bytes) -> str:
-    """Text of a LaTeX file, decoded by `pipeline.decode.decode_text` (UTF-8
+    """Text of a LaTeX file, decoded by `pipeline.formats.decode.decode_text` (UTF-8
     with a few bad bytes replaced, else the detected encoding: Latin-1 in older
     arXiv papers; UTF-16 by its mark or byte pattern); line ends normalised to "\\n".
 
@@ -949,7 +949,7 @@ def read(path: str, cfg: Any = None) -> Iterator[dict[str, Any] | Skip | DeadLet
     Args:
         path: a `.tex` file (optionally gzip/bzip2/xz-compressed), a `.tar`/
             `.tar.gz` as arXiv serves it, or a directory (local).
-        cfg: the job's `pipeline.config.Config` (unused).
+        cfg: the job's `pipeline.core.config.Config` (unused).
     Yields:
         Exactly one Document, Skip or DeadLetter for the paper, after a
         Count "input_missing" when its `inputs_missing` is not empty. DeadLetter

@@ -3,7 +3,7 @@ dead-letter records.
 
 A reader is a generator `read(path, cfg, span=None) -> Iterator[dict | Skip |
 DeadLetter | Count | Part]`:
-- a Document is a plain dict with the fields of `pipeline.schema.DOCUMENT_SCHEMA`;
+- a Document is a plain dict with the fields of `pipeline.core.schema.DOCUMENT_SCHEMA`;
 - `Skip(source, reason)` says a record was read and deliberately left out
   (a redirect, a licence not kept, a binary file); the Beam layer counts it;
 - `DeadLetter(source, path, record, reason)` says a record could not be parsed;
@@ -31,9 +31,9 @@ import json
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from pipeline.schema import doc_id
+from pipeline.core.schema import doc_id
 
-# What `pipeline.io.open_input` decompresses (by magic bytes): a name may end in one
+# What `pipeline.core.io.open_input` decompresses (by magic bytes): a name may end in one
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
 
 
@@ -119,10 +119,10 @@ def make_document(
     lang_score: float = 0.0,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build a Document row (see `pipeline.schema.DOCUMENT_SCHEMA`).
+    """Build a Document row (see `pipeline.core.schema.DOCUMENT_SCHEMA`).
 
     Args:
-        source: one of `pipeline.config.SOURCES`.
+        source: one of `pipeline.core.config.SOURCES`.
         native_id: what identifies the record in its own format; hashed into `id`.
         text: the cleaned UTF-8 text; leading and trailing whitespace is
             stripped (as CCNet strips each line): it carries no content, and a

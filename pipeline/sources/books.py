@@ -37,8 +37,8 @@ import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from pipeline.decode import Decoded, decode_text
-from pipeline.io import read_input
+from pipeline.formats.decode import Decoded, decode_text
+from pipeline.core.io import read_input
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 from pipeline.sources.records import iter_json_lines, json_lines_spans, line_id
 
@@ -91,7 +91,7 @@ class BookSpan(NamedTuple):
 
 
 def decode_book(data: bytes, final: bool = True) -> Decoded:
-    """Decode a plain-text book (`pipeline.decode.decode_text`: byte-order mark,
+    """Decode a plain-text book (`pipeline.formats.decode.decode_text`: byte-order mark,
     UTF-16/32 byte pattern, UTF-8 with a few bad bytes replaced, else the
     detected legacy encoding; Project Gutenberg files are UTF-8 today, those of
     the 1990s and early 2000s ISO-8859-1 or ASCII).
@@ -101,7 +101,7 @@ def decode_book(data: bytes, final: bool = True) -> Decoded:
     Returns:
         Decoded(text, encoding, replacements).
     Raises:
-        ValueError: `pipeline.decode.Undecodable`, or the text holds NUL
+        ValueError: `pipeline.formats.decode.Undecodable`, or the text holds NUL
             characters (a binary file).
     """
     decoded = decode_text(data, final=final)
@@ -282,7 +282,7 @@ def read(path: str, cfg: Any = None, span: tuple[int, int, int] | None = None) -
 
     A truncated compressed file keeps the text decoded before the cut, with
     meta `truncated` true, and adds a DeadLetter whose reason gives the byte
-    offsets (`pipeline.io.Decompressed`). A book is one record, so that text
+    offsets (`pipeline.core.io.Decompressed`). A book is one record, so that text
     is the record decoded before the damage: the book without its end, still
     good pretraining text, whose Gutenberg header is removed if the cut spared
     its marker (the footer is what the cut took). Nothing else would keep it,
@@ -292,7 +292,7 @@ def read(path: str, cfg: Any = None, span: tuple[int, int, int] | None = None) -
     Args:
         path: a book (`FORMATS`: .txt, .md), optionally gzip/bzip2/xz-compressed,
             or JSON lines (any Beam filesystem).
-        cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
+        cfg: the job's `pipeline.core.config.Config` (unused: nothing is configurable).
         span: a line range of `split` (JSON lines only), or None.
     Yields:
         A Document; Skip("books", "empty") when nothing is left after stripping;

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.config import Config
+from pipeline.core.config import Config
 from pipeline.sources import commoncrawl
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 from pipeline.sources.records import iter_json_lines, json_lines_spans, line_id

@@ -59,10 +59,10 @@ from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 # resynchronises after a bad record (warcio's iterator cannot).
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline.config import Config
-from pipeline.decode import Undecodable, decode_counting, sniff_bom, sniff_wide
+from pipeline.core.config import Config
+from pipeline.formats.decode import Undecodable, decode_counting, sniff_bom, sniff_wide
 from pipeline.filters.ccnet import crawl_id
-from pipeline.io import open_input, open_range
+from pipeline.core.io import open_input, open_range
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 from pipeline.sources.records import (
     GZIP_MAGIC,
@@ -90,7 +90,7 @@ _META_CHARSET = re.compile(
 )
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.bz2", ".jsonl.xz")
-# A saved page, plain or compressed (`pipeline.io.open_input` decompresses by magic bytes).
+# A saved page, plain or compressed (`pipeline.core.io.open_input` decompresses by magic bytes).
 HTML_SUFFIXES = tuple(f"{ext}{z}" for ext in (".html", ".htm", ".xhtml") for z in ("", ".gz", ".bz2", ".xz"))
 # What `read` takes (`pipeline.sources.base.Formats`): by name, JSON lines and
 # saved pages; WARC, WET and WAT files, any compression, are the rest
@@ -175,7 +175,7 @@ def choose_charset(payload: bytes, http_charset: str | None) -> tuple[str, str]:
     Precedence (HTML Living Standard, "determining the character encoding"):
     byte-order mark > UTF-16/32 byte pattern > HTTP Content-Type charset >
     `<meta>` charset > detector (uchardet via resiliparse). The byte pattern
-    (`pipeline.decode.sniff_wide`: a NUL in every other byte of mostly-ASCII
+    (`pipeline.formats.decode.sniff_wide`: a NUL in every other byte of mostly-ASCII
     markup, two in every four for UTF-32) is evidence in the bytes, like the
     mark: no ASCII-compatible charset, which is what HTTP and `<meta>` name
     (a `<meta>` in UTF-16 cannot even be found by the byte prescan), writes

@@ -32,8 +32,8 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pipeline.config import Config
-from pipeline.io import atomic_write
+from pipeline.core.config import Config
+from pipeline.core.io import atomic_write
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 from pipeline.sources.records import (
     iter_json_lines,
@@ -881,7 +881,7 @@ def export_installed_distributions(
     chosen by `sample_order`, plus up to 3 LICENSE/COPYING/NOTICE rows so a
     reader can be tested on skipping them. Rows sorted by (repo_name, path),
     keys sorted, gzip with mtime 0 and no file name: the same installed files
-    give the same bytes. Written atomically (`pipeline.io.atomic_write`).
+    give the same bytes. Written atomically (`pipeline.core.io.atomic_write`).
 
     `repos`: only these repository names (distribution names, `cpython-stdlib`);
     None: every installed one. A fixed list keeps the sample the same when other

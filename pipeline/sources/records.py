@@ -26,11 +26,11 @@ from typing import IO, Any, Iterator, Self
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import io as pio
+from pipeline.core import io as pio
 from pipeline.sources.base import DeadLetter
 
 # Errors a damaged compressed stream raises while being read: from
-# `pipeline.io.open_input`, EOFError (truncated) or OSError (corrupt: a bad
+# `pipeline.core.io.open_input`, EOFError (truncated) or OSError (corrupt: a bad
 # CRC, a corrupt bzip2/xz block), after every byte decoded before the damage.
 # The rest of the file cannot be trusted.
 STREAM_ERRORS = (OSError, EOFError, zlib.error, ValueError)

@@ -41,7 +41,7 @@ from typing import IO, Any
 
 from resiliparse.extract.html2text import extract_plain_text
 
-from pipeline.io import open_input
+from pipeline.core.io import open_input
 from pipeline.sources.base import DeadLetter, Formats, Part, Skip, make_document
 
 SOURCE = "stackexchange"
@@ -155,7 +155,7 @@ def read(path: str, cfg: Any = None, span: Any = None) -> Iterator[Part | Skip |
 
     Args:
         path: a `Posts.xml`, plain or gzip/bzip2/xz-compressed (any Beam filesystem).
-        cfg: the job's `pipeline.config.Config` (unused).
+        cfg: the job's `pipeline.core.config.Config` (unused).
         span: unused: a `Posts.xml` is read whole, one row at a time.
     Yields:
         Parts, Skips and DeadLetters as rows are read. DeadLetter reasons:
@@ -205,7 +205,7 @@ def assemble(key: str, values: Iterable[tuple], cfg: Any = None) -> Iterator[dic
     Args:
         key: "<site>/<question id>", as `read` keys the Parts.
         values: the Parts' values, iterated once.
-        cfg: the job's `pipeline.config.Config` (unused).
+        cfg: the job's `pipeline.core.config.Config` (unused).
     """
     site, _, number = key.rpartition("/")
     question_id = int(number)

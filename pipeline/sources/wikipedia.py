@@ -60,7 +60,7 @@ from mwparserfromhell.nodes import (
 )
 from mwparserfromhell.wikicode import Wikicode
 
-from pipeline.io import decompressing, exists, open_input, open_range, open_read
+from pipeline.core.io import decompressing, exists, open_input, open_range, open_read
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 
 SOURCE = "wikipedia"
@@ -857,7 +857,7 @@ def read(
     Args:
         path: a dump file, .xml or compressed as Wikimedia publishes them
             (.bz2) or .xz; any Beam filesystem.
-        cfg: the job's `pipeline.config.Config` (unused: nothing is configurable).
+        cfg: the job's `pipeline.core.config.Config` (unused: nothing is configurable).
         span: (start, end) byte offsets of `split` (whole bz2 streams of a
             multistream dump): only the pages of those streams; None: all.
     Yields:

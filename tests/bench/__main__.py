@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import atomic_write
+from pipeline.core.io import atomic_write
 from tests import bench
 
 

@@ -106,8 +106,8 @@ def real_texts(shared: Path | None = None) -> list[str]:
 
 
 def make_doc(source: str, native_id: str, text: str) -> dict[str, Any]:
-    """A Document dict (pipeline.schema fields) for a benchmark or test text."""
-    from pipeline.schema import doc_id
+    """A Document dict (pipeline.core.schema fields) for a benchmark or test text."""
+    from pipeline.core.schema import doc_id
 
     return {
         "id": doc_id(source, native_id),
@@ -286,7 +286,7 @@ def dedup_config(*overrides: str):
     FnApiRunner is what Beam 2.77's `DirectRunner` (SwitchingDirectRunner) runs a
     batch pipeline on, after it has first tried PrismRunner, which downloads a
     binary; naming it skips that attempt."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     return load_config(
         ROOT / "configs" / "demo.yaml",
@@ -318,7 +318,7 @@ def run_dedup_job(cfg, input_path: Path, out_dir: Path) -> tuple[list[dict[str, 
         pipeline_options,
         quiet_beam_logging,
     )
-    from pipeline.config import SOURCES
+    from pipeline.core.config import SOURCES
     from pipeline.near_dedup import NearDedup
 
     quiet_beam_logging()

@@ -73,7 +73,7 @@ def _beam_seconds(docs: list[dict], cfg) -> float:
 
 
 def run() -> list[dict]:
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.filters.langid import LanguageIdentifier, to_single_line
     from pipeline.sources.base import make_document
 

@@ -47,7 +47,7 @@ def write_corpus(out: Path, docs: int) -> None:
     """`docs` documents per class as a committed clean output under `out`."""
     import pyarrow as pa
 
-    from pipeline.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, write_clean_output
+    from pipeline.core.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, write_clean_output
     from pipeline.sources.base import make_document
     from tests.bench.bench_skew_lines import real_chunks
 
@@ -64,7 +64,7 @@ def write_corpus(out: Path, docs: int) -> None:
 
 
 def _config(out: str):
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     return load_config(ROOT / "configs" / "demo.yaml", [
         f"out_dir={out}", f"clean.quality.max_examples={MAX_EXAMPLES}",

@@ -287,10 +287,10 @@ def write_throughputs(cfg, run: dict[str, Any], small: dict[str, Any], path: Pat
     tokens_per_byte: tokens of the shard manifest (every cleaned document once,
     train and validation, BOS and EOS included) per cleaned text byte.
     clean_keep_fraction: cleaned text bytes / input bytes as stored, per source.
-    Written atomically (pipeline.io.atomic_write); returns what was written.
+    Written atomically (pipeline.core.io.atomic_write); returns what was written.
     Raises: RuntimeError if a stage's run took no longer than the small run.
     """
-    from pipeline.io import atomic_write
+    from pipeline.core.io import atomic_write
 
     cores = cfg.beam.direct_num_workers
     clean_text = sum(run["clean_text_bytes"].values())
@@ -420,7 +420,7 @@ def growth_records(runs: dict[int, dict[str, Any]], small: dict[str, Any], n: in
 
 
 def run() -> list[dict[str, Any]]:
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.fetch import fetch_demo_inputs
     from tests.bench.scaled_inputs import build_copies, build_sample
 

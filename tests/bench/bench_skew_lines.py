@@ -127,7 +127,7 @@ def run_job(in_dir: str, out_dir: str) -> None:
     import apache_beam as beam
 
     from pipeline.beam_util import pipeline_options, quiet_beam_logging, run_pipeline
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.line_dedup import LineDedup
     from pipeline.packed import Packer
 

@@ -57,7 +57,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import atomic_write, open_input
+from pipeline.core.io import atomic_write, open_input
 from tests.bench import BenchSkipped, beam_sets, out_dir, record, size
 from tests.bench.proc_tree import measure
 from tests.conftest import SHARED_CORPUS
@@ -96,7 +96,7 @@ def replicate(src: Path, dst: Path, n: int) -> int:
 
 def clean_command(posts: Path, out_dir: Path) -> list[str]:
     """`python -m pipeline clean` on `posts` alone, into `out_dir`."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     sets = [f"out_dir={out_dir}", "corpus_dir=null", *beam_sets()]
     for source in load_config(ROOT / CONFIG).sources:

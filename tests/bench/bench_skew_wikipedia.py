@@ -98,7 +98,7 @@ def clean_run(label: str, dump: Path, split_bytes: int, workers: int) -> dict[st
     """One clean job on the dump alone, under `tests.bench.proc_tree`: its
     measurements, the CPU seconds of each Beam SDK worker (sampled here every
     half second) and {part file: sha256}."""
-    from pipeline.config import SOURCES
+    from pipeline.core.config import SOURCES
 
     out = WORK / f"run-{label}"
     shutil.rmtree(ROOT / out, ignore_errors=True)
@@ -125,7 +125,7 @@ def clean_run(label: str, dump: Path, split_bytes: int, workers: int) -> dict[st
 
 
 def run() -> list[dict[str, Any]]:
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.sources.wikipedia import split
 
     dump = build_dump(ROOT / WORK / "input")

@@ -127,7 +127,7 @@ def _write_clean(out_dir: Path, docs: dict[str, list[dict[str, Any]]]) -> int:
     writes them); returns the text bytes."""
     import pyarrow as pa
 
-    from pipeline.schema import DOCUMENT_SCHEMA, write_clean_output
+    from pipeline.core.schema import DOCUMENT_SCHEMA, write_clean_output
 
     tables = {s: [pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)] for s, rows in docs.items()}
     write_clean_output(str(out_dir), tables, max_chunksize=64)
@@ -149,7 +149,7 @@ def _peak_rss_kb() -> int:
 
 def _train_child(out_dir: str, input_sentence_size: int) -> None:
     """In a fresh process: train on `out_dir`'s cleaned files, print one JSON line."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from tokenizer.train import train_tokenizer
 
     sets = [
@@ -245,7 +245,7 @@ def _rss_records(tmp: Path, docs: dict[str, list[dict[str, Any]]]) -> tuple[list
 
 def _encode_records(tmp: Path, model: str, texts: list[str]) -> list[dict]:
     import tokenizer
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from tokenizer.hf import export_hf
 
     batch = load_config(CONFIG).shards.batch_size

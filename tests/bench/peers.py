@@ -108,7 +108,7 @@ _PARAGRAPHS = re.compile(r"\n[ \t]*\n")
 def reader_texts() -> Iterator[tuple[str, str]]:
     """(origin, text) of the documents the project's readers yield from the demo
     inputs and the shared corpus (when present)."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.sources import books, c4, commoncrawl, stackexchange, wikipedia
 
     cfg = load_config(ROOT / "configs" / "demo.yaml")

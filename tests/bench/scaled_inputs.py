@@ -50,7 +50,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from pipeline.io import atomic_write, open_input
+from pipeline.core.io import atomic_write, open_input
 
 SWAP_RATE = 0.5  # per eligible adjacent pair; a swapped word is not swapped again
 _SPLIT = re.compile(r"(\s+)")

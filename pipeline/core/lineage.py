@@ -24,7 +24,7 @@ warning). What a manifest does not record (an output written before these
 fields, a tokenizer model from elsewhere) is not checked. `describe` says
 which runs an output describes (the report).
 
-Beam-free for local paths (the trainer's machines may lack it): `pipeline.io`
+Beam-free for local paths (the trainer's machines may lack it): `pipeline.core.io`
 is imported only for an object store's.
 """
 
@@ -37,13 +37,13 @@ import os
 import tempfile
 from typing import Any, NamedTuple
 
-from pipeline.config import Config, PipelineError, _join
+from pipeline.core.config import Config, PipelineError, _join
 
 TOKENIZER_FORMAT = "llama-tokenizer/1"
 LINEAGE = "lineage.json"  # in trainer.out
 STAGES = ("clean", "tokenizer", "shards", "training")
 ALLOW_HINT = "--allow-mixed uses them as they are"
-log = logging.getLogger("pipeline.lineage")
+log = logging.getLogger("pipeline.core.lineage")
 
 
 class MixedRuns(PipelineError):
@@ -77,13 +77,13 @@ def _load(path: str) -> dict[str, Any] | None:
     """A JSON object at `path` on any filesystem; None when absent or not one."""
     try:
         if _remote(path):
-            from pipeline import io
+            from pipeline.core import io
 
             found = io.read_json(path) if io.exists(path) else None
         else:
             with open(path, "rb") as f:
                 found = json.load(f)
-    except (OSError, ValueError, PipelineError):  # absent or unreadable (pipeline.io's StorageError)
+    except (OSError, ValueError, PipelineError):  # absent or unreadable (pipeline.core.io's StorageError)
         return None
     return found if isinstance(found, dict) else None
 
@@ -91,7 +91,7 @@ def _load(path: str) -> dict[str, Any] | None:
 def _sha256(path: str) -> str | None:
     """The sha256 of a file on any filesystem, None when absent."""
     if _remote(path):
-        from pipeline import io
+        from pipeline.core import io
 
         return io.sha256_file(path) if io.exists(path) else None
     if not os.path.isfile(path):
@@ -238,7 +238,7 @@ def record_training(cfg: Config, runs: Runs) -> None:
         return
     path, data = training_lineage_path(cfg), json.dumps(training_lineage(runs), indent=2, sort_keys=True)
     if _remote(path):
-        from pipeline import io
+        from pipeline.core import io
 
         io.write_bytes(path, data.encode())
         return

@@ -74,10 +74,10 @@ class ContractError(RuntimeError):
 
 def write_arrow(path: str, schema: pa.Schema, batches) -> dict[str, Any]:
     """Record batches (or tables) -> one Arrow IPC file at `path`, written
-    atomically (`pipeline.io.atomic_write`), uncompressed so it can be memory-
+    atomically (`pipeline.core.io.atomic_write`), uncompressed so it can be memory-
     mapped. Returns {"rows", "bytes", "sha256"} of what was written, hashed on
     the way out (nothing is read back)."""
-    from pipeline import io
+    from pipeline.core import io
 
     rows = 0
     with io.atomic_write(path) as f:
@@ -96,7 +96,7 @@ def write_arrow(path: str, schema: pa.Schema, batches) -> dict[str, Any]:
 def read_batches(path: str, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """The record batches of an Arrow IPC file on any filesystem, one at a time
     (read, not memory-mapped: a mapped file's pages stay in RSS until closed)."""
-    from pipeline import io
+    from pipeline.core import io
 
     with io.open_read(path) as f:
         reader = pa.ipc.open_file(f)
@@ -113,7 +113,7 @@ def load_manifest(folder: str, fmt: str, hint: str) -> dict[str, Any]:
         ContractError: missing (the message says to run `hint`), unreadable,
             or another format.
     """
-    from pipeline import io
+    from pipeline.core import io
 
     path = io.join(folder, io.MANIFEST)
     if not io.exists(path):
@@ -130,7 +130,7 @@ def load_manifest(folder: str, fmt: str, hint: str) -> dict[str, Any]:
 
 def clean_dir(out_dir: str) -> str:
     """Where the clean job's output lives: `<out_dir>/clean`."""
-    from pipeline import io
+    from pipeline.core import io
 
     return io.join(out_dir, "clean")
 
@@ -149,7 +149,7 @@ def clean_files(out_dir: str, manifest: dict[str, Any] | None = None,
     Raises:
         ContractError: a listed file is missing or of another size (names it).
     """
-    from pipeline import io
+    from pipeline.core import io
 
     manifest = manifest if manifest is not None else load_clean_manifest(out_dir)
     root = clean_dir(out_dir)
@@ -168,7 +168,7 @@ def check_listed(root: str, entries: list[dict[str, Any]], hint: str) -> None:
     Raises:
         ContractError: the first missing or resized file, and what to rerun.
     """
-    from pipeline import io
+    from pipeline.core import io
 
     def norm(path: str) -> str:
         return path if io.is_remote(path) else os.path.normpath(path)
@@ -189,7 +189,7 @@ def write_clean_output(out_dir: str, parts: dict[str, list[pa.Table]], max_chunk
     <source>/part-k-of-n.arrow` per table, committed by a manifest listing them
     (no counters: nothing was cleaned here). For Documents cleaned elsewhere,
     and for tests. Returns the manifest."""
-    from pipeline import io
+    from pipeline.core import io
 
     with io.Run(clean_dir(out_dir)) as run:
         run_name = io.relative(run.dir, run.final)

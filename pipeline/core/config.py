@@ -262,8 +262,8 @@ class PlanConfig(_Strict):
     clean_bytes: dict[Literal[SOURCES], float] = Field(default_factory=dict)  # type: ignore[valid-type]
     tokens_per_byte: float | None = Field(default=None, gt=0)  # None: the throughputs file's
     gpus: int = Field(default=2048, gt=0)
-    # per GPU; default: the A100's bf16 dense peak in trainer/devices.py (torch-free)
-    gpu_peak_flops: float = Field(default_factory=lambda: _bf16_peak("A100"), gt=0)
+    # per GPU; None: the A100's bf16 dense peak from trainer/devices.py (pipeline/plan.py)
+    gpu_peak_flops: float | None = Field(default=None, gt=0)
     # LLaMA Section 2.4: 380 tokens/s/GPU for the 65B on A100-80GB; mfu is used instead
     # when tokens_per_gpu_s is null
     tokens_per_gpu_s: float | None = Field(default=380.0, gt=0)  # measured on throughput_model
@@ -364,12 +364,6 @@ class Config(_Strict):
 
 def _digest(settings: Any) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _bf16_peak(gpu: str) -> float:
-    from trainer.devices import bf16_peak
-
-    return bf16_peak(gpu)
 
 
 def _join(base: str, *parts: str) -> str:

@@ -18,6 +18,7 @@ share no disk):
 
 Object stores need options (an S3 endpoint, credentials): `configure` hands
 Beam's pipeline options to `FileSystems` before anything is listed or read.
+Local paths never import Beam: the tokenizer and the trainer run without it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import io as _io
 import json
 import lzma
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -38,10 +40,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
-from pipeline.config import PipelineError
+from pipeline.core.config import PipelineError
 
 # What `open_input` decompresses: (name, magic bytes, a decompressor of one
 # stream). Several members or streams one after the other (a gzip member per
@@ -76,10 +75,21 @@ def configure(args: list[str] | None = None, *, force: bool = False) -> None:
     global _configured
     if _configured and not force and not args:
         return
+    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
     FileSystems.set_options(PipelineOptions(list(args or [])))
     _configured = True
+
+
+def _fs():
+    """Beam's `FileSystems`, configured: for remote paths only (imports Beam)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    reuse_s3_clients()
+    if FileSystems._pipeline_options is None:  # noqa: SLF001 (Beam keeps no public getter)
+        configure()
+    return FileSystems
 
 
 # what Beam's S3 client is built from (apache_beam.io.aws.clients.s3.boto3_client)
@@ -87,7 +97,7 @@ _S3_SETTINGS = ("access_key_id", "secret_access_key", "session_token", "endpoint
                 "region_name", "api_version", "verify")
 
 
-def _reuse_s3_clients() -> None:
+def reuse_s3_clients() -> None:
     """Beam's S3 filesystem builds a new boto3 client for every call (exists,
     open, create, rename...): about 0.25 s of CPU each, re-reading botocore's
     service model, which made most of the time of a small object's write. A
@@ -124,14 +134,6 @@ def _reuse_s3_clients() -> None:
     client_class._reused = True
 
 
-_reuse_s3_clients()
-
-
-def _ensure_configured() -> None:
-    if FileSystems._pipeline_options is None:  # noqa: SLF001 (Beam keeps no public getter)
-        configure()
-
-
 def check_reachable(paths) -> None:
     """Fail fast, in one line, when an S3 bucket among `paths` cannot be reached
     with this process's options (a wrong endpoint, wrong credentials, no such
@@ -144,7 +146,7 @@ def check_reachable(paths) -> None:
     buckets = sorted({str(p).split("/")[2] for p in paths if p and str(p).startswith("s3://")})
     if not buckets:
         return
-    _ensure_configured()
+    FileSystems = _fs()
     import boto3
     from botocore.config import Config as BotoConfig
     from apache_beam.options.pipeline_options import S3Options
@@ -197,20 +199,65 @@ def exists(path: str | Path) -> bool:
     path = str(path)
     if not is_remote(path):
         return os.path.exists(path)
-    _ensure_configured()
-    return FileSystems.exists(path)
+    return _fs().exists(path)
 
 
 def match(pattern: str, limit: int | None = None) -> list[tuple[str, int]]:
     """(path, bytes) of the files a glob pattern matches, sorted; [] for none."""
-    _ensure_configured()
+    if not is_remote(pattern):
+        return _match_local(pattern, limit)
     try:
-        result = FileSystems.match([pattern], limits=[limit] if limit else None)[0]
+        result = _fs().match([pattern], limits=[limit] if limit else None)[0]
     except Exception as e:  # noqa: BLE001 (Beam raises BeamIOError for "no match" on some filesystems)
         if "No files found" in str(e) or "matched no files" in str(e).lower():
             return []
         raise StorageError(f"cannot list {pattern}: {e}") from e
     return sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
+
+
+def _match_local(pattern: str, limit: int | None) -> list[tuple[str, int]]:
+    """`match` on a local disk, as Beam's LocalFileSystem matches: the folder
+    before the first wildcard is walked, `*` stops at `/`, `**` does not."""
+    if pattern.endswith(("/", "\\")):
+        pattern += "*"
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    if prefix == pattern:
+        return [(pattern, os.path.getsize(pattern))] if os.path.exists(pattern) else []
+    regex = re.compile(_glob_regex(pattern))
+    found = []
+    for folder, _, files in os.walk(os.path.dirname(prefix) or "."):
+        for name in files:
+            path = os.path.join(folder, name)
+            if regex.match(path):
+                with contextlib.suppress(OSError):  # gone since listed
+                    found.append((path, os.path.getsize(path)))
+    return sorted(found)[:limit] if limit else sorted(found)
+
+
+def _glob_regex(pattern: str) -> str:
+    """Beam's file pattern syntax as a regular expression (as its
+    `FileSystem.translate_pattern`): fnmatch's, `*` not crossing `/`, `**` crossing it."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c, i = pattern[i], i + 1
+        if c == "*":
+            double = pattern[i:i + 1] == "*"
+            i += double
+            out.append(".*" if double else r"[^/\\]*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i + (pattern[i:i + 1] == "!")
+            j += pattern[j:j + 1] == "]"
+            j = pattern.find("]", j)
+            if j < 0:
+                out.append(r"\[")
+                continue
+            body, i = pattern[i:j].replace("\\", "\\\\"), j + 1
+            out.append("[" + ("^" + body[1:] if body[:1] == "!" else "\\" + body if body[:1] == "^" else body) + "]")
+        else:
+            out.append(re.escape(c))
+    return "(?ms)" + "".join(out) + r"\Z"
 
 
 def list_tree(prefix: str | Path) -> list[tuple[str, int]]:
@@ -229,8 +276,9 @@ def open_read(path: str | Path) -> IO[bytes]:
     path = str(path)
     if not is_remote(path):
         return open(path, "rb")
-    _ensure_configured()
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def is_compressed(path: str | Path) -> bool:
@@ -249,8 +297,7 @@ def open_input(path: str) -> IO[bytes]:
         OSError: the file cannot be opened. A damaged compressed stream raises
             later, from the read that meets the damage (`Decompressed`).
     """
-    _ensure_configured()
-    return decompressing(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    return decompressing(open_read(path))
 
 
 def decompressing(raw: IO[bytes], base: int = 0) -> IO[bytes]:
@@ -668,7 +715,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
                 os.unlink(tmp)
             raise
         return
-    _ensure_configured()
+    FileSystems = _fs()
     tmp = _tmp_name(path)
     raw = FileSystems.create(tmp)
     ok = False
@@ -726,7 +773,7 @@ def delete_tree(prefix: str | Path) -> None:
         return
     paths = [p for p, _ in list_tree(prefix)]
     if paths:
-        FileSystems.delete(paths)
+        _fs().delete(paths)
 
 
 def delete(path: str | Path) -> None:
@@ -736,9 +783,8 @@ def delete(path: str | Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
-    _ensure_configured()
     with contextlib.suppress(Exception):
-        FileSystems.delete([path])
+        _fs().delete([path])
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -834,9 +880,8 @@ def local_copy(path: str | Path, sha256: str | None = None, cache: Path | None =
         if not os.path.isfile(path):
             raise StorageError(f"{path}: no such file")
         return path
-    _ensure_configured()
     try:
-        meta = FileSystems.match([path], limits=[1])[0].metadata_list
+        meta = _fs().match([path], limits=[1])[0].metadata_list
     except Exception as e:  # noqa: BLE001
         raise StorageError(f"{path}: cannot read: {e}") from e
     if not meta or meta[0].path != path:

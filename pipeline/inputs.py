@@ -95,11 +95,12 @@ def discover(source: str, pattern: str, limit: int | None = None) -> Listing:
     reason); a dump matched by two patterns is read twice, its pages then kept
     once by id."""
     fmt = source_formats(source)
-    found = _Found(source, fmt, limit)
+    found, matched = _Found(source, fmt, limit), []
     if pattern.endswith("/"):
         found.search(pattern.rstrip("/"))
     else:
-        for path, nbytes in io.match(pattern, limit):
+        matched = io.match(pattern, limit)
+        for path, nbytes in matched:
             if io.is_remote(path) or not os.path.isdir(path):
                 found.file(path, nbytes)
         if not io.is_remote(pattern):
@@ -118,7 +119,7 @@ def discover(source: str, pattern: str, limit: int | None = None) -> Listing:
         unread = sorted(unread + [(p, n, "another edition of the same dump is read") for p, n in records
                                   if (p, n) not in kept])
         records = kept
-    if limit and (found.records or found.unread) and not records:  # the first files were no records
+    if limit and not records and (found.records or found.unread or matched):  # the first files were no records
         whole = discover(source, pattern)
         return Listing(whole.records[:limit], whole.unread)
     return Listing(records[:limit] if limit else records, unread)

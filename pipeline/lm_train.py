@@ -51,12 +51,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipeline.core import io
-from pipeline.beam_util import (
-    pipeline_options,
-    quiet_beam_logging,
-    run_pipeline,
-    warn_unshared,
-)
+from pipeline.beam.runner import pipeline_options, quiet_beam_logging, run_pipeline, warn_unshared
 from pipeline.core.config import Config, PipelineError
 from pipeline.filters.perplexity import doc_perplexity, normalized_lines
 from pipeline.mixture import hash_unit

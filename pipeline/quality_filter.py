@@ -3,7 +3,7 @@ quality filters that are trained on a clean output to that output, without
 re-reading the raw inputs, in this order:
 
 1. CCNet's perplexity filter (`clean.perplexity`; models by `lm-train` in
-   `clean.perplexity.model_dir`): each document of `clean.perplexity.sources`
+   `clean.perplexity.model_dir`): each document of the sources with `perplexity`
    gets meta `perplexity` and `bucket` (pipeline/filters/perplexity.py); the
    buckets outside `clean.perplexity.keep` are dropped, counted as
    `drop.perplexity_<bucket>`. A language's cut-offs are the `percentiles` of
@@ -15,10 +15,10 @@ re-reading the raw inputs, in this order:
 2. The reference-page classifier (`clean.quality`; the model by
    `quality-train`, `clean.quality.model` or `<out_dir>/quality/model.bin`,
    `classifier_model`): as the clean job's own filter does, a page of
-   `clean.quality.sources` below `clean.quality.threshold` is dropped
+   the sources with `quality` below `clean.quality.threshold` is dropped
    (`drop.quality_classifier`), the others kept with meta `quality_score`.
 
-A filter whose `sources` is empty is off. Each file the clean manifest lists
+A filter no source's block turns on (`sources.<name>.perplexity`, `.quality`) is off. Each file the clean manifest lists
 is one element: a part of a filtered source is read one record batch at a
 time, filtered and written under the same name by the clean job's writer
 (`record_batches`, `write_arrow`); a part of another source, or of the dead
@@ -42,24 +42,10 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.core import io
-from pipeline.beam_util import (
-    pipeline_options,
-    quiet_beam_logging,
-    run_pipeline,
-    warn_unshared,
-)
+from pipeline.beam.runner import pipeline_options, quiet_beam_logging, run_pipeline, warn_unshared
 from pipeline.clean import FILES_LIST, record_batches
+from pipeline.core import io
 from pipeline.core.config import Config, PerplexityConfig
-from pipeline.filters.perplexity import annotate, bucket, cutoffs
-from pipeline.lm_train import LM_FORMAT, LanguageModelError, LanguageModels
-from pipeline.mixture import hash_unit
-from pipeline.quality_model import (
-    TWO_STEPS,
-    QualityModelError,
-    QualityScorer,
-    classify_batch,
-)
 from pipeline.core.schema import (
     DOCUMENT_SCHEMA,
     ContractError,
@@ -69,6 +55,15 @@ from pipeline.core.schema import (
     load_manifest,
     read_batches,
     write_arrow,
+)
+from pipeline.filters.perplexity import annotate, bucket, cutoffs
+from pipeline.lm_train import LM_FORMAT, LanguageModelError, LanguageModels
+from pipeline.mixture import hash_unit
+from pipeline.quality_model import (
+    TWO_STEPS,
+    QualityModelError,
+    QualityScorer,
+    classify_batch,
 )
 
 DROP = "drop.quality_classifier"
@@ -117,9 +112,9 @@ class PerplexityStep:
     """The perplexity filter on a batch of Documents (see the module's docstring);
     `cuts` ({lang: [head, tail]}) is set before use."""
 
-    def __init__(self, pc: PerplexityConfig):
+    def __init__(self, pc: PerplexityConfig, sources: list[str]):
         self.pc = pc
-        self.sources = frozenset(pc.sources)
+        self.sources = frozenset(sources)
         self.models = LanguageModels(pc.model_dir, pc.langs)
         self.cuts: dict[str, list[float]] = {}
 
@@ -147,9 +142,9 @@ class PerplexityStep:
 class ClassifierStep:
     """The reference-page classifier on a batch of Documents (`classify_batch`)."""
 
-    def __init__(self, q, model: str):
+    def __init__(self, q, model: str, sources: list[str]):
         self.q = q
-        self.sources = frozenset(q.sources)
+        self.sources = frozenset(sources)
         self.scorer = QualityScorer(model)
 
     def apply(self, docs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
@@ -169,10 +164,11 @@ class FilterPart(beam.DoFn):
     def setup(self) -> None:
         cfg = Config.model_validate_json(self.cfg_json)
         self.steps: list[PerplexityStep | ClassifierStep] = []
-        if cfg.clean.perplexity.sources:
-            self.steps.append(PerplexityStep(cfg.clean.perplexity))
-        if cfg.clean.quality.sources:
-            self.steps.append(ClassifierStep(cfg.clean.quality, classifier_model(cfg)))
+        pc_sources, q_sources = cfg.sources_with("perplexity"), cfg.sources_with("quality")
+        if pc_sources:
+            self.steps.append(PerplexityStep(cfg.clean.perplexity, pc_sources))
+        if q_sources:
+            self.steps.append(ClassifierStep(cfg.clean.quality, classifier_model(cfg), q_sources))
 
     def process(self, entry: dict[str, Any], cuts: dict[str, Any]) -> Iterator[dict[str, Any]]:
         src = io.join(self.src_root, entry["file"])
@@ -288,11 +284,12 @@ def lm_manifest(pc: PerplexityConfig) -> dict[str, Any]:
     return lm
 
 
-def recorded_cutoffs(previous: dict[str, Any], pc: PerplexityConfig, lm: dict[str, Any]) -> dict[str, Any] | None:
+def recorded_cutoffs(previous: dict[str, Any], pc: PerplexityConfig, lm: dict[str, Any],
+                     sources: list[str]) -> dict[str, Any] | None:
     """The cut-offs the previous run's manifest records when they were taken
-    with the same models and percentiles on the same sources, else None."""
+    with the same models and percentiles on the same `sources`, else None."""
     before = previous.get("perplexity")
-    if not before or list(before.get("percentiles", [])) != list(pc.percentiles) or before.get("sources") != pc.sources:
+    if not before or list(before.get("percentiles", [])) != list(pc.percentiles) or before.get("sources") != sources:
         return None
     same = all(before["langs"].get(lang, {}).get("arpa_sha256") == lm["langs"][lang]["arpa"]["sha256"]
                and before["langs"][lang].get("sp_sha256") == lm["langs"][lang]["sp_model"]["sha256"]
@@ -309,6 +306,7 @@ def filtered_manifest(cfg: Config, previous: dict[str, Any], run: io.Run, t0: fl
     `perplexity` and `quality_model` (see the module's docstring); the bucket
     counters are this run's when it `drawn` its cut-offs, else kept as they were."""
     q, pc = cfg.clean.quality, cfg.clean.perplexity
+    q_sources, pc_sources = cfg.sources_with("quality"), cfg.sources_with("perplexity")
     parts_list = io.join(run.dir, FILES_LIST)
     written = io.read_json(parts_list) if io.exists(parts_list) else []
     expected = len(previous["files"]) + len(dead_letters(previous))
@@ -331,7 +329,7 @@ def filtered_manifest(cfg: Config, previous: dict[str, Any], run: io.Run, t0: fl
     for source, n in kept.items():
         c = counters.setdefault(source, {})
         c["docs_kept"] = n
-        if drawn and source in pc.sources:
+        if drawn and source in pc_sources:
             for name in [k for k in c if k.startswith(BUCKET_PREFIX)]:
                 del c[name]
         for name, m in counted.get(source, {}).items():
@@ -339,7 +337,7 @@ def filtered_manifest(cfg: Config, previous: dict[str, Any], run: io.Run, t0: fl
                 c[name] = c.get(name, 0) + m
             elif drawn:
                 c[name] = m
-        if source in q.sources:
+        if source in q_sources:
             c.setdefault(DROP, 0)
     manifest = {
         **previous,
@@ -347,16 +345,16 @@ def filtered_manifest(cfg: Config, previous: dict[str, Any], run: io.Run, t0: fl
         "files": [e for e in entries if "source" in e],
         "counters": {s: dict(sorted(c.items())) for s, c in sorted(counters.items())},
         "quality_filter": {"from_run": previous.get("run"), "seconds": round(time.time() - t0, 2),
-                           "filters": [name for name, on in (("perplexity", pc.sources), ("classifier", q.sources))
+                           "filters": [name for name, on in (("perplexity", pc_sources), ("classifier", q_sources))
                                        if on]},
     }
-    if q.sources:
+    if q_sources:
         model = classifier_model(cfg)
         manifest["quality_model"] = {"path": model, "sha256": io.sha256_file(model), "threshold": q.threshold,
-                                     "sources": q.sources}
-    if pc.sources and lm is not None:
+                                     "sources": q_sources}
+    if pc_sources and lm is not None:
         manifest["perplexity"] = {
-            "model_dir": pc.model_dir, "sources": pc.sources, "percentiles": list(pc.percentiles), "keep": pc.keep,
+            "model_dir": pc.model_dir, "sources": pc_sources, "percentiles": list(pc.percentiles), "keep": pc.keep,
             "langs": {lang: {"sp_sha256": lm["langs"][lang]["sp_model"]["sha256"],
                              "arpa_sha256": lm["langs"][lang]["arpa"]["sha256"], **cuts.get(lang, {})}
                       for lang in pc.langs},
@@ -382,16 +380,17 @@ def already_filtered(cfg: Config, previous: dict[str, Any], lm: dict[str, Any] |
     the filters now on, with the same models and settings: a rerun would
     write the same bytes under a new run id."""
     q, pc = cfg.clean.quality, cfg.clean.perplexity
+    q_sources, pc_sources = cfg.sources_with("quality"), cfg.sources_with("perplexity")
     done = previous.get("quality_filter")
-    on = [name for name, sources in (("perplexity", pc.sources), ("classifier", q.sources)) if sources]
+    on = [name for name, sources in (("perplexity", pc_sources), ("classifier", q_sources)) if sources]
     if not done or done.get("filters") != on:
         return False
-    if pc.sources and (lm is None or recorded_cutoffs(previous, pc, lm) is None
+    if pc_sources and (lm is None or recorded_cutoffs(previous, pc, lm, pc_sources) is None
                        or previous["perplexity"].get("keep") != pc.keep):
         return False
-    if q.sources:
+    if q_sources:
         model, recorded = classifier_model(cfg), previous.get("quality_model") or {}
-        if (recorded.get("threshold"), recorded.get("sources")) != (q.threshold, q.sources):
+        if (recorded.get("threshold"), recorded.get("sources")) != (q.threshold, q_sources):
             return False
         if not io.exists(model) or recorded.get("sha256") != io.sha256_file(model):
             return False
@@ -411,32 +410,33 @@ def run_quality_filter(cfg: Config, beam_args: list[str] | None = None, force: b
         OutputBusy: another job is writing `<out_dir>/clean` (`pipeline.core.io.Run`).
     """
     quiet_beam_logging()
-    q, pc = cfg.clean.quality, cfg.clean.perplexity
+    pc = cfg.clean.perplexity
+    q_sources, pc_sources = cfg.sources_with("quality"), cfg.sources_with("perplexity")
     options = pipeline_options(cfg, beam_args)  # also hands the filesystems their options
-    if not q.sources and not pc.sources:
-        raise QualityModelError("no post-clean filter is on: clean.perplexity.sources and clean.quality.sources "
-                                "are both empty")
+    if not q_sources and not pc_sources:
+        raise QualityModelError("no post-clean filter is on: no source sets perplexity or quality "
+                                "(sources.<name>.perplexity, sources.<name>.quality)")
     model = classifier_model(cfg)
-    if q.sources and not io.exists(model):
+    if q_sources and not io.exists(model):
         raise QualityModelError(f"clean.quality.model not found: {model} ({TWO_STEPS})")
     root = clean_dir(cfg.out_dir)
-    warn_unshared(options, out_dir=cfg.out_dir, **{"clean.quality.model": model if q.sources else None,
-                                                   "clean.perplexity.model_dir": pc.model_dir if pc.sources else None})
+    warn_unshared(options, out_dir=cfg.out_dir, **{"clean.quality.model": model if q_sources else None,
+                                                   "clean.perplexity.model_dir": pc.model_dir if pc_sources else None})
     with io.Run(root) as run:
         try:
             t0 = time.time()
             previous = load_clean_manifest(cfg.out_dir)  # under the lock: no clean job replaces it meanwhile
             files = clean_files(cfg.out_dir, previous)
-            lm = lm_manifest(pc) if pc.sources else None
+            lm = lm_manifest(pc) if pc_sources else None
             if not force and already_filtered(cfg, previous, lm):
                 run.abandon()
                 return {**previous, "skipped": True}
             entries = previous["files"] + dead_letters(previous)
-            cuts = recorded_cutoffs(previous, pc, lm) if lm else {}
+            cuts = recorded_cutoffs(previous, pc, lm, pc_sources) if lm else {}
             sample = None
             if cuts is None:  # draw them from this output
-                targets = [path for source in pc.sources for path in files.get(source, [])]
-                rows = sum(e["rows"] for e in previous["files"] if e["source"] in pc.sources)
+                targets = [path for source in pc_sources for path in files.get(source, [])]
+                rows = sum(e["rows"] for e in previous["files"] if e["source"] in pc_sources)
                 sample = (targets, min(1.0, pc.sample_docs / rows) if rows else 0.0)
             run_pipeline(options, run.dir, lambda p, _spill: build_quality_filter_pipeline(
                 p, cfg, entries, root, run.dir, sample, cuts))

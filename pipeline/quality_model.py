@@ -15,7 +15,7 @@ Two steps after a first clean pass made without a model (`clean.quality.model: n
    one thread and a fixed seed, so it is reproducible.
 2. `python -m pipeline quality-filter --set clean.quality.model=PATH`
    (`pipeline.quality_filter`) applies it to that clean output without re-reading the
-   raw inputs: a page of `clean.quality.sources` is kept when its probability of the
+   raw inputs: a page of a source with `quality` is kept when its probability of the
    positive label is at least `clean.quality.threshold` (`classify_batch`).
 
 When `clean.quality.model` is set, the clean job itself applies it the same way.
@@ -33,22 +33,17 @@ from typing import Any, NoReturn
 
 import apache_beam as beam
 
+from pipeline.beam.runner import pipeline_options, quiet_beam_logging, run_pipeline, warn_unshared
 from pipeline.core import io
-from pipeline.beam_util import (
-    pipeline_options,
-    quiet_beam_logging,
-    run_pipeline,
-    warn_unshared,
-)
 from pipeline.core.config import Config, PipelineError
-from pipeline.filters.langid import check_fasttext_module, to_single_line
-from pipeline.mixture import hash_unit
 from pipeline.core.schema import (
     ContractError,
     clean_files,
     load_clean_manifest,
     read_batches,
 )
+from pipeline.filters.langid import check_fasttext_module, to_single_line
+from pipeline.mixture import hash_unit
 
 POSITIVE, NEGATIVE = "__label__reference", "__label__random"
 MAX_CHARS = 4000  # of each page given to the classifier (train and predict alike)

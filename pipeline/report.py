@@ -10,6 +10,7 @@ canvas, without metadata, so a rerun on the same outputs writes the same bytes.
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import os
@@ -20,34 +21,8 @@ from pipeline.core import io as storage
 from pipeline.core import lineage
 from pipeline.core.config import SOURCES, Config
 
-# The clean job's stages in pipeline order (pipeline/clean.py build_clean_pipeline),
-# with the counters each one removes documents under. A record a stage fails on
-# is a dead letter of that stage (counted as dead_letter and dead_letter.<stage>).
-STAGES = (
-    ("read", ("the source reader: records that are not documents (skip.*), records "
-              "that could not be parsed (dead letters), documents over the source's "
-              "max_doc_bytes (drop.too_large), text mostly U+FFFD (drop.replacement_ratio)")),
-    ("one per id", "the same record twice (drop.duplicate_id): the newest kept"),
-    ("line dedup", "CCNet line dedup left no text: every line a repeat (drop.line_dedup_empty)"),
-    ("C4 rules", "the C4 page heuristics (drop.c4_*)"),
-    ("language ID", "fastText lid.176 outside the source's languages (drop.lang)"),
-    ("quality", "too short, or the reference-page classifier (drop.too_short, drop.quality_classifier)"),
-    ("exact dedup", "the same normalised text (drop.exact_duplicate)"),
-    ("near dedup", ("MinHash LSH near-duplicates, and books with >90% overlap (drop.near_duplicate, "
-                    "drop.no_shingles)")),
-    ("perplexity", ("CCNet's n-gram LM perplexity, after clean (`quality-filter`): a bucket outside "
-                    "clean.perplexity.keep (drop.perplexity_<bucket>)")),
-    ("write", "documents that cannot be written to Arrow (dead letters)"),
-    ("other", "reasons this report does not know yet"),
-)
-_STAGE_OF_DROP = {"too_large": "read", "replacement_ratio": "read", "duplicate_id": "one per id",
-                  "line_dedup_empty": "line dedup", "lang": "language ID", "too_short": "quality",
-                  "quality_classifier": "quality", "exact_duplicate": "exact dedup",
-                  "near_duplicate": "near dedup", "no_shingles": "near dedup"}
-# the stage names of dead letters after reading (pipeline.beam_util.GuardedDoFn.STAGE)
-_STAGE_OF_DEAD = {"one_per_id": "one per id", "line_dedup": "line dedup", "c4_rules": "C4 rules",
-                  "language_id": "language ID", "quality": "quality", "exact_dedup": "exact dedup",
-                  "near_dedup": "near dedup", "write": "write"}
+# Removal counters no step of the manifest claims (a reason newer than the run's steps)
+OTHER = {"step": "other", "what": "reasons this report does not know yet", "counters": []}
 CHART_DPI = 100
 # No "Software" (matplotlib's version) in the PNG: the bytes depend only on the data.
 PNG_METADATA = {"Software": None}
@@ -63,24 +38,40 @@ def _log_records(log_path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in storage.read_bytes(log_path).decode().splitlines() if line.strip()]
 
 
-def stage_of(counter: str) -> str | None:
-    """The clean stage that removed documents under a counter name (`skip.license`
-    -> "read", `drop.c4_lorem_ipsum` -> "C4 rules", `dead_letter.language_id` ->
-    "language ID"), None for non-removal counters."""
-    if counter.startswith("skip.") or counter == "dead_letter":
-        return "read"
-    if counter.startswith("dead_letter."):
-        return _STAGE_OF_DEAD.get(counter.split(".", 1)[1], "other")
-    if not counter.startswith("drop."):
+def steps_of(clean: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The steps of a clean output in pipeline order, as its manifest records them
+    (`pipeline.clean.CLEAN_STEPS`: {"step", "what", "counters"}), then `OTHER`."""
+    steps = (clean or {}).get("steps")
+    if steps is None:
+        # a manifest written before the clean job recorded its steps: today's steps
+        from pipeline.clean import CLEAN_STEPS
+
+        steps = CLEAN_STEPS
+    return [*steps, OTHER]
+
+
+def _removes(counter: str) -> bool:
+    """Whether documents are removed under `counter`: a reader's skip, a filter's drop, a dead letter."""
+    return counter.startswith(("skip.", "drop.", "dead_letter.")) or counter == "dead_letter"
+
+
+def stage_of(counter: str, steps: list[dict[str, Any]] | None = None) -> str | None:
+    """The step of a clean output that removed documents under a counter name
+    (`skip.license` -> "read", `drop.c4_lorem_ipsum` -> "C4 rules",
+    `dead_letter.language_id` -> "language ID"; "other" when no step claims it),
+    None for non-removal counters. `steps`: `steps_of` the output's manifest
+    (default: today's steps)."""
+    if not _removes(counter):
         return None
-    reason = counter[5:]
-    if reason.startswith("perplexity_"):
-        return "perplexity"
-    return "C4 rules" if reason.startswith("c4_") else _STAGE_OF_DROP.get(reason, "other")
+    for step in steps or steps_of(None):
+        if any(fnmatch.fnmatchcase(counter, pattern) for pattern in step["counters"]):
+            return step["step"]
+    return OTHER["step"]
 
 
-def funnel(counters: dict[str, int]) -> dict[str, Any]:
-    """Summarise one source's clean-job counters.
+def funnel(counters: dict[str, int], steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Summarise one source's clean-job counters, by the `steps` of its clean
+    output (`steps_of` its manifest; default: today's steps).
 
     Returns {"records", "docs_read", "removed": {reason: n}, "by_stage":
     [(stage, {reason: n})] in pipeline order (stages that removed nothing left
@@ -99,9 +90,10 @@ def funnel(counters: dict[str, int]) -> dict[str, Any]:
     skipped = sum(v for k, v in counters.items() if k.startswith("skip."))
     dead = counters.get("dead_letter", 0)
     read_dead = dead - sum(v for k, v in counters.items() if k.startswith("dead_letter."))
+    steps = steps or steps_of(None)
     by_stage: dict[str, dict[str, int]] = {}
     for key, n in sorted(counters.items()):
-        stage = stage_of(key)
+        stage = stage_of(key, steps)
         n = read_dead if key == "dead_letter" else n
         if stage and n:
             reason = "dead letter" if key.startswith("dead_letter") else key.split(".", 1)[1]
@@ -110,7 +102,8 @@ def funnel(counters: dict[str, int]) -> dict[str, Any]:
         "records": counters.get("docs_read", 0) + skipped + read_dead,
         "docs_read": counters.get("docs_read", 0),
         "removed": dict(sorted(removed.items())),
-        "by_stage": [(s, by_stage[s]) for s, _ in STAGES if s in by_stage],
+        "by_stage": [(s, by_stage[s]) for s in dict.fromkeys([*(s["step"] for s in steps), OTHER["step"]])
+                     if s in by_stage],
         "lines_removed": sum(
             v for k, v in counters.items() if k.startswith("c4.line.") or k == "line_dedup.lines_removed"
         ),
@@ -152,7 +145,7 @@ def _input_bytes(clean: dict[str, Any], source: str) -> int | None:
 def collect(cfg: Config) -> dict[str, Any]:
     """Everything the report shows, from the stages' outputs (pure reads).
 
-    Returns {"name", "out_dir", "clean", "shards", "train", "val", "sources", "eval"
+    Returns {"name", "out_dir", "clean", "steps" (`steps_of` it), "shards", "train", "val", "sources", "eval"
     (`python -m trainer eval`'s report, `<trainer.out>/eval.json`, or None)}:
     `sources` holds one entry per source with clean counters or inputs, in Table 1
     order: {"source", "files", "bytes_read" (as stored; None unknown),
@@ -165,6 +158,7 @@ def collect(cfg: Config) -> dict[str, Any]:
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_loss" in r]
     counters = (clean or {}).get("counters", {})
+    steps = steps_of(clean)
     inputs = (clean or {}).get("inputs", {})
     mix = (shards or {}).get("sources", {})
     last_val = val[-1] if val else {}
@@ -181,7 +175,7 @@ def collect(cfg: Config) -> dict[str, Any]:
             "files": listed.get(source, 0) if listed is not None else len(inputs.get(source, [])),
             "bytes_read": _input_bytes(clean or {}, source),
             "bytes_kept": kept_bytes.get(source, 0),
-            "funnel": funnel(counters.get(source, {})),
+            "funnel": funnel(counters.get(source, {}), steps),
             "mixture": mix.get(source, {}),
             "table1_share": cfg.sources[source].share if source in cfg.sources else 0.0,
             "val_loss": last_val.get("val_loss", {}).get(source),
@@ -189,7 +183,7 @@ def collect(cfg: Config) -> dict[str, Any]:
         })
     runs = lineage.read_runs(cfg)
     return {"name": cfg.name, "out_dir": cfg.out_dir, "shards_dir": cfg.shards.out, "trainer_dir": cfg.trainer.out,
-            "clean": clean, "shards": shards, "train": train, "val": val, "sources": sources,
+            "clean": clean, "steps": steps, "shards": shards, "train": train, "val": val, "sources": sources,
             # which run each output is, and where they disagree (`pipeline.core.lineage`)
             "runs": lineage.describe(cfg, runs), "mixed": lineage.problems(cfg, runs, "training"),
             "eval": _load_json(storage.join(cfg.trainer.out, "eval.json"))}
@@ -221,8 +215,8 @@ MIXTURE_CHART = "report-mixture.png"
 
 
 def render_markdown(data: dict[str, Any]) -> str:
-    """The report as Markdown text (links the charts `write_charts` draws)."""
-    clean, shards = data["clean"], data["shards"]
+    """The report as Markdown text (links the charts `write_charts` draws): one
+    section after the other, each from `collect`'s data."""
     lines = [
         f"# Run report: {data['name']}",
         "",
@@ -234,6 +228,22 @@ def render_markdown(data: dict[str, Any]) -> str:
          "`python -m pipeline report`."),
         "",
         *runs_section(data),
+        *cleaning_section(data),
+        *mixture_section(data),
+        *shards_section(data),
+        *training_section(data),
+    ]
+    if data.get("eval"):
+        lines += eval_section(data["eval"], storage.join(data["trainer_dir"], "eval.json"))
+    return "\n".join(lines)
+
+
+def cleaning_section(data: dict[str, Any]) -> list[str]:
+    """Per source: files and bytes read, what each step removed and why, dead
+    letters, what was kept; then the steps, the filters run after clean, and the
+    funnel charts."""
+    clean = data["clean"]
+    lines = [
         "## Cleaning, per source",
         "",
         ("Each input record goes through the clean job's stages in this order; a stage removes a "
@@ -260,21 +270,26 @@ def render_markdown(data: dict[str, Any]) -> str:
         )
     lines += unread_section(clean or {})
     if clean is None:
-        lines.append("\n(no clean manifest: run `python -m pipeline clean`)")
-    else:
-        lines += ["", "Stages: " + "; ".join(f"**{name}**: {what}" for name, what in STAGES[:-1]) + ".", ""]
-        lines += perplexity_section(clean, data["sources"])
-        filters = (clean.get("quality_filter") or {}).get("filters", ["classifier"])
-        if clean.get("quality_filter") and "classifier" in filters:  # it ran after the clean job, on its output
-            qm = clean["quality_model"]
-            lines += [(f"The reference-page classifier (`{qm['path']}`, sha256 {qm['sha256'][:16]}, threshold "
-                       f"{qm['threshold']}) was applied to the cleaned documents of {', '.join(qm['sources'])} "
-                       "afterwards, by `python -m pipeline quality-filter`; its drops count under **quality**."), ""]
-        lines += ["Funnel per source (documents left after each stage that removed any):", ""]
-        lines += [f"![{s['source']} funnel]({funnel_chart_name(s['source'])})" for s in data["sources"]]
-    lines.append("")
+        return [*lines, "\n(no clean manifest: run `python -m pipeline clean`)", ""]
+    steps = [s for s in data.get("steps") or steps_of(clean) if s["step"] != OTHER["step"]]
+    lines += ["", "Stages: " + "; ".join(f"**{s['step']}**: {s['what']}" for s in steps) + ".", ""]
+    lines += perplexity_section(clean, data["sources"])
+    filters = (clean.get("quality_filter") or {}).get("filters", ["classifier"])
+    if clean.get("quality_filter") and "classifier" in filters:  # it ran after the clean job, on its output
+        qm = clean["quality_model"]
+        lines += [(f"The reference-page classifier (`{qm['path']}`, sha256 {qm['sha256'][:16]}, threshold "
+                   f"{qm['threshold']}) was applied to the cleaned documents of {', '.join(qm['sources'])} "
+                   "afterwards, by `python -m pipeline quality-filter`; its drops count under **quality**."), ""]
+    lines += ["Funnel per source (documents left after each stage that removed any):", ""]
+    lines += [f"![{s['source']} funnel]({funnel_chart_name(s['source'])})" for s in data["sources"]]
+    return [*lines, ""]
 
-    lines += [
+
+def mixture_section(data: dict[str, Any]) -> list[str]:
+    """Per source: tokens available, epochs, training tokens, target and achieved
+    share, tokens seen in training and the validation loss; where the mixture
+    departs from the target; the mixture chart."""
+    lines = [
         "## Mixture: tokens and epochs",
         "",
         ("The shard job tokenizes the kept documents and repeats each source to reach its share of "
@@ -300,25 +315,37 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| {100 * m.get('share', 0):.1f}% (Table 1: {s['table1_share']:.1f}%) "
             f"| {100 * m.get('achieved_share', 0):.1f}% | {seen} | {loss} |"
         )
-    if clean is not None:  # departures from the target need the clean run the shards came from
-        lines += mixture_notes(shards or {})
-    if shards and any(s["mixture"] for s in data["sources"]):
+    if data["clean"] is not None:  # departures from the target need the clean run the shards came from
+        lines += mixture_notes(data["shards"] or {})
+    if data["shards"] and any(s["mixture"] for s in data["sources"]):
         lines += ["", f"![achieved vs target share]({MIXTURE_CHART})"]
-    lines.append("")
-    if shards:
-        n_train = sum(1 for s in shards["shards"] if s["split"] == "train")
-        n_val = len(shards["shards"]) - n_train
-        lines += [
-            "## Token shards",
-            "",
-            "The files training reads: each holds every source in its share, shuffled.",
-            "",
-            (f"- {n_train} train and {n_val} validation shards in `{data['shards_dir']}`,"
-             f" {shards['tokens_written']} training tokens (target {shards['total_tokens_target']:.0f})"),
-            (f"- tokenizer `{shards['tokenizer']['path']}` (vocab {shards['tokenizer']['vocab_size']},"
-             f" sha256 {shards['tokenizer']['sha256'][:16]})"),
-            "",
-        ]
+    return [*lines, ""]
+
+
+def shards_section(data: dict[str, Any]) -> list[str]:
+    """The token shards: how many per split, tokens written, the tokenizer (empty without a shard manifest)."""
+    shards = data["shards"]
+    if not shards:
+        return []
+    n_train = sum(1 for s in shards["shards"] if s["split"] == "train")
+    n_val = len(shards["shards"]) - n_train
+    return [
+        "## Token shards",
+        "",
+        "The files training reads: each holds every source in its share, shuffled.",
+        "",
+        (f"- {n_train} train and {n_val} validation shards in `{data['shards_dir']}`,"
+         f" {shards['tokens_written']} training tokens (target {shards['total_tokens_target']:.0f})"),
+        (f"- tokenizer `{shards['tokenizer']['path']}` (vocab {shards['tokenizer']['vocab_size']},"
+         f" sha256 {shards['tokenizer']['sha256'][:16]})"),
+        "",
+    ]
+
+
+def training_section(data: dict[str, Any]) -> list[str]:
+    """The training log: steps, first and last loss; the last validation loss per
+    source (empty before training)."""
+    lines = []
     if data["train"]:
         first, last = data["train"][0], data["train"][-1]
         log = storage.join(data["trainer_dir"], "log.jsonl")
@@ -341,9 +368,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         for source, loss in sorted(last["val_loss"].items()):
             lines.append(f"| {source} | {loss:.4f} | {last.get('val_tokens', {}).get(source, '')} |")
         lines.append("")
-    if data.get("eval"):
-        lines += eval_section(data["eval"], storage.join(data["trainer_dir"], "eval.json"))
-    return "\n".join(lines)
+    return lines
 
 
 def _num(x: float | None, digits: int = 4) -> str:

@@ -37,14 +37,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.core import io, lineage
-from pipeline.beam_util import (
-    Counters,
-    pipeline_options,
-    quiet_beam_logging,
-    run_pipeline,
-    warn_unshared,
-)
-from pipeline.core.config import Config, PipelineError
+from pipeline.core.contracts import ShardError, shard_name
+from pipeline.beam.runner import pipeline_options, quiet_beam_logging, run_pipeline, warn_unshared
+from pipeline.beam.steps import Counters
+from pipeline.core.config import Config
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
     REPEAT_BUCKETS,
@@ -57,7 +53,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
-from pipeline.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
+from pipeline.beam.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
 from pipeline.core.schema import (
     SHARDS_FORMAT,
     ContractError,
@@ -75,10 +71,6 @@ RUN_MANIFEST = "_manifest.json"  # the job's manifest in its run folder, before 
 
 
 log = logging.getLogger("pipeline.shards")
-
-
-class ShardError(PipelineError):
-    """The inputs of the shard job are missing or inconsistent."""
 
 
 def read_documents(path: str) -> Iterator[tuple[str, str, str]]:
@@ -183,7 +175,7 @@ class WriteShard(beam.DoFn):
             ],
             schema=schema,
         )
-        name = f"{split}-{shard:05d}-of-{total:05d}.arrow"
+        name = shard_name(split, shard, total)
         written = write_arrow(io.join(self.out_dir, name), schema, [table])
         per_source: dict[str, int] = {}
         for c, n in zip(copies, lengths.tolist()):
@@ -308,7 +300,7 @@ def build_shards_pipeline(
             Beam filesystem every worker reaches).
         tokenizer_info: {"path", "sha256", "vocab_size", "bos_id", "eos_id"} of
             the SentencePiece model; workers load `path` themselves.
-        spill_dir: where token ids spill between stages (`pipeline.packed`;
+        spill_dir: where token ids spill between stages (`pipeline.beam.packed`;
             the local runner), or None to carry them in the PCollections.
         prefix: the run folder's name, as the manifest names files.
 
@@ -323,16 +315,6 @@ def build_shards_pipeline(
     vocab_size = tokenizer_info["vocab_size"]
     num_train = max(1, math.ceil(sc.total_tokens / sc.shard_tokens))
     shares = {s: c.share for s, c in cfg.sources.items()}
-    header = {
-        "format": SHARDS_FORMAT,
-        "config_digest": cfg.digest(),
-        "seed": seed,
-        "total_tokens_target": sc.total_tokens,
-        "tokenizer": tokenizer_info,
-        "add_bos": sc.add_bos,
-        "add_eos": sc.add_eos,
-        "dtype": "uint16" if vocab_size <= 1 << 16 else "uint32",
-    }
     encoded = (
         p
         | "ListFiles" >> beam.Create(sorted(files))
@@ -344,6 +326,64 @@ def build_shards_pipeline(
     )
     train = encoded | "Train" >> beam.Filter(lambda d: d[0] == TRAIN)
     val = encoded | "Val" >> beam.Filter(lambda d: d[0] == VAL)
+    bucket_tokens, train_counts, largest, val_counts = _token_counts(train, val, seed)
+    mixture = (
+        train_counts
+        | "CountsDict" >> beam.combiners.ToDict()
+        | "Mixture" >> beam.Map(_mixture, shares, sc)
+    )
+    train_copies = train | "Repeat" >> beam.FlatMap(
+        assign_copies,
+        seed,
+        num_train,
+        mixture=beam.pvalue.AsSingleton(mixture),
+        cutoffs=beam.pvalue.AsDict(_extra_copy_thresholds(train, bucket_tokens, mixture, seed)),
+    )
+    val_copies = val | "ValShard" >> beam.Map(
+        lambda d, counts: assign_val(d, seed, num_val_shards(counts, sc.shard_tokens)),
+        counts=beam.pvalue.AsDict(val_counts),
+    )
+    infos = (
+        (train_copies, val_copies)
+        | "AllCopies" >> beam.Flatten()
+        | "GroupShards" >> beam.GroupByKey()
+        | "WriteShards"
+        >> beam.ParDo(
+            WriteShard(out_dir, vocab_size, num_train, sc.shard_tokens, packer, prefix),
+            val_counts=beam.pvalue.AsDict(val_counts),
+        )
+        | "Infos" >> beam.combiners.ToList()
+    )
+    return infos | "Manifest" >> beam.Map(
+        write_manifest,
+        out_dir,
+        shards_header(cfg, tokenizer_info),
+        shares,
+        sc,
+        train_counts=beam.pvalue.AsDict(train_counts),
+        val_counts=beam.pvalue.AsDict(val_counts),
+        largest=beam.pvalue.AsDict(largest),
+    )
+
+
+def shards_header(cfg: Config, tokenizer_info: dict[str, Any]) -> dict[str, Any]:
+    """What the shard manifest says of the run besides its shards."""
+    sc = cfg.shards
+    return {
+        "format": SHARDS_FORMAT,
+        "config_digest": cfg.digest(),
+        "seed": cfg.seed,
+        "total_tokens_target": sc.total_tokens,
+        "tokenizer": tokenizer_info,
+        "add_bos": sc.add_bos,
+        "add_eos": sc.add_eos,
+        "dtype": "uint16" if tokenizer_info["vocab_size"] <= 1 << 16 else "uint32",
+    }
+
+
+def _token_counts(train, val, seed: int):
+    """Tokens per (source, bucket of the repeat key), per source, the largest
+    document per source, and validation tokens per source."""
     bucket_tokens = (
         train
         | "BucketKeys" >> beam.Map(lambda d: ((d[1], repeat_key(seed, d[2])[0]), d[3]))
@@ -364,54 +404,23 @@ def build_shards_pipeline(
         | "ValLengths" >> beam.Map(lambda d: (d[1], d[3]))
         | "ValSum" >> beam.CombinePerKey(sum)
     )
-    mixture = (
-        train_counts
-        | "CountsDict" >> beam.combiners.ToDict()
-        | "Mixture" >> beam.Map(_mixture, shares, sc)
-    )
+    return bucket_tokens, train_counts, largest, val_counts
+
+
+def _extra_copy_thresholds(train, bucket_tokens, mixture, seed: int):
+    """Per source, the repeat-key threshold below which a document gets its
+    extra copy: the cutoff bucket, then the last document taken in it."""
     cutoffs = (
         bucket_tokens
         | "BucketsBySource" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
         | "GroupBuckets" >> beam.GroupByKey()
         | "Cutoffs" >> beam.FlatMap(_cutoff, mixture=beam.pvalue.AsSingleton(mixture))
     )
-    thresholds = (
+    return (
         train
         | "CutoffBucketDocs" >> beam.FlatMap(_in_cutoff_bucket, seed, cutoffs=beam.pvalue.AsDict(cutoffs))
         | "GroupCutoffBucket" >> beam.GroupByKey()
         | "Thresholds" >> beam.Map(_threshold, cutoffs=beam.pvalue.AsDict(cutoffs))
-    )
-    train_copies = train | "Repeat" >> beam.FlatMap(
-        assign_copies,
-        seed,
-        num_train,
-        mixture=beam.pvalue.AsSingleton(mixture),
-        cutoffs=beam.pvalue.AsDict(thresholds),
-    )
-    val_copies = val | "ValShard" >> beam.Map(
-        lambda d, counts: assign_val(d, seed, num_val_shards(counts, sc.shard_tokens)),
-        counts=beam.pvalue.AsDict(val_counts),
-    )
-    infos = (
-        (train_copies, val_copies)
-        | "AllCopies" >> beam.Flatten()
-        | "GroupShards" >> beam.GroupByKey()
-        | "WriteShards"
-        >> beam.ParDo(
-            WriteShard(out_dir, vocab_size, num_train, sc.shard_tokens, packer, prefix),
-            val_counts=beam.pvalue.AsDict(val_counts),
-        )
-        | "Infos" >> beam.combiners.ToList()
-    )
-    return infos | "Manifest" >> beam.Map(
-        write_manifest,
-        out_dir,
-        header,
-        shares,
-        sc,
-        train_counts=beam.pvalue.AsDict(train_counts),
-        val_counts=beam.pvalue.AsDict(val_counts),
-        largest=beam.pvalue.AsDict(largest),
     )
 
 

@@ -124,8 +124,8 @@ path = os.path.join(d, "a", "b.txt")
 with io.atomic_write(path) as f:
     f.write(b"x\\n")
 assert io.exists(path) and io.read_bytes(path) == b"x\\n"
-assert io.match(os.path.join(d, "a", "*.txt")) == [path]
-io.remove(path)
+assert io.match(os.path.join(d, "a", "*.txt")) == [(path, 2)]
+io.delete(path)
 assert not io.exists(path)
 beam = sorted(m for m in sys.modules if m.split(".")[0] == "apache_beam")
 print(len(beam), beam[:5])
@@ -136,3 +136,46 @@ def test_tokenizer_and_trainer_load_no_beam():
     out = subprocess.run([sys.executable, "-c", NO_BEAM], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "0 []"
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_no_test_module_imports_another_test_or_a_benchmark():
+    """Tests share fixtures and helpers through tests/conftest.py (and helper modules
+    such as tests/cluster.py), never by importing a test or benchmark module."""
+    assert {"tests.test_trainer", "tests.bench.bench_dedup"} <= _imported_modules(
+        ast.parse("from tests import test_trainer\nimport tests.bench.bench_dedup"))
+    offending = {}
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        bad = sorted(m for m in _imported_modules(ast.parse(path.read_text(encoding="utf-8")))
+                     if m.startswith(("tests.test_", "tests.bench")))
+        if bad:
+            offending[path.name] = bad
+    assert offending == {}
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(source: str) -> list[tuple[str, int]]:
+    """(name, lines) of every function longer than MAX_FUNCTION_LINES."""
+    return [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_no_product_function_is_over_80_lines():
+    assert long_functions("def f():\n" + "    x = 1\n" * 80) == [("f", 81)]
+    assert long_functions("def f():\n" + "    x = 1\n" * 79) == []
+    found = {str(path.relative_to(ROOT)): long for path in _modules().values()
+             if (long := long_functions(path.read_text(encoding="utf-8")))}
+    assert found == {}

@@ -11,40 +11,16 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
-from pipeline.core.config import load_config
 from pipeline.filters.text import clean_document, clean_text, replacement_rejected
+from tests.conftest import ROOT, run_clean_job
 
-ROOT = Path(__file__).resolve().parents[1]
 C4_SAMPLE = "c4/c4-en-sample.00000-of-00001.json.gz"
 
 
 class Injected(Exception):
     """What a patched stage function raises for the chosen document."""
-
-
-def run_clean_job(out: Path, cache: Path, *overrides: str) -> tuple[dict, dict[str, dict], list[dict]]:
-    """The clean job of the demo config in one in-process worker (so a test's
-    patches reach it) with only the inputs `overrides` give; returns (manifest,
-    {id: Document} of every part, the dead letters)."""
-    from pipeline.clean import run_clean
-    from pipeline.core.schema import clean_files
-
-    empty = [f"sources.{s}.inputs=[]" for s in ("commoncrawl", "c4", "github", "wikipedia", "books")]
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        f"out_dir={out}", f"langid.model={cache}/models/lid.176.ftz", *empty,
-        "beam.direct_num_workers=1", "beam.direct_running_mode=in_memory", *overrides])
-    manifest = run_clean(cfg)
-    docs = {}
-    for paths in clean_files(str(out), manifest).values():
-        for path in paths:
-            with pa.memory_map(path) as f:
-                docs.update((d["id"], d) for d in pa.ipc.open_file(f).read_all().to_pylist())
-    dead = [json.loads(line) for entry in manifest["dead_letters"]
-            for line in (out / "clean" / entry["file"]).read_text().splitlines()]
-    return manifest, docs, dead
 
 
 def _real_text(cache: Path, n: int, chars: int = 600) -> list[str]:
@@ -115,7 +91,7 @@ def test_replacement_ratio_on_real_text(demo_inputs):
 
 
 class Recorder:
-    """Stands for `pipeline.beam_util.Counters`: what was committed, summed."""
+    """Stands for `pipeline.beam.steps.Counters`: what was committed, summed."""
 
     def __init__(self):
         self.counts: dict[tuple[str, str], int] = {}
@@ -172,7 +148,10 @@ def small_inputs(tmp_path_factory, demo_inputs) -> tuple[Path, list[str]]:
     return cache, [
         f"sources.github.inputs=[{folder}/github.jsonl.gz]",
         f"sources.wikipedia.inputs=[{wiki}/enwiki-table-markup.xml.bz2,{wiki}/bgwiki-latest-pages-articles-shortened.xml.bz2]",
-        "clean.line_dedup_sources=[github]", "clean.c4.sources=[wikipedia]", "clean.minhash.sources=[github,wikipedia]",
+        "sources.github.line_dedup=true", "sources.commoncrawl.line_dedup=false",
+        "sources.wikipedia.c4_rules=true", "sources.c4.c4_rules=false",
+        "sources.github.near_dedup=web", "sources.wikipedia.near_dedup=web",
+        "sources.commoncrawl.near_dedup=null", "sources.c4.near_dedup=null",
     ]
 
 
@@ -196,7 +175,10 @@ def baseline(small_inputs, tmp_path_factory):
 def _patch(monkeypatch, stage: str, target: dict[str, Any], read_text: str) -> None:
     """Make the pure function `stage` calls raise Injected for `target` only:
     by id where the function gets the Document, by text where it gets texts."""
-    from pipeline import clean, line_dedup, near_dedup
+    from pipeline import clean
+    from pipeline.dedup import exact
+    from pipeline.dedup import near as near_dedup
+    from pipeline.dedup import lines as line_dedup
     from pipeline.filters.langid import LanguageIdentifier
 
     def by_id(module, name):
@@ -224,7 +206,7 @@ def _patch(monkeypatch, stage: str, target: dict[str, Any], read_text: str) -> N
     if stage == "read":
         by_id(clean, "clean_document")
     elif stage == "one_per_id":
-        by_id(clean, "_newest_first")
+        by_id(exact, "_newest_first")
     elif stage == "line_dedup":
         by_id(line_dedup, "line_keys")
     elif stage == "c4_rules":
@@ -235,7 +217,7 @@ def _patch(monkeypatch, stage: str, target: dict[str, Any], read_text: str) -> N
         by_id(clean, "too_short")
     elif stage == "exact_dedup":
         assert read_text != final  # so KeepOnePerId's content hash (of the read text) is not hit
-        by_text(clean, "content_hash", final)
+        by_text(exact, "content_hash", final)
     elif stage == "near_dedup":
         by_text(near_dedup, "signatures", final, first_is_list=True)
     elif stage == "write":
@@ -288,7 +270,7 @@ def test_surrogates_and_controls_in_generated_c4(demo_inputs, tmp_path):
     """C4-style JSON lines of real text: a page cut inside an emoji (a lone
     `\\ud83d` escape, valid JSON), one with control characters and CRLF, one
     with windows-1252 apostrophes read as Latin-1, one mostly U+FFFD. The
-    released C4 is not re-filtered here (`clean.c4.sources=[]`), so each kept
+    released C4 is not re-filtered here (`sources.c4.c4_rules=false`), so each kept
     page is its text, repaired."""
     cache = demo_inputs["models/lid.176.ftz"].parents[1]
     pages = _real_text(cache, 12, chars=1000)  # one U+FFFD in 1,000 characters is allowed
@@ -302,7 +284,7 @@ def test_surrogates_and_controls_in_generated_c4(demo_inputs, tmp_path):
     _write_jsonl(tmp_path / "c4.jsonl.gz", rows)
 
     manifest, docs, dead = run_clean_job(tmp_path / "out", cache, f"sources.c4.inputs=[{tmp_path}/c4.jsonl.gz]",
-                                         "clean.c4.sources=[]")
+                                         "sources.c4.c4_rules=false")
     assert dead == []
     c = manifest["counters"]["c4"]
     assert {k: v for k, v in c.items() if k.startswith(("text.", "drop."))} == {
@@ -337,7 +319,7 @@ def c4_sample_runs(shared_corpus, demo_inputs, tmp_path_factory):
     runs = []
     for name in ("real", "bad"):
         runs.append(run_clean_job(folder / f"out-{name}", cache, f"sources.c4.inputs=[{folder}/{name}.jsonl.gz]",
-                                  "clean.c4.sources=[]"))
+                                  "sources.c4.c4_rules=false"))
     return rows, runs[0], runs[1]
 
 
@@ -359,3 +341,18 @@ def test_lone_surrogate_in_the_real_c4_sample(c4_sample_runs):
     assert (b["text.surrogates_replaced"], b["text.control_chars_removed"]) == (1, 4)
     assert "text.surrogates_replaced" not in r and "text.control_chars_removed" not in r
     assert b["docs_kept"] == r["docs_kept"]
+
+
+def test_the_manifest_records_each_source_block_and_near_dedup_group_that_ran(baseline):
+    manifest = baseline[0]
+    assert sorted(manifest["sources"]) == ["github", "wikipedia"]
+    github, wiki = manifest["sources"]["github"], manifest["sources"]["wikipedia"]
+    assert (github["line_dedup"], github["near_dedup"], github["c4_rules"]) == (True, "web", False)
+    assert (wiki["line_dedup"], wiki["near_dedup"], wiki["c4_rules"]) == (False, "web", True)
+    assert github["licenses"] == ["mit", "bsd", "apache"] and github["max_line_length"] == 1000
+    assert manifest["line_dedup"]["sources"] == ["github"] and manifest["c4_rules"]["sources"] == ["wikipedia"]
+    web = manifest["near_dedup"]["web"]
+    assert web["sources"] == ["github", "wikipedia"]
+    assert (web["threshold"], web["num_perm"], web["bands"], web["rows_per_band"]) == (0.8, 128, 12, 10)
+    books = manifest["near_dedup"]["books"]  # the demo's books group, though no book was read
+    assert (books["sources"], books["threshold"], books["bands"], books["rows_per_band"]) == (["books"], 0.9, 7, 18)

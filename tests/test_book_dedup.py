@@ -9,9 +9,8 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.clean import book_dedup_config
 from pipeline.core.config import load_config
-from pipeline.near_dedup import NearDedup
+from pipeline.dedup.near import NearDedup
 from pipeline.sources.base import make_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +28,8 @@ def test_an_edited_copy_of_a_book_is_removed_an_other_book_kept(demo_inputs):
         make_document("wikipedia", "w", alice, "w"),  # other sources are not book-deduplicated
     ]
     survivor = min(docs[0]["id"], docs[1]["id"])
-    cfg = book_dedup_config(load_config(ROOT / "configs" / "demo.yaml"))
-    assert cfg.clean.minhash.sources == ["books"] and cfg.clean.minhash.threshold == 0.9
+    settings, sources = load_config(ROOT / "configs" / "demo.yaml").near_dedup_groups()["books"]
+    assert sources == ["books"] and settings.threshold == 0.9
     with BeamPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(docs) | NearDedup(cfg) | beam.Map(lambda d: d["id"])
+        out = p | beam.Create(docs) | NearDedup(settings, sources) | beam.Map(lambda d: d["id"])
         assert_that(out, equal_to([survivor, docs[2]["id"], docs[3]["id"]]))

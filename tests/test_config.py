@@ -26,3 +26,46 @@ def test_one_out_dir_moves_every_stage_output():
 def test_the_old_part_count_key_names_its_replacement():
     with pytest.raises(ConfigError, match="num_files_per_source was replaced by part_bytes"):
         load_config(DEMO, ["clean.num_files_per_source=4"])
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("sources.books.keep_langs=[en]", "sources.books.keep_langs was replaced by sources.books.langs"),
+    ("clean.line_dedup_sources=[commoncrawl]", "clean.line_dedup_sources was replaced by sources.NAME.line_dedup: true"),
+    ("clean.minhash.threshold=0.7", "clean.minhash was replaced by clean.near_dedup.web"),
+    ("clean.book_dedup.threshold=0.95", "clean.book_dedup was replaced by clean.near_dedup.books"),
+    ("clean.c4.sources=[]", "clean.c4.sources was replaced by sources.NAME.c4_rules: true"),
+    ("clean.quality.sources=[]", "clean.quality.sources was replaced by sources.NAME.quality: true"),
+    ("clean.perplexity.sources=[]", "clean.perplexity.sources was replaced by sources.NAME.perplexity: true"),
+    ("clean.github.licenses=[mit]", "clean.github was replaced by sources.github.licenses"),
+])
+def test_a_per_feature_source_list_names_the_source_block_key_that_replaced_it(old, new):
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, [old])
+    assert str(e.value) == f"{DEMO}: {new}" or str(e.value).startswith(f"{DEMO}: {new}, its sources by ")
+    assert "\n" not in str(e.value)
+
+
+def test_source_defaults_give_each_source_its_recipe_in_both_configs():
+    for name in ("demo", "llama-1.4t"):
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert cfg.sources_with("line_dedup") == ["commoncrawl"]
+        assert cfg.sources_with("perplexity") == cfg.sources_with("quality") == ["commoncrawl"]
+        assert {g: s for g, (_, s) in cfg.near_dedup_groups().items()} == {
+            "web": ["commoncrawl", "c4"], "books": ["books"]}
+        assert (cfg.clean.near_dedup.web.threshold, cfg.clean.near_dedup.books.threshold) == (0.8, 0.9)
+        assert cfg.sources["github"].licenses == ["mit", "bsd", "apache"]
+        assert cfg.sources["github"].max_line_length == 1000
+    assert load_config(DEMO).sources_with("c4_rules") == ["c4"]
+    assert load_config(ROOT / "configs" / "llama-1.4t.yaml").sources_with("c4_rules") == []
+
+
+def test_a_source_block_is_overridden_field_by_field_and_checked_per_source():
+    cfg = load_config(DEMO, ["sources.commoncrawl.line_dedup=false", "sources.books.near_dedup=null",
+                             "sources.github.min_alnum_fraction=0.5", "sources.wikipedia.quality=true"])
+    assert cfg.sources_with("line_dedup") == [] and cfg.sources_with("quality") == ["commoncrawl", "wikipedia"]
+    assert list(cfg.near_dedup_groups()) == ["web"]
+    assert cfg.sources["github"].min_alnum_fraction == 0.5 and cfg.sources["commoncrawl"].langs == ["en"]
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, ["sources.books.licenses=[mit]", "sources.c4.near_dedup=nowhere"])
+    assert "sources.books.licenses: Extra inputs are not permitted" in str(e.value)
+    assert "sources.c4.near_dedup: Input should be 'web' or 'books'" in str(e.value)

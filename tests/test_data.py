@@ -3,84 +3,16 @@ exact resume, and clear errors for missing or corrupt shards."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.core.schema import token_shard_schema
+from tests.conftest import SEQ, SIZES, windows
 from trainer.data import ShardError, TokenLoader, TokenStream
-
-Doc = tuple[str, str, list[int]]  # (source, doc_id, input_ids)
-
-
-def write_shards(shard_dir: Path, train: list[list[Doc]], val: list[list[Doc]] = (),
-                 vocab_size: int = 1 << 16, rows_per_batch: int = 2) -> dict:
-    """Write token shards (one list of documents per shard) and their manifest.json,
-    as the pipeline's tokenize job does; returns the manifest."""
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    schema = token_shard_schema(vocab_size)
-    entries = []
-    for split, shards in (("train", train), ("val", val)):
-        for i, docs in enumerate(shards):
-            name = f"{split}-{i:05d}-of-{len(shards):05d}.arrow"
-            table = pa.table({"input_ids": [d[2] for d in docs],
-                              "source": [d[0] for d in docs],
-                              "doc_id": [d[1] for d in docs]}, schema=schema)
-            with pa.OSFile(str(shard_dir / name), "wb") as f, pa.ipc.new_file(f, schema) as w:
-                w.write_table(table, max_chunksize=rows_per_batch)
-            per_source: dict[str, int] = {}
-            for source, _, ids in docs:
-                per_source[source] = per_source.get(source, 0) + len(ids)
-            data = (shard_dir / name).read_bytes()
-            entries.append({"file": name, "split": split, "rows": len(docs),
-                            "tokens": sum(per_source.values()), "tokens_per_source": per_source,
-                            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    manifest = {"format": "llama-token-shards/1", "config_digest": "test",
-                "tokenizer": {"path": "test", "sha256": "", "vocab_size": vocab_size,
-                              "bos_id": 1, "eos_id": 2},
-                "add_bos": True, "add_eos": True,
-                "dtype": "uint16" if vocab_size <= 1 << 16 else "uint32",
-                "sources": {}, "shards": entries}
-    (shard_dir / "manifest.json").write_text(json.dumps(manifest))
-    return manifest
-
-
-SEQ = 15  # windows of 16 tokens
-SIZES = [[37, 5, 120, 300], [1, 222], [400, 13, 90, 12], [800]]  # documents' tokens per shard
-
-
-@pytest.fixture
-def shards(tmp_path) -> Path:
-    """4 train shards of uneven sizes whose 2000 tokens are all distinct (token t
-    is the integer t), so a window is known by its tokens; plus one val shard."""
-    train, t = [], 0
-    for s, docs in enumerate(SIZES):
-        shard = []
-        for d, n in enumerate(docs):
-            shard.append(("books" if d % 2 else "c4", f"{s}-{d}", list(range(t, t + n))))
-            t += n
-        train.append(shard)
-    assert t == 2000
-    val = [[("c4", "v0", list(range(60000, 60100)))]]
-    write_shards(tmp_path, train, val)
-    return tmp_path
-
-
-def windows(stream_or_loader, n: int | None = None) -> list[tuple[int, ...]]:
-    out = []
-    for x, y in stream_or_loader:
-        for xi, yi in zip(x.reshape(-1, SEQ), y.reshape(-1, SEQ)):
-            assert torch.equal(xi[1:], yi[:-1])  # y is x shifted by one
-            out.append(tuple(xi.tolist()) + (yi[-1].item(),))
-        if n is not None and len(out) >= n:
-            break
-    return out
 
 
 def one_epoch(shards: Path, workers: int, rank: int = 0, world: int = 1,

@@ -29,7 +29,7 @@ def _digests(*sets: str) -> tuple[str, str, str]:
     ("sources.books.share=9", "tokenizer shards"),  # the mixture: the sample and the shards, not clean
     ("clean.split_bytes=1000", ""),  # how inputs are read in spans: the same documents
     ("langid.batch_size=7", ""),
-    ("clean.perplexity.sources=[]", ""),  # a pass after clean (quality-filter)
+    ("sources.commoncrawl.perplexity=false", ""),  # a pass after clean (quality-filter)
     ("clean.quality.epochs=3", ""),  # quality-train's
     ("shards.batch_size=3", ""),  # documents per encode call
     ("beam.direct_num_workers=1", ""),  # the same bytes for 1 and 2 workers
@@ -37,7 +37,10 @@ def _digests(*sets: str) -> tuple[str, str, str]:
     ("tokenizer.model_prefix=out/t/m", ""),
     ("trainer.steps=7", ""),
     ("clean.min_chars=150", "clean"),
-    ("sources.books.keep_langs=[en]", "clean"),
+    ("sources.books.langs=[en]", "clean"),
+    ("sources.commoncrawl.line_dedup=false", "clean"),
+    ("sources.books.near_dedup=null", "clean"),
+    ("clean.near_dedup.books.threshold=0.95", "clean"),
     ("corpus_dir=/data", "clean"),
     ("seed=7", "clean tokenizer shards"),
     ("tokenizer.vocab_size=500", "tokenizer"),

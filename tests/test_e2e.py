@@ -12,40 +12,14 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.io import sha256_file
+from tests.conftest import small_demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(out: Path, cache: Path, *extra: str):
-    return load_config(
-        ROOT / "configs" / "demo.yaml",
-        [
-            f"out_dir={out}",
-            f"cache_dir={cache}",
-            f"langid.model={cache}/models/lid.176.ftz",
-            *(
-                f"sources.{s}.inputs=[{cache}/inputs/{s}/{pat}]"
-                for s, pat in (
-                    ("commoncrawl", "*.warc.gz"),
-                    ("github", "*.jsonl.gz"),
-                    ("wikipedia", "*.bz2"),
-                    ("books", "*.txt"),
-                )
-            ),
-            f"tokenizer.model_prefix={out}/tokenizer/m",
-            "tokenizer.vocab_size=1000",
-            f"shards.out={out}/shards",
-            "shards.total_tokens=400000",
-            "shards.shard_tokens=100000",
-            f"trainer.out={out}/train",
-            "trainer.steps=120",
-            "trainer.seq_len=64",
-            "trainer.warmup_steps=10",
-            "trainer.log_every=5",
-            "trainer.ckpt_every=30",
-            *extra,
-        ],
-    )
+    return small_demo_config(out, cache, "trainer.steps=120", "trainer.warmup_steps=10", "trainer.ckpt_every=30",
+                             *extra)
 
 
 def _read_docs(out_dir: Path, source: str) -> list[dict]:
@@ -65,22 +39,16 @@ def _without_run(entries: list[dict]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, demo_inputs):
-    from pipeline.clean import run_clean
+def run(small_demo_run):
+    """The session's clean, tokenizer and shards of the demo at test size, then
+    the trainer and the report."""
     from pipeline.report import write_report
-    from pipeline.shards import run_shards
-    from tokenizer.train import train_tokenizer
     from trainer.train import train
 
-    cache = demo_inputs["models/lid.176.ftz"].parents[1]
-    out = tmp_path_factory.mktemp("demo")
-    cfg = _config(out, cache)
-    result = {"cfg": cfg, "out": out, "cache": cache}
-    result["clean"] = run_clean(cfg)
     # the local runner must not be Beam's Prism (it downloads a binary at start)
     assert "apache_beam.runners.portability.prism_runner" not in sys.modules
-    result["tokenizer"] = train_tokenizer(cfg)
-    result["shards"] = run_shards(cfg)
+    cfg = _config(small_demo_run["out"], small_demo_run["cache"])
+    result = {**small_demo_run, "cfg": cfg}
     result["train"] = train(cfg)
     result["report"] = write_report(cfg)[1]
     return result
@@ -262,14 +230,14 @@ def test_clean_refuses_to_start_without_inputs_or_model(tmp_path):
 def test_one_document_per_id_whatever_the_arrival_order():
     """The same arXiv paper as a `.tex` and inside a `.tar.gz`: same id, text and
     (no) timestamp, other url and meta; the kept one must not depend on order."""
-    from pipeline.clean import KeepOnePerId
+    from pipeline.dedup.exact import KeepOnePerId
     from pipeline.sources.base import make_document
 
     tex = make_document("arxiv", "1602.00123", "Text.", "a/Unconventional_pairing.tex",
                         meta={"files_merged": ["Unconventional_pairing.tex"]})
     tar = make_document("arxiv", "1602.00123", "Text.", "a/arXiv-1602.00123.tar.gz",
                         meta={"files_merged": ["arXiv-1602.00123_Unconventional_pairing.tex"]})
-    from pipeline.packed import pack
+    from pipeline.beam.packed import pack
 
     keep = KeepOnePerId()
     keep.setup()
@@ -315,8 +283,8 @@ def test_outputs_the_launcher_cannot_see_fail_the_run(tmp_path):
     instead of committing a manifest with no files."""
     from types import SimpleNamespace
 
-    from pipeline.core import io
     from pipeline.clean import CleanError, clean_manifest
+    from pipeline.core import io
 
     def counter(ns, name, value):
         return SimpleNamespace(key=SimpleNamespace(metric=SimpleNamespace(namespace=ns, name=name)),

@@ -21,9 +21,7 @@ import torch
 
 from pipeline.core.config import load_config
 from pipeline.report import collect, render_markdown
-from tests import test_generate, test_trainer
-from tests.conftest import ROOT
-from tests.test_trainer import read_log
+from tests.conftest import ROOT, read_log
 from trainer.__main__ import main
 from trainer.data import source_windows
 from trainer.evaluate import (
@@ -39,17 +37,14 @@ from trainer.evaluate import (
 )
 from trainer.generate import load_model
 
-# Fixtures of the generation tests (pytest finds fixtures among a module's attributes).
-alice, run = test_trainer.alice, test_generate.run
-
 PALOMA = "c4/paloma_c4_100_domains_www.theguardian.com.jsonl.gz"
 TRICKY = ["naïve café — 東京 🙂", "tabs\tand  two spaces", " a leading space",
           "digits 2048 and ⅔", "line\nbreaks\n\n"]
 
 
 @pytest.fixture(scope="module")
-def model(run):
-    return load_model(run["checkpoint"])[0]
+def model(trained_run):
+    return load_model(trained_run["checkpoint"])[0]
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +71,21 @@ def cloze_items(text: str, n: int = 24) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def task_file(run, tmp_path_factory):
+def task_file(trained_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("task") / "alice_cloze.jsonl"
-    items = cloze_items("\n".join(run["texts"]["books"]))
+    items = cloze_items("\n".join(trained_run["texts"]["books"]))
     path.write_text("".join(json.dumps(item) + "\n" for item in items))
     return path
 
 
-def test_token_bytes_add_up_to_the_text(run, paloma_texts):
+def test_token_bytes_add_up_to_the_text(trained_run, paloma_texts):
     """Per document ([BOS] + ids + [EOS]), the bytes the targets stand for are the
     UTF-8 bytes of the text: the training texts, Paloma's (curly quotes, pound signs
     in byte-fallback pieces), and strings with other scripts, emoji and spaces; per
     token they are what decoding one more token adds."""
-    sp = run["sp"]
+    sp = trained_run["sp"]
     sizes, spaced = token_bytes(sp), starts_with_space(sp)
-    texts = run["texts"]["books"] + run["texts"]["poetry"][:5] + paloma_texts + TRICKY
+    texts = trained_run["texts"]["books"] + trained_run["texts"]["poetry"][:5] + paloma_texts + TRICKY
     for text in texts:
         ids = [1, *sp.encode(text), 2]
         assert target_bytes(torch.tensor([ids]), sizes, spaced, (1, 2)) == len(text.encode()), text
@@ -127,28 +122,28 @@ def decoded_bytes(sp, w: list[int]) -> int:
     return total
 
 
-def test_val_loss_and_bits_per_byte_per_source(run, model):
+def test_val_loss_and_bits_per_byte_per_source(trained_run, model):
     """The loss equals the training log's last validation loss (the same windows),
     and bits per byte is that loss in bits over the windows' bytes."""
-    cfg = run["cfg"]
+    cfg = trained_run["cfg"]
     val = val_bits_per_byte(model, cfg.shards.out, cfg.trainer.seq_len,
-                            cfg.trainer.val_batches * cfg.trainer.batch_size, 8, run["sp"])
-    logged = run["summary"]["val"][-1]
+                            cfg.trainer.val_batches * cfg.trainer.batch_size, 8, trained_run["sp"])
+    logged = trained_run["summary"]["val"][-1]
     windows = source_windows(cfg.shards.out, cfg.trainer.seq_len, 32)
     assert set(val) == {"books", "poetry"}
     for source, r in val.items():
         assert r["loss"] == pytest.approx(logged["val_loss"][source], abs=1e-6)
         assert r["tokens"] == logged["val_tokens"][source] == 32 * 128
-        assert r["bytes"] == sum(decoded_bytes(run["sp"], w) for w in windows[source].tolist())
+        assert r["bytes"] == sum(decoded_bytes(trained_run["sp"], w) for w in windows[source].tolist())
         assert 2.0 * r["tokens"] < r["bytes"] < 4.0 * r["tokens"]  # 1000 pieces: short ones
         assert r["bits_per_byte"] == pytest.approx(r["loss"] * r["tokens"] / math.log(2) / r["bytes"])
         assert 1.0 < r["bits_per_byte"] < math.log2(256)
 
 
-def test_paloma_perplexity(run, model, shared_corpus, paloma_texts, tmp_path):
+def test_paloma_perplexity(trained_run, model, shared_corpus, paloma_texts, tmp_path):
     """Paloma's C4 sample: 10 documents, every token after BOS scored in windows of
     128, the same sum as one forward per window; bad lines are counted, not fatal."""
-    sp = run["sp"]
+    sp = trained_run["sp"]
     docs = load_docs("paloma", str(shared_corpus / PALOMA), sp)
     assert len(docs.docs) == 10 and docs.skipped == {}
     assert docs.bytes == sum(len(t.encode()) for t in paloma_texts) == 31_586
@@ -174,11 +169,11 @@ def test_paloma_perplexity(run, model, shared_corpus, paloma_texts, tmp_path):
     assert score_docs(model, DocSet("none", "-", [], 0), 128)["loss"] is None
 
 
-def test_multiple_choice_equals_lm_eval_harness(run, model, task_file, tmp_path):
+def test_multiple_choice_equals_lm_eval_harness(trained_run, model, task_file, tmp_path):
     """lm-evaluation-harness (the `lm_eval` package), offline, on our HF export and a
     local task file in its own YAML format: every choice's log-likelihood equals ours
     within 1e-4, and so do acc and acc_norm."""
-    task = load_task("alice_cloze", str(task_file), run["sp"])
+    task = load_task("alice_cloze", str(task_file), trained_run["sp"])
     assert len(task.gold) == 24 and task.skipped == {}
     ours = task_loglikelihoods(model, task)
     from trainer.evaluate import task_accuracy
@@ -203,7 +198,7 @@ def test_multiple_choice_equals_lm_eval_harness(run, model, task_file, tmp_path)
     out = tmp_path / "lm-eval"
     proc = subprocess.run(
         [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-         "--model_args", f"pretrained={run['hf']},dtype=float32,add_bos_token=True",
+         "--model_args", f"pretrained={trained_run['hf']},dtype=float32,add_bos_token=True",
          "--tasks", "alice_cloze", "--include_path", str(tasks_dir), "--device", "cpu",
          "--batch_size", "4", "--output_path", str(out), "--log_samples"],
         env=env, capture_output=True, text=True, timeout=600, check=False)
@@ -219,17 +214,17 @@ def test_multiple_choice_equals_lm_eval_harness(run, model, task_file, tmp_path)
     assert min(np.ptp(x) for x in ours) > 0.5  # the choices' scores differ: argmax decides
 
 
-def test_eval_command_and_report(run, task_file, shared_corpus, tmp_path, capsys):
+def test_eval_command_and_report(trained_run, task_file, shared_corpus, tmp_path, capsys):
     """`trainer eval` prints loss and bits per byte per source, the Paloma sample's
     perplexity and the task's accuracy, writes eval.json with greedy samples, and
     `pipeline report` shows it."""
-    cfg = run["cfg"]
+    cfg = trained_run["cfg"]
     overrides = [f"shards.out={cfg.shards.out}", f"trainer.out={cfg.trainer.out}",
                  f"out_dir={tmp_path}", "trainer.seq_len=128", "trainer.batch_size=8",
                  "trainer.val_batches=4", f"trainer.eval.tasks.cloze={task_file}",
                  'trainer.eval.prompts=["Alice was", "The Queen said", "Of Man"]',
                  "trainer.eval.max_new_tokens=12"]
-    args = ["eval", "--checkpoint", run["checkpoint"], "--docs",
+    args = ["eval", "--checkpoint", trained_run["checkpoint"], "--docs",
             str(shared_corpus / PALOMA)] + [x for o in overrides for x in ("--set", o)]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -253,15 +248,15 @@ def test_eval_command_and_report(run, task_file, shared_corpus, tmp_path, capsys
     assert report["samples"][0]["completion"].strip().splitlines()[0] in text
 
 
-def test_in_loop_evaluation_in_log_and_plot(run, task_file, tmp_path):
+def test_in_loop_evaluation_in_log_and_plot(trained_run, task_file, tmp_path):
     """trainer.eval.docs and .tasks run every 3 steps and at the end; their records
     hold the numbers `score_docs` and `score_task` give on the final checkpoint."""
     from trainer.evaluate import score_task
     from trainer.train import train
 
-    cfg = run["cfg"]
+    cfg = trained_run["cfg"]
     books = tmp_path / "books.jsonl"
-    books.write_text("".join(json.dumps({"text": t}) + "\n" for t in run["texts"]["books"][-2:]))
+    books.write_text("".join(json.dumps({"text": t}) + "\n" for t in trained_run["texts"]["books"][-2:]))
     overrides = [f"shards.out={cfg.shards.out}", f"trainer.out={tmp_path / 'train'}",
                  "trainer.model=demo", "trainer.seq_len=128", "trainer.batch_size=4",
                  "trainer.steps=7", "trainer.warmup_steps=2", "trainer.num_threads=1",
@@ -275,7 +270,7 @@ def test_in_loop_evaluation_in_log_and_plot(run, task_file, tmp_path):
                               "eval_acc_per_token"}
     last = evals[-1]
     model = load_model(summary["checkpoint"])[0]
-    sp = run["sp"]
+    sp = trained_run["sp"]
     docs = score_docs(model, load_docs("books", str(books), sp), 128)
     assert last["eval_loss"]["books"] == pytest.approx(docs["loss"], rel=1e-6)
     assert last["eval_bpb"]["books"] == pytest.approx(docs["bits_per_byte"], rel=1e-6)

@@ -5,15 +5,10 @@ seed and its top-k / top-p cut, and the command line streams, writes and sizes."
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
 
-from tests import test_trainer
-from tests.conftest import CACHE
-from tests.test_data import write_shards
-from tests.test_trainer import config
 from trainer.__main__ import main
 from trainer.generate import (
     completion_text,
@@ -25,84 +20,8 @@ from trainer.generate import (
 )
 from trainer.model import ModelArgs, Transformer
 
-alice = test_trainer.alice  # the fixture (pytest finds fixtures among module attributes)
-
-MILTON = "inputs/books/plrabn12.txt"
-VOCAB = 1000
-SEQ_LEN = 128
 PROMPTS = ["Alice was beginning to get very tired of sitting", "Of Man's first disobedience",
            "The Queen"]
-_RUN: dict = {}
-
-
-def trained_run(tmp_path_factory, alice: bytes, milton: bytes) -> dict:
-    """A real tokenizer, shards and model, built once per session:
-
-    - SentencePiece BPE with LLaMA's trainer spec, vocabulary 1000, trained on Alice in
-      Wonderland and Paradise Lost (CRLF -> LF);
-    - shards as the shard job writes them (`[BOS] + ids + [EOS]` per document; the
-      manifest names the tokenizer): source "books" = Alice's chapters, "poetry" =
-      Milton in ~6 kB pieces; validation = Alice's last 2 chapters and Milton's last
-      4 pieces;
-    - the demo model trained 120 steps at seq_len 128 (`python -m trainer`'s `train`);
-    - its HF export with the tokenizer's HF files (`trainer export --hf`).
-
-    Returns {"cfg", "sp", "model_path", "checkpoint", "hf", "summary", "texts"}.
-    """
-    if _RUN:
-        return _RUN
-    import sentencepiece as spm
-
-    import tokenizer
-    from tokenizer.train import LLAMA_TRAINER_SPEC
-    from trainer.train import train
-
-    out = tmp_path_factory.mktemp("generate-run")
-    a = alice.decode("utf-8").replace("\r\n", "\n")
-    m = milton.decode("utf-8").replace("\r\n", "\n")[:150_000]
-    chapters = [c.strip() for c in re.split(r"(?<=\n)(?= *CHAPTER [IVX]+\n)", a) if c.strip()]
-    pieces = [m[i:i + 6000].strip() for i in range(0, len(m), 6000)]
-    lines = [line for line in (a + "\n" + m).splitlines() if line.strip()]
-    spm.SentencePieceTrainer.Train(sentence_iterator=iter(lines),
-                                   model_prefix=str(out / "tok"), vocab_size=VOCAB,
-                                   character_coverage=1.0, num_threads=1, minloglevel=2,
-                                   **LLAMA_TRAINER_SPEC)
-    model_path = str(out / "tok.model")
-    sp = tokenizer.load(model_path)
-
-    def docs(source: str, texts: list[str]) -> list:
-        ids = tokenizer.encode_batch(sp, texts, num_threads=1)
-        return [(source, f"{source}-{i}", [1, *x, 2]) for i, x in enumerate(ids)]
-
-    books, poetry = docs("books", chapters), docs("poetry", pieces)
-    train_docs, val_docs = books[:-2] + poetry[:-4], books[-2:] + poetry[-4:]
-    shard_dir = out / "shards"
-    manifest = write_shards(shard_dir, [train_docs[0::2], train_docs[1::2]], val=[val_docs],
-                            vocab_size=VOCAB, rows_per_batch=4)
-    manifest["tokenizer"].update(path=model_path, vocab_size=sp.get_piece_size())
-    (shard_dir / "manifest.json").write_text(json.dumps(manifest))
-
-    cfg = config(shard_dir, out / "train", steps=120, seq_len=SEQ_LEN, batch_size=8,
-                 warmup_steps=10, log_every=10, val_batches=4)
-    summary = train(cfg)
-    hf = out / "hf"
-    assert main(["export", "--hf", str(hf), "--checkpoint", summary["checkpoint"]]) == 0
-    from tokenizer.hf import export_hf
-
-    export_hf(model_path, hf)
-    _RUN.update(cfg=cfg, sp=sp, model_path=model_path, checkpoint=summary["checkpoint"], hf=hf,
-                summary=summary, texts={"books": chapters, "poetry": pieces})
-    return _RUN
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, alice, request) -> dict:
-    path = CACHE / MILTON
-    if not path.exists():
-        path = request.getfixturevalue("demo_inputs")[MILTON]
-    return trained_run(tmp_path_factory, alice, path.read_bytes())
-
-
 @pytest.fixture(scope="module")
 def random_model() -> Transformer:
     """The demo shape with weights far from init, so every logit differs."""
@@ -157,16 +76,16 @@ def test_top_k_and_top_p_keep_only_their_tokens():
     assert sample_next(logits, 0.0) == 0
 
 
-def test_greedy_equals_transformers_generate(run):
+def test_greedy_equals_transformers_generate(trained_run):
     """3 prompts x 32 tokens from the trained demo model: our KV-cache greedy decoding
     and `LlamaForCausalLM.generate` on the export give the same tokens."""
     from transformers import LlamaForCausalLM
 
-    hf = LlamaForCausalLM.from_pretrained(run["hf"]).eval()
-    model = load_model(run["checkpoint"])[0]
-    from_export = load_model(run["hf"])[0]
+    hf = LlamaForCausalLM.from_pretrained(trained_run["hf"]).eval()
+    model = load_model(trained_run["checkpoint"])[0]
+    from_export = load_model(trained_run["hf"])[0]
     for prompt in PROMPTS:
-        ids = encode_prompt(run["sp"], prompt)
+        ids = encode_prompt(trained_run["sp"], prompt)
         ours = generate(model, ids, 32)
         with torch.no_grad():
             theirs = hf.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False,
@@ -176,17 +95,17 @@ def test_greedy_equals_transformers_generate(run):
         assert len(set(ours)) > 3  # a trained model, not one token repeated
 
 
-def test_command_line_streams_and_writes_samples(run, tmp_path, capsys):
+def test_command_line_streams_and_writes_samples(trained_run, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS[:2]) + "\n")
     out = tmp_path / "samples.json"
-    assert main(["generate", "--checkpoint", run["checkpoint"], "--tokenizer", run["model_path"],
+    assert main(["generate", "--checkpoint", trained_run["checkpoint"], "--tokenizer", trained_run["model_path"],
                  "--prompts-file", str(prompts), "--max-new-tokens", "20",
                  "--temperature", "0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     samples = json.loads(out.read_text())["samples"]
-    sp = run["sp"]
-    model = load_model(run["checkpoint"])[0]
+    sp = trained_run["sp"]
+    model = load_model(trained_run["checkpoint"])[0]
     for prompt, sample in zip(PROMPTS[:2], samples, strict=True):
         ids = encode_prompt(sp, prompt)
         tokens = generate(model, ids, 20)
@@ -197,7 +116,7 @@ def test_command_line_streams_and_writes_samples(run, tmp_path, capsys):
 
     # Sampling is seeded: the same seed, the same text; the export folder finds its tokenizer.
     def sampled(seed: str) -> list:
-        main(["generate", "--hf", str(run["hf"]), "--prompt", PROMPTS[2], "--max-new-tokens",
+        main(["generate", "--hf", str(trained_run["hf"]), "--prompt", PROMPTS[2], "--max-new-tokens",
               "24", "--temperature", "1.0", "--top-k", "50", "--seed", seed, "--out", str(out)])
         return json.loads(out.read_text())["samples"][0]["tokens"]
 

@@ -11,19 +11,20 @@ import unicodedata
 import numpy as np
 import pytest
 
-from pipeline.filters import c4, dedup, minhash, quality
+from pipeline.filters import c4, quality
+from pipeline.dedup import minhash
+from pipeline.dedup import exact_keys as dedup
 from pipeline.filters.c4 import C4_FINEWEB, C4_T5, clean_c4_page, iter_lines
-from pipeline.filters.dedup import content_hash, normalize_for_hash, text_chunks
+from pipeline.dedup.exact_keys import content_hash, normalize_for_hash, text_chunks
 from pipeline.filters.langid import (
     SAMPLE_CHARS,
     LanguageIdentifier,
     lid_sample,
 )
-from pipeline.filters.minhash import signatures
+from pipeline.dedup.minhash import signatures
 from pipeline.filters.quality import too_large, utf8_size
-from pipeline.packed import _CODEC, _HEAD, pack, unpack
-from tests.bench.bench_dedup import book_paragraphs, json_texts
-from tests.test_minhash import datasketch_minhash
+from pipeline.beam.packed import _CODEC, _HEAD, pack, unpack
+from tests.conftest import book_paragraphs, datasketch_minhash, json_texts
 
 # Cut points that would break a naive split: NFC across a cut (a combining mark
 # after a space), spaces that NFC rewrites (U+2000 -> U+2002), a final sigma,

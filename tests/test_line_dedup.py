@@ -1,4 +1,4 @@
-"""CCNet line dedup (pipeline.line_dedup) against a plain in-memory reference, on
+"""CCNet line dedup (pipeline.dedup.lines) against a plain in-memory reference, on
 real documents with injected boilerplate, in each shard-group scope."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.filters.ccnet import (
+from pipeline.dedup.line_keys import (
     crawl_id,
     keep_first_lines,
     line_dedup_group,
     line_hash,
 )
-from pipeline.line_dedup import LineDedup
+from pipeline.dedup.lines import LineDedup
 from pipeline.sources import commoncrawl, wikipedia
 from pipeline.sources.base import make_document
 

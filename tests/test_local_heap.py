@@ -1,6 +1,6 @@
 """Memory of the local Beam runner: the glibc heap settings that
 `pipeline_options` applies with a local runner, and the per-role peak RSS that
-the scaling benchmark reads from `tests.bench.proc_tree`."""
+the scaling benchmark reads from `tests.proc_tree`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from pipeline.beam_util import ARROW_POOL_ENV, MALLOC_ENV, pipeline_options
+from pipeline.beam.runner import ARROW_POOL_ENV, MALLOC_ENV, pipeline_options
 from pipeline.core.config import load_config
 from tests.conftest import ROOT
 
@@ -49,7 +49,7 @@ def test_proc_tree_reports_peak_rss_by_role(tmp_path):
     code = "import time; b = b'x' * (300 * 2**20); time.sleep(0.6)"
     # measured from a small fresh interpreter, as the bench does: a child forked from
     # this (large) test process would inherit its peak RSS as its own starting peak
-    probe = (f"import json, sys; from tests.bench.proc_tree import measure; "
+    probe = (f"import json, sys; from tests.proc_tree import measure; "
              f"print(json.dumps(measure([sys.executable, '-c', {code!r}], {str(tmp_path / 'log')!r})))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
@@ -63,8 +63,8 @@ def test_proc_tree_reports_peak_rss_by_role(tmp_path):
 def test_local_scratch_is_removed_however_the_run_ends(tmp_path, monkeypatch):
     """The spill folder and the workers' options file exist only while the job
     runs, and PIPELINE_OPTIONS_FILE is restored, also after Ctrl-C."""
-    from pipeline.beam_util import local_scratch
-    from pipeline.packed import Packer
+    from pipeline.beam.runner import local_scratch
+    from pipeline.beam.packed import Packer
     from pipeline.sources.base import make_document
 
     monkeypatch.setenv("PIPELINE_OPTIONS_FILE", "users-own.json")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from pipeline.filters import minhash
-from pipeline.filters.minhash import (
+from pipeline.dedup import minhash
+from pipeline.dedup.minhash import (
     EMPTY_VALUE,
     HASHFUNC,
     LSH_WEIGHTS,
@@ -24,14 +24,7 @@ from pipeline.filters.minhash import (
     signatures,
     word_hash64,
 )
-from tests.bench.bench_dedup import book_paragraphs, json_texts
-
-
-def datasketch_minhash(text: str, num_perm: int = 128, ngram: int = 5, seed: int = 1) -> MinHash:
-    """The oracle: datasketch configured explicitly as our signatures claim to be."""
-    m = MinHash(num_perm=num_perm, seed=seed, hashfunc=shingle_hash32, scheme="affine32")
-    m.update_batch([s.encode("utf-8", "surrogatepass") for s in shingles(text, ngram)])
-    return m
+from tests.conftest import book_paragraphs, datasketch_minhash, json_texts
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pipeline.core.schema import CLEAN_FORMAT
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
     REPEAT_BUCKETS,
@@ -19,8 +20,7 @@ from pipeline.mixture import (
     repeat_key,
     share_error_bounds,
 )
-from pipeline.core.schema import CLEAN_FORMAT
-from tests.conftest import ROOT
+from tests.conftest import MIXTURE_TOKENS, ROOT
 
 # LLaMA Table 1: share (%), epochs, and disk size (GB) of each source
 TABLE1 = {
@@ -76,95 +76,10 @@ def test_production_config_is_table1():
 
 # --- the extra-copy selection on real documents --------------------------------------
 
-SOURCES = {  # demo inputs read by the pipeline's own readers
-    "wikipedia": "inputs/wikipedia/*.bz2",
-    "github": "inputs/github/*.jsonl.gz",
-    "books": "inputs/books/*.txt",
-    "commoncrawl": "inputs/commoncrawl/*.warc.gz",
-}
-VOCAB_SIZE = 1000
-TOTAL_TOKENS = 8_000_000  # enough for Wikipedia to qualify (see below)
-_RUNS: dict[str, dict] = {}  # one shard run per session, shared with test_shards_hf
-
-
-def _read_sources(cache: Path) -> dict[str, list[dict]]:
-    from pipeline.core.config import load_config
-    from pipeline.sources import get_reader
-    from pipeline.sources.base import DeadLetter, Skip
-
-    cfg = load_config(ROOT / "configs" / "demo.yaml")
-    docs = {}
-    for source, pattern in SOURCES.items():
-        docs[source] = [
-            rec
-            for path in sorted(cache.glob(pattern))
-            for rec in get_reader(source)(str(path), cfg)
-            if not isinstance(rec, (Skip, DeadLetter))
-        ]
-    # a third of the 560 GitHub files (by id) keeps the test to seconds
-    docs["github"] = sorted(docs["github"], key=lambda d: d["id"])[::3]
-    return docs
-
-
-def _write_clean(out: Path, docs: dict[str, list[dict]]) -> None:
-    """`<out>/clean/` as the clean job leaves it: Arrow files and a manifest."""
-    from pipeline.core.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
-
-    files = []
-    for source, rows in docs.items():
-        for k in range(2):
-            rel = f"{source}/part-{k:05d}-of-00002.arrow"
-            (out / "clean" / source).mkdir(parents=True, exist_ok=True)
-            part = sorted(rows[k::2], key=lambda d: d["id"])
-            table = pa.Table.from_pydict({f: [d[f] for d in part] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
-            with pa.OSFile(str(out / "clean" / rel), "wb") as f, pa.ipc.new_file(f, DOCUMENT_SCHEMA) as w:
-                w.write_table(table, max_chunksize=64)
-            files.append({"source": source, "file": rel})
-    (out / "clean" / "manifest.json").write_text(json.dumps({"format": CLEAN_FORMAT, "files": files}))
-
-
-def shard_run(tmp_path_factory, demo_inputs: dict[str, Path]) -> dict:
-    """Real documents (the demo's Wikipedia, GitHub, Gutenberg and Common Crawl
-    inputs through the pipeline's readers) -> tokenizer -> the Beam shard job,
-    with no max_epochs cap. Built once per session."""
-    if "run" in _RUNS:
-        return _RUNS["run"]
-    import tokenizer
-    from pipeline.core.config import load_config
-    from pipeline.shards import run_shards
-    from tokenizer.train import train_tokenizer
-
-    out = tmp_path_factory.mktemp("mixture")
-    docs = _read_sources(demo_inputs["models/lid.176.ftz"].parents[1])
-    _write_clean(out, docs)
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        f"out_dir={out}",
-        f"tokenizer.model_prefix={out}/tokenizer/m",
-        f"tokenizer.vocab_size={VOCAB_SIZE}",
-        "tokenizer.sample_bytes=1000000",
-        f"shards.out={out}/shards",
-        f"shards.total_tokens={TOTAL_TOKENS}",
-        "shards.shard_tokens=4000000",
-        "shards.max_epochs=null",
-        "beam.direct_num_workers=1",
-        "beam.direct_running_mode=in_memory",
-    ])
-    train_tokenizer(cfg)
-    sp = tokenizer.load(f"{out}/tokenizer/m.model")
-    lengths = {}  # {source: [(doc_id, tokens incl. BOS and EOS, held out)]}
-    for source, rows in docs.items():
-        ids = tokenizer.encode_batch(sp, [d["text"] for d in rows])
-        lengths[source] = [
-            (d["id"], len(x) + 2, hash_unit(cfg.seed, "val", d["id"]) < cfg.shards.val_fraction)
-            for d, x in zip(rows, ids)
-        ]
-    _RUNS["run"] = {"cfg": cfg, "out": out, "lengths": lengths, "manifest": run_shards(cfg)}
-    return _RUNS["run"]
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, demo_inputs):
-    return shard_run(tmp_path_factory, demo_inputs)
+def run(shard_run):
+    """The session's shard run on real documents."""
+    return shard_run
 
 
 def test_achieved_mixture_within_half_a_point_for_sources_with_enough_tokens(run):
@@ -191,7 +106,7 @@ def test_achieved_mixture_within_half_a_point_for_sources_with_enough_tokens(run
 def test_epochs_are_the_computed_ones_and_written_within_half_a_document(run):
     m, cfg, lengths = run["manifest"], run["cfg"], run["lengths"]
     available = {s: sum(n for _, n, held in docs if not held) for s, docs in lengths.items()}
-    expected = compute_epochs({s: c.share for s, c in cfg.sources.items()}, available, TOTAL_TOKENS)
+    expected = compute_epochs({s: c.share for s, c in cfg.sources.items()}, available, MIXTURE_TOKENS)
     for s, v in m["sources"].items():
         assert v["tokens_available"] == available[s]
         assert v["val_tokens"] == sum(n for _, n, held in lengths[s] if held)
@@ -203,7 +118,7 @@ def test_epochs_are_the_computed_ones_and_written_within_half_a_document(run):
         assert abs(v["tokens_written"] - v["planned_tokens"]) <= v["largest_doc_tokens"] / 2, s
         assert v["epochs_written"] == v["tokens_written"] / v["tokens_available"]
     assert m["tokens_written"] == sum(v["tokens_written"] for v in m["sources"].values())
-    assert abs(m["tokens_written"] - TOTAL_TOKENS) <= sum(v["largest_doc_tokens"] for v in m["sources"].values()) / 2
+    assert abs(m["tokens_written"] - MIXTURE_TOKENS) <= sum(v["largest_doc_tokens"] for v in m["sources"].values()) / 2
 
 
 def test_shards_hold_the_manifest_copies(run):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import trainer.loss
 import trainer.model
 from trainer.model import (
     MODEL_SIZES,
@@ -151,7 +152,7 @@ def _loss_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_chunked_loss_and_gradients_equal_cross_entropy(monkeypatch, reduction):
     """The CPU loss in chunks of 64 rows (64, 64 and a ragged 22) against
     `F.cross_entropy` over the whole logits in float64, gradients through a scale."""
-    monkeypatch.setattr(trainer.model, "LOSS_CHUNK_ELEMENTS", 64 * 300)
+    monkeypatch.setattr(trainer.loss, "LOSS_CHUNK_ELEMENTS", 64 * 300)
     h, w, targets = _loss_inputs()
     h64, w64 = h.double().requires_grad_(), w.double().requires_grad_()
     ref = F.cross_entropy(F.linear(h64, w64), targets, ignore_index=-100, reduction=reduction)

@@ -16,12 +16,11 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from datasketch import MinHash, MinHashLSH
 
-from pipeline.filters.minhash import LSH_WEIGHTS, shingle_hash32, shingles
-from pipeline.near_dedup import StarContraction
-from tests.bench.bench_dedup import (
-    book_paragraphs,
+from pipeline.dedup.minhash import LSH_WEIGHTS, shingle_hash32, shingles
+from pipeline.dedup.near import StarContraction
+from tests.conftest import SHARED_CORPUS, book_paragraphs, json_texts
+from tests.near_dups import (
     dedup_config,
-    json_texts,
     make_doc,
     near_duplicate_set,
     precision_recall,
@@ -56,8 +55,8 @@ def oracle_survivors(docs: list[dict], cfg) -> list[dict]:
     unioned; each component keeps its lowest node, and of that node's identical
     copies the one with the smallest sorted-keys JSON. No-shingle documents are
     dropped; other sources pass through."""
-    mh = cfg.clean.minhash
-    sources = set(mh.sources) if mh.enabled else set()
+    mh = cfg.clean.near_dedup.web
+    sources = set(cfg.sources_with("near_dedup", "web"))
     out = [d for d in docs if d["source"] not in sources]
     for source in sorted({d["source"] for d in docs} & sources):
         nodes: dict[tuple, list[dict]] = defaultdict(list)
@@ -103,8 +102,6 @@ def _run(cfg, docs: list[dict], tmp_path: Path, name: str):
 def originals(demo_inputs) -> list[str]:
     """105 real documents: Gutenberg paragraphs (alice29, plrabn12), then C4 pages
     when the shared corpus is beside the checkout (else more of alice29)."""
-    from tests.conftest import SHARED_CORPUS
-
     alice = book_paragraphs(demo_inputs["inputs/books/alice29.txt"])
     texts = alice[:45] + book_paragraphs(demo_inputs["inputs/books/plrabn12.txt"])[:15]
     if SHARED_CORPUS.is_dir():
@@ -137,7 +134,7 @@ def block_edited_pairs(originals: list[str], seed: int) -> list[dict]:
 
 def test_near_duplicate_set_matches_oracle_and_true_jaccard(originals, tmp_path):
     cfg = dedup_config()
-    mh = cfg.clean.minhash
+    mh = cfg.clean.near_dedup.web
     assert (mh.num_perm, mh.ngram, mh.threshold) == (128, 5, 0.8)
     docs = near_duplicate_set(originals[:75], seed=11, source="c4")
     zone = block_edited_pairs(originals[75:], seed=12)
@@ -200,7 +197,7 @@ def test_small_inputs_and_repeated_ids(originals, tmp_path):
 
 
 def test_only_configured_sources_each_on_its_own(originals, tmp_path):
-    cfg = dedup_config("clean.minhash.sources=[c4, commoncrawl]")
+    cfg = dedup_config("sources.c4.near_dedup=web", "sources.commoncrawl.near_dedup=web")
     text = originals[2]
     docs = [
         make_doc("c4", "a", text),
@@ -218,7 +215,7 @@ def test_only_configured_sources_each_on_its_own(originals, tmp_path):
     )
     assert counters == {"c4": {"drop.near_duplicate": 1}}
 
-    off = dedup_config("clean.minhash.enabled=false")
+    off = dedup_config("sources.c4.near_dedup=null", "sources.commoncrawl.near_dedup=null")
     survivors, _ = _run(off, docs, tmp_path, "off")
     assert _canon(survivors) == _canon(docs)
 
@@ -266,9 +263,9 @@ def test_star_contraction_on_a_long_path(rounds):
 def test_keep_survivors_counts_drops_and_unconverged_nodes():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.beam_util import collect_counters
-    from pipeline.near_dedup import KeepSurvivors
-    from pipeline.packed import pack
+    from pipeline.beam.runner import collect_counters
+    from pipeline.dedup.near import KeepSurvivors
+    from pipeline.beam.packed import pack
 
     a, b, c = (("c4", i, "h") for i in ("a", "b", "c"))
     doc = make_doc("c4", "x", "some text")

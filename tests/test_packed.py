@@ -1,4 +1,4 @@
-"""Documents and token ids packed between Beam stages (`pipeline.packed`), and
+"""Documents and token ids packed between Beam stages (`pipeline.beam.packed`), and
 the Document writer that unpacks one bounded record batch at a time."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pipeline.clean import (
     DocumentPart,
     record_batches,
 )
-from pipeline.extsort import sort_pairs
-from pipeline.packed import (
+from pipeline.beam.extsort import sort_pairs
+from pipeline.beam.packed import (
     MergeDocuments,
     Packer,
     SpillError,
@@ -129,7 +129,7 @@ def test_spilled_documents_read_back_in_another_process(wiki_docs, tmp_path):
     assert all(isinstance(r, tuple) and len(pickle.dumps(r)) < 120 for r in refs)
     assert [packer.unpack(r) for r in reversed(refs)] == wiki_docs[::-1]
     assert len({r[0] for r in refs}) == 1  # one append-only file per process
-    code = ("import pickle, sys; from pipeline.packed import Packer; "
+    code = ("import pickle, sys; from pipeline.beam.packed import Packer; "
             "p, refs = pickle.loads(sys.stdin.buffer.read()); "
             "print(sum(len(p.unpack(r)['text']) for r in refs))")
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps((packer, refs)),
@@ -149,7 +149,7 @@ def test_a_spill_folder_deleted_and_made_again_gets_a_new_file(wiki_docs, tmp_pa
     """Two jobs in one process (in-memory workers) spilling to the same path."""
     import shutil
 
-    from pipeline.packed import release_spill
+    from pipeline.beam.packed import release_spill
 
     folder = str(tmp_path / "spill")
     first = Packer(folder).pack(wiki_docs[0])

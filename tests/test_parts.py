@@ -1,5 +1,5 @@
-"""Output parts sized by bytes (`pipeline.parts`) and the external sort they are
-written from (`pipeline.extsort`), on real Documents."""
+"""Output parts sized by bytes (`pipeline.beam.parts`) and the external sort they are
+written from (`pipeline.beam.extsort`), on real Documents."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.clean import DeadLetterPart, DocumentPart, document_bytes, sized_dead_letter, sized_document
 from pipeline.core.config import load_config
-from pipeline.extsort import sort_pairs
-from pipeline.packed import INLINE, pack
-from pipeline.parts import WriteSizedParts, _numbering, part_count, part_index
+from pipeline.beam.extsort import sort_pairs
+from pipeline.beam.packed import INLINE, pack
+from pipeline.beam.parts import WriteSizedParts, _numbering, part_count, part_index
 from pipeline.sources import github, wikipedia
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.core.config import ConfigError, load_config
-from pipeline.filters import ccnet
+from pipeline.core.schema import DOCUMENT_SCHEMA, write_clean_output
+from pipeline.dedup import line_keys as ccnet
 from pipeline.filters.perplexity import (
     UNICODE_PUNCT,
     bucket,
@@ -21,11 +22,8 @@ from pipeline.filters.perplexity import (
     normalized_lines,
     perplexity,
 )
-from pipeline.core.schema import DOCUMENT_SCHEMA, write_clean_output
 from pipeline.sources.base import make_document
-from tests.test_quality_model import _code, _paragraphs, _write
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, poem_passages, python_files, write_texts
 
 
 def test_normalize_is_ccnets():
@@ -82,12 +80,12 @@ def filtered(tmp_path_factory, demo_inputs):
     from pipeline.quality_filter import run_quality_filter
 
     out = tmp_path_factory.mktemp("ppl")
-    poem, code = _paragraphs(demo_inputs), _code(demo_inputs)
+    poem, code = poem_passages(demo_inputs), python_files(demo_inputs)
     pages = [(t, "en") for pair in zip(poem[60:70], code[:10]) for t in pair] + [(t, "de") for t in poem[:2]]
     before = _write_langs(out, {"wikipedia": [(t, "en") for t in poem[:60]], "commoncrawl": pages,
                                 "books": [(t, "en") for t in poem[60:65]]})
     cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        f"out_dir={out}", "clean.quality.sources=[]", "clean.perplexity.vocab_size=300"])
+        f"out_dir={out}", "sources.commoncrawl.quality=false", "clean.perplexity.vocab_size=300"])
     lm = train_language_models(cfg)
     pages_before = _docs(cfg, before, "commoncrawl")  # the filter's commit removes their run
     return cfg, before, pages_before, lm, run_quality_filter(cfg)
@@ -149,8 +147,8 @@ def test_the_filter_needs_its_models(tmp_path, demo_inputs):
     from pipeline.lm_train import LanguageModelError
     from pipeline.quality_filter import run_quality_filter
 
-    _write(tmp_path, {"commoncrawl": _paragraphs(demo_inputs)[:3]})
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}", "clean.quality.sources=[]"])
+    write_texts(tmp_path, {"commoncrawl": poem_passages(demo_inputs)[:3]})
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={tmp_path}", "sources.commoncrawl.quality=false"])
     with pytest.raises(LanguageModelError, match="lm/manifest.json not found: run `python -m pipeline lm-train`"):
         run_quality_filter(cfg)
 

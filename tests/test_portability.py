@@ -18,7 +18,7 @@ from apache_beam.options import pipeline_options as po
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.runners import pipeline_context
 
-from pipeline.beam_util import pipeline_options
+from pipeline.beam.runner import pipeline_options
 from pipeline.core.config import SOURCES, load_config
 from tests.conftest import ROOT
 
@@ -39,7 +39,7 @@ SIDE_INPUTS = {common_urns.side_inputs.ITERABLE.urn, common_urns.side_inputs.MUL
 
 
 def _clean_graph(cfg, items, spill: bool) -> beam.Pipeline:
-    """spill: as the local runner builds it (Documents spilled, `pipeline.packed`)."""
+    """spill: as the local runner builds it (Documents spilled, `pipeline.beam.packed`)."""
     from pipeline.clean import build_clean_pipeline
 
     p = beam.Pipeline(runner="FnApiRunner")

@@ -1,4 +1,4 @@
-"""Process roles of `tests.bench.proc_tree`: Beam's SDK workers are told apart
+"""Process roles of `tests.proc_tree`: Beam's SDK workers are told apart
 from the runner by how Beam itself starts them, on a real two-worker job."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from tests.bench.proc_tree import SDK_WORKER_MAIN, process_role, python_entry, role
 from tests.conftest import ROOT
+from tests.proc_tree import SDK_WORKER_MAIN, process_role, python_entry, role
 
 # Two SDK worker processes (FnApiRunner, multi_processing); the stage sleeps in
 # the workers long enough for several 0.1 s samples to see them
@@ -30,7 +30,7 @@ with beam.Pipeline(options=opts) as p:
 
 def test_beam_workers_are_workers_and_the_launcher_is_main(tmp_path):
     # the wrapper is a fresh small interpreter, as in the benches
-    probe = ("import json, sys; from tests.bench.proc_tree import measure; "
+    probe = ("import json, sys; from tests.proc_tree import measure; "
              f"print(json.dumps(measure([sys.executable, '-c', {JOB!r}], {str(tmp_path / 'log')!r})))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
@@ -72,7 +72,7 @@ def test_cpu_of_a_process_that_outlives_the_command_is_counted(tmp_path):
     spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
     cmd = ("import subprocess, sys; "
            f"subprocess.Popen([sys.executable, '-c', {spin!r}])")
-    out = subprocess.run([sys.executable, "-m", "tests.bench.proc_tree", "--log", str(tmp_path / "log"),
+    out = subprocess.run([sys.executable, "-m", "tests.proc_tree", "--log", str(tmp_path / "log"),
                           "--", sys.executable, "-c", cmd], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     m = json.loads(out.strip().splitlines()[-1])

@@ -23,10 +23,11 @@ import pytest
 
 from pipeline.core.config import load_config
 from tests.cluster import free_port, s3_server, worker_pool  # noqa: F401 - fixtures
+from tests.conftest import SMALL_DEMO_INPUTS, small_run_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "llama"
-INPUTS = (("commoncrawl", "*.warc.gz"), ("github", "*.jsonl.gz"), ("wikipedia", "*.bz2"), ("books", "*.txt"))
+INPUTS = tuple(SMALL_DEMO_INPUTS.items())  # what the local reference reads too
 
 
 def _overrides(out: str, inputs: str, model: str, *extra: str) -> list[str]:
@@ -36,16 +37,9 @@ def _overrides(out: str, inputs: str, model: str, *extra: str) -> list[str]:
         f"langid.model={model}",
         f"clean.c4.badwords={model.rsplit('/', 1)[0]}/en.json",
         *(f"sources.{s}.inputs=[{inputs}/{s}/{pat}]" for s, pat in INPUTS),
-        f"tokenizer.model_prefix={out}/tokenizer/m",
-        "tokenizer.vocab_size=1000",
-        f"shards.out={out}/shards",
-        "shards.total_tokens=400000",
-        "shards.shard_tokens=100000",
-        f"trainer.out={out}/train",
+        *small_run_overrides(out),
         "trainer.steps=20",
-        "trainer.seq_len=64",
         "trainer.warmup_steps=5",
-        "trainer.log_every=5",
         "trainer.ckpt_every=10",
         *extra,
     ]
@@ -86,23 +80,21 @@ def _losses(log_text: str) -> list[tuple[int, float]]:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, demo_inputs):
-    """The reference: the same config on local paths and the local runner."""
-    from pipeline.clean import run_clean
-    from pipeline.shards import run_shards
-    from tokenizer.train import train_tokenizer
+def local_run(tmp_path_factory, small_demo_run):
+    """The reference: the same config on local paths and the local runner. Its
+    clean, tokenizer and shards are the session's demo at test size (the same
+    inputs and settings; only the C4 bad-words list, read by no source here, is
+    elsewhere); its training is this config's."""
     from trainer.train import train
 
-    cache = demo_inputs["models/lid.176.ftz"].parents[1]
+    cache, shared = small_demo_run["cache"], small_demo_run["out"]
     out = tmp_path_factory.mktemp("local")
     cfg = load_config(ROOT / "configs" / "demo.yaml",
-                      _overrides(str(out), str(cache / "inputs"), str(cache / "models" / "lid.176.ftz")))
-    run = {"out": out, "clean": run_clean(cfg)}
-    train_tokenizer(cfg)
-    run["shards"] = run_shards(cfg)
+                      _overrides(str(shared), str(cache / "inputs"), str(cache / "models" / "lid.176.ftz"),
+                                 f"trainer.out={out}/train"))
     train(cfg)
-    run["log"] = (out / "train" / "log.jsonl").read_text()
-    return run
+    return {"out": shared, "clean": small_demo_run["clean"], "shards": small_demo_run["shards"],
+            "log": (out / "train" / "log.jsonl").read_text()}
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ scores, and the second step that filters a committed clean output."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -12,6 +11,10 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.io import sha256_file
+from pipeline.core.schema import (
+    DOCUMENT_SCHEMA,
+    clean_files,
+)
 from pipeline.mixture import hash_unit
 from pipeline.quality_model import (
     NEGATIVE,
@@ -22,51 +25,17 @@ from pipeline.quality_model import (
     example_line,
     train_quality_model,
 )
-from pipeline.core.schema import (
-    DOCUMENT_FIELDS,
-    DOCUMENT_SCHEMA,
-    clean_files,
-    write_clean_output,
-)
 from pipeline.shards import read_documents
-from pipeline.sources.base import make_document
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _write(out: Path, parts: dict[str, list[str]], num_parts: int = 1) -> dict:
-    """Texts as a committed clean output; a source's documents dealt round-robin
-    into `num_parts` parts (ids do not depend on the split)."""
-    tables = {}
-    for source, texts in parts.items():
-        docs = [make_document(source, f"{source}-{i}", t, f"u:{i}") for i, t in enumerate(texts)]
-        tables[source] = [
-            pa.Table.from_pydict({f: [d[f] for d in docs[k::num_parts]] for f in DOCUMENT_FIELDS}, schema=DOCUMENT_SCHEMA)
-            for k in range(num_parts)
-        ]
-    return write_clean_output(str(out), tables, max_chunksize=7)  # several record batches per part
+from tests.conftest import ROOT, poem_passages, python_files, write_texts
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, demo_inputs):
     """Positives: paragraphs of Paradise Lost; negatives (configured): real Python files."""
     out = tmp_path_factory.mktemp("q")
-    paragraphs, code = _paragraphs(demo_inputs), _code(demo_inputs)
-    _write(out, {"books": paragraphs[:60], "github": code[:60]})
+    paragraphs, code = poem_passages(demo_inputs), python_files(demo_inputs)
+    write_texts(out, {"books": paragraphs[:60], "github": code[:60]})
     return out, paragraphs[60:70], code[60:70]
-
-
-def _paragraphs(demo_inputs) -> list[str]:
-    """20-line passages of Paradise Lost, past the preamble."""
-    poem = demo_inputs["inputs/books/plrabn12.txt"].read_text(encoding="latin-1")
-    lines = [line for line in poem.splitlines() if line.strip()][100:]
-    return ["\n".join(lines[i : i + 20]) for i in range(0, 20 * 70, 20)]
-
-
-def _code(demo_inputs) -> list[str]:
-    """Real Python files of more than 300 characters."""
-    with gzip.open(demo_inputs["inputs/github/site-packages.jsonl.gz"], "rt", encoding="utf-8") as f:
-        return [r["content"] for r in map(json.loads, f) if r["path"].endswith(".py") and len(r["content"]) > 300]
 
 
 def _cfg(out: Path, model: str, *extra: str):
@@ -103,7 +72,7 @@ def test_training_is_reproducible_and_separates_held_out_pages(corpus):
 def test_missing_examples_and_model_are_clear_errors(tmp_path):
     with pytest.raises(QualityModelError, match="manifest.json not found: run `python -m pipeline clean`"):
         train_quality_model(_cfg(tmp_path, "m.bin"))
-    _write(tmp_path, {"books": ["A reference page. " * 30]})  # positives, but no negatives
+    write_texts(tmp_path, {"books": ["A reference page. " * 30]})  # positives, but no negatives
     with pytest.raises(QualityModelError, match="need cleaned documents"):
         train_quality_model(_cfg(tmp_path, "m.bin"))
     with pytest.raises(QualityModelError, match="quality-train"):
@@ -113,8 +82,8 @@ def test_missing_examples_and_model_are_clear_errors(tmp_path):
 def test_beam_sample_is_the_in_memory_selection(tmp_path, demo_inputs):
     """Per class, the documents with the smallest seeded id hash, in that order,
     over several parts and record batches; a blank text is never an example."""
-    paragraphs, code = _paragraphs(demo_inputs), _code(demo_inputs)
-    _write(tmp_path, {"books": [*paragraphs[:40], " \n "], "github": code[:50]}, num_parts=3)
+    paragraphs, code = poem_passages(demo_inputs), python_files(demo_inputs)
+    write_texts(tmp_path, {"books": [*paragraphs[:40], " \n "], "github": code[:50]}, num_parts=3)
     cfg = _cfg(tmp_path, "m.bin", "clean.quality.max_examples=25")
     sample = draw_sample(cfg)
     assert sample[POSITIVE] == [example_line(POSITIVE, t) for t in _select_in_memory(tmp_path, ["books"], cfg.seed, 25)]
@@ -142,7 +111,7 @@ def filtered(corpus, tmp_path_factory, demo_inputs):
     model = train_quality_model(_cfg(model_dir, "filter.bin"))["model"]
     out = tmp_path_factory.mktemp("qf")
     mixed = [t for pair in zip(held_poem, held_code) for t in pair]
-    before = _write(out, {"commoncrawl": mixed, "books": _paragraphs(demo_inputs)[:5]}, num_parts=2)
+    before = write_texts(out, {"commoncrawl": mixed, "books": poem_passages(demo_inputs)[:5]}, num_parts=2)
     run = before["files"][0]["file"].split("/", 1)[0]
     dead = out / "clean" / run / "dead_letter" / "part-00000-of-00001.jsonl"
     dead.parent.mkdir()
@@ -154,7 +123,7 @@ def filtered(corpus, tmp_path_factory, demo_inputs):
     docs_before = {e["file"].split("/", 1)[1]: pa.ipc.open_file(str(out / "clean" / e["file"])).read_all().to_pylist()
                    for e in before["files"]}
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"out_dir={out}", f"clean.quality.model={model}",
-                                                       "clean.perplexity.sources=[]"])  # the classifier alone
+                                                       "sources.commoncrawl.perplexity=false"])  # the classifier alone
     return cfg, before, docs_before, run_quality_filter(cfg)
 
 

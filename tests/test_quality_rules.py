@@ -10,8 +10,8 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.filters.c4 import C4_FINEWEB, C4_T5, clean_c4_page, count_sentences, load_badwords
-from pipeline.filters.ccnet import line_hash, normalize_for_dedup
-from pipeline.line_dedup import LineDedup
+from pipeline.dedup.line_keys import line_hash, normalize_for_dedup
+from pipeline.dedup.lines import LineDedup
 from pipeline.sources.base import make_document
 
 

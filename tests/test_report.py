@@ -136,7 +136,7 @@ def test_a_page_emptied_by_line_dedup_is_line_dedups_drop(demo_inputs, tmp_path)
     import gzip
     import re
 
-    from tests.test_bad_records import run_clean_job
+    from tests.conftest import run_clean_job
 
     cache = demo_inputs["models/lid.176.ftz"].parents[1]
     raw = gzip.decompress((cache / "inputs" / "commoncrawl" / "at.warc.gz").read_bytes())
@@ -223,3 +223,68 @@ def test_mixture_notes_explain_each_departure():
         "instead of the target 10.00%"),
     ]
     assert mixture_notes({"sources": {"wikipedia": shards["sources"]["wikipedia"]}}) == []
+
+
+def test_the_report_groups_removals_by_the_steps_its_manifest_records(run_dir):
+    """A clean manifest names its steps and their counters: the report follows
+    them, not the steps of the code that reads it; a removal counter no step
+    claims goes under "other"."""
+    path = Path(run_dir.out_dir) / "clean" / "manifest.json"
+    clean = json.loads(path.read_text())
+    clean["steps"] = [{"step": "reader", "what": "what the readers skip", "counters": ["skip.*", "dead_letter"]},
+                      {"step": "length", "what": "too short", "counters": ["drop.too_short"]}]
+    clean["counters"]["wikipedia"] = {**WIKIPEDIA, "docs_kept": 110, "drop.too_short": 1}
+    path.write_text(json.dumps(clean))
+    data = collect(run_dir)
+    assert [s["step"] for s in data["steps"]] == ["reader", "length", "other"]
+    by_source = {s["source"]: s["funnel"] for s in data["sources"]}
+    github, wikipedia = by_source["github"], by_source["wikipedia"]
+    assert [(label, left) for label, left, _ in funnel_steps(github)] == [
+        ("records read", 793), ("after reader", 589), ("after length", 560), ("kept", 560)]
+    assert funnel_steps(wikipedia)[2:] == [("after length", 111, {"too_short": 1}),
+                                           ("after other", 110, {"duplicate_id": 1}), ("kept", 110, {})]
+    _, text = write_report(run_dir)
+    assert "Stages: **reader**: what the readers skip; **length**: too short.\n" in text
+    assert "| wikipedia | 3 | 1.83 MB | 214 | reader: namespace: 3, redirect: 99; length: too_short: 1; " in text
+
+
+def test_a_manifest_without_steps_reads_as_todays_clean_job(run_dir):
+    from pipeline.clean import CLEAN_STEPS
+
+    data = collect(run_dir)  # the fixture's manifest predates the steps
+    assert data["steps"][:-1] == list(CLEAN_STEPS) and data["steps"][-1]["step"] == "other"
+    assert [s["step"] for s in CLEAN_STEPS] == [
+        "read", "one per id", "line dedup", "C4 rules", "language ID", "quality", "exact dedup", "near dedup",
+        "perplexity", "write"]
+
+
+def test_every_guarded_stage_of_the_clean_job_is_one_step(run_dir):
+    """Each GuardedDoFn's dead letters (`dead_letter.<STAGE>`) belong to exactly
+    one step, as do the writer's (a GuardedMap of stage "write")."""
+    from pipeline.beam.steps import GuardedDoFn
+    from pipeline.clean import CLEAN_STEPS
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    stages = {c.STAGE for c in subclasses(GuardedDoFn) if c.STAGE} | {"write"}
+    assert stages >= {"one_per_id", "line_dedup", "c4_rules", "language_id", "quality", "exact_dedup",
+                      "near_dedup"}
+    for stage in stages:
+        owners = [s["step"] for s in CLEAN_STEPS if f"dead_letter.{stage}" in s["counters"]]
+        assert len(owners) == 1, (stage, owners)
+
+
+def test_the_clean_job_records_its_steps_in_the_manifest(demo_inputs, tmp_path):
+    from pipeline.clean import CLEAN_STEPS
+    from tests.conftest import run_clean_job
+
+    cache = demo_inputs["models/lid.176.ftz"].parents[1]
+    _, docs, _ = run_clean_job(tmp_path / "out", cache,
+                               f"sources.commoncrawl.inputs=[{cache}/inputs/commoncrawl/at.warc.gz]")
+    committed = json.loads((tmp_path / "out" / "clean" / "manifest.json").read_text())
+    assert committed["steps"] == json.loads(json.dumps(CLEAN_STEPS)) and len(docs) == 1
+    assert funnel_steps(funnel(committed["counters"]["commoncrawl"], committed["steps"])) == [
+        ("records read", 8, {}), ("after read", 1, {"http_status": 1, "record_type": 6}), ("kept", 1, {})]

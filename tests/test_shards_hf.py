@@ -14,13 +14,10 @@ import datasets  # pinned in requirements-dev.txt: a missing install must fail, 
 import pyarrow as pa
 import pytest
 
-from tests.test_mixture import shard_run
-
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, demo_inputs) -> tuple[Path, dict]:
-    run = shard_run(tmp_path_factory, demo_inputs)
-    return Path(run["cfg"].shards.out), run["manifest"]
+def shards(shard_run) -> tuple[Path, dict]:
+    return Path(shard_run["cfg"].shards.out), shard_run["manifest"]
 
 
 def _pyarrow_table(path: Path) -> pa.Table:

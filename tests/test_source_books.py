@@ -386,3 +386,17 @@ def test_truncated_gzip_book_cc(shared_corpus, tmp_path):
         f"damaged: EOFError: gzip stream truncated: the input ends at byte {len(cut)} inside the "
         f"stream that starts at byte 0; the {len(prefix)} bytes before it are read"
     )
+
+
+def test_a_missing_input_is_one_cannot_open_dead_letter_for_every_reader(tmp_path):
+    """Books as JSON lines, Dolma web text, a WARC file and a Wikipedia dump
+    share one "cannot open" dead letter (record "file")."""
+    from pipeline.sources import commoncrawl, wikipedia
+
+    for source, read, name in (("books", books.read, "gone.jsonl"), ("commoncrawl", commoncrawl.read, "gone.jsonl"),
+                               ("commoncrawl", commoncrawl.read, "gone.warc.gz"),
+                               ("wikipedia", wikipedia.read, "gone-pages-articles.xml.bz2")):
+        path = str(tmp_path / name)
+        (dead,) = list(read(path, None))
+        assert dead == DeadLetter(source, path, "file", dead.reason), name
+        assert dead.reason.startswith("cannot open: FileNotFoundError"), dead.reason

@@ -156,12 +156,12 @@ def test_production_config_takes_released_c4_as_it_is():
     language ID, no CCNet minimum length; the bad-words list is there for a
     rebuild from WET."""
     prod = load_config(ROOT / "configs" / "llama-1.4t.yaml")
-    assert prod.clean.c4.sources == [] and prod.sources["c4"].keep_langs == []
+    assert prod.sources_with("c4_rules") == [] and prod.sources["c4"].langs == []
     assert (prod.min_chars("c4"), prod.min_chars("commoncrawl")) == (0, 300)
     assert prod.clean.c4.badwords.endswith("/ldnoobw/en.json") and not prod.clean.c4.badwords_optional
     assert all(p.endswith(".json.gz") for p in prod.sources["c4"].inputs)
     demo = load_config(ROOT / "configs" / "demo.yaml")
-    assert demo.clean.c4.sources == ["c4"] and demo.clean.c4.badwords_optional
+    assert demo.sources_with("c4_rules") == ["c4"] and demo.clean.c4.badwords_optional
     assert demo.min_chars("c4") == demo.clean.min_chars == 200
     with pytest.raises(ConfigError, match="sources.c4.min_chars"):
         load_config(ROOT / "configs" / "demo.yaml", ["sources.c4.min_chars=-1"])

@@ -290,7 +290,7 @@ def cc(shared_corpus) -> Path:
     return shared_corpus / "commoncrawl"
 
 
-def test_cc_2020_34_sample(cc):
+def test_cc_2020_34_sample_gives_its_16_html_responses(cc):
     items = list(read(str(cc / "CC-MAIN-2020-34_sample16.warc.gz"), CFG))
     # 50 records: warcinfo 1, request 17, metadata 16 skipped; 16 HTML responses.
     assert outcomes(items) == {"skip:record_type": 34, "doc": 16}
@@ -370,7 +370,7 @@ def test_wget_warc_uris_lose_their_brackets(cc):
     assert all(u.startswith("https://") and "<" not in u and ">" not in u for u in urls)
 
 
-def test_wget_sample_0001(cc):
+def test_wget_responses_are_creativecommons_pages(cc):
     items = list(read(str(cc / "wget-crawl_2024-04-25_sample-0001.warc.gz"), CFG))
     # MANIFEST: 34 records (warcinfo 1, request 15, response 15, metadata 1,
     # resource 2): every response is an HTML page of creativecommons.org.

@@ -16,29 +16,30 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.schema import doc_id
-from pipeline.sources.base import DeadLetter, Skip
-from pipeline.sources.github import (
+from pipeline.fetch import export_installed_distributions
+from pipeline.filters.github import (
     CODE_EXTENSIONS,
-    LICENSE_TEXT_WINDOW,
     alnum_fraction,
     alpha_per_token,
+    binary_reason,
+    is_license_file,
+    max_line_length,
+    mean_line_length,
+    path_reason,
+    quality_reason,
+)
+from pipeline.sources.base import DeadLetter, Skip
+from pipeline.sources.github import read, row_to_document, split, strip_license_header
+from pipeline.sources.licenses import (
+    LICENSE_TEXT_WINDOW,
     classify_license,
     detect_license_text,
     distribution_license,
-    export_installed_distributions,
-    is_license_file,
     license_family,
-    max_line_length,
-    mean_line_length,
-    quality_skip_reason,
-    read,
-    row_to_document,
-    split,
-    strip_license_header,
 )
 
 CFG = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
-LLAMA = CFG.clean.github.licenses  # mit, bsd, apache
+LLAMA = CFG.sources["github"].licenses  # mit, bsd, apache
 FILES_PER_REPO = 5  # a small sample keeps the export under a second
 
 
@@ -257,21 +258,33 @@ def test_classify_license_follows_the_config():
     assert classify_license(numpy, ["mit", "bsd", "apache", "zlib", "cc0"]) == (True, "bsd")
 
 
+def test_the_file_rules_are_pure_functions_the_reader_applies(export):
+    """`pipeline.filters.github`'s rules answer a reason or None; the reader
+    skips a row with the first reason a rule gives."""
+    _, _, rows = export
+    row = next(r for r in rows if r["repo_name"] == "click" and r["language"] == "Python")
+    pb2 = installed("protobuf", "google/protobuf/struct_pb2.py")
+    assert row_to_document({**row, "content": pb2}, LLAMA, "t.jsonl", 1) == Skip("github", "max_line_length")
+    assert quality_reason(pb2, CFG.sources["github"]) == "max_line_length" and quality_reason(row["content"]) is None
+    assert path_reason("click/LICENSE.txt") == "license_file" and path_reason("click/core.py") is None
+    assert binary_reason("a\x00b") == "binary" and binary_reason(row["content"]) is None
+
+
 # --- heuristics and header removal on real installed files ---------------------
 
 
 def test_heuristics_on_real_files():
     pb2 = installed("protobuf", "google/protobuf/struct_pb2.py")  # serialized descriptor
-    assert max_line_length(pb2) > 1000 and quality_skip_reason(pb2) == "max_line_length"
+    assert max_line_length(pb2) > 1000 and quality_reason(pb2) == "max_line_length"
     ident = installed("Jinja2", "jinja2/_identifier.py")  # one generated regex
     assert max_line_length(ident) <= 1000 and mean_line_length(ident) > 100
-    assert quality_skip_reason(ident) == "mean_line_length"
+    assert quality_reason(ident) == "mean_line_length"
     plots = installed("sympy", "sympy/plotting/tests/test_textplot.py")  # ASCII-art plots
-    assert alnum_fraction(plots) < 0.25 and quality_skip_reason(plots) == "alnum_fraction"
+    assert alnum_fraction(plots) < 0.25 and quality_reason(plots) == "alnum_fraction"
     coeffs = installed("scipy", "scipy/integrate/_ivp/dop853_coefficients.py")  # numbers
     assert alnum_fraction(coeffs) >= 0.25 and alpha_per_token(coeffs) < 1.5
-    assert quality_skip_reason(coeffs) == "alpha_per_token"
-    assert quality_skip_reason(installed("click", "click/core.py")) is None
+    assert quality_reason(coeffs) == "alpha_per_token"
+    assert quality_reason(installed("click", "click/core.py")) is None
 
 
 def test_strip_license_header_on_real_files():

@@ -28,12 +28,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.config import load_config
-from pipeline.inputs import discover, expand
 from pipeline.core.schema import doc_id
+from pipeline.formats.jsonl import iter_json_lines, line_spans
+from pipeline.inputs import discover, expand
 from pipeline.sources import commoncrawl, source_hook, wikipedia
 from pipeline.sources.base import DeadLetter, Skip
-from pipeline.sources.records import iter_json_lines, line_spans
 from tests.cluster import launcher_filesystems, s3_server  # noqa: F401 - fixtures
+from tests.conftest import clean_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = load_config(ROOT / "configs" / "demo.yaml")
@@ -461,16 +462,6 @@ def test_spans_read_from_s3(s3_server, tmp_path, en_dump, demo_inputs, github_li
 # --- through the clean job -----------------------------------------------------------
 
 
-def _clean_config(out: Path, cache: Path, inputs: dict[str, Path], *extra: str):
-    return load_config(ROOT / "configs" / "demo.yaml", [
-        f"out_dir={out}",
-        f"cache_dir={cache}",
-        f"langid.model={cache}/models/lid.176.ftz",
-        *(f"sources.{s}.inputs={[str(inputs[s])] if s in inputs else []}" for s in CFG.sources),
-        *extra,
-    ])
-
-
 def test_clean_job_in_spans_writes_the_same_bytes(tmp_path, demo_inputs, en_dump, github_lines):
     from pipeline import clean
 
@@ -478,13 +469,13 @@ def test_clean_job_in_spans_writes_the_same_bytes(tmp_path, demo_inputs, en_dump
     github = tmp_path / "rows.jsonl"
     github.write_bytes(github_lines)
     inputs = {"wikipedia": en_dump, "commoncrawl": demo_inputs[DEMO_WARC], "github": github}
-    whole = clean.run_clean(_clean_config(tmp_path / "whole", cache, inputs))
+    whole = clean.run_clean(clean_config(tmp_path / "whole", cache, inputs))
     assert whole["input_splits"] == {}
     split_bytes = 3000
     spans = {s: len(source_hook(s, "split")(str(p), p.stat().st_size, with_split(split_bytes)))
              for s, p in inputs.items()}
     assert spans["wikipedia"] == 3 and spans["commoncrawl"] == 2 and spans["github"] > 100
-    split = clean.run_clean(_clean_config(
+    split = clean.run_clean(clean_config(
         tmp_path / "split", cache, inputs, f"clean.split_bytes={split_bytes}",
         "beam.direct_num_workers=1", "beam.direct_running_mode=in_memory"))
     assert split["input_splits"] == spans

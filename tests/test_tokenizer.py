@@ -8,26 +8,29 @@ modules (github).
 
 from __future__ import annotations
 
-import bz2
 import hashlib
-import html
 import io
 import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import sentencepiece as spm
 
 import tokenizer
-from pipeline.core.config import load_config
-from pipeline.core.schema import DOCUMENT_SCHEMA, clean_files, write_clean_output
-from pipeline.sources.base import make_document
-from tests.conftest import CACHE, ROOT
+from tests.conftest import (
+    BOOKS,
+    ROOT,
+    TOKENIZER_VOCAB,
+    TRICKY,
+    build_clean_corpus,
+    demo_input,
+    long_line,
+    tokenizer_config,
+    write_clean_docs,
+)
 from tokenizer import __main__ as cli
 from tokenizer.sample import cut_line, document_lines, sample_key
 from tokenizer.train import (
@@ -39,129 +42,14 @@ from tokenizer.train import (
     write_training_sample,
 )
 
-BOOKS = ("inputs/books/alice29.txt", "inputs/books/plrabn12.txt")
-BGWIKI = "inputs/wikipedia/bgwiki-latest-pages-articles-shortened.xml.bz2"
-STDLIB_MODULES = ("json/decoder.py", "json/encoder.py", "textwrap.py", "string.py", "base64.py")
-VOCAB_SIZE = 600
 SAMPLE_BYTES = 600_000  # the mixture test; training uses the demo's 4 MB: all of the corpus
 MAX_LINE = 4192  # configs/demo.yaml: tokenizer.max_sentence_length
-
-TRICKY = [
-    "Hello, world!",
-    " leading space and trailing space ",
-    "runs of   spaces\tand\t\ttabs \t \n\nand blank lines\n",
-    "emoji: 🦙🚀👩‍👩‍👧 and flags 🇫🇷",
-    "CJK: 日本語のテキスト、中文文本，한국어 텍스트",
-    "combining: e\u0301 a\u0300 n\u0303 (decomposed) vs é à ñ (composed)",
-    "digits 0123456789 and 3.14159 and 1,000,000",
-    "control \x00 \x07 \x1b and reserved \u2585 and <s></s><unk>",
-    "windows\r\nline\rends",
-    "Ελληνικά, русский, עברית, العربية",
-    "",
-]
-
-
-def _input(request: pytest.FixtureRequest, rel: str) -> Path:
-    """A demo input from the cache; fetched through `demo_inputs` if missing."""
-    path = CACHE / rel
-    if path.is_file():
-        return path
-    return request.getfixturevalue("demo_inputs")[rel]
-
-
-def _book_documents(path: Path) -> list[dict]:
-    """A book split into documents of 10 paragraphs each, CRLF made LF."""
-    text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
-    paragraphs = [p for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
-    docs = []
-    for i in range(0, len(paragraphs), 10):
-        body = "\n\n".join(paragraphs[i : i + 10])
-        docs.append(make_document("books", f"{path.name}#{i}", body, path.name))
-    # One document that is a single 12 kB line: the sample must cut it, not lose it.
-    docs.append(make_document("books", f"{path.name}#long", _long_line(text), path.name))
-    return docs
-
-
-def _long_line(text: str) -> str:
-    return " ".join(text.split())[:12_000]
-
-
-def _wiki_documents(path: Path) -> list[dict]:
-    xml = bz2.open(path).read().decode("utf-16")  # this dump is UTF-16 with a BOM
-    pages = re.findall(r"<title>(.*?)</title>.*?<text[^>]*>(.*?)</text>", xml, re.S)
-    return [
-        make_document("wikipedia", title, html.unescape(body), f"bgwiki/{title}", lang="bg")
-        for title, body in pages
-        if body.strip()
-    ]
-
-
-def _code_documents() -> list[dict]:
-    lib = Path(textwrap.__file__).parent
-    return [
-        make_document("github", rel, (lib / rel).read_text(encoding="utf-8"), f"cpython/Lib/{rel}")
-        for rel in STDLIB_MODULES
-    ]
-
-
-def _write_clean(out_dir: Path, source: str, docs: list[dict], n_files: int = 2) -> None:
-    """Cleaned Arrow IPC files as the pipeline writes them: several files, small
-    batches, listed by the clean manifest (sources written before are kept)."""
-    parts = {source: [pa.Table.from_pylist(docs[k::n_files], schema=DOCUMENT_SCHEMA) for k in range(n_files)]}
-    if (out_dir / "clean" / "manifest.json").exists():  # keep the sources written before
-        for other, paths in clean_files(str(out_dir)).items():
-            parts.setdefault(other, [pa.ipc.open_file(pa.memory_map(p)).read_all() for p in paths])
-    write_clean_output(str(out_dir), parts, max_chunksize=25)
-
-
-def _config(out_dir: Path, *extra: str):
-    return load_config(
-        ROOT / "configs" / "demo.yaml",
-        [
-            f"out_dir={out_dir}",
-            f"tokenizer.model_prefix={out_dir}/tokenizer/llama-test",
-            f"tokenizer.vocab_size={VOCAB_SIZE}",
-            *extra,
-        ],
-    )
-
-
-@pytest.fixture(scope="module")
-def corpus(request) -> dict[str, list[dict]]:
-    """{source: documents in file order} of the real-text cleaned corpus."""
-    docs = {
-        "github": _code_documents(),
-        "wikipedia": _wiki_documents(_input(request, BGWIKI)),
-        "books": [d for rel in BOOKS for d in _book_documents(_input(request, rel))],
-    }
-    assert all(docs.values())
-    return docs
-
-
-def _build(tmp_path_factory, corpus, name: str) -> Path:
-    out_dir = tmp_path_factory.mktemp(name)
-    for source, docs in corpus.items():
-        _write_clean(out_dir, source, docs)
-    return out_dir
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, corpus):
-    """(config, summary) of one training on the corpus."""
-    cfg = _config(_build(tmp_path_factory, corpus, "trained"))
-    return cfg, train_tokenizer(cfg)
-
-
-@pytest.fixture(scope="module")
-def sp(trained):
-    return tokenizer.load(trained[1]["model"])
-
 
 # --- the long-line cutter -------------------------------------------------------
 
 
 def test_cut_line_splits_long_line_at_whitespace(request):
-    text = _input(request, BOOKS[0]).read_text(encoding="utf-8")
+    text = demo_input(request, BOOKS[0]).read_text(encoding="utf-8")
     line = " ".join(text.split())[:10_000]
     pieces = cut_line(line, MAX_LINE)
     assert "".join(pieces) == line
@@ -194,26 +82,26 @@ def test_document_lines_drop_empty_lines_and_split_at_reserved_char():
 # --- the training sample -------------------------------------------------------
 
 
-def _expected_sample(cfg, corpus) -> tuple[bytes, dict[str, int]]:
+def _expected_sample(cfg, text_corpus) -> tuple[bytes, dict[str, int]]:
     """The sample by the documented rule, computed naively in memory."""
-    present = [s for s in cfg.sources if s in corpus]
+    present = [s for s in cfg.sources if s in text_corpus]
     total_share = sum(cfg.sources[s].share for s in present)
     out, docs_taken = [], {}
     for source in present:
         target = round(cfg.sources[source].share / total_share * cfg.tokenizer.sample_bytes)
-        ranked = sorted(corpus[source], key=lambda d: sample_key(cfg.seed, d["id"]))
+        ranked = sorted(text_corpus[source], key=lambda d: sample_key(cfg.seed, d["id"]))
         chosen, size, limit = set(), 0, {}
         for doc in ranked:
             if size >= target:
                 break
             chosen.add(doc["id"])
             n = len(doc["text"].encode())
-            if size + n >= target and sum(len(d["text"].encode()) for d in corpus[source]) > target:
+            if size + n >= target and sum(len(d["text"].encode()) for d in text_corpus[source]) > target:
                 limit[doc["id"]] = target - size  # the crossing document: up to the line reaching it
             size += n
         docs_taken[source] = len(chosen)
         # File order: part-00000 holds documents 0, 2, 4...; part-00001 1, 3, 5...
-        in_files = corpus[source][0::2] + corpus[source][1::2]
+        in_files = text_corpus[source][0::2] + text_corpus[source][1::2]
         for doc in in_files:
             if doc["id"] in chosen:
                 written = 0
@@ -225,9 +113,9 @@ def _expected_sample(cfg, corpus) -> tuple[bytes, dict[str, int]]:
     return b"".join(out), docs_taken
 
 
-def test_training_sample_follows_mixture_shares(tmp_path_factory, corpus):
-    out_dir = _build(tmp_path_factory, corpus, "sample")
-    cfg = _config(out_dir, f"tokenizer.sample_bytes={SAMPLE_BYTES}")
+def test_training_sample_follows_mixture_shares(tmp_path_factory, text_corpus):
+    out_dir = build_clean_corpus(tmp_path_factory, text_corpus, "sample")
+    cfg = tokenizer_config(out_dir, f"tokenizer.sample_bytes={SAMPLE_BYTES}")
     path = out_dir / "sample.txt"
     stats = write_training_sample(cfg, path)
 
@@ -237,16 +125,16 @@ def test_training_sample_follows_mixture_shares(tmp_path_factory, corpus):
     for source, s in stats.items():
         assert s["share"] == pytest.approx(1 / 3)
         assert s["target_bytes"] == 200_000
-        assert s["source_bytes"] == sum(len(d["text"].encode()) for d in corpus[source])
+        assert s["source_bytes"] == sum(len(d["text"].encode()) for d in text_corpus[source])
 
-    expected, docs_taken = _expected_sample(cfg, corpus)
+    expected, docs_taken = _expected_sample(cfg, text_corpus)
     data = path.read_bytes()
     assert data == expected
     assert {s: v["docs"] for s, v in stats.items()} == docs_taken
     # github (81 kB) is taken whole; wikipedia (388 kB) and books (660 kB) are cut.
-    assert stats["github"]["docs"] == len(corpus["github"])
-    assert stats["wikipedia"]["docs"] < len(corpus["wikipedia"])
-    assert stats["books"]["docs"] < len(corpus["books"])
+    assert stats["github"]["docs"] == len(text_corpus["github"])
+    assert stats["wikipedia"]["docs"] < len(text_corpus["wikipedia"])
+    assert stats["books"]["docs"] < len(text_corpus["books"])
     # A cut source stops within a line of its target: the budget counts text bytes,
     # "bytes" the lines written (no newlines, no blank lines), so a little under.
     for source in ("wikipedia", "books"):
@@ -259,13 +147,13 @@ def test_training_sample_follows_mixture_shares(tmp_path_factory, corpus):
     # Same input and config, same bytes; another seed, another sample.
     again = write_training_sample(cfg, out_dir / "again.txt")
     assert again == stats and (out_dir / "again.txt").read_bytes() == data
-    other = _config(out_dir, f"tokenizer.sample_bytes={SAMPLE_BYTES}", "seed=7")
+    other = tokenizer_config(out_dir, f"tokenizer.sample_bytes={SAMPLE_BYTES}", "seed=7")
     write_training_sample(other, out_dir / "seed7.txt")
     assert (out_dir / "seed7.txt").read_bytes() != data
 
 
 def test_sample_errors_name_the_input(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = tokenizer_config(tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "clean"))):
         write_training_sample(cfg, tmp_path / "s.txt")
     bad = tmp_path / "clean" / "books" / "part-00000.arrow"
@@ -278,13 +166,13 @@ def test_sample_errors_name_the_input(tmp_path):
     assert not (tmp_path / "s.txt").exists()  # atomic: no partial sample left
 
 
-def test_empty_sample_is_a_clear_error(tmp_path, corpus):
-    _write_clean(tmp_path / "no-rows", "books", [], n_files=1)
+def test_empty_sample_is_a_clear_error(tmp_path, text_corpus):
+    write_clean_docs(tmp_path / "no-rows", "books", [], n_files=1)
     with pytest.raises(ValueError, match="training sample is empty"):
-        train_tokenizer(_config(tmp_path / "no-rows"))
-    _write_clean(tmp_path / "no-budget", "books", corpus["books"])
+        train_tokenizer(tokenizer_config(tmp_path / "no-rows"))
+    write_clean_docs(tmp_path / "no-budget", "books", text_corpus["books"])
     with pytest.raises(ValueError, match="training sample is empty"):
-        train_tokenizer(_config(tmp_path / "no-budget", "tokenizer.sample_bytes=0"))
+        train_tokenizer(tokenizer_config(tmp_path / "no-budget", "tokenizer.sample_bytes=0"))
 
 
 # --- the trained model ----------------------------------------------------------
@@ -292,7 +180,7 @@ def test_empty_sample_is_a_clear_error(tmp_path, corpus):
 
 def test_parse_trainer_log_counts_real_skips(request, tmp_path):
     """The parser reads SentencePiece's real log: one line too long, one with U+2585."""
-    text = _input(request, BOOKS[0]).read_text(encoding="utf-8")
+    text = demo_input(request, BOOKS[0]).read_text(encoding="utf-8")
     lines = [line for line in text.split("\n") if line.strip()]
     lines += ["x" * (MAX_LINE + 1), "a \u2585 b", "é" * (MAX_LINE // 2)]  # the last one fits
     with open(tmp_path / "log", "w+b") as log:
@@ -306,19 +194,19 @@ def test_parse_trainer_log_counts_real_skips(request, tmp_path):
     assert counts == {"too_long": 1, "reserved": 1, "skipped": 2, "loaded": len(lines) - 2}
 
 
-def test_training_summary(request, trained, corpus):
-    cfg, summary = trained
+def test_training_summary(request, trained_tokenizer, text_corpus):
+    cfg, summary = trained_tokenizer
     # The whole corpus is in the sample (4 MB budget), long lines cut, and
     # SentencePiece dropped none of its lines.
     stats = summary["sample_stats"]
-    assert {s: v["docs"] for s, v in stats.items()} == {s: len(d) for s, d in corpus.items()}
+    assert {s: v["docs"] for s, v in stats.items()} == {s: len(d) for s, d in text_corpus.items()}
     sample = Path(summary["sample"]).read_bytes()
     for rel in BOOKS:
-        line = _long_line(_input(request, rel).read_text(encoding="utf-8").replace("\r\n", "\n"))
+        line = long_line(demo_input(request, rel).read_text(encoding="utf-8").replace("\r\n", "\n"))
         pieces = cut_line(line, MAX_LINE)
         assert len(pieces) == 3 and all(p.encode() + b"\n" in sample for p in pieces)
     assert summary["skipped_lines"] == 0
-    assert summary["vocab_size"] == VOCAB_SIZE
+    assert summary["vocab_size"] == TOKENIZER_VOCAB
     n_lines = sum(s["lines"] for s in summary["sample_stats"].values())
     assert summary["sentences"] == summary["loaded"] == n_lines  # all lines reached the trainer
     model = Path(summary["model"])
@@ -326,12 +214,12 @@ def test_training_summary(request, trained, corpus):
     assert summary["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     vocab = Path(summary["vocab"]).read_text(encoding="utf-8").splitlines()
     assert vocab[:4] == ["<unk>\t0", "<s>\t0", "</s>\t0", "<0x00>\t0"]
-    assert len(vocab) == VOCAB_SIZE
+    assert len(vocab) == TOKENIZER_VOCAB
 
 
-def test_model_specs_match_config(trained, sp):
-    cfg, _ = trained
-    proto = tokenizer.model_proto(sp)
+def test_model_specs_match_config(trained_tokenizer, tokenizer_model):
+    cfg, _ = trained_tokenizer
+    proto = tokenizer.model_proto(tokenizer_model)
     t, n = proto.trainer_spec, proto.normalizer_spec
     assert t.model_type == type(t).ModelType.Value("BPE")
     assert t.vocab_size == cfg.tokenizer.vocab_size == len(proto.pieces)
@@ -344,7 +232,7 @@ def test_model_specs_match_config(trained, sp):
     assert (t.unk_id, t.bos_id, t.eos_id, t.pad_id) == (0, 1, 2, -1)
     assert list(t.input) == [] and t.model_prefix == ""  # no machine path in the model
     assert (n.name, n.add_dummy_prefix, n.remove_extra_whitespaces) == ("identity", True, False)
-    assert tokenizer.special_ids(sp) == (0, 1, 2, -1)
+    assert tokenizer.special_ids(tokenizer_model) == (0, 1, 2, -1)
     # Every setting of LLAMA_TRAINER_SPEC is in the model as given.
     normalizer_keys = {"normalization_rule_name": "name", "add_dummy_prefix": "add_dummy_prefix",
                        "remove_extra_whitespaces": "remove_extra_whitespaces"}
@@ -357,52 +245,52 @@ def test_model_specs_match_config(trained, sp):
             assert getattr(t, key) == value, key
     assert n.escape_whitespaces and not n.precompiled_charsmap  # identity: no rule table
     # Byte fallback: the 256 byte pieces follow the three meta pieces.
-    assert [sp.id_to_piece(i) for i in (3, 258)] == ["<0x00>", "<0xFF>"]
+    assert [tokenizer_model.id_to_piece(i) for i in (3, 258)] == ["<0x00>", "<0xFF>"]
 
 
-def test_round_trip_every_document(corpus, sp):
-    for source, docs in corpus.items():
+def test_round_trip_every_document(text_corpus, tokenizer_model):
+    for source, docs in text_corpus.items():
         texts = [d["text"] for d in docs]
-        ids = tokenizer.encode_batch(sp, texts)
-        assert tokenizer.decode_batch(sp, ids) == texts, source
+        ids = tokenizer.encode_batch(tokenizer_model, texts)
+        assert tokenizer.decode_batch(tokenizer_model, ids) == texts, source
         assert all(0 not in row for row in ids), source
         assert all(row[0] not in (1, 2) for row in ids if row)  # no BOS/EOS added
 
 
-def test_round_trip_tricky_strings(sp):
-    ids = tokenizer.encode_batch(sp, TRICKY)
-    assert tokenizer.decode_batch(sp, ids) == TRICKY
+def test_round_trip_tricky_strings(tokenizer_model):
+    ids = tokenizer.encode_batch(tokenizer_model, TRICKY)
+    assert tokenizer.decode_batch(tokenizer_model, ids) == TRICKY
     for text, row in zip(TRICKY, ids):
-        assert sp.decode(row).encode("utf-8") == text.encode("utf-8")
+        assert tokenizer_model.decode(row).encode("utf-8") == text.encode("utf-8")
         assert 0 not in row, text
-    assert tokenizer.encode_batch(sp, []) == []
+    assert tokenizer.encode_batch(tokenizer_model, []) == []
 
 
-def test_whitespace_marker_decodes_to_space(sp):
+def test_whitespace_marker_decodes_to_space(tokenizer_model):
     """The one character that does not survive: SentencePiece writes spaces as
     U+2581, so a U+2581 in the text decodes to a space (as with LLaMA's own model)."""
-    assert sp.decode(sp.encode("a\u2581b")) == "a b"
+    assert tokenizer_model.decode(tokenizer_model.encode("a\u2581b")) == "a b"
 
 
-def test_digits_are_split(sp):
-    assert sp.encode("12345", out_type=str) == ["▁", "1", "2", "3", "4", "5"]
-    assert sp.encode("x 2024", out_type=str)[-4:] == ["2", "0", "2", "4"]
+def test_digits_are_split(tokenizer_model):
+    assert tokenizer_model.encode("12345", out_type=str) == ["▁", "1", "2", "3", "4", "5"]
+    assert tokenizer_model.encode("x 2024", out_type=str)[-4:] == ["2", "0", "2", "4"]
 
 
-def test_unknown_characters_fall_back_to_bytes(sp):
+def test_unknown_characters_fall_back_to_bytes(tokenizer_model):
     # "🦙" is not in the training text: its four UTF-8 bytes, never <unk>.
-    assert sp.encode("🦙", out_type=str) == ["▁", "<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
+    assert tokenizer_model.encode("🦙", out_type=str) == ["▁", "<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
 
 
-def test_training_is_reproducible(tmp_path_factory, corpus, trained):
+def test_training_is_reproducible(tmp_path_factory, text_corpus, trained_tokenizer):
     """Same corpus and config in another folder: the same model bytes."""
-    _, first = trained
-    cfg = _config(_build(tmp_path_factory, corpus, "again"))
+    _, first = trained_tokenizer
+    cfg = tokenizer_config(build_clean_corpus(tmp_path_factory, text_corpus, "again"))
     second = train_tokenizer(cfg)
     assert second["sha256"] == first["sha256"]
     assert second["sample_sha256"] == first["sample_sha256"]
     # One thread: the same pieces; only the recorded num_threads differs.
-    one = train_tokenizer(_config(Path(cfg.out_dir), "tokenizer.num_threads=1"))
+    one = train_tokenizer(tokenizer_config(Path(cfg.out_dir), "tokenizer.num_threads=1"))
     assert one["sha256"] != first["sha256"]
     assert _pieces(one["model"]) == _pieces(first["model"])
 
@@ -411,11 +299,11 @@ def _pieces(model: str) -> list[str]:
     return [p.piece for p in tokenizer.model_proto(Path(model).read_bytes()).pieces]
 
 
-def test_trainer_subsamples_to_input_sentence_size(tmp_path_factory, corpus, trained):
+def test_trainer_subsamples_to_input_sentence_size(tmp_path_factory, text_corpus, trained_tokenizer):
     """More lines than input_sentence_size: a seeded subset, reproducible."""
-    _, full = trained
-    out_dir = _build(tmp_path_factory, corpus, "subsample")
-    cfg = _config(out_dir, "tokenizer.input_sentence_size=2000")
+    _, full = trained_tokenizer
+    out_dir = build_clean_corpus(tmp_path_factory, text_corpus, "subsample")
+    cfg = tokenizer_config(out_dir, "tokenizer.input_sentence_size=2000")
     a = train_tokenizer(cfg)
     b = train_tokenizer(cfg, force=True)  # trained again, not skipped as up to date
     n_lines = sum(s["lines"] for s in a["sample_stats"].values())
@@ -426,8 +314,8 @@ def test_trainer_subsamples_to_input_sentence_size(tmp_path_factory, corpus, tra
 # --- the command line -----------------------------------------------------------
 
 
-def test_cli_encode_decode(trained, capsys, tmp_path):
-    model = trained[1]["model"]
+def test_cli_encode_decode(trained_tokenizer, capsys, tmp_path):
+    model = trained_tokenizer[1]["model"]
     assert cli.main(["encode", "--model", model, "Alice 12"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["pieces"][-3:] == ["▁", "1", "2"]
@@ -443,14 +331,14 @@ def test_cli_encode_decode(trained, capsys, tmp_path):
     assert f"{bad}: not a SentencePiece model" in capsys.readouterr().err
 
 
-def test_cli_train_in_a_new_process(tmp_path_factory, corpus, trained):
+def test_cli_train_in_a_new_process(tmp_path_factory, text_corpus, trained_tokenizer):
     """`python -m tokenizer train` in another process: the same model bytes as
     the in-process training (SentencePiece's own sampler differed across processes)."""
-    out_dir = _build(tmp_path_factory, corpus, "cli")
+    out_dir = build_clean_corpus(tmp_path_factory, text_corpus, "cli")
     sets = [
         f"out_dir={out_dir}",
         f"tokenizer.model_prefix={out_dir}/tok/m",
-        f"tokenizer.vocab_size={VOCAB_SIZE}",
+        f"tokenizer.vocab_size={TOKENIZER_VOCAB}",
     ]
     run = subprocess.run(
         [sys.executable, "-m", "tokenizer", "train", "--config", "configs/demo.yaml"]
@@ -458,10 +346,10 @@ def test_cli_train_in_a_new_process(tmp_path_factory, corpus, trained):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    assert f"model: {out_dir}/tok/m.model (sha256 {trained[1]['sha256']})" in run.stdout
-    assert re.search(r"^books\s+33\.33%\s+{}\s".format(len(corpus["books"])), run.stdout, re.M)
+    assert f"model: {out_dir}/tok/m.model (sha256 {trained_tokenizer[1]['sha256']})" in run.stdout
+    assert re.search(r"^books\s+33\.33%\s+{}\s".format(len(text_corpus["books"])), run.stdout, re.MULTILINE)
     assert "skipped lines: 0;" in run.stdout
-    assert (out_dir / "tok" / "m.vocab").read_bytes() == Path(trained[1]["vocab"]).read_bytes()
+    assert (out_dir / "tok" / "m.vocab").read_bytes() == Path(trained_tokenizer[1]["vocab"]).read_bytes()
 
 
 def test_cli_help_names_inputs_and_outputs(capsys):

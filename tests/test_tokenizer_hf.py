@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-import tests.test_tokenizer as base
 import tokenizer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TRICKY
 from tokenizer import __main__ as cli
 from tokenizer.hf import HF_FILES, export_hf
 
@@ -23,10 +22,6 @@ from tokenizer.hf import HF_FILES, export_hf
 # set before, so it never looks for the Hub; it loads local folders only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-# The real corpus and the model trained on it, as in tests/test_tokenizer.py.
-corpus, trained, sp = base.corpus, base.trained, base.sp
-TRICKY = base.TRICKY
 
 # More strings where SentencePiece and HF pipelines tend to part: leading and
 # trailing whitespace of every kind, U+2581 itself, digits, scripts, specials.
@@ -57,8 +52,8 @@ MORE_TRICKY = [
 ]
 
 
-def _texts(corpus: dict[str, list[dict]]) -> list[str]:
-    return [d["text"] for docs in corpus.values() for d in docs] + TRICKY + MORE_TRICKY
+def _texts(text_corpus: dict[str, list[dict]]) -> list[str]:
+    return [d["text"] for docs in text_corpus.values() for d in docs] + TRICKY + MORE_TRICKY
 
 
 def _leading_space(text: str) -> bool:
@@ -66,21 +61,21 @@ def _leading_space(text: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def hf_dir(trained, tmp_path_factory):
+def hf_dir(trained_tokenizer, tmp_path_factory):
     out = tmp_path_factory.mktemp("hf")
-    export_hf(trained[1]["model"], out)
+    export_hf(trained_tokenizer[1]["model"], out)
     return out
 
 
 @pytest.fixture(scope="module")
-def expected(corpus, sp):
+def expected(text_corpus, tokenizer_model):
     """{text: [bos] + our ids} for every test text."""
-    texts = _texts(corpus)
-    return {t: [sp.bos_id()] + ids for t, ids in zip(texts, tokenizer.encode_batch(sp, texts))}
+    texts = _texts(text_corpus)
+    return {t: [tokenizer_model.bos_id()] + ids for t, ids in zip(texts, tokenizer.encode_batch(tokenizer_model, texts))}
 
 
-def test_export_writes_the_llama_files(trained, hf_dir, tmp_path):
-    model = trained[1]["model"]
+def test_export_writes_the_llama_files(trained_tokenizer, hf_dir, tmp_path):
+    model = trained_tokenizer[1]["model"]
     assert sorted(p.name for p in hf_dir.iterdir()) == sorted(HF_FILES)
     assert (hf_dir / "tokenizer.model").read_bytes() == Path(model).read_bytes()
     config = json.loads((hf_dir / "tokenizer_config.json").read_text())
@@ -100,18 +95,18 @@ def test_export_writes_the_llama_files(trained, hf_dir, tmp_path):
     }
     fast = json.loads((hf_dir / "tokenizer.json").read_text())
     assert fast["model"]["type"] == "BPE" and fast["model"]["byte_fallback"] is True
-    assert len(fast["model"]["vocab"]) == trained[1]["vocab_size"]
+    assert len(fast["model"]["vocab"]) == trained_tokenizer[1]["vocab_size"]
     # Same model, same bytes; no path of this machine in any file.
     again = export_hf(model, tmp_path / "again")
     for name in HF_FILES:
         data = (hf_dir / name).read_bytes()
         assert (tmp_path / "again" / name).read_bytes() == data, name
         assert str(ROOT).encode() not in data and str(hf_dir).encode() not in data, name
-    assert again["vocab_size"] == trained[1]["vocab_size"]
+    assert again["vocab_size"] == trained_tokenizer[1]["vocab_size"]
 
 
 @pytest.mark.parametrize("name", ["PreTrainedTokenizerFast", "AutoTokenizer"])
-def test_tokenizers_pipeline_matches_sentencepiece_on_every_text(name, hf_dir, expected, sp):
+def test_tokenizers_pipeline_matches_sentencepiece_on_every_text(name, hf_dir, expected, tokenizer_model):
     """tokenizer.json as `tokenizers`, `PreTrainedTokenizerFast` and `AutoTokenizer`
     run it: every id equal to ours, leading spaces included, and decoding equal to
     ours (the text itself, but for U+2581, which both decode to a space)."""
@@ -127,11 +122,11 @@ def test_tokenizers_pipeline_matches_sentencepiece_on_every_text(name, hf_dir, e
     assert type(fast).__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend")
     ids = fast(texts)["input_ids"]
     assert ids == list(expected.values())
-    assert fast.batch_decode(ids, skip_special_tokens=True) == [sp.decode(i[1:]) for i in ids]
+    assert fast.batch_decode(ids, skip_special_tokens=True) == [tokenizer_model.decode(i[1:]) for i in ids]
 
 
 @pytest.mark.parametrize("name", ["LlamaTokenizer", "LlamaTokenizerFast"])
-def test_llama_tokenizer_matches_ours(name, hf_dir, expected, corpus, sp):
+def test_llama_tokenizer_matches_ours(name, hf_dir, expected, text_corpus, tokenizer_model):
     """`LlamaTokenizer` and `LlamaTokenizerFast` give our ids on every Document of
     the real corpus and every text that does not start with a space; one starting
     with U+0020 or U+2581 gets one dummy-prefix "▁" fewer, i.e. SentencePiece's
@@ -141,16 +136,16 @@ def test_llama_tokenizer_matches_ours(name, hf_dir, expected, corpus, sp):
 
     tok = getattr(transformers, name).from_pretrained(hf_dir)
     assert type(tok).__name__ == "LlamaTokenizer"  # one class in transformers 5
-    n = sp.get_piece_size()
-    assert tok.convert_ids_to_tokens(list(range(n))) == [sp.id_to_piece(i) for i in range(n)]
+    n = tokenizer_model.get_piece_size()
+    assert tok.convert_ids_to_tokens(list(range(n))) == [tokenizer_model.id_to_piece(i) for i in range(n)]
     assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
 
-    proto = tokenizer.model_proto(sp)
+    proto = tokenizer.model_proto(tokenizer_model)
     proto.normalizer_spec.add_dummy_prefix = False
     no_prefix = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
 
     texts = list(expected)
-    documents = [d["text"] for docs in corpus.values() for d in docs]
+    documents = [d["text"] for docs in text_corpus.values() for d in docs]
     assert len(documents) > 90 and not any(map(_leading_space, documents))
     leading = [t for t in texts if _leading_space(t)]
     assert len(leading) == 8  # tricky strings only
@@ -158,23 +153,23 @@ def test_llama_tokenizer_matches_ours(name, hf_dir, expected, corpus, sp):
         if ids != expected[text]:  # none, once transformers honours tokenizer.json
             # Only a text starting with a space, and then exactly one "▁" fewer.
             assert _leading_space(text), repr(text[:60])
-            assert ids == [sp.bos_id()] + no_prefix.encode(text, out_type=int), repr(text[:60])
+            assert ids == [tokenizer_model.bos_id()] + no_prefix.encode(text, out_type=int), repr(text[:60])
     plain = [t for t in texts if not _leading_space(t)]
     assert len(plain) > 30
     assert tok(documents)["input_ids"] == [expected[t] for t in documents]
     short = [t for t in plain if len(t) < 200]
     assert tok(short, add_special_tokens=False)["input_ids"] == [expected[t][1:] for t in short]
     decoded = tok.batch_decode([expected[t] for t in plain], skip_special_tokens=True)
-    assert decoded == [sp.decode(expected[t][1:]) for t in plain]
+    assert decoded == [tokenizer_model.decode(expected[t][1:]) for t in plain]
 
 
-def test_cli_export(trained, tmp_path, capsys):
-    model = trained[1]["model"]
+def test_cli_export(trained_tokenizer, tmp_path, capsys):
+    model = trained_tokenizer[1]["model"]
     assert cli.main(["export", "--hf", str(tmp_path / "m"), "--model", model]) == 0
     out = capsys.readouterr().out
     assert "(600 pieces)" in out and all(f"/{name} (sha256 " in out for name in HF_FILES)
     # --config: the config's model, its trainer.seq_len as model_max_length.
-    cfg = trained[0]
+    cfg = trained_tokenizer[0]
     sets = [f"tokenizer.model_prefix={cfg.tokenizer.model_prefix}", "trainer.seq_len=512",
             # no shards or checkpoints that record another tokenizer (the export checks them)
             f"shards.out={tmp_path / 'no-shards'}", f"trainer.out={tmp_path / 'no-train'}"]

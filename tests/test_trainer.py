@@ -3,59 +3,19 @@ uninterrupted one, gradient accumulation equals one large batch."""
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
-import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline.core.config import load_config
-from tests.conftest import CACHE, ROOT
-from tests.test_data import write_shards
+from tests.conftest import ROOT, read_log
+from tests.conftest import trainer_config as config
 from trainer.__main__ import main
 from trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from trainer.model import Attention, FeedForward, ModelArgs, Transformer
 from trainer.train import cosine_lr, forward_backward, param_groups, train
-
-ALICE = "inputs/books/alice29.txt"
-
-
-@pytest.fixture(scope="module")
-def alice(request) -> bytes:
-    """Alice's Adventures in Wonderland, from the demo inputs."""
-    path = CACHE / ALICE
-    if not path.exists():
-        path = request.getfixturevalue("demo_inputs")[ALICE]
-    return path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def book_shards(alice, tmp_path_factory) -> Path:
-    """Three shards of Alice's chapters, byte-level ids (UTF-8 byte + 3; BOS 1, EOS 2)."""
-    chapters = [c for c in re.split(rb"(?<=\n)(?= *CHAPTER [IVX]+\r?\n)", alice) if c.strip()]
-    docs = [("books", f"alice-{i}", [1] + [b + 3 for b in c] + [2]) for i, c in enumerate(chapters)]
-    assert len(docs) == 13  # the title page and 12 chapters
-    shard_dir = tmp_path_factory.mktemp("alice") / "shards"
-    write_shards(shard_dir, [docs[i::3] for i in range(3)], vocab_size=259, rows_per_batch=4)
-    return shard_dir
-
-
-def config(shards: Path, out: Path, **trainer):
-    """The demo config, pointed at test shards, with a smaller batch and `trainer` overrides."""
-    base = dict(model="demo", seq_len=64, batch_size=8, grad_accum=1, steps=12, lr=3e-3,
-                warmup_steps=10, log_every=1, ckpt_every=1000, keep_checkpoints=2,
-                num_threads=1)  # a tiny model: 2 threads are 4x slower on a busy 2-core machine
-    base.update(trainer)
-    overrides = [f"shards.out={shards}", f"trainer.out={out}"]
-    overrides += [f"trainer.{k}={v}" for k, v in base.items()]
-    return load_config(ROOT / "configs" / "demo.yaml", overrides)
-
-
-def read_log(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 def test_loss_falls_on_real_text(book_shards, tmp_path):

@@ -8,9 +8,8 @@ import torch
 
 from pipeline.core.config import load_config
 from pipeline.plan import gpu_peak
-from tests import test_trainer
-from tests.conftest import ROOT
-from tests.test_trainer import config, read_log
+from tests.conftest import ROOT, read_log
+from tests.conftest import trainer_config as config
 from trainer import bench_gpu
 from trainer.__main__ import main
 from trainer.devices import (
@@ -22,8 +21,6 @@ from trainer.devices import (
     resolve_device,
 )
 from trainer.train import train
-
-alice, book_shards = test_trainer.alice, test_trainer.book_shards
 
 CUDA_BUILD = torch.version.cuda is not None
 

@@ -14,9 +14,8 @@ import sys
 import pytest
 import torch
 
-from tests import test_trainer, test_trainer_val
-from tests.conftest import ROOT
-from tests.test_trainer import config, read_log
+from tests.conftest import ROOT, read_log
+from tests.conftest import trainer_config as config
 from trainer.checkpoint import (
     GlobalBatchWarning,
     check_dcp_metadata,
@@ -26,9 +25,6 @@ from trainer.checkpoint import (
     load_rank_state,
 )
 from trainer.train import train
-
-# Fixtures of the other trainer tests (pytest finds fixtures among module attributes).
-alice, two_source_shards = test_trainer.alice, test_trainer_val.two_source_shards
 
 # Run by each of the 2 processes: the command line twice in one process group; between
 # the runs, the newest checkpoint and what followed it are lost, as in a crash. Then

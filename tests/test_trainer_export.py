@@ -20,16 +20,12 @@ import sentencepiece as spm
 import torch
 
 import tokenizer.__main__ as tokenizer_cli
-from tests import test_trainer
-from tests.conftest import CACHE, ROOT
-from tests.test_data import write_shards
-from tests.test_trainer import config, read_log
+from tests.conftest import CACHE, ROOT, read_log, write_shards
+from tests.conftest import trainer_config as config
 from trainer.__main__ import main
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.model import ModelArgs, Transformer
 from trainer.train import SetupError, cosine_lr, train
-
-alice = test_trainer.alice
 
 MILTON = "inputs/books/plrabn12.txt"
 HF_FOLDER = ["config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",

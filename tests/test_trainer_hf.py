@@ -10,7 +10,6 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from tests import test_trainer
 from trainer.__main__ import main
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.hf import (
@@ -21,8 +20,6 @@ from trainer.hf import (
     to_hf_state_dict,
 )
 from trainer.model import MODEL_SIZES, ModelArgs, Transformer
-
-alice = test_trainer.alice  # the fixture (pytest finds fixtures among module attributes)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
-from tests.test_trainer import alice, book_shards  # noqa: F401 (fixtures)
 
 STEPS = 30
 
@@ -38,13 +39,22 @@ def _log(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_sigkill_at_a_random_step_then_resume(book_shards, tmp_path):  # noqa: F811
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cmd(book_shards, full), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def full(book_shards, tmp_path_factory) -> Path:
+    """The uninterrupted run both tests compare against."""
+    out = tmp_path_factory.mktemp("full")
+    subprocess.run(_cmd(book_shards, out), check=True, env=ENV, cwd=ROOT, capture_output=True, timeout=600)
+    return out
+
+
+def test_sigkill_at_a_random_step_then_resume(book_shards, full, tmp_path):
+    killed = tmp_path / "killed"
 
     kill_at = random.Random(os.getpid()).randint(7, STEPS - 5)
-    proc = subprocess.Popen(_cmd(book_shards, killed), env=env, cwd=ROOT,
+    proc = subprocess.Popen(_cmd(book_shards, killed), env=ENV, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
@@ -55,19 +65,17 @@ def test_sigkill_at_a_random_step_then_resume(book_shards, tmp_path):  # noqa: F
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
 
-    subprocess.run(_cmd(book_shards, killed), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    subprocess.run(_cmd(book_shards, killed), check=True, env=ENV, cwd=ROOT, capture_output=True, timeout=600)
     want = [(r["step"], r["loss"], r["lr"]) for r in _log(full) if "loss" in r]
     got = [(r["step"], r["loss"], r["lr"]) for r in _log(killed) if "loss" in r]
     assert [s for s, _, _ in want] == list(range(1, STEPS + 1))
     assert got == want, f"killed at step {kill_at}"
 
 
-def test_ctrl_c_checkpoints_the_current_step_then_resume_is_exact(book_shards, tmp_path):  # noqa: F811
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    full, stopped = tmp_path / "full", tmp_path / "stopped"
-    subprocess.run(_cmd(book_shards, full), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+def test_ctrl_c_checkpoints_the_current_step_then_resume_is_exact(book_shards, full, tmp_path):
+    stopped = tmp_path / "stopped"
 
-    proc = subprocess.Popen(_cmd(book_shards, stopped), env=env, cwd=ROOT,
+    proc = subprocess.Popen(_cmd(book_shards, stopped), env=ENV, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
@@ -81,6 +89,6 @@ def test_ctrl_c_checkpoints_the_current_step_then_resume_is_exact(book_shards, t
     assert step >= 8
     assert (stopped / "checkpoints" / f"step-{step:06d}.pt").is_file()
 
-    subprocess.run(_cmd(book_shards, stopped), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    subprocess.run(_cmd(book_shards, stopped), check=True, env=ENV, cwd=ROOT, capture_output=True, timeout=600)
     want = [(r["step"], r["loss"], r["lr"]) for r in _log(full) if "loss" in r]
     assert [(r["step"], r["loss"], r["lr"]) for r in _log(stopped) if "loss" in r] == want

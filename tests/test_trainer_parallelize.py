@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests import test_trainer
-from tests.test_trainer import config, read_log
+from tests.conftest import read_log
+from tests.conftest import trainer_config as config
 from trainer.__main__ import main
 from trainer.checkpoint import load_checkpoint
 from trainer.hf import import_hf
@@ -21,7 +21,6 @@ from trainer.model import ModelArgs, Transformer
 from trainer.parallelize import apply_ac, apply_compile, parallelize
 
 # Fixtures of the trainer tests (pytest finds fixtures among a module's attributes).
-alice, book_shards = test_trainer.alice, test_trainer.book_shards
 
 
 def _pair(**wrap) -> tuple[Transformer, Transformer]:

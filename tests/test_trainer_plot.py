@@ -7,13 +7,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.report import no_val_loss_reason
-from tests import test_trainer, test_trainer_val
-from tests.test_trainer import config, read_log
+from tests.conftest import read_log
+from tests.conftest import trainer_config as config
 from trainer.plot import loss_figure
 from trainer.train import train
-
-alice = test_trainer.alice
-two_source_shards = test_trainer_val.two_source_shards
 
 
 def _lines(fig) -> dict[str, object]:

@@ -20,12 +20,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.core import io as pio
 from tests.cluster import s3_server  # noqa: F401 (fixture)
-from tests.conftest import ROOT
-from tests.test_data import SEQ, shards, windows  # noqa: F401 (fixture)
-from tests.test_trainer import alice, book_shards, config  # noqa: F401 (fixtures)
-from trainer.checkpoint import (CheckpointError, checkpoint_path, fetch_checkpoint,
-                                list_checkpoints, load_checkpoint, load_sharded_checkpoint,
-                                save_sharded_checkpoint)
+from tests.conftest import ROOT, SEQ, windows
+from tests.conftest import trainer_config as config
+from trainer.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    fetch_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
 from trainer.data import ShardError, TokenLoader, TokenStream, source_windows
 from trainer.storage import staging_dir
 from trainer.train import train
@@ -36,7 +41,7 @@ TIMING = ("tokens_per_s", "mfu")  # the only fields of a log record that may dif
 @pytest.fixture(scope="module")
 def bucket(s3_server) -> str:  # noqa: F811
     """'s3://trainer', with this process's S3 options pointed at the server."""
-    previous = FileSystems._pipeline_options  # noqa: SLF001 (restored for later modules)
+    previous = FileSystems._pipeline_options
     pio.configure(s3_server.beam_args(), force=True)
     yield s3_server.make_bucket("trainer")
     if previous is None:
@@ -112,7 +117,7 @@ STEPS = dict(steps=8, ckpt_every=4, keep_checkpoints=1)
 
 
 @pytest.fixture(scope="module")
-def reference(book_shards, tmp_path_factory) -> tuple[list[dict], dict]:  # noqa: F811
+def reference(book_shards, tmp_path_factory) -> tuple[list[dict], dict]:
     """The log records and final checkpoint of the run on local folders."""
     out = tmp_path_factory.mktemp("local")
     summary = train(config(book_shards, out, **STEPS))

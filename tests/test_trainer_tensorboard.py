@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_trainer, test_trainer_val
-from tests.conftest import ROOT
-from tests.test_trainer import config, read_log
+from tests.conftest import ROOT, read_log
+from tests.conftest import trainer_config as config
 from trainer.__main__ import main
 from trainer.checkpoint import list_checkpoints
 from trainer.train import SetupError, tensorboard_dir, tensorboard_scalars, train
-
-alice, book_shards = test_trainer.alice, test_trainer.book_shards
-two_source_shards = test_trainer_val.two_source_shards
 
 
 def _scalars(folder) -> dict[str, list[tuple[int, float]]]:

@@ -4,7 +4,6 @@ each source, the right numbers in log.jsonl and the summary, training undisturbe
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,51 +11,19 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tests import test_trainer
-from tests.conftest import CACHE
-from tests.test_data import write_shards
-from tests.test_trainer import config, read_log
+from pipeline.core.contracts import load_shard_manifest
+from tests.conftest import read_log
+from tests.conftest import trainer_config as config
 from trainer.checkpoint import load_checkpoint
-from trainer.data import load_manifest, source_windows, split_sources
+from trainer.data import source_windows, split_sources
 from trainer.model import ModelArgs, Transformer
 from trainer.train import train
-
-# Fixtures of the trainer tests (pytest finds fixtures among a module's attributes).
-alice, book_shards = test_trainer.alice, test_trainer.book_shards
-
-MILTON = "inputs/books/plrabn12.txt"
-
-
-@pytest.fixture(scope="module")
-def two_source_shards(alice, request, tmp_path_factory) -> Path:
-    """Train and val shards of two sources, byte-level ids (UTF-8 byte + 3; BOS 1, EOS 2):
-    "books" = the chapters of Alice in Wonderland, "poetry" = Paradise Lost in ~6 kB
-    pieces. Val holds Alice's last 3 chapters and the last 6 pieces of Milton, spread
-    over two shards of 2-row record batches, the sources interleaved."""
-    path = CACHE / MILTON
-    if not path.exists():
-        path = request.getfixturevalue("demo_inputs")[MILTON]
-    milton = path.read_bytes()[:120_000]
-    chapters = [c for c in re.split(rb"(?<=\n)(?= *CHAPTER [IVX]+\r?\n)", alice) if c.strip()]
-    pieces = [milton[i:i + 6000] for i in range(0, len(milton), 6000)]
-
-    def doc(source, i, text):
-        return (source, f"{source}-{i}", [1] + [b + 3 for b in text] + [2])
-
-    books = [doc("books", i, c) for i, c in enumerate(chapters)]
-    poetry = [doc("poetry", i, p) for i, p in enumerate(pieces)]
-    train_docs = books[:10] + poetry[:14]
-    val_docs = [d for pair in zip(poetry[14:], books[10:] + [None] * 3) for d in pair if d]
-    shard_dir = tmp_path_factory.mktemp("two-sources") / "shards"
-    write_shards(shard_dir, [train_docs[0::2], train_docs[1::2]],
-                 val=[val_docs[:5], val_docs[5:]], vocab_size=259, rows_per_batch=2)
-    return shard_dir
 
 
 def _independent_windows(shard_dir: Path, source: str, seq_len: int) -> np.ndarray:
     """Every window of a source's val tokens, read with plain pyarrow (not trainer.data)."""
     ids = []
-    for entry in load_manifest(shard_dir)["shards"]:
+    for entry in load_shard_manifest(shard_dir)["shards"]:
         if entry["split"] == "val":
             table = pa.ipc.open_file(str(shard_dir / entry["file"])).read_all().to_pylist()
             ids += [t for row in table if row["source"] == source for t in row["input_ids"]]

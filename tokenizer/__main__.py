@@ -7,14 +7,17 @@ import json
 import logging
 import sys
 
-from pipeline.core.config import PipelineError, add_override_argument  # pydantic and yaml only, no Beam
+from pipeline.core.config import (  # pydantic and yaml only, no Beam
+    PipelineError,
+    add_override_argument,
+)
 
 DEMO_CONFIG = "configs/demo.yaml"
 
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline.core.config import load_config
-    from tokenizer.train import train_tokenizer  # imports Beam: only for this command
+    from tokenizer.train import train_tokenizer
 
     cfg = load_config(args.config, args.overrides)
     from pipeline.core import io
@@ -46,18 +49,23 @@ def _recorded_tokenizers(cfg, checkpoint: str | None) -> list[tuple[str, dict | 
     """(where, record) of the tokenizer the model must be exported with: the
     checkpoint's (--checkpoint, else the newest under the config's trainer.out) and
     the config's shard manifest's, each where there is one."""
-    from trainer.checkpoint import latest_checkpoint, saved_state
-    from trainer.data import ShardError, load_manifest
-    from trainer.storage import join
+    from pipeline.core import io
+    from pipeline.core.contracts import (
+        CHECKPOINTS,
+        ShardError,
+        latest_checkpoint,
+        load_shard_manifest,
+        saved_state,
+    )
 
     records = []
     if cfg is not None:
         try:
             records.append((f"shard manifest in {cfg.shards.out}",
-                            load_manifest(cfg.shards.out).get("tokenizer")))
+                            load_shard_manifest(cfg.shards.out).get("tokenizer")))
         except ShardError:
             pass  # no shards yet: nothing recorded there
-        checkpoint = checkpoint or latest_checkpoint(join(cfg.trainer.out, "checkpoints"))
+        checkpoint = checkpoint or latest_checkpoint(io.join(cfg.trainer.out, CHECKPOINTS))
     if checkpoint is not None:
         records.append((f"checkpoint {checkpoint}", saved_state(checkpoint).get("tokenizer")))
     return records
@@ -122,7 +130,7 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `python -m tokenizer`."""
+    """The argument parser of `python -m tokenizer`: one subcommand each."""
     parser = argparse.ArgumentParser(
         prog="python -m tokenizer",
         description=(
@@ -131,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_export, _add_encode, _add_decode):
+        add(commands)
+    return parser
 
+
+def _add_train(commands) -> None:
     train = commands.add_parser(
         "train",
         help="sample the cleaned text and train the tokenizer",
@@ -152,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-mixed", action="store_true",
                        help="train on a clean output written under other settings than the config's, "
                             "with a warning (by default: an error naming its run)")
-    train.set_defaults(run=_train)
+    train.set_defaults(func=_train)
 
+
+def _add_export(commands) -> None:
     export = commands.add_parser(
         "export",
         help="write the tokenizer files Hugging Face transformers loads",
@@ -176,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_override_argument(export, "tokenizer.model_prefix=out/tok/m")
     export.add_argument("--checkpoint", metavar="PATH",
                         help="a trainer checkpoint whose recorded tokenizer this must be")
-    export.set_defaults(run=_export)
+    export.set_defaults(func=_export)
 
+
+def _add_encode(commands) -> None:
     encode = commands.add_parser(
         "encode",
         help="print the ids and pieces of a text",
@@ -189,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--config", default=DEMO_CONFIG, help="YAML config (default: %(default)s)")
     add_override_argument(encode, "tokenizer.model_prefix=out/demo/tokenizer/llama-demo")
     encode.add_argument("text", help="the text to encode")
-    encode.set_defaults(run=_encode)
+    encode.set_defaults(func=_encode)
 
+
+def _add_decode(commands) -> None:
     decode = commands.add_parser(
         "decode",
         help="print the text of token ids",
@@ -202,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("ids", nargs="+", type=int,
                         help="token ids, e.g. 1 461 373 1295 876 (BOS, then what `encode "
                              "'Alice was beginning'` prints with the demo tokenizer)")
-    decode.set_defaults(run=_decode)
-    return parser
+    decode.set_defaults(func=_decode)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tokenizer").setLevel(logging.INFO)  # ours, not Beam's import chatter
     try:
-        return args.run(args)
+        return args.func(args)
     except (OSError, ValueError, PipelineError) as e:  # bad config, missing or unreadable input, an
         # unreachable bucket: no traceback
         print(f"error: {e}", file=sys.stderr)

@@ -1,58 +1,15 @@
 """Export the trained tokenizer for Hugging Face `transformers` (`python -m tokenizer export --hf`).
 
-The folder holds what a LLaMA checkpoint on the Hub holds:
+The folder holds what a LLaMA checkpoint on the Hub holds: `tokenizer.model` (our
+SentencePiece model, byte for byte), `tokenizer.json` (the fast pipeline, built by
+transformers' own converter from the model's pieces, scores and normaliser spec),
+`tokenizer_config.json` and `special_tokens_map.json`. `tokenizers.Tokenizer`,
+`PreTrainedTokenizerFast` and `AutoTokenizer` loading it give SentencePiece's ids
+(`[bos] + encode`) for every text; tests/test_tokenizer_hf.py checks this.
 
-- `tokenizer.model`: our SentencePiece model, byte for byte;
-- `tokenizer.json`: the fast (`tokenizers`) pipeline, built by transformers' own
-  converter (`SpmConverter.build_tokenizer_from_spm_proto`) from the model's
-  pieces, scores and normaliser spec, plus `<s>` prepended by the post-processor
-  and the three meta pieces as special added tokens;
-- `tokenizer_config.json`: tokenizer class `PreTrainedTokenizerFast` (as
-  Meta's Llama 3 checkpoints), `<s>`/`</s>`/`<unk>`, `add_bos_token` true,
-  `add_eos_token` false, `legacy` true, `split_special_tokens` true;
-- `special_tokens_map.json`.
-
-What matches our ids (`[bos] + encode_batch(sp, [text])[0]`), checked by
-tests/test_tokenizer_hf.py on every document of the real test corpus and on
-tricky strings (transformers 5.24, tokenizers 0.23):
-
-- `tokenizers.Tokenizer.from_file("tokenizer.json")` (with
-  `encode_special_tokens = True`), `PreTrainedTokenizerFast.from_pretrained(DIR)`
-  and `AutoTokenizer.from_pretrained(DIR)`: every text, and decoding gives the
-  text back. transformers 4 loads the same tokenizer.json for all three.
-- `LlamaTokenizer` and `LlamaTokenizerFast` (one class in transformers 5):
-  every Document (cleaned text never starts with whitespace:
-  `pipeline.sources.base.make_document` strips its edges) and every text that
-  does not start with U+0020 or U+2581. transformers 5's
-  `LlamaTokenizer.__init__` rebuilds its pipeline from the vocabulary alone (no
-  normaliser, a `Metaspace` pre-tokenizer) and ignores the one in
-  tokenizer.json; `Metaspace` adds the dummy-prefix "▁" only when the text
-  does not already start with one, SentencePiece always adds it. So a text
-  starting with a space gets one "▁" fewer: exactly SentencePiece's ids with
-  `add_dummy_prefix=false`. No setting of tokenizer_config.json reaches that
-  pipeline (`legacy` only picks `prepend_scheme` "always" or "first", which
-  agree on a text without added tokens). Known upstream (the same bug was fixed
-  for CodeLlama; huggingface/transformers pull request 47700 for Llama).
-  That is why `AutoTokenizer` is pointed at `PreTrainedTokenizerFast`.
-
-The settings, and why:
-
-- `tokenizer_class: PreTrainedTokenizerFast`: runs tokenizer.json as written;
-  `LlamaTokenizer` in transformers 5 would rebuild it (above).
-- `legacy: true`: in transformers 4 the slow `LlamaTokenizer` then calls
-  `sp_model.encode(text)` unchanged, equal to SentencePiece; `legacy: false`
-  makes the 4.x conversion use `Metaspace(prepend_scheme="first")`, the
-  leading-space difference above.
-- `split_special_tokens: true`: our shards encode a literal "<s>" in a document
-  as the characters it is made of, as SentencePiece (and Meta's LLaMA
-  tokenizer) do; by default HF would turn it into the BOS id.
-- No `add_prefix_space` key: in transformers 4 any value forces a conversion
-  from the slow tokenizer instead of reading tokenizer.json.
-
-Why we convert from the parsed model ourselves: transformers reads a
-tokenizer.model through `sentencepiece_model_pb2`, which refuses to import
-under the protobuf runtime this project pins (see `tokenizer._model_proto_class`);
-a folder with tokenizer.model alone cannot be loaded here at all.
+We convert from the parsed model ourselves: transformers reads a tokenizer.model
+through `sentencepiece_model_pb2`, which refuses to import under the protobuf
+runtime this project pins (`tokenizer._model_proto_class`).
 """
 
 from __future__ import annotations
@@ -163,6 +120,15 @@ def hf_tokenizer_config(
     sp: spm.SentencePieceProcessor, model_max_length: int = LLAMA_CONTEXT
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tokenizer_config.json, special_tokens_map.json) contents for the model."""
+    # - tokenizer_class PreTrainedTokenizerFast: runs tokenizer.json as written.
+    #   transformers 5's LlamaTokenizer rebuilds its pipeline with a Metaspace that adds
+    #   the dummy prefix U+2581 only when the text lacks one, so a text starting with a
+    #   space loses one (https://github.com/huggingface/transformers/pull/47700).
+    # - legacy true: transformers 4's slow LlamaTokenizer then encodes as SentencePiece.
+    # - split_special_tokens true: a literal "<s>" in a document is its characters, as
+    #   in our shards, not the BOS id.
+    # - no add_prefix_space key: any value makes transformers 4 convert the slow tokenizer
+    #   instead of reading tokenizer.json.
     ids = special_ids(sp)
     meta = {i: sp.id_to_piece(i) for i in (ids.unk, ids.bos, ids.eos) if i >= 0}
     config: dict[str, Any] = {

@@ -207,8 +207,43 @@ def train_tokenizer(cfg: Config, force: bool = False, allow_mixed: bool = False)
     sample_seconds = time.perf_counter() - t0
 
     sentences = min(n_lines, tok.input_sentence_size)
-    model = io.BytesIO()
     t1 = time.perf_counter()
+    model, counts = _train_sentencepiece(cfg, sample, n_lines, sentences)
+    train_seconds = time.perf_counter() - t1
+    if counts["skipped"]:
+        log.warning("SentencePiece skipped %d of %d lines", counts["skipped"], sentences)
+    sp = _write_model(model, model_path, vocab_path)
+    summary = {
+        "model": str(model_path),
+        "vocab": str(vocab_path),
+        "sample": str(sample),
+        "sha256": hashlib.sha256(model).hexdigest(),
+        "sample_sha256": storage.sha256_file(sample),
+        "vocab_size": sp.get_piece_size(),
+        "sample_stats": stats,
+        "sentences": sentences,
+        "loaded": counts["loaded"],
+        "skipped_lines": counts["skipped"],
+        "sample_seconds": round(sample_seconds, 3),
+        "train_seconds": round(train_seconds, 3),
+    }
+    storage.write_json(lineage.tokenizer_manifest_path(cfg), {
+        **summary, "format": lineage.TOKENIZER_FORMAT, "tokenizer_digest": cfg.tokenizer_digest(),
+        "clean_run": clean.get("run"), "clean_contents": lineage.contents(clean),
+        "clean_config_digest": clean.get("clean_config_digest")})
+    return summary
+
+
+def _train_sentencepiece(cfg: Config, sample: str, n_lines: int,
+                         sentences: int) -> tuple[bytes, dict[str, int]]:
+    """SentencePiece BPE with LLaMA's settings on `sentences` of the sample's `n_lines`
+    lines (drawn with cfg.seed); returns (the model's bytes, `parse_trainer_log` counts).
+
+    Raises:
+        RuntimeError: SentencePiece failed (its message and log tail attached).
+    """
+    tok = cfg.tokenizer
+    model = io.BytesIO()
     with tempfile.TemporaryFile() as trainer_log:
         try:
             with redirect_fd2(trainer_log):
@@ -227,32 +262,15 @@ def train_tokenizer(cfg: Config, force: bool = False, allow_mixed: bool = False)
             tail = "\n".join(trainer_log.read().decode("utf-8", "replace").splitlines()[-10:])
             raise RuntimeError(f"SentencePiece failed on {sample}: {e}\n{tail}") from e
         trainer_log.seek(0)
-        counts = parse_trainer_log(trainer_log.read().decode("utf-8", "replace"))
-    train_seconds = time.perf_counter() - t1
-    if counts["skipped"]:
-        log.warning("SentencePiece skipped %d of %d lines", counts["skipped"], sentences)
+        return model.getvalue(), parse_trainer_log(trainer_log.read().decode("utf-8", "replace"))
 
-    storage.write_bytes(model_path, model.getvalue())
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+
+def _write_model(model: bytes, model_path: str, vocab_path: str) -> spm.SentencePieceProcessor:
+    """Write the model and its .vocab (piece, tab, score per line, as `spm_train`
+    writes it), each atomically; returns the loaded model."""
+    storage.write_bytes(model_path, model)
+    sp = spm.SentencePieceProcessor(model_proto=model)
     with storage.atomic_write(vocab_path) as f:
         for i in range(sp.get_piece_size()):
             f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n".encode())
-    summary = {
-        "model": str(model_path),
-        "vocab": str(vocab_path),
-        "sample": str(sample),
-        "sha256": hashlib.sha256(model.getvalue()).hexdigest(),
-        "sample_sha256": storage.sha256_file(sample),
-        "vocab_size": sp.get_piece_size(),
-        "sample_stats": stats,
-        "sentences": sentences,
-        "loaded": counts["loaded"],
-        "skipped_lines": counts["skipped"],
-        "sample_seconds": round(sample_seconds, 3),
-        "train_seconds": round(train_seconds, 3),
-    }
-    storage.write_json(lineage.tokenizer_manifest_path(cfg), {
-        **summary, "format": lineage.TOKENIZER_FORMAT, "tokenizer_digest": cfg.tokenizer_digest(),
-        "clean_run": clean.get("run"), "clean_contents": lineage.contents(clean),
-        "clean_config_digest": clean.get("clean_config_digest")})
-    return summary
+    return sp

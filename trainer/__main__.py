@@ -1,6 +1,6 @@
 """Command line:
 
-    python -m trainer --config configs/demo.yaml [--set trainer.steps=50 ...]   # train
+    python -m trainer [train] --config configs/demo.yaml [--set trainer.steps=50 ...]   # train
     python -m trainer export --hf DIR [--checkpoint PATH | --config CONFIG]     # to HF Llama
     python -m trainer import --hf DIR --out CKPT                                # from HF Llama
     python -m trainer --set trainer.init_from=CKPT_OR_HF_DIR ...                # continue training
@@ -22,6 +22,7 @@ import sys
 from pipeline.core.config import ConfigError, add_override_argument, load_config
 from trainer.storage import is_remote
 
+DEMO_CONFIG = "configs/demo.yaml"
 DESCRIPTION = """\
 Train a LLaMA model on the token shards of a config.
 
@@ -68,12 +69,12 @@ def _peak_flops(value: str) -> float | str:
     return value if value == "measure" else float(value)
 
 
-def _train(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/demo.yaml",
-                        help="YAML job config (default: %(default)s)")
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", prog="python -m trainer [train]", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train on the token shards of a config (the default command)")
+    parser.add_argument("--config", default=DEMO_CONFIG, help="YAML job config (default: %(default)s)")
     add_override_argument(parser)
     parser.add_argument("--no-resume", action="store_true",
                         help="start afresh: delete this run's checkpoints and log")
@@ -85,22 +86,21 @@ def _train(argv: list[str]) -> int:
                         help="train on shards that do not follow the config or the clean output and "
                              "tokenizer now there, or resume a run of other shards, with a warning "
                              "(by default: an error naming the runs)")
-    opts = parser.parse_args(argv)
-    try:
-        cfg = load_config(opts.config, opts.overrides)
-    except ConfigError as e:
-        parser.error(str(e))
+    parser.set_defaults(func=_train, parser=parser)
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = _config(args, args.config)
     _configure_storage(cfg, cfg.shards.out, cfg.trainer.out)
     from pipeline.core import lineage
 
     try:  # the shards agree with the clean output, tokenizer and config, and a run resumed with them
-        runs = lineage.check_training(cfg, resume=not opts.no_resume, allow_mixed=opts.allow_mixed)
+        runs = lineage.check_training(cfg, resume=not args.no_resume, allow_mixed=args.allow_mixed)
     except lineage.MixedRuns as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    from trainer.checkpoint import CheckpointError
-    from trainer.data import ShardError
+    from pipeline.core.contracts import CheckpointError, ShardError
     from trainer.devices import DeviceError
     from trainer.model import MODEL_SIZES
     from trainer.train import SetupError, train  # after --help: importing torch is slow
@@ -108,11 +108,11 @@ def _train(argv: list[str]) -> int:
     name = cfg.trainer.model
     if name not in MODEL_SIZES:  # before any data is read
         close = [n for n in MODEL_SIZES if n.lower() == name.lower()]
-        parser.error(f"trainer.model {name!r} is not a model size ({', '.join(MODEL_SIZES)})"
-                     + (f": did you mean {close[0]!r}?" if close else ""))
+        args.parser.error(f"trainer.model {name!r} is not a model size ({', '.join(MODEL_SIZES)})"
+                          + (f": did you mean {close[0]!r}?" if close else ""))
 
     try:
-        summary = train(cfg, resume=not opts.no_resume, peak_flops=opts.peak_flops)
+        summary = train(cfg, resume=not args.no_resume, peak_flops=args.peak_flops)
     except (ShardError, DeviceError, SetupError) as e:  # no shards yet, a corrupt or missing one,
         # a device this torch lacks, unusable init_from or tensorboard: named, no traceback
         print(f"error: {e}", file=sys.stderr)
@@ -132,10 +132,16 @@ def _train(argv: list[str]) -> int:
         print(f"interrupted after step {summary['steps']}; checkpoint: {summary['checkpoint']}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
+    _print_summary(summary, cfg.trainer.steps)
+    return 0
+
+
+def _print_summary(summary: dict, steps: int) -> None:
+    """What a finished (or already complete) training run did, and where its files are."""
     if summary["steps"] == summary["start_step"]:  # nothing left to do: say so, not "trained"
-        past = summary["steps"] > cfg.trainer.steps
+        past = summary["steps"] > steps
         print(f"already complete: the latest checkpoint is at step {summary['steps']}"
-              f"{', past' if past else ' ='} trainer.steps={cfg.trainer.steps}; nothing was trained "
+              f"{', past' if past else ' ='} trainer.steps={steps}; nothing was trained "
               "(raise trainer.steps to continue, --no-resume starts afresh)")
     else:
         resumed = (f" (steps {summary['start_step'] + 1}-{summary['steps']}, resumed)"
@@ -147,12 +153,41 @@ def _train(argv: list[str]) -> int:
     print(f"checkpoint: {summary['checkpoint']}")
     print(f"log:        {summary['log']}")
     print(f"plot:       {summary['plot']}")
-    return 0
 
 
-def _export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer export",
+def _config(args: argparse.Namespace, path: str):
+    """The job config at `path` with the --set overrides; a bad one ends the command."""
+    try:
+        return load_config(path, args.overrides)
+    except ConfigError as e:
+        args.parser.error(str(e))
+
+
+def _newest_checkpoint(args: argparse.Namespace, cfg, hint: str = "") -> str:
+    """The newest checkpoint under the config's trainer.out; none ends the command."""
+    from pipeline.core.contracts import CHECKPOINTS, latest_checkpoint
+    from trainer.storage import join
+
+    checkpoint = latest_checkpoint(join(cfg.trainer.out, CHECKPOINTS))
+    if checkpoint is None:
+        args.parser.error(f"no checkpoint under {cfg.trainer.out}/checkpoints{hint}")
+    return checkpoint
+
+
+def _manifest_tokenizer(cfg) -> dict | None:
+    """The shard manifest's record of the tokenizer (None: no shards beside the config)."""
+    from pipeline.core.contracts import ShardError, load_shard_manifest
+
+    try:
+        return load_shard_manifest(cfg.shards.out)["tokenizer"]
+    except ShardError:
+        return None
+
+
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export", prog="python -m trainer export",
+        help="write a checkpoint and its tokenizer as a Hugging Face Llama folder",
         description="Write a checkpoint's model and the tokenizer that trained it as one "
                     "Hugging Face Llama folder: config.json + model.safetensors (--dtype) + "
                     "tokenizer.model, tokenizer.json, tokenizer_config.json and "
@@ -179,35 +214,26 @@ def _export(argv: list[str]) -> int:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="dtype of the exported weights (default: %(default)s, the "
                              "checkpoint's own)")
-    opts = parser.parse_args(argv)
+    parser.set_defaults(func=_export, parser=parser)
 
-    from trainer.checkpoint import latest_checkpoint, load_model
-    from trainer.data import ShardError, load_manifest
+
+def _export(args: argparse.Namespace) -> int:
+    from trainer.checkpoint import load_model
     from trainer.hf import export_hf
     from trainer.model import ModelArgs
-    from trainer.storage import join
 
-    checkpoint, cfg, manifest_record = opts.checkpoint, None, None
-    config = opts.config or (None if checkpoint else "configs/demo.yaml")
+    checkpoint, cfg, manifest_record = args.checkpoint, None, None
+    config = args.config or (None if checkpoint else DEMO_CONFIG)
     if config is not None:
-        try:
-            cfg = load_config(config, opts.overrides)
-        except ConfigError as e:
-            parser.error(str(e))
+        cfg = _config(args, config)
         _configure_storage(cfg, cfg.shards.out, cfg.trainer.out, checkpoint)
-        if checkpoint is None:
-            checkpoint = latest_checkpoint(join(cfg.trainer.out, "checkpoints"))
-            if checkpoint is None:
-                parser.error(f"no checkpoint under {cfg.trainer.out}/checkpoints")
-        try:
-            manifest_record = load_manifest(cfg.shards.out)["tokenizer"]
-        except ShardError:
-            pass  # no shards beside the config
+        checkpoint = checkpoint or _newest_checkpoint(args, cfg)
+        manifest_record = _manifest_tokenizer(cfg)
     try:
         weights, state = load_model(checkpoint)
     except (FileNotFoundError, KeyError) as e:
-        parser.error(f"{checkpoint}: {e}")
-    args = ModelArgs(**state["model_args"])
+        args.parser.error(f"{checkpoint}: {e}")
+    model_args = ModelArgs(**state["model_args"])
     # what the model was trained with: the checkpoint's own record, else the shards'
     if (state.get("tokenizer") or {}).get("sha256"):
         where, record = f"checkpoint {checkpoint}", state["tokenizer"]
@@ -215,32 +241,41 @@ def _export(argv: list[str]) -> int:
         where, record = f"shard manifest in {cfg.shards.out}", manifest_record
     else:
         where, record = None, state.get("tokenizer") or manifest_record
-    bos, eos = (record or {}).get("bos_id", 1), (record or {}).get("eos_id", 2)
-
     tokenizer = None
-    if not opts.no_tokenizer:
-        tokenizer = opts.tokenizer or (f"{cfg.tokenizer.model_prefix}.model" if cfg else None) or (
-            record or {}).get("path")
+    if not args.no_tokenizer:
+        tokenizer = _export_tokenizer(args, cfg, checkpoint, where, record, model_args)
         if tokenizer is None:
-            parser.error(f"{checkpoint} records no tokenizer: give the one it was trained with "
-                         "(--tokenizer MODEL), or export the model alone (--no-tokenizer)")
-        try:
-            error = _check_export_tokenizer(tokenizer, [(where, record)] if where else [], args)
-        except (FileNotFoundError, ValueError) as e:
-            error = str(e)
-        if error:
-            print(f"error: {error}", file=sys.stderr)
             return 1
-
-    out = export_hf(weights, args, opts.hf, bos_token_id=bos, eos_token_id=eos, dtype=opts.dtype)
-    print(f"exported {checkpoint} -> {out} ({opts.dtype})")
+    bos, eos = (record or {}).get("bos_id", 1), (record or {}).get("eos_id", 2)
+    out = export_hf(weights, model_args, args.hf, bos_token_id=bos, eos_token_id=eos,
+                    dtype=args.dtype)
+    print(f"exported {checkpoint} -> {out} ({args.dtype})")
     if tokenizer is not None:
         from tokenizer.hf import export_hf as export_tokenizer
 
-        export_tokenizer(tokenizer, out, model_max_length=args.max_seq_len)
+        export_tokenizer(tokenizer, out, model_max_length=model_args.max_seq_len)
         print(f"tokenizer: {tokenizer}" + (f", the one recorded by the {where}" if where else
                                            ", not checked: nothing records the model's tokenizer"))
     return 0
+
+
+def _export_tokenizer(args: argparse.Namespace, cfg, checkpoint: str, where: str | None,
+                      record: dict | None, model_args) -> str | None:
+    """The tokenizer file to export with the model, checked against `record` (kept by
+    `where`); None after printing why it cannot go with it."""
+    tokenizer = args.tokenizer or (f"{cfg.tokenizer.model_prefix}.model" if cfg else None) or (
+        record or {}).get("path")
+    if tokenizer is None:
+        args.parser.error(f"{checkpoint} records no tokenizer: give the one it was trained with "
+                          "(--tokenizer MODEL), or export the model alone (--no-tokenizer)")
+    try:
+        error = _check_export_tokenizer(tokenizer, [(where, record)] if where else [], model_args)
+    except (FileNotFoundError, ValueError) as e:
+        error = str(e)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    return tokenizer
 
 
 def _check_export_tokenizer(path: str, records: list, args) -> str | None:
@@ -257,9 +292,10 @@ def _check_export_tokenizer(path: str, records: list, args) -> str | None:
     return None
 
 
-def _import(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer import",
+def _add_import(commands) -> None:
+    parser = commands.add_parser(
+        "import", prog="python -m trainer import",
+        help="read a Hugging Face Llama folder into a checkpoint",
         description="Read a Hugging Face Llama folder (config.json + model.safetensors, or "
                     "sharded weights named by model.safetensors.index.json) into a checkpoint "
                     "file holding the model, its ModelArgs and, when the folder has a "
@@ -269,8 +305,10 @@ def _import(argv: list[str]) -> int:
     parser.add_argument("--hf", required=True, metavar="DIR", help="input folder")
     parser.add_argument("--out", required=True, metavar="CKPT",
                         help="checkpoint file to write (local, s3:// or gs://)")
-    opts = parser.parse_args(argv)
+    parser.set_defaults(func=_import, parser=parser)
 
+
+def _import(args: argparse.Namespace) -> int:
     import tempfile
     from dataclasses import asdict
     from pathlib import Path
@@ -280,19 +318,19 @@ def _import(argv: list[str]) -> int:
     from trainer.storage import upload
 
     try:
-        weights, args = import_hf(opts.hf)
+        weights, model_args = import_hf(args.hf)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        parser.error(f"{opts.hf}: {e}")
-    state = {"step": 0, "model": weights, "model_args": asdict(args)}
-    if (record := tokenizer_record(opts.hf)) is not None:
+        args.parser.error(f"{args.hf}: {e}")
+    state = {"step": 0, "model": weights, "model_args": asdict(model_args)}
+    if (record := tokenizer_record(args.hf)) is not None:
         state["tokenizer"] = record
-    if not is_remote(opts.out):
-        path = save_checkpoint(opts.out, state)
+    if not is_remote(args.out):
+        path = save_checkpoint(args.out, state)
     else:  # written here, then uploaded (the object appears only once complete)
         with tempfile.TemporaryDirectory() as tmp:
-            upload(save_checkpoint(Path(tmp) / "checkpoint.pt", state), opts.out)
-        path = opts.out
-    print(f"imported {opts.hf} -> {path}")
+            upload(save_checkpoint(Path(tmp) / "checkpoint.pt", state), args.out)
+        path = args.out
+    print(f"imported {args.hf} -> {path}")
     return 0
 
 
@@ -319,63 +357,51 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "on CPU)")
 
 
-def _load_for_inference(parser: argparse.ArgumentParser, opts, need_config: bool):
+def _load_for_inference(args: argparse.Namespace, need_config: bool):
     """(model, SentencePiece processor, config or None, model source) of the options
     `_add_model_arguments` adds; errors end the command with one line."""
     import torch
 
-    from trainer.checkpoint import latest_checkpoint
-    from trainer.data import ShardError, load_manifest
     from trainer.devices import DeviceError, resolve_device
     from trainer.generate import load_model
-    from trainer.storage import join
 
-    source = opts.checkpoint or opts.hf
+    source = args.checkpoint or args.hf
     cfg = None
-    if need_config or opts.config or source is None:
-        try:
-            cfg = load_config(opts.config or "configs/demo.yaml", opts.overrides)
-        except ConfigError as e:
-            parser.error(str(e))
+    if need_config or args.config or source is None:
+        cfg = _config(args, args.config or DEMO_CONFIG)
         _configure_storage(cfg, cfg.shards.out, cfg.trainer.out, source)
-        if source is None:
-            source = latest_checkpoint(join(cfg.trainer.out, "checkpoints"))
-            if source is None:
-                parser.error(f"no checkpoint under {cfg.trainer.out}/checkpoints: train first, "
-                             "or give --checkpoint or --hf")
+        source = source or _newest_checkpoint(args, cfg, ": train first, or give --checkpoint or --hf")
     try:
-        device = resolve_device(opts.device)
+        device = resolve_device(args.device)
     except DeviceError as e:
-        parser.error(str(e))
-    dtype = getattr(torch, opts.dtype or ("float32" if device.type == "cpu" else "bfloat16"))
+        args.parser.error(str(e))
+    dtype = getattr(torch, args.dtype or ("float32" if device.type == "cpu" else "bfloat16"))
     try:
         model, record = load_model(source, device, dtype)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        parser.error(f"{source}: {e}")
-    path = opts.tokenizer or (record or {}).get("path")
+        args.parser.error(f"{source}: {e}")
+    path = args.tokenizer or (record or {}).get("path")
     if path is None and cfg is not None:
-        try:
-            path = load_manifest(cfg.shards.out)["tokenizer"]["path"]
-        except ShardError:
-            pass
+        path = (_manifest_tokenizer(cfg) or {}).get("path")
     if path is None:
-        parser.error(f"{source} records no tokenizer: give the one it was trained with "
-                     "(--tokenizer MODEL)")
+        args.parser.error(f"{source} records no tokenizer: give the one it was trained with "
+                          "(--tokenizer MODEL)")
     import tokenizer
 
     try:
         sp = tokenizer.load(path)
     except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
+        args.parser.error(str(e))
     if sp.get_piece_size() != model.args.vocab_size:
-        parser.error(f"{path} has {sp.get_piece_size()} pieces, the model's vocabulary is "
-                     f"{model.args.vocab_size}: not the tokenizer it was trained with")
+        args.parser.error(f"{path} has {sp.get_piece_size()} pieces, the model's vocabulary is "
+                          f"{model.args.vocab_size}: not the tokenizer it was trained with")
     return model, sp, cfg, str(source)
 
 
-def _generate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer generate",
+def _add_generate(commands) -> None:
+    parser = commands.add_parser(
+        "generate", prog="python -m trainer generate",
+        help="continue prompts with a trained model, or print a size's inference memory",
         description="Continue prompts with a trained model, streaming each completion to "
                     "the terminal as it is generated (KV cache; CPU, or one GPU in bf16). "
                     "A prompt is encoded as a document's start ([BOS] + ids). Temperature 0 "
@@ -404,60 +430,72 @@ def _generate(argv: list[str]) -> int:
     parser.add_argument("--out", metavar="JSON",
                         help="also write the samples there: {settings, samples: [{prompt, "
                              "completion, tokens}]}")
-    opts = parser.parse_args(argv)
+    parser.set_defaults(func=_generate, parser=parser)
 
-    if opts.memory:
-        from trainer.generate import inference_memory, memory_report
-        from trainer.model import MODEL_SIZES
 
-        if opts.memory not in MODEL_SIZES:
-            parser.error(f"--memory {opts.memory!r}: not a model size ({', '.join(MODEL_SIZES)})")
-        import torch
-
-        dtype = getattr(torch, opts.dtype or "bfloat16")
-        print(memory_report(inference_memory(opts.memory, opts.cache_tokens, dtype=dtype)))
-        return 0
-
+def _generate(args: argparse.Namespace) -> int:
+    if args.memory:
+        return _memory(args)
     import torch
 
     from trainer.generate import TextStream, completion_text, encode_prompt, generate
 
-    model, sp, cfg, source = _load_for_inference(parser, opts, need_config=False)
-    if opts.prompts_file:
-        from pathlib import Path
-
-        texts = [line for line in Path(opts.prompts_file).read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
-    else:
-        texts = opts.prompt or (cfg.trainer.eval.prompts if cfg is not None else [])
-    if not texts:
-        parser.error("no prompt: give --prompt TEXT or --prompts-file FILE")
+    model, sp, cfg, source = _load_for_inference(args, need_config=False)
+    texts = _prompts(args, cfg)
     device = model.output.weight.device
-    generator = torch.Generator(device).manual_seed(opts.seed)
+    generator = torch.Generator(device).manual_seed(args.seed)
     samples = []
     for text in texts:
         print(text, end="", flush=True)
         ids = encode_prompt(sp, text)
         stream = TextStream(sp, ids)
         try:
-            tokens = generate(model, ids, opts.max_new_tokens,
-                              temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,
+            tokens = generate(model, ids, args.max_new_tokens,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               generator=generator, eos_id=sp.eos_id(), on_token=stream)
         except ValueError as e:
             print(file=sys.stderr)
-            parser.error(str(e))
+            args.parser.error(str(e))
         stream.finish()
         samples.append({"prompt": text, "completion": completion_text(sp, ids, tokens),
                         "tokens": tokens})
-    if opts.out:
+    if args.out:
         from pipeline.core import io as pio
 
-        settings = {"model": source, "max_new_tokens": opts.max_new_tokens,
-                    "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
-                    "seed": opts.seed, "device": str(device),
+        settings = {"model": source, "max_new_tokens": args.max_new_tokens,
+                    "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                    "seed": args.seed, "device": str(device),
                     "dtype": str(model.output.weight.dtype).removeprefix("torch.")}
-        pio.write_json(opts.out, {"settings": settings, "samples": samples})
+        pio.write_json(args.out, {"settings": settings, "samples": samples})
     return 0
+
+
+def _memory(args: argparse.Namespace) -> int:
+    """`generate --memory SIZE`: what the size needs to generate, and where it fits."""
+    import torch
+
+    from trainer.generate import inference_memory, memory_report
+    from trainer.model import MODEL_SIZES
+
+    if args.memory not in MODEL_SIZES:
+        args.parser.error(f"--memory {args.memory!r}: not a model size ({', '.join(MODEL_SIZES)})")
+    dtype = getattr(torch, args.dtype or "bfloat16")
+    print(memory_report(inference_memory(args.memory, args.cache_tokens, dtype=dtype)))
+    return 0
+
+
+def _prompts(args: argparse.Namespace, cfg) -> list[str]:
+    """--prompt's, --prompts-file's lines, else the config's trainer.eval.prompts."""
+    if args.prompts_file:
+        from pathlib import Path
+
+        texts = [line for line in Path(args.prompts_file).read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    else:
+        texts = args.prompt or (cfg.trainer.eval.prompts if cfg is not None else [])
+    if not texts:
+        args.parser.error("no prompt: give --prompt TEXT or --prompts-file FILE")
+    return texts
 
 
 def _named_paths(items: list[str]) -> dict[str, str]:
@@ -475,9 +513,10 @@ def _named_paths(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _eval(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer eval",
+def _add_eval(commands) -> None:
+    parser = commands.add_parser(
+        "eval", prog="python -m trainer eval",
+        help="measure a trained model: loss, bits per byte, accuracy, samples",
         description="Measure a trained model and write a JSON report (default "
                     "<trainer.out>/eval.json, which `python -m pipeline report` shows): per "
                     "source of the validation shards, loss (nats/token) and bits per byte; per "
@@ -499,60 +538,23 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per forward (default: trainer.batch_size)")
     parser.add_argument("--out", metavar="JSON", help="report path (default: <trainer.out>/eval.json)")
-    opts = parser.parse_args(argv)
+    parser.set_defaults(func=_eval, parser=parser)
 
-    import contextlib
 
-    from trainer.evaluate import (
-        format_report,
-        load_docs,
-        load_task,
-        score_docs,
-        score_task,
-        val_bits_per_byte,
-    )
-    from trainer.generate import completion_text, encode_prompt, generate
+def _eval(args: argparse.Namespace) -> int:
+    from trainer.evaluate import format_report
     from trainer.storage import join
 
-    model, sp, cfg, source = _load_for_inference(parser, opts, need_config=True)
-    t, ev = cfg.trainer, cfg.trainer.eval
-    docs = {**ev.docs, **_named_paths(opts.docs)}
-    tasks = {**ev.tasks, **_named_paths(opts.tasks)}
-    batch = opts.batch_size or t.batch_size
-    seq_len = min(t.seq_len, model.args.max_seq_len)
-    device = model.output.weight.device
-    autocast = contextlib.nullcontext()
-    report = {"model": source, "device": str(device),
+    model, sp, cfg, source = _load_for_inference(args, need_config=True)
+    seq_len = min(cfg.trainer.seq_len, model.args.max_seq_len)
+    report = {"model": source, "device": str(model.output.weight.device),
               "dtype": str(model.output.weight.dtype).removeprefix("torch."), "seq_len": seq_len}
-    if not opts.no_val:
-        from trainer.data import ShardError
-
-        try:
-            report["val"] = val_bits_per_byte(model, cfg.shards.out, seq_len,
-                                              opts.val_windows or t.val_batches * t.batch_size,
-                                              batch, sp, autocast)
-        except ShardError as e:
-            print(f"note: no validation shards: {e}", file=sys.stderr)
     try:
-        report["docs"] = {
-            name: {"path": path, **score_docs(model, load_docs(name, path, sp, ev.max_docs),
-                                              seq_len, batch, autocast)}
-            for name, path in docs.items()}
-        report["tasks"] = {
-            name: {"path": path, **score_task(model, load_task(name, path, sp, ev.max_docs),
-                                              batch, autocast)}
-            for name, path in tasks.items()}
+        report.update(_eval_scores(args, cfg, model, sp, seq_len))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    report["samples"] = []
-    for text in ev.prompts:  # greedy, within the model's context
-        ids = encode_prompt(sp, text)
-        tokens = generate(model, ids, min(ev.max_new_tokens, model.args.max_seq_len - len(ids)),
-                          eos_id=sp.eos_id())
-        report["samples"].append({"prompt": text, "completion": completion_text(sp, ids, tokens),
-                                  "tokens": tokens})
-    out = opts.out or str(join(cfg.trainer.out, "eval.json"))
+    out = args.out or str(join(cfg.trainer.out, "eval.json"))
     from pipeline.core import io as pio
 
     pio.write_json(out, report)
@@ -561,13 +563,74 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def _eval_scores(args: argparse.Namespace, cfg, model, sp, seq_len: int) -> dict:
+    """The report's "val" (unless --no-val or no val shards), "docs", "tasks" and
+    "samples" (greedy, within the model's context)."""
+    import contextlib
+
+    from pipeline.core.contracts import ShardError
+    from trainer.evaluate import (
+        load_docs,
+        load_task,
+        score_docs,
+        score_task,
+        val_bits_per_byte,
+    )
+    from trainer.generate import completion_text, encode_prompt, generate
+
+    t, ev = cfg.trainer, cfg.trainer.eval
+    batch = args.batch_size or t.batch_size
+    autocast = contextlib.nullcontext()
+    report = {}
+    if not args.no_val:
+        try:
+            report["val"] = val_bits_per_byte(model, cfg.shards.out, seq_len,
+                                              args.val_windows or t.val_batches * t.batch_size,
+                                              batch, sp, autocast)
+        except ShardError as e:
+            print(f"note: no validation shards: {e}", file=sys.stderr)
+    report["docs"] = {
+        name: {"path": path, **score_docs(model, load_docs(name, path, sp, ev.max_docs),
+                                          seq_len, batch, autocast)}
+        for name, path in {**ev.docs, **_named_paths(args.docs)}.items()}
+    report["tasks"] = {
+        name: {"path": path, **score_task(model, load_task(name, path, sp, ev.max_docs),
+                                          batch, autocast)}
+        for name, path in {**ev.tasks, **_named_paths(args.tasks)}.items()}
+    report["samples"] = []
+    for text in ev.prompts:
+        ids = encode_prompt(sp, text)
+        tokens = generate(model, ids, min(ev.max_new_tokens, model.args.max_seq_len - len(ids)),
+                          eos_id=sp.eos_id())
+        report["samples"].append({"prompt": text, "completion": completion_text(sp, ids, tokens),
+                                  "tokens": tokens})
+    return report
+
+
+COMMANDS = ("train", "export", "import", "generate", "eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m trainer`: one subcommand each, `train` the default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train a LLaMA model, export and import it (Hugging Face Llama), "
+                    "generate with it and evaluate it. Without a command: train "
+                    "(`python -m trainer --help` describes it).")
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    for add in (_add_train, _add_export, _add_import, _add_generate, _add_eval):
+        add(commands)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"export": _export, "import": _import, "generate": _generate, "eval": _eval}
+    if not argv or argv[0] not in COMMANDS:  # training is the default command
+        argv = ["train", *argv]
+    args = build_parser().parse_args(argv)
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
-        return _train(argv)
+        return args.func(args)
     except KeyboardInterrupt:  # outside the training loop (importing torch takes seconds): no traceback
         print("interrupted: python -m trainer stopped; checkpoints are written whole or not at all: "
               "run the same command again", file=sys.stderr)

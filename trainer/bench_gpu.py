@@ -3,7 +3,7 @@
     python -m trainer.bench_gpu [--steps 20] [--batch-size 16] [--json results.json]
 
 On one NVIDIA GPU: builds `ModelArgs.from_name("1B")` (vocabulary 32000, context
-2048), wraps it exactly as the trainer does (`trainer.parallelize`: per-block
+2048) and wraps it with the trainer's own `trainer.train.build_model` (per-block
 `torch.compile` with inductor, optional activation checkpointing), and runs
 `trainer.train.train_step` (bf16 autocast over float32 weights, summed token loss,
 clipping at 1.0, fused AdamW) on uniformly random token ids (throughput does not
@@ -39,14 +39,13 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch
 
 from trainer.devices import MEASURE_N, bf16_peak, measure_matmul_peak
-from trainer.model import ModelArgs, Transformer
-from trainer.parallelize import parallelize
-from trainer.train import build_optimizer, train_step
+from trainer.model import ModelArgs
+from trainer.train import autocast_for, build_model, build_optimizer, train_step
 
 MATMUL_N = MEASURE_N["cuda"]  # 3 x 128 MiB bf16 operands: far past launch overhead and the L2
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.bench_gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="1B", help="a size of trainer/model.py (default 1B)")
@@ -59,12 +58,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-flops", type=float, default=None,
                         help="datasheet peak FLOP/s (default: from the device name)")
     parser.add_argument("--json", default=None, help="also write the results here")
-    opts = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
     if not torch.cuda.is_available():
         print(f"trainer.bench_gpu needs an NVIDIA GPU with CUDA; torch {torch.__version__} "
               f"sees none (CUDA build: {torch.version.cuda}). Nothing was run.", file=sys.stderr)
         return 2
+    results = bench(opts)
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(results, f, indent=2)
+    rows = table(results)
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def bench(opts: argparse.Namespace) -> dict:
+    """Build the model and optimizer as the trainer does, time `train_step`; the figures."""
     t_start = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -75,13 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     args = ModelArgs.from_name(opts.model, vocab_size=32000, max_seq_len=opts.seq_len)
-    with device:
-        model = Transformer(args)
-    n_params = model.num_params()
-    flops_per_token = model.flops_per_token(opts.seq_len)
-    parallelize(model, ac=opts.ac, compile=not opts.no_compile)
+    model = build_model(args, device, ac=opts.ac, compile=not opts.no_compile)
     optimizer = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    autocast = autocast_for(device)
     gen = torch.Generator(device).manual_seed(0)
 
     def batch() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -108,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         step_s.append(start.elapsed_time(end) / 1e3)
     median_s = statistics.median(step_s)
     tokens_per_s = opts.batch_size * opts.seq_len / median_s
+    flops_per_token = model.flops_per_token(opts.seq_len)
     model_flops = flops_per_token * tokens_per_s
-    results = {
+    return {
         "device": name, "torch": torch.__version__, "model": opts.model,
-        "params": n_params, "seq_len": opts.seq_len, "batch_size": opts.batch_size,
+        "params": model.num_params(), "seq_len": opts.seq_len, "batch_size": opts.batch_size,
         "compile": not opts.no_compile, "activation_checkpointing": opts.ac,
-        "steps": opts.steps, "warmup_s": warmup_s, "step_s_median": median_s,
-        "step_s_min": min(step_s), "tokens_per_s": tokens_per_s,
+        "steps": opts.steps, "warmup": opts.warmup, "warmup_s": warmup_s,
+        "step_s_median": median_s, "step_s_min": min(step_s), "tokens_per_s": tokens_per_s,
         "flops_per_token": flops_per_token, "model_flops_per_s": model_flops,
         "peak_measured": peak_measured, "peak_datasheet": peak_sheet,
         "mfu_measured": model_flops / peak_measured,
@@ -123,38 +136,33 @@ def main(argv: list[str] | None = None) -> int:
         "first_loss": losses[0], "last_loss": losses[-1],
         "total_s": time.perf_counter() - t_start,
     }
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump(results, f, indent=2)
 
-    sheet = (f"{peak_sheet / 1e12:,.0f} TFLOP/s" if peak_sheet else "unknown for this device")
-    mfu_sheet = f"{results['mfu_datasheet']:.1%}" if peak_sheet else "-"
-    rows = [
-        ("device", f"{name}, torch {torch.__version__}"),
-        ("model", (f"{opts.model}: {n_params / 1e9:.2f}B params, seq {opts.seq_len}, "
-                   f"batch {opts.batch_size}, bf16 autocast, "
-                   f"{'compiled' if not opts.no_compile else 'eager'}"
-                   f"{', AC' if opts.ac else ''}")),
-        ("warm-up (compile)", f"{warmup_s:.1f} s for {opts.warmup} steps"),
-        ("step time", (f"{median_s * 1e3:.1f} ms median of {opts.steps} "
-                       f"(min {min(step_s) * 1e3:.1f})")),
-        ("tokens/s", f"{tokens_per_s:,.0f}"),
-        ("model FLOP/s", (f"{model_flops / 1e12:,.1f} TFLOP/s "
-                          f"({flops_per_token / 1e9:.2f} GFLOP/token)")),
-        ("bf16 matmul peak, measured", f"{peak_measured / 1e12:,.0f} TFLOP/s ({MATMUL_N}^3)"),
+
+def table(r: dict) -> list[tuple[str, str]]:
+    """The results of `bench` as (what, value) rows to print."""
+    sheet = (f"{r['peak_datasheet'] / 1e12:,.0f} TFLOP/s" if r["peak_datasheet"]
+             else "unknown for this device")
+    mfu_sheet = f"{r['mfu_datasheet']:.1%}" if r["peak_datasheet"] else "-"
+    return [
+        ("device", f"{r['device']}, torch {r['torch']}"),
+        ("model", (f"{r['model']}: {r['params'] / 1e9:.2f}B params, seq {r['seq_len']}, "
+                   f"batch {r['batch_size']}, bf16 autocast, "
+                   f"{'compiled' if r['compile'] else 'eager'}"
+                   f"{', AC' if r['activation_checkpointing'] else ''}")),
+        ("warm-up (compile)", f"{r['warmup_s']:.1f} s for {r['warmup']} steps"),
+        ("step time", (f"{r['step_s_median'] * 1e3:.1f} ms median of {r['steps']} "
+                       f"(min {r['step_s_min'] * 1e3:.1f})")),
+        ("tokens/s", f"{r['tokens_per_s']:,.0f}"),
+        ("model FLOP/s", (f"{r['model_flops_per_s'] / 1e12:,.1f} TFLOP/s "
+                          f"({r['flops_per_token'] / 1e9:.2f} GFLOP/token)")),
+        ("bf16 matmul peak, measured", f"{r['peak_measured'] / 1e12:,.0f} TFLOP/s ({MATMUL_N}^3)"),
         ("bf16 peak, datasheet", sheet),
-        ("MFU vs measured peak", f"{results['mfu_measured']:.1%}"),
+        ("MFU vs measured peak", f"{r['mfu_measured']:.1%}"),
         ("MFU vs datasheet peak", mfu_sheet),
-        ("max memory", f"{results['max_memory_gib']:.1f} GiB"),
-        ("loss", f"{losses[0]:.3f} -> {losses[-1]:.3f} (random tokens: ~ln 32000 = 10.37)"),
-        ("total time", f"{results['total_s']:.0f} s"),
+        ("max memory", f"{r['max_memory_gib']:.1f} GiB"),
+        ("loss", f"{r['first_loss']:.3f} -> {r['last_loss']:.3f} (random tokens: ~ln 32000 = 10.37)"),
+        ("total time", f"{r['total_s']:.0f} s"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print()
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,9 @@
 """Checkpoints: `<out>/checkpoints/step-000300.pt` (one process) or the folder
 `<out>/checkpoints/step-000300/` (sharded, under `torchrun`), written atomically,
-the last few kept.
+the last few kept. `CheckpointManager` saves and loads every stateful part of a
+run (model, optimizer, LR schedule, RNG, data loader) through its
+`state_dict`/`load_state_dict`; the folder's names and plain saved state are
+`pipeline.core.contracts`' (readable without torch or the trainer).
 
 A single-process checkpoint is a dict of tensors and plain containers (model,
 optimizer, step, RNG and data-stream state), so loading uses
@@ -14,7 +17,7 @@ with `weights_only=True`. Only tensors go through DCP (it unpickles non-tensor
 values with `weights_only=False`), and `.metadata`, which DCP always pickles, is
 first checked by `check_dcp_metadata` to hold nothing but DCP's own records.
 
-Either kind resumes under any number of ranks (`trainer.train._load`): DCP reshards
+Either kind resumes under any number of ranks (`CheckpointManager.load`): DCP reshards
 on load (N ranks -> M ranks, or into full tensors on one process), a one-process
 file is handed to `set_state_dict(full_state_dict=True)`, which cuts each rank's
 shard from it, and its optimizer state, keyed by position, is renamed to the
@@ -35,62 +38,36 @@ one back to resume from.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
-import re
+import random
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from pipeline.core.contracts import (  # the checkpoint folder's contract, read without torch
+    CheckpointError,
+    checkpoint_name,
+    is_sharded,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rank_state_name,
+    saved_state,  # noqa: F401 (re-exported)
+)
+from pipeline.core.io import atomic_write
 from trainer.storage import download, is_file, is_remote, join, upload
-
-_NAME = re.compile(r"^step-(\d{6,})(\.pt)?$")
 
 
 def checkpoint_path(ckpt_dir: str | Path, step: int, sharded: bool = False) -> Path:
     """`<ckpt_dir>/step-000300.pt` for step 300 (zero-padded so names sort by step),
     or the folder `<ckpt_dir>/step-000300` when `sharded`."""
-    return Path(ckpt_dir) / (f"step-{step:06d}" if sharded else f"step-{step:06d}.pt")
-
-
-def is_sharded(path: str | Path) -> bool:
-    """Whether `path` is a sharded (DCP folder) checkpoint rather than one file (on an
-    object store, where folders are prefixes: whether its name lacks ".pt")."""
-    if is_remote(path):
-        return not str(path).endswith(".pt")
-    return Path(path).is_dir()
-
-
-def list_checkpoints(ckpt_dir: str | Path) -> list[Path | str]:
-    """Complete checkpoints (files and sharded folders) in `ckpt_dir`, oldest step
-    first (temporary files and folders, whose names start with ".", ignored). On an
-    object store, a folder counts once its `.metadata`, uploaded last, is there."""
-    if is_remote(ckpt_dir):
-        from pipeline.core import io as pio
-
-        found = {}
-        for path, _ in pio.list_tree(ckpt_dir):
-            name, _, rest = pio.relative(path, str(ckpt_dir)).partition("/")
-            if (m := _NAME.match(name)) and rest == ("" if m.group(2) else ".metadata"):
-                found[int(m.group(1))] = pio.join(str(ckpt_dir), name)
-        return [found[s] for s in sorted(found)]
-    d = Path(ckpt_dir)
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | str | None:
-    """The checkpoint with the highest step, or None."""
-    found = list_checkpoints(ckpt_dir)
-    return found[-1] if found else None
+    return Path(ckpt_dir) / checkpoint_name(step, sharded)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], keep: int = 0,
@@ -105,19 +82,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep: int = 0,
     Returns: `path`, or the uploaded object.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary output file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
     if remote_dir is None:
         prune_checkpoints(path.parent, keep)
         return path
@@ -181,30 +147,9 @@ def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> None:
             remove_checkpoint(old)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    mmap: bool = False) -> dict:
-    """Load a checkpoint with `weights_only=True` (tensors and plain containers only).
-
-    `mmap=True` maps the file's tensors instead of reading them (`torch.load(mmap=True)`):
-    ranks that each load the same file share its pages.
-    Raises:
-        FileNotFoundError: no such file.
-        pickle.UnpicklingError: the file holds objects other than tensors and plain data.
-        CheckpointError: the file is truncated or not a checkpoint (names the file).
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except RuntimeError as e:  # torch's "PytorchStreamReader failed ..." on a damaged zip
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from e
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, overwritten, not a checkpoint)."""
-
-
 def rank_state_path(path: str | Path, rank: int) -> Path:
     """`<path>/rank-00003.pt`: rank 3's plain state in the sharded checkpoint `path`."""
-    return Path(path) / f"rank-{rank:05d}.pt"
+    return Path(path) / rank_state_name(rank)
 
 
 def load_rank_state(path: str | Path, rank: int) -> dict:
@@ -411,27 +356,6 @@ def load_model(path: str | Path, mmap: bool = False) -> tuple[dict[str, torch.Te
     return weights, state
 
 
-def saved_state(path: str | Path) -> dict:
-    """A checkpoint's plain saved state (`load_model`'s second half: model_args, step,
-    tokenizer...) without reading its tensors: a file is memory-mapped, a sharded
-    folder gives rank 0's state. One on an object store is downloaded first."""
-    if is_remote(path):
-        if is_sharded(path):
-            with tempfile.TemporaryDirectory() as tmp:
-                return load_checkpoint(download(join(path, rank_state_path(".", 0).name),
-                                                Path(tmp) / "rank.pt"))
-        with tempfile.TemporaryDirectory() as tmp:
-            return saved_state(fetch_checkpoint(str(path), tmp))
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    if is_sharded(path):
-        state = load_rank_state(path, 0)
-    else:
-        state = load_checkpoint(path, mmap=True)
-    return {k: v for k, v in state.items() if k not in ("model", "optimizer", "param_groups")}
-
-
 def load_init_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
     """The weights `trainer.init_from` names: those of a checkpoint of any kind
     (`load_model`) or of a Hugging Face Llama folder (one with config.json;
@@ -517,3 +441,187 @@ def check_global_batch(path: str | Path, saved: dict | None, now: dict) -> bool:
                   "stream continues at the saved token count; the LR schedule counts steps)",
                   GlobalBatchWarning, stacklevel=2)
     return False
+
+
+# --- the run's stateful parts, saved and loaded together ---------------------
+
+
+class Stateful(Protocol):
+    """What a checkpoint holds a part of a run through (torchtitan's `Stateful`)."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class RNGState:
+    """The random generators a run draws from (torch's, Python's, CUDA's on a GPU), as
+    one stateful part: restored, the next draws are those the saved run would make."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def state_dict(self) -> dict:
+        state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        if "cuda" in state:
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# How the optimizer computes (fused kernel, multi-tensor, ...) is this run's choice,
+# not saved state: FSDP2's DTensors take the multi-tensor AdamW, one process the fused.
+_OPTIMIZER_IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")
+
+
+class CheckpointManager:
+    """Saves and loads every stateful part of a run as one checkpoint (torchtitan's
+    `CheckpointManager`): the model and optimizer (`state_dict`/`load_state_dict`; under
+    FSDP2 through `torch.distributed.checkpoint.state_dict`), the LR schedule (whose
+    state is {"step"}), the RNG and the data loader's position, plus `meta`, plain
+    records of the run (model_args, config_digest, tokenizer, batch).
+
+    One process writes one file, {"step", "data", "rng", **meta, "model",
+    "optimizer"}; under torchrun each checkpoint is a DCP folder of the model and
+    optimizer tensors plus each rank's plain state with the optimizer's param_groups.
+    Either kind loads under any number of ranks (see the module docstring).
+
+    Args:
+        folder: the local checkpoints folder this machine writes in.
+        remote_dir: the object store folder each checkpoint is uploaded to (None: local).
+        keep: how many checkpoints to keep (0: all).
+    """
+
+    def __init__(self, folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 schedule: Stateful, rng: Stateful, loader: Stateful, meta: dict, world,
+                 keep: int = 0, remote_dir: str | None = None):
+        self.folder, self.remote_dir, self.keep, self.world = folder, remote_dir, keep, world
+        self.model, self.optimizer = model, optimizer
+        self.schedule, self.rng, self.loader, self.meta = schedule, rng, loader, meta
+
+    @property
+    def out(self) -> Path | str:
+        """Where the checkpoints are kept: `remote_dir`, else the local folder."""
+        return self.folder if self.remote_dir is None else self.remote_dir
+
+    def latest(self) -> Path | str | None:
+        """The newest complete checkpoint where they are kept, or None."""
+        return latest_checkpoint(self.out)
+
+    def clear(self) -> None:
+        """Delete every checkpoint where they are kept (rank 0; a collective)."""
+        if self.world.is_main:
+            for old in list_checkpoints(self.out):
+                remove_checkpoint(old)
+        if self.world.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def plain_state(self) -> dict:
+        """Everything but the model and optimizer tensors, in the order it is saved."""
+        return {**self.schedule.state_dict(), "data": self.loader.state_dict(),
+                "rng": self.rng.state_dict(), **self.meta}
+
+    @torch.no_grad()
+    def save(self, step: int) -> Path | str:
+        """Write this step's checkpoint (then upload it and prune to `keep`); a
+        collective under torchrun. Returns where it is kept."""
+        path = checkpoint_path(self.folder, step, sharded=self.world.enabled)
+        extra = self.plain_state()
+        if not self.world.enabled:
+            return save_checkpoint(path, {**extra, "model": self.model.state_dict(),
+                                          "optimizer": self.optimizer.state_dict()},
+                                   keep=self.keep, remote_dir=self.remote_dir)
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        extra = {**extra, "param_groups": optim_sd["param_groups"]}
+        return save_sharded_checkpoint(path, {"model": model_sd, "optimizer": optim_sd["state"]},
+                                       extra, rank=self.world.rank, keep=self.keep,
+                                       remote_dir=self.remote_dir)
+
+    def load(self, path: Path | str) -> dict:
+        """Restore every part from the checkpoint `path` (one where they are kept: a
+        remote one is first fetched, once per machine); returns its plain state.
+
+        The optimizer's hyper-parameters come from the checkpoint, its implementation
+        flags (`_OPTIMIZER_IMPLEMENTATION`) stay this run's. The data stream's state is
+        global (`trainer.data`), so the run continues at the saved token count. When
+        the checkpoint's global batch differs from `meta["batch"]`, rank 0 warns
+        (`check_global_batch`).
+
+        Raises:
+            ValueError: a checkpoint of another model shape, or of other optimizer groups.
+        """
+        if self.remote_dir is not None:
+            path = self._fetch(str(path))
+        state = self._load_tensors(path)
+        if self.world.is_main:
+            check_global_batch(path, state.get("batch"), self.meta["batch"])
+        self.loader.load_state_dict(state["data"])
+        self.rng.load_state_dict(state["rng"])
+        self.schedule.load_state_dict(state)
+        return state
+
+    def _check_model(self, path: Path, saved: dict) -> None:
+        if saved != self.meta["model_args"]:
+            raise ValueError(f"{path}: saved for model {saved}, the config gives "
+                             f"{self.meta['model_args']}")
+
+    def _load_tensors(self, path: Path) -> dict:
+        """Load model and optimizer from a checkpoint written with any number of ranks:
+
+        - one-process file, one process: `load_state_dict` (a bitwise resume);
+        - sharded folder (N ranks), under M ranks or on one process: DCP reads this
+          rank's slices (full tensors without a process group) into the layout of
+          `get_state_dict`, then `set_state_dict`;
+        - one-process file under torchrun: every rank memory-maps it and
+          `set_state_dict(full_state_dict=True)` keeps its own shards; the optimizer
+          state, keyed by position, is first keyed by name (`optimizer_state_by_name`).
+        """
+        world, model, optimizer = self.world, self.model, self.optimizer
+        if not is_sharded(path) and not world.enabled:
+            state = load_checkpoint(path)
+            self._check_model(path, state["model_args"])
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            return state
+        from torch.distributed.checkpoint import state_dict as dsd
+
+        model_sd, optim_sd = dsd.get_state_dict(model, optimizer)
+        if is_sharded(path):
+            self._check_model(path, load_rank_state(path, world.rank)["model_args"])
+            state = load_sharded_checkpoint(
+                path, {"model": model_sd, "optimizer": optim_sd["state"]}, world.rank,
+                no_dist=not world.enabled)
+            saved_optim = {"state": optim_sd["state"], "param_groups": state["param_groups"]}
+            options = None
+        else:
+            state = load_checkpoint(path, mmap=True)
+            self._check_model(path, state["model_args"])
+            model_sd = state["model"]
+            saved_optim = optimizer_state_by_name(state["optimizer"], optim_sd["param_groups"])
+            options = dsd.StateDictOptions(full_state_dict=True)
+        mine = {k: optimizer.defaults[k] for k in _OPTIMIZER_IMPLEMENTATION
+                if k in optimizer.defaults}
+        saved_optim["param_groups"] = [{**g, **mine} for g in saved_optim["param_groups"]]
+        dsd.set_state_dict(model, optimizer, model_state_dict=model_sd,
+                           optim_state_dict=saved_optim, options=options)
+        return state
+
+    def _fetch(self, path: str) -> Path:
+        """The remote checkpoint `path`, downloaded into the local folder once per
+        machine (by local rank 0, while the machine's other ranks wait)."""
+        if self.world.local_rank == 0:
+            fetch_checkpoint(path, self.folder)
+        if self.world.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return self.folder / path.rstrip("/").rsplit("/", 1)[-1]

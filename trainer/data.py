@@ -25,8 +25,6 @@ memory-mapped there (`shard_file`), as mosaicml-streaming's remote/local does.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,45 +34,17 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from trainer.storage import is_remote, join, read_bytes
+from pipeline.core.contracts import ShardError, load_shard_manifest
+from pipeline.core.io import MANIFEST, sha256_file
+from trainer.storage import is_remote, join
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "llama-token-shards/1"
+__all__ = ["ShardError", "TokenLoader", "TokenStream", "shard_file", "source_windows",
+           "split_sources"]  # ShardError: the shard contract's (`pipeline.core.contracts`)
+
 # Batches located per vectorised step, so its numpy calls are amortised over many
 # batches (at most GROUP_WINDOWS windows, which bounds its index arrays' memory).
 GROUP_BATCHES, GROUP_WINDOWS = 1024, 1 << 16
 OPEN_SHARDS = 16  # memory maps a reader keeps open, least recently used closed first
-
-
-class ShardError(RuntimeError):
-    """A manifest or shard that is missing, corrupt or disagrees with the manifest."""
-
-
-def load_manifest(shard_dir: str | Path) -> dict:
-    """Read and check `<shard_dir>/manifest.json` (format `llama-token-shards/1`).
-
-    Raises:
-        ShardError: the manifest is missing, not JSON, or of another format.
-    """
-    path = join(shard_dir, MANIFEST)
-    try:
-        manifest = json.loads(read_bytes(path))
-    except FileNotFoundError:
-        raise ShardError(f"{path}: cannot read the shard manifest: no such file (write the "
-                         "shards first: `python -m pipeline shards`)") from None
-    except (OSError, ValueError) as e:
-        raise ShardError(f"{path}: cannot read the shard manifest: {e}") from e
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ShardError(f"{path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    return manifest
-
-
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shard_file(shard_dir: str | Path, entry: dict, verify: bool = True) -> Path:
@@ -93,7 +63,7 @@ def shard_file(shard_dir: str | Path, entry: dict, verify: bool = True) -> Path:
         path = Path(shard_dir) / name
         if not path.is_file():
             raise ShardError(f"shard {name}: listed in {MANIFEST} but missing from {shard_dir}")
-        if verify and (digest := _sha256(path)) != entry["sha256"]:
+        if verify and (digest := sha256_file(path)) != entry["sha256"]:
             raise ShardError(f"shard {name}: sha256 {digest} does not match the manifest's "
                              f"{entry['sha256']} (corrupt or replaced)")
         return path
@@ -281,7 +251,7 @@ class TokenStream(IterableDataset):
                  shuffle_block: int = 0):
         super().__init__()
         self.dir = shard_dir if is_remote(shard_dir) else Path(shard_dir)
-        self.manifest = load_manifest(self.dir)
+        self.manifest = load_shard_manifest(self.dir)
         self.shards = [s for s in self.manifest["shards"] if s["split"] == split]
         if not self.shards:
             raise ShardError(f"{join(self.dir, MANIFEST)}: no shard with split {split!r}")
@@ -528,7 +498,7 @@ def split_sources(shard_dir: str | Path, split: str = "val") -> dict[str, int]:
     Raises:
         ShardError: bad manifest.
     """
-    return _split_sources(load_manifest(shard_dir), split)
+    return _split_sources(load_shard_manifest(shard_dir), split)
 
 
 def _split_sources(manifest: dict, split: str) -> dict[str, int]:
@@ -562,7 +532,7 @@ def source_windows(shard_dir: str | Path, seq_len: int, max_windows: int, split:
     """
     import pyarrow.compute as pc
 
-    manifest = load_manifest(shard_dir)
+    manifest = load_shard_manifest(shard_dir)
     span = seq_len + 1
     need = max_windows * span
     pieces: dict[str, list[np.ndarray]] = {s: [] for s in _split_sources(manifest, split)}

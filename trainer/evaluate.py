@@ -383,21 +383,17 @@ def format_report(report: dict) -> str:
         for source, r in report["val"].items():
             bpb = "-" if r["bits_per_byte"] is None else f"{r['bits_per_byte']:.4f}"
             lines.append(f"  {source:<14} loss {r['loss']:.4f}  bpb {bpb}  tokens {r['tokens']}")
-    for name, r in report.get("docs", {}).items():
-        skipped = f", skipped {r['skipped']}" if r["skipped"] else ""
-        if r["loss"] is None:
-            lines.append(f"documents {name}: no document{skipped}")
-            continue
-        lines.append(f"documents {name}: perplexity {r['perplexity']:.2f} (loss {r['loss']:.4f}), "
-                     f"bits per byte {r['bits_per_byte']:.4f}; {r['docs']} documents, "
-                     f"{r['tokens']} tokens, {r['bytes']} bytes{skipped}")
-    for name, r in report.get("tasks", {}).items():
-        skipped = f", skipped {r['skipped']}" if r["skipped"] else ""
-        if r["acc"] is None:
-            lines.append(f"task {name}: no item{skipped}")
-            continue
-        lines.append(f"task {name}: acc {r['acc']:.4f}, acc_per_token {r['acc_per_token']:.4f}, "
-                     f"acc_norm {r['acc_norm']:.4f} ({r['items']} items{skipped})")
+    def describe(kind: str, label: str, empty: str, key: str, line) -> None:
+        for name, r in report.get(kind, {}).items():
+            skipped = f", skipped {r['skipped']}" if r["skipped"] else ""
+            lines.append(f"{label} {name}: " + (f"no {empty}{skipped}" if r[key] is None else line(r, skipped)))
+
+    describe("docs", "documents", "document", "loss", lambda r, skipped: (
+        f"perplexity {r['perplexity']:.2f} (loss {r['loss']:.4f}), bits per byte {r['bits_per_byte']:.4f}; "
+        f"{r['docs']} documents, {r['tokens']} tokens, {r['bytes']} bytes{skipped}"))
+    describe("tasks", "task", "item", "acc", lambda r, skipped: (
+        f"acc {r['acc']:.4f}, acc_per_token {r['acc_per_token']:.4f}, acc_norm {r['acc_norm']:.4f} "
+        f"({r['items']} items{skipped})"))
     for s in report.get("samples", []):
         lines.append(f"sample: {s['prompt']!r} -> {s['completion']!r}")
     return "\n".join(lines)

@@ -1,7 +1,6 @@
 """The trainer's files on any filesystem: a local path is used as it is; an object
 store path (`s3://`, `gs://`) goes through `pipeline.core.io` (Beam's FileSystems),
-imported only then, so a local run needs neither Beam nor pydantic (GPU images
-may lack them).
+imported only then, so a local run needs no Beam.
 
 Shards on an object store are copied once per machine into `pipeline.core.io`'s cache
 and memory-mapped there (`trainer.data`); a run whose `trainer.out` is on an

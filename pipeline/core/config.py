@@ -3,6 +3,8 @@
 `load_config(path, overrides)` reads `configs/*.yaml`, applies `key.sub=value`
 overrides from the command line (torchtitan style) and returns a `Config`.
 Unknown keys and wrong types raise `ConfigError` naming the file and the key.
+What the clean job does to a source is one block, `sources.<name>` (SourceConfig;
+what it leaves out: SOURCE_DEFAULTS); what a rule shares across sources is in `clean`.
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    SerializeAsAny,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from pipeline.core.errors import PipelineError  # noqa: F401 (re-exported: most modules import it from here)
+
 # The seven sources of the LLaMA recipe (Table 1), in the paper's order.
 SOURCES = ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
-
-
-class PipelineError(RuntimeError):
-    """An expected failure of a pipeline command (missing input, model or stage
-    output): the command line prints its message, never a traceback."""
 
 
 class ConfigError(ValueError):
@@ -57,9 +58,13 @@ class LangIdConfig(_Strict):
 
 
 class SourceConfig(_Strict):
+    """One source's recipe: with its reader (pipeline/sources/<name>.py), all the
+    clean job does to the source. A field left out takes the source's entry in
+    SOURCE_DEFAULTS, else the default here."""
+
     share: NonNegativeFloat  # percent of training tokens (Table 1)
     inputs: list[str] = Field(default_factory=list)  # file patterns, any Beam filesystem
-    keep_langs: list[str] = Field(default_factory=list)  # empty: annotate only
+    langs: list[str] = Field(default_factory=list)  # languages kept (fastText); empty: annotate only
     min_lang_score: float = 0.0
     # fewer characters and a document is dropped ("too_short"); None: clean.min_chars
     # (released C4 is taken as it is: 0)
@@ -67,17 +72,66 @@ class SourceConfig(_Strict):
     # a document whose text is longer (UTF-8 bytes) is dropped, counted as
     # `drop.too_large`: every stage's memory is a small multiple of one document
     max_doc_bytes: PositiveInt = 64 << 20
+    line_dedup: bool = False  # CCNet's repeated-line removal (where: clean.line_dedup_scope)
+    # the clean.near_dedup group whose MinHash LSH deduplicates it, each source on its own; None: none
+    near_dedup: Literal["web", "books"] | None = None
+    c4_rules: bool = False  # the C4 page heuristics (clean.c4)
+    perplexity: bool = False  # CCNet's perplexity filter, by `quality-filter` (clean.perplexity)
+    quality: bool = False  # the reference-page classifier (clean.quality)
 
 
-class GithubCleanConfig(_Strict):
-    licenses: list[str] = Field(default_factory=lambda: ["mit", "bsd", "apache"])
+class GithubSourceConfig(SourceConfig):
+    """GitHub's block: the licences kept and RedPajama's file rules (rp_v1
+    data_prep/github), a file dropped when it breaks one."""
+
+    licenses: list[str] = Field(default_factory=lambda: ["mit", "bsd", "apache"])  # LLaMA
+    max_line_length: PositiveInt = 1000  # its longest line is longer (minified, generated)
+    max_mean_line_length: PositiveFloat = 100  # its mean line length is larger (data tables)
+    min_alnum_fraction: NonNegativeFloat = 0.25  # fewer of its characters are alphanumeric (ASCII art)
+    min_alpha_per_token: NonNegativeFloat = 1.5  # fewer letters per whitespace token (numeric arrays)
 
 
-class MinHashConfig(_Strict):
-    """Near-duplicate detection (MinHash LSH), compatible with datasketch 2.x."""
+# Each source's recipe (LLaMA, Section 2.1), what a block leaves out: CommonCrawl
+# goes through CCNet (line dedup, perplexity) and the reference-page classifier;
+# web pages are near-deduplicated together with C4's, and C4 rebuilt from pages
+# gets the C4 rules (released C4 is already filtered: `c4_rules: false`); books
+# are deduplicated at book level (clean.near_dedup.books).
+SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "commoncrawl": {"line_dedup": True, "near_dedup": "web", "perplexity": True, "quality": True},
+    "c4": {"near_dedup": "web", "c4_rules": True},
+    "github": {},
+    "wikipedia": {},
+    "books": {"near_dedup": "books"},
+    "arxiv": {},
+    "stackexchange": {},
+}
+SOURCE_MODELS: dict[str, type[SourceConfig]] = {"github": GithubSourceConfig}
 
-    enabled: bool = True
-    sources: list[str] = Field(default_factory=lambda: ["commoncrawl", "c4"])
+
+def _source_blocks(raw: Any) -> Any:
+    """{name: block} -> {name: its SourceConfig}, SOURCE_DEFAULTS filled in; every
+    block's errors reported under `sources.<name>`."""
+    if not isinstance(raw, dict):
+        return raw
+    blocks, errors = {}, []
+    for name, block in raw.items():
+        if not isinstance(block, dict):
+            blocks[name] = block  # SourceConfig or a type error, reported by pydantic
+            continue
+        try:
+            model = SOURCE_MODELS.get(name, SourceConfig)
+            blocks[name] = model.model_validate({**SOURCE_DEFAULTS.get(name, {}), **block})
+        except ValidationError as e:
+            errors += [{**err, "loc": (name, *err["loc"])} for err in e.errors(include_url=False)]
+    if errors:
+        raise ValidationError.from_exception_data("sources", errors)
+    return blocks
+
+
+class NearDedupConfig(_Strict):
+    """One near-duplicate group's MinHash LSH, compatible with datasketch 2.x
+    (pipeline/dedup/near.py); its sources are those whose `near_dedup` names it."""
+
     num_perm: int = 128
     ngram: int = 5  # word shingles
     threshold: float = 0.8  # Jaccard similarity
@@ -85,10 +139,16 @@ class MinHashConfig(_Strict):
     components_rounds: int = 10  # star-contraction rounds bound
 
 
-class C4RulesConfig(_Strict):
-    """The C4 page heuristics (pipeline/filters/c4.py)."""
+class NearDedupGroups(_Strict):
+    web: NearDedupConfig = Field(default_factory=NearDedupConfig)
+    # LLaMA: a book with more than 90% content overlap with another is removed;
+    # the same MinHash machinery at Jaccard 0.9 over whole books
+    books: NearDedupConfig = Field(default_factory=lambda: NearDedupConfig(threshold=0.9))
 
-    sources: list[str] = Field(default_factory=lambda: ["c4"])
+
+class C4RulesConfig(_Strict):
+    """The C4 page heuristics (pipeline/filters/c4.py), on the sources with `c4_rules`."""
+
     variant: Literal["t5", "fineweb"] = "t5"  # fineweb: 3 words per line, 5 sentences
     # a JSON array or one entry per line (C4: the LDNOOBW English list, `en.json`)
     badwords: str | None = None
@@ -98,12 +158,11 @@ class C4RulesConfig(_Strict):
 
 
 class QualityModelConfig(_Strict):
-    """The reference-page classifier (pipeline/quality_model.py)."""
+    """The reference-page classifier (pipeline/quality_model.py), on the sources with `quality`."""
 
     # set: `clean` applies this model itself; None: `quality-train` writes it to, and
     # `quality-filter` applies it from, <out_dir>/quality/model.bin
     model: str | None = None
-    sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # filtered sources ([]: off)
     threshold: float = 0.25  # RedPajama's cut on P(reference)
     positive_sources: list[str] = Field(default_factory=lambda: ["wikipedia", "books"])
     negative_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])
@@ -115,9 +174,9 @@ class QualityModelConfig(_Strict):
 class PerplexityConfig(_Strict):
     """CCNet's perplexity filter (pipeline/filters/perplexity.py): an n-gram LM per
     language, trained on its cleaned Wikipedia by `pipeline lm-train`
-    (pipeline/lm_train.py), applied after clean by `pipeline quality-filter`."""
+    (pipeline/lm_train.py), applied after clean by `pipeline quality-filter` to
+    the sources with `perplexity`."""
 
-    sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # filtered sources ([]: off)
     langs: list[str] = Field(default_factory=lambda: ["en"])  # a model each; other languages pass unscored
     model_dir: str | None = None  # <lang>.sp.model and <lang>.arpa; None: <out_dir>/lm
     order: int = Field(default=5, ge=2, le=6)  # kenlm: 2 to its KENLM_MAX_ORDER, 6
@@ -144,14 +203,7 @@ class CleanConfig(_Strict):
     # bytes of Documents per output file (UTF-8 of their strings; dead letters alike):
     # each source's parts are between half this and this, however large the source
     part_bytes: PositiveInt = 256 << 20
-    github: GithubCleanConfig = Field(default_factory=GithubCleanConfig)
-    minhash: MinHashConfig = Field(default_factory=MinHashConfig)
-    # LLaMA: a book with more than 90% content overlap with another is removed;
-    # the same MinHash machinery at Jaccard 0.9 over whole books
-    book_dedup: MinHashConfig = Field(
-        default_factory=lambda: MinHashConfig(sources=["books"], threshold=0.9)
-    )
-    line_dedup_sources: list[str] = Field(default_factory=lambda: ["commoncrawl"])  # CCNet
+    near_dedup: NearDedupGroups = Field(default_factory=NearDedupGroups)  # the groups sources name
     # where a line counts as repeated: "run" (all documents of a source), "dump"
     # (per crawl, CCNet's shard groups within one dump), "file" (per input file)
     line_dedup_scope: Literal["run", "dump", "file"] = "run"
@@ -285,12 +337,15 @@ class Config(_Strict):
     corpus_only: bool = False  # true: only <corpus_dir> is read, each source's own inputs left out
     beam: BeamConfig = Field(default_factory=BeamConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
-    sources: dict[Literal[SOURCES], SourceConfig]  # type: ignore[valid-type]
+    # each block validated by its source's model, defaults filled in (_source_blocks)
+    sources: dict[Literal[SOURCES], SerializeAsAny[SourceConfig]]  # type: ignore[valid-type]
     clean: CleanConfig = Field(default_factory=CleanConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
+
+    _sources = field_validator("sources", mode="before")(_source_blocks)
 
     @model_validator(mode="after")
     def _outputs_under_out_dir(self) -> Config:
@@ -313,6 +368,16 @@ class Config(_Strict):
                              "make demo CORPUS=DIR ONLY=1)")
         return self
 
+    def sources_with(self, rule: str, value: Any = True) -> list[str]:
+        """The configured sources whose block sets `rule` to `value`, in SOURCES order."""
+        return [s for s in SOURCES if s in self.sources and getattr(self.sources[s], rule) == value]
+
+    def near_dedup_groups(self) -> dict[str, tuple[NearDedupConfig, list[str]]]:
+        """{group: (its clean.near_dedup settings, its sources)} of every group a source is in."""
+        groups = {name: (getattr(self.clean.near_dedup, name), self.sources_with("near_dedup", name))
+                  for name in NearDedupGroups.model_fields}
+        return {name: group for name, group in groups.items() if group[1]}
+
     def min_chars(self, source: str) -> int:
         """The shortest document `source` keeps: its own `min_chars`, else `clean.min_chars`."""
         own = self.sources[source].min_chars if source in self.sources else None
@@ -331,11 +396,11 @@ class Config(_Strict):
         its Documents came from other settings. Left out: a source's `share`
         (the mixture's), what changes only speed (langid.batch_size,
         clean.split_bytes), and what only the passes after clean use
-        (clean.perplexity, quality-train's settings)."""
+        (clean.perplexity and the sources' `perplexity`, quality-train's settings)."""
         settings = self.model_dump(mode="json", include={"seed", "corpus_dir", "corpus_only", "sources",
                                                          "langid", "clean"})
         for src in settings["sources"].values():
-            del src["share"]
+            del src["share"], src["perplexity"]
         settings["langid"].pop("batch_size")
         for key in ("split_bytes", "perplexity"):
             settings["clean"].pop(key, None)
@@ -380,6 +445,33 @@ def config_paths(cfg: Config) -> list[str]:
     return [p for p in paths if p]
 
 
+# Keys of earlier configs -> where their setting is now (<name>: any source).
+RENAMED = {
+    "sources.<name>.keep_langs": "sources.<name>.langs",
+    "clean.line_dedup_sources": "sources.<name>.line_dedup: true",
+    "clean.minhash": "clean.near_dedup.web, its sources by sources.<name>.near_dedup: web",
+    "clean.book_dedup": "clean.near_dedup.books, its sources by sources.<name>.near_dedup: books",
+    "clean.c4.sources": "sources.<name>.c4_rules: true",
+    "clean.perplexity.sources": "sources.<name>.perplexity: true",
+    "clean.quality.sources": "sources.<name>.quality: true",
+    "clean.github": "sources.github.licenses",
+}
+_ABSENT = object()
+
+
+def _renamed_key(raw: dict[str, Any]) -> str | None:
+    """One line naming the first key of an earlier config in `raw` and its new place, or None."""
+    sources = raw.get("sources") if isinstance(raw.get("sources"), dict) else {}
+    for old, new in RENAMED.items():
+        for name in (sources if "<name>" in old else [""]):
+            node: Any = raw
+            for part in old.replace("<name>", name).split("."):
+                node = node[part] if isinstance(node, dict) and part in node else _ABSENT
+            if node is not _ABSENT:
+                return f"{old.replace('<name>', name)} was replaced by {new.replace('<name>', name or 'NAME')}"
+    return None
+
+
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")
@@ -412,8 +504,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         path: the YAML file.
         overrides: `section.key=value` strings; values are parsed as YAML.
     Raises:
-        ConfigError: the file is missing, is not YAML, or does not validate
-            (the message names the file and every offending key).
+        ConfigError: the file is missing, is not YAML, holds a key of an earlier
+            config (one line naming it and its replacement, RENAMED), or does
+            not validate (the message names the file and every offending key).
     """
     path = Path(path)
     try:
@@ -424,6 +517,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: a config must be a YAML mapping")
     for item in overrides or []:
         _apply_override(raw, item)
+    renamed = _renamed_key(raw)
+    if renamed:
+        raise ConfigError(f"{path}: {renamed}")
     try:
         return Config.model_validate(raw)
     except ValidationError as e:

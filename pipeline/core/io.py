@@ -37,10 +37,11 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from pipeline.core.config import PipelineError
+from pipeline.core.errors import PipelineError
 
 # What `open_input` decompresses: (name, magic bytes, a decompressor of one
 # stream). Several members or streams one after the other (a gzip member per
@@ -901,6 +902,19 @@ def local_copy(path: str | Path, sha256: str | None = None, cache: Path | None =
 # --- runs: one job's output, committed by its manifest ----------------------
 
 
+@contextlib.contextmanager
+def in_background(work: Callable[[], None], name: str, stop: Callable[[], None]) -> Iterator[None]:
+    """Run `work` in a daemon thread for the block; on leaving it, call `stop`
+    (which makes `work` return) and wait up to 5 s for the thread to end."""
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop()
+        thread.join(timeout=5)
+
+
 def _lease_seconds() -> float:
     return float(os.environ.get("LLAMA_STACK_LEASE_SECONDS", "120"))
 
@@ -975,13 +989,10 @@ class Run:
                 with contextlib.suppress(Exception):
                     write_json(self._lock_path, {**me, "expires": time.time() + ttl})
 
-        thread = threading.Thread(target=renew, name="lease", daemon=True)
-        thread.start()
         try:
-            yield
+            with in_background(renew, "lease", self._stop.set):
+                yield
         finally:
-            self._stop.set()
-            thread.join(timeout=5)
             delete(self._lock_path)
 
 

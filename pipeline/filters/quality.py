@@ -50,16 +50,16 @@ def too_short(doc: dict[str, Any], min_chars: int) -> str | None:
 
 
 def language_rejected(
-    doc: dict[str, Any], keep_langs: list[str], min_lang_score: float
+    doc: dict[str, Any], langs: list[str], min_lang_score: float
 ) -> str | None:
     """"lang" when the source keeps only some languages and this one is not kept.
 
-    An empty `keep_langs` means annotate only (Books, ArXiv, StackExchange,
+    An empty `langs` means annotate only (Books, ArXiv, StackExchange,
     GitHub). CCNet/LLaMA keep English with fastText probability >= 0.5 for
     CommonCrawl and C4; Wikipedia keeps its 20 languages.
     """
-    if not keep_langs:
+    if not langs:
         return None
-    if doc["lang"] not in keep_langs or doc["lang_score"] < min_lang_score:
+    if doc["lang"] not in langs or doc["lang_score"] < min_lang_score:
         return "lang"
     return None

@@ -7,7 +7,8 @@ DeadLetter | Count | Part]`:
 - `Skip(source, reason)` says a record was read and deliberately left out
   (a redirect, a licence not kept, a binary file); the Beam layer counts it;
 - `DeadLetter(source, path, record, reason)` says a record could not be parsed;
-  it goes to the dead-letter output, never crashes the job, never vanishes;
+  it goes to the dead-letter output, never crashes the job, never vanishes
+  (defined with the format readers, `pipeline.formats.errors`, which yield it);
 - `Count(source, name, n)` asks for counter `<source>/<name>` to grow by n:
   what a reader noticed about a record it still yields (an arXiv `\\input`
   missing from a paper kept without it);
@@ -32,6 +33,9 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from pipeline.core.schema import doc_id
+from pipeline.formats.errors import DeadLetter
+
+__all__ = ["COMPRESSION_SUFFIXES", "Count", "DeadLetter", "Formats", "Part", "Skip", "make_document"]
 
 # What `pipeline.core.io.open_input` decompresses (by magic bytes): a name may end in one
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
@@ -81,15 +85,6 @@ class Skip(NamedTuple):
     """A record read and deliberately dropped, with its reason (counted)."""
 
     source: str
-    reason: str
-
-
-class DeadLetter(NamedTuple):
-    """A record that could not be parsed: its file, native id or offset, and why."""
-
-    source: str
-    path: str
-    record: str
     reason: str
 
 

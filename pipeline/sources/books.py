@@ -37,10 +37,10 @@ import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from pipeline.formats.decode import Decoded, decode_text
 from pipeline.core.io import read_input
+from pipeline.formats.decode import Decoded, decode_text
+from pipeline.formats.jsonl import iter_text_rows, json_lines_spans, line_id
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
-from pipeline.sources.records import iter_json_lines, json_lines_spans, line_id
 
 SOURCE = "books"
 JSON_LINES = ("*.jsonl", "*.json")  # read row by row (module doc), any compression
@@ -237,7 +237,7 @@ def is_json_lines(path: str) -> bool:
 
 def split(path: str, nbytes: int, cfg: Any) -> list[tuple[int, int, int]]:
     """Line ranges of about `clean.split_bytes` of a large plain JSON-lines file
-    (`pipeline.sources.records.json_lines_spans`); [] (read whole) for a book."""
+    (`pipeline.formats.jsonl.json_lines_spans`); [] (read whole) for a book."""
     return json_lines_spans(path, cfg.clean.split_bytes) if is_json_lines(path) else []
 
 
@@ -246,17 +246,13 @@ def read_json_lines(path: str, span: tuple[int, int, int] | None = None) -> Iter
     `text` (native id its `id`, else `<file name>:<line>`; url its `url`, else
     the path; meta {"title"} when it has one), Skip "empty" for a blank text,
     DeadLetter (record "line N") for a row without a string `text` and where
-    the file's lines cannot be read (`iter_json_lines`)."""
-    for item in iter_json_lines(path, SOURCE, span):
+    the file's lines cannot be read (`pipeline.formats.jsonl.iter_text_rows`)."""
+    no_text = "no string 'text' field (a JSON-lines book is one row with its text in \"text\")"
+    for item in iter_text_rows(path, SOURCE, no_text, span):
         if isinstance(item, DeadLetter):
             yield item
             continue
-        line, row = item
-        text = row.get("text")
-        if not isinstance(text, str):
-            yield DeadLetter(SOURCE, path, f"line {line}", "no string 'text' field (a JSON-lines book "
-                             "is one row with its text in \"text\")")
-            continue
+        line, row, text = item
         if not text.strip():
             yield Skip(SOURCE, "empty")
             continue

@@ -9,7 +9,7 @@ taken as it is. Tolerated variants of the release schema: `date` instead of
 
 Rebuilding C4 from a crawl: any other input (WET, WARC, `.html`) is read by
 the CommonCrawl reader as "c4" Documents, and the config runs the C4 rules on
-them (`clean.c4.sources`, `pipeline.filters.c4`) in a later stage, not here.
+them (`sources.c4.c4_rules`, `pipeline.filters.c4`) in a later stage, not here.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.core.config import Config
+from pipeline.formats.jsonl import iter_json_lines, json_lines_spans, line_id
 from pipeline.sources import commoncrawl
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
-from pipeline.sources.records import iter_json_lines, json_lines_spans, line_id
 
 SOURCE = "c4"
 # The release's files (`c4-train.00000-of-01024.json.gz`), and any JSON lines.
@@ -72,7 +72,7 @@ def row_to_document(row: dict[str, Any], path: str, line: int) -> dict | Skip | 
 
 def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, ...]]:
     """Line ranges of about `clean.split_bytes` of a large plain JSON-lines file,
-    read by several workers (`pipeline.sources.records.line_spans`); [] (read
+    read by several workers (`pipeline.formats.jsonl.line_spans`); [] (read
     whole) for a compressed one: the released `c4-*.json.gz` are single gzip
     members, which cannot be entered in the middle. Web pages: the CommonCrawl
     reader's spans (`commoncrawl.split`)."""

@@ -36,8 +36,8 @@ import codecs
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple
+from collections.abc import Iterator
+from typing import Any
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -60,19 +60,14 @@ from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.core.config import Config
-from pipeline.formats.decode import Undecodable, decode_counting, sniff_bom, sniff_wide
-from pipeline.filters.ccnet import crawl_id
 from pipeline.core.io import open_input, open_range
+from pipeline.dedup.line_keys import crawl_id
+from pipeline.formats.decode import Undecodable, decode_counting, sniff_bom, sniff_wide
+from pipeline.formats.errors import STREAM_ERRORS, try_open
+from pipeline.formats.gzip_members import GZIP_MAGIC, GzipMembers, gzip_member_spans
+from pipeline.formats.jsonl import file_name, iter_text_rows, line_id
+from pipeline.formats.warc import MAX_RECORD_BYTES, PlainSegments, WarcFramer
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
-from pipeline.sources.records import (
-    GZIP_MAGIC,
-    STREAM_ERRORS,
-    GzipMembers,
-    file_name,
-    gzip_member_spans,
-    iter_json_lines,
-    line_id,
-)
 
 SOURCE = "commoncrawl"
 
@@ -111,14 +106,6 @@ DOCUMENT_RECORD_TYPES = frozenset({"response", "conversion"})
 # the shared corpus needs a single replacement.
 MAX_REPLACEMENT_RATIO = 0.01
 
-# Record framing limits (`WarcFramer`). Common Crawl truncates payloads at
-# 1 MiB (WARC-Truncated: length), so its records stay far below MAX_RECORD_BYTES;
-# a larger block (a video in another crawler's WARC) is passed over unread.
-MAX_RECORD_BYTES = 1 << 25
-MAX_HEADER_BYTES = 1 << 16
-_MAX_VERSION_LINE = 32
-_READ_SIZE = 1 << 16
-_VERSION_RE = re.compile(rb"WARC/\d+\.\d+\r?\n")
 
 
 def strip_uri_brackets(uri: str) -> str:
@@ -312,326 +299,6 @@ def _record_to_document(record: Any, path: str, as_source: str = SOURCE) -> dict
     return html_document(payload, http_charset, mime, url, native_id, warc_date, path, as_source)
 
 
-class _PlainSegments:
-    """A decompressed stream (plain, bzip2, xz) as one segment, for `WarcFramer`.
-
-    A bzip2 or xz stream that breaks cannot be re-entered, so there is no next
-    segment; the error is kept in `error`. (gzip files use
-    `pipeline.sources.records.GzipMembers`, which resumes at the next member.)
-    """
-
-    RESUMES = "the rest of the file is lost"
-
-    def __init__(self, stream: IO[bytes]):
-        self.stream = stream
-        self.error: str | None = None
-        self.error_at: int | None = None  # the decompressed offset: `location` names it
-        self.offset = 0
-
-    def read(self, n: int) -> bytes:
-        if self.error is not None:
-            return b""
-        try:
-            data = self.stream.read(n)
-        except STREAM_ERRORS as e:
-            self.error = f"compressed stream broken: {type(e).__name__}: {e}"
-            return b""
-        self.offset += len(data)
-        return data
-
-    def next_segment(self) -> bool:
-        return False
-
-    def member_of(self, offset: int) -> None:
-        return None
-
-
-class WarcRecord(NamedTuple):
-    """One framed WARC record: where it starts, its headers, and its bytes.
-
-    `raw` is the whole record (header, block and the CRLF CRLF after it) when
-    the reader keeps it, else None (a record type that gives no document, or a
-    block over MAX_RECORD_BYTES, is skipped without being held in memory).
-    """
-
-    offset: int
-    headers: dict[str, str]
-    raw: bytes | None
-
-
-class WarcFramer:
-    """Cut a decompressed WARC stream into records, resynchronising after a bad one.
-
-    Framing follows the WARC 1.1 spec (ISO 28500, section 4; WARC/1.0 and the
-    0.18 draft frame records the same way): a version line `WARC/x.y`, header
-    lines up to an empty line, a block of exactly Content-Length bytes, then
-    CRLF CRLF. A record is accepted only if what follows its block is blank
-    lines and then the next `WARC/` version line or the end of the file, so a
-    wrong Content-Length is caught at that record instead of corrupting the
-    ones after it. (warcio's own iterator reads through a wrong length and then
-    fails on, or silently skips, the records that follow.)
-
-    After a bad record the framer looks for the next line that is a version
-    line (`\\nWARC/x.y\\r\\n`), searching from the bad record's block onward
-    (a Content-Length too large hides the next records inside the declared
-    block), and carries on there. A break in the compressed stream ends the
-    current segment; the source's `next_segment()` (gzip: the next member)
-    says where reading resumes.
-
-    Yields `WarcRecord`s and `DeadLetter`s (record = `location(offset)`).
-    """
-
-    def __init__(self, source: Any, path: str, as_source: str = SOURCE):
-        self.src = source
-        self.path = path
-        self.as_source = as_source  # the dataset its dead letters are counted under
-        self.buf = bytearray()
-        self.pos = 0  # index in buf of the next unread byte
-        self.base = 0  # decompressed offset of buf[0]
-        self.seg_end = False
-
-    # -- buffer -----------------------------------------------------------
-
-    def _fill(self, k: int) -> bool:
-        """Make at least `k` unread bytes available; False if the segment ends first."""
-        while len(self.buf) - self.pos < k:
-            if self.seg_end:
-                return False
-            data = self.src.read(max(k - (len(self.buf) - self.pos), _READ_SIZE))
-            if not data:
-                self.seg_end = True
-                return False
-            self.buf += data
-        return True
-
-    def _compact(self) -> None:
-        if self.pos > _READ_SIZE:
-            del self.buf[: self.pos]
-            self.base += self.pos
-            self.pos = 0
-
-    def tell(self) -> int:
-        return self.base + self.pos
-
-    def _readline(self, limit: int) -> bytes:
-        """The next line with its LF (at most `limit` bytes; less at a segment end)."""
-        start = self.pos
-        while True:
-            end = self.buf.find(b"\n", start, self.pos + limit)
-            if end >= 0:
-                line = bytes(self.buf[self.pos : end + 1])
-                self.pos = end + 1
-                return line
-            start = len(self.buf)
-            if start - self.pos >= limit or not self._fill(start - self.pos + 1):
-                line = bytes(self.buf[self.pos : self.pos + limit])
-                self.pos += len(line)
-                return line
-
-    def _take(self, n: int, keep: bool) -> tuple[int, bytes]:
-        """Consume up to `n` bytes: (how many there were, them if `keep`)."""
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            if self.pos >= len(self.buf):
-                self._compact()
-                if not self._fill(1):
-                    break
-            step = min(n - got, len(self.buf) - self.pos)
-            if keep:
-                parts.append(bytes(self.buf[self.pos : self.pos + step]))
-            self.pos += step
-            got += step
-            if not keep:
-                self._compact()
-        return got, b"".join(parts)
-
-    def _skip_blank(self) -> bool:
-        """Consume CR and LF bytes; False if the segment ends."""
-        while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in b"\r\n":
-                self.pos += 1
-            if self.pos < len(self.buf):
-                return True
-            self._compact()
-            if not self._fill(1):
-                return False
-
-    def _ends_cleanly(self) -> bool:
-        """Whether the block just read ends where a record must end (nothing is consumed).
-
-        True when the CR/LF bytes after it are followed by the end of the
-        segment or a version line, or hold a blank line (CRLF CRLF, or LF LF as
-        lenient writers write it) before whatever comes next: then this
-        record's length is right, and bytes after it that are not a record are
-        the next iteration's dead letter, at their own offset. False otherwise:
-        the block stops inside data, so Content-Length is wrong.
-        """
-        i = self.pos
-        while True:
-            if i >= len(self.buf) and not self._fill(i - self.pos + 1):
-                return True  # end of segment after the block
-            if self.buf[i] not in b"\r\n":
-                break
-            i += 1
-        run = bytes(self.buf[self.pos : i])
-        if b"\n\r\n" in run or b"\n\n" in run:
-            return True
-        self._fill(i - self.pos + _MAX_VERSION_LINE)
-        line_end = self.buf.find(b"\n", i, i + _MAX_VERSION_LINE)
-        if line_end < 0:
-            return False
-        return _VERSION_RE.fullmatch(bytes(self.buf[i : line_end + 1])) is not None
-
-    def _resync(self, offset: int) -> None:
-        """Move to the next version line that starts at or after `offset`, or to
-        the segment's end if there is none."""
-        self.pos = max(offset - self.base, 0)
-        self._compact()
-        while True:
-            hit = self.buf.find(b"\nWARC/", max(self.pos - 1, 0))
-            if hit >= 0:
-                start = hit + 1
-                self._fill(start - self.pos + _MAX_VERSION_LINE)
-                line_end = self.buf.find(b"\n", start, start + _MAX_VERSION_LINE)
-                if line_end >= 0 and _VERSION_RE.fullmatch(bytes(self.buf[start : line_end + 1])):
-                    self.pos = start
-                    return
-                if line_end >= 0 or len(self.buf) - start >= _MAX_VERSION_LINE:
-                    self.pos = start + 1  # not a version line: search on after it
-                    continue
-            # keep 5 bytes: "\nWARC" may straddle two reads
-            self.pos = max(len(self.buf) - 5, self.pos)
-            self._compact()
-            if not self._fill(len(self.buf) - self.pos + 1):
-                self.pos = len(self.buf)
-                return
-
-    # -- records ----------------------------------------------------------
-
-    def location(self, offset: int) -> str:
-        """Where a record starts, for a dead letter: "offset N", the byte offset in
-        the file as stored; for a gzip file N is the offset of the gzip member
-        the record starts in (Common Crawl's index convention), "offset N+k"
-        when the record starts k decompressed bytes into that member."""
-        member = self.src.member_of(offset)
-        if member is None:
-            return f"offset {offset}"
-        compressed, member_start = member
-        inside = offset - member_start
-        return f"offset {compressed}" if inside == 0 else f"offset {compressed}+{inside}"
-
-    def _dead(self, offset: int, reason: str) -> DeadLetter:
-        return DeadLetter(self.as_source, self.path, self.location(offset), reason)
-
-    def records(self, keep: Callable[[dict[str, str]], bool]) -> Iterator[WarcRecord | DeadLetter]:
-        """Every record of the file, or a DeadLetter in its place.
-
-        Args:
-            keep: given a record's WARC headers (names lower-cased), whether its
-                bytes are wanted; other records are checked and passed over.
-        """
-        reported = False  # the current segment's break is already in a dead letter
-        while True:
-            if not self._skip_blank():
-                if self.src.error is not None and not reported:
-                    where = self.src.error_at
-                    yield DeadLetter(
-                        self.as_source, self.path,
-                        self.location(self.tell()) if where is None else f"offset {where}",
-                        f"{self.src.error}; {self.src.RESUMES}",
-                    )
-                if not self.src.next_segment():
-                    return
-                self.buf, self.pos, self.base = bytearray(), 0, self.src.offset
-                self.seg_end = reported = False
-                continue
-            start = self.tell()
-            version = self._readline(_MAX_VERSION_LINE)
-            if not version.endswith(b"\n") and self.seg_end and self.pos >= len(self.buf):
-                reported = self.src.error is not None
-                why = self.src.error or "the file ends inside it"
-                yield self._dead(start, f"truncated record header ({why})")
-                continue
-            if _VERSION_RE.fullmatch(version) is None:
-                yield self._dead(start, f"not a WARC record: no version line ({version[:20]!r})")
-                self._resync(start + 1)
-                continue
-            header = bytearray(version)
-            headers: dict[str, str] = {}
-            complete = False
-            while len(header) <= MAX_HEADER_BYTES:
-                line = self._readline(MAX_HEADER_BYTES)
-                if not line:
-                    break
-                header += line
-                if not line.strip():
-                    complete = line.endswith(b"\n")
-                    break
-                name, sep, value = line.decode("utf-8", errors="replace").partition(":")
-                if sep:
-                    headers[name.strip().lower()] = value.strip()
-            record_id = headers.get("warc-record-id", "")
-            named = f"; WARC-Record-ID {record_id}" if record_id else ""
-            if not complete:
-                if self.seg_end and self.pos >= len(self.buf):
-                    reported = True
-                    why = self.src.error or "the file ends inside it"
-                    yield self._dead(start, f"truncated record header ({why}){named}")
-                else:
-                    yield self._dead(
-                        start, f"record header longer than {MAX_HEADER_BYTES} bytes{named}"
-                    )
-                    self._resync(start + 1)
-                continue
-            length_field = headers.get("content-length", "")
-            if not length_field.isdigit():
-                yield self._dead(start, f"no valid Content-Length ({length_field!r}){named}")
-                self._resync(start + 1)
-                continue
-            length = int(length_field)
-            wanted = keep(headers)
-            block_start = self.tell()
-            if length <= MAX_RECORD_BYTES:
-                # held whole, so that a length running past the end can be
-                # searched for the records it hides
-                self._compact()
-                available = length if self._fill(length) else len(self.buf) - self.pos
-                if available < length:
-                    reported = self.src.error is not None
-                    why = self.src.error or "the file ends inside it"
-                    yield self._dead(
-                        start,
-                        f"record {length - available} bytes shorter than its Content-Length "
-                        f"{length} ({why}); no part of it is used{named}",
-                    )
-                    self._resync(block_start)
-                    continue
-                block = bytes(self.buf[self.pos : self.pos + length]) if wanted else b""
-                self.pos += length
-            else:  # too large to hold: passed over (a Skip "too_large" if wanted)
-                got, _ = self._take(length, keep=False)
-                wanted = False
-                if got < length:
-                    reported = self.src.error is not None
-                    why = self.src.error or "the file ends inside it"
-                    yield self._dead(
-                        start,
-                        f"record {length - got} bytes shorter than its Content-Length "
-                        f"{length} ({why}){named}",
-                    )
-                    continue
-            if not self._ends_cleanly():
-                yield self._dead(
-                    start,
-                    f"Content-Length {length} does not end the record (data, not CRLF CRLF, "
-                    f"follows the block): wrong length; skipped to the next record{named}",
-                )
-                self._resync(block_start)
-                continue
-            raw = bytes(header) + block + b"\r\n\r\n" if wanted else None
-            yield WarcRecord(start, headers, raw)
-
 
 def _keep_record(headers: dict[str, str]) -> bool:
     """Records whose bytes the reader needs: those that can give a document."""
@@ -644,7 +311,7 @@ def read_warc(path: str, source: Any, as_source: str = SOURCE) -> Iterator[dict 
     Args:
         path: the file's path, for dead letters and meta.
         source: its decompressed bytes in segments: `GzipMembers` for gzip,
-            `_PlainSegments` otherwise (see `WarcFramer`).
+            `PlainSegments` otherwise (see `WarcFramer`).
         as_source: the dataset the records are read for (C4 rebuilt from WET
             reads them as "c4").
     Yields: one Document, Skip or DeadLetter per record, in file order, and a
@@ -673,9 +340,9 @@ def read_warc(path: str, source: Any, as_source: str = SOURCE) -> Iterator[dict 
             record = next(ArchiveIterator(io.BytesIO(item.raw)))
             yield _record_to_document(record, path, as_source)
         except Undecodable as e:
-            yield framer._dead(item.offset, f"undecodable: {e}; WARC-Record-ID {record_id}")
+            yield framer.dead_letter(item.offset, f"undecodable: {e}; WARC-Record-ID {record_id}")
         except Exception as e:  # noqa: BLE001 (warcio or a broken payload: this record only)
-            yield framer._dead(item.offset, f"{type(e).__name__}: {e}; WARC-Record-ID {record_id}")
+            yield framer.dead_letter(item.offset, f"{type(e).__name__}: {e}; WARC-Record-ID {record_id}")
 
 
 def _dolma_metadata(value: Any) -> dict:
@@ -701,15 +368,11 @@ def read_dolma(path: str) -> Iterator[dict | Skip | DeadLetter]:
     native_id = the row's `id`, else its URL, else `<file name>:<line>`.
     A line without a string `text` -> DeadLetter naming the line.
     """
-    for item in iter_json_lines(path, SOURCE):
+    for item in iter_text_rows(path, SOURCE, "Dolma row without string text"):
         if isinstance(item, DeadLetter):
             yield item
             continue
-        line, row = item
-        text = row.get("text")
-        if not isinstance(text, str):
-            yield DeadLetter(SOURCE, path, f"line {line}", "Dolma row without string text")
-            continue
+        line, row, text = item
         text = text.strip()
         if not text:
             yield Skip(SOURCE, "empty")
@@ -742,10 +405,9 @@ def read_html(path: str, as_source: str = SOURCE) -> Iterator[dict | Skip | Dead
         opened, a broken compressed stream, "undecodable: ..." or what the
         parser raised.
     """
-    try:
-        stream = open_input(path)
-    except (OSError, ValueError) as e:
-        yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
+    stream = try_open(as_source, path, open_input)
+    if isinstance(stream, DeadLetter):
+        yield stream
         return
     with stream:
         try:
@@ -769,7 +431,7 @@ def read_html(path: str, as_source: str = SOURCE) -> Iterator[dict | Skip | Dead
 def split(path: str, nbytes: int, cfg: Config) -> list[tuple[int, int]]:
     """Spans of a large gzip WARC or WET file, read by several workers: byte
     ranges of about `clean.split_bytes`, each starting at a gzip member that
-    starts a WARC record (`pipeline.sources.records.gzip_member_spans`). Common
+    starts a WARC record (`pipeline.formats.gzip_members.gzip_member_spans`). Common
     Crawl, wget and warcio compress each record as its own member, so a span
     owns the records of the members that start in it. [] (read whole) for
     Dolma JSON lines, saved HTML pages, uncompressed, bzip2 or xz files (a
@@ -805,19 +467,16 @@ def read(
         yield from read_html(path, as_source)
         return
     if span is not None:
-        start, end = span
-        try:
-            raw = open_range(path, start)
-        except (OSError, ValueError) as e:
-            yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
+        raw = try_open(as_source, path, open_range, span[0])
+        if isinstance(raw, DeadLetter):
+            yield raw
             return
         with raw:
-            yield from read_warc(path, GzipMembers(raw, base=start, stop=end), as_source)
+            yield from read_warc(path, GzipMembers(raw, base=span[0], stop=span[1]), as_source)
         return
-    try:
-        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    except (OSError, ValueError) as e:
-        yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
+    raw = try_open(as_source, path, FileSystems.open, compression_type=CompressionTypes.UNCOMPRESSED)
+    if isinstance(raw, DeadLetter):
+        yield raw
         return
     with raw:
         head = raw.read(len(GZIP_MAGIC))
@@ -825,10 +484,9 @@ def read(
         if head == GZIP_MAGIC:  # member by member, resuming after a damaged one
             yield from read_warc(path, GzipMembers(raw), as_source)
             return
-    try:
-        stream = open_input(path)  # plain, bzip2, xz
-    except (OSError, ValueError) as e:
-        yield DeadLetter(as_source, path, "file", f"cannot open: {type(e).__name__}: {e}")
+    stream = try_open(as_source, path, open_input)  # plain, bzip2, xz
+    if isinstance(stream, DeadLetter):
+        yield stream
         return
     with stream:
-        yield from read_warc(path, _PlainSegments(stream), as_source)
+        yield from read_warc(path, PlainSegments(stream), as_source)

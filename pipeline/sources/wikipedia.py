@@ -61,6 +61,7 @@ from mwparserfromhell.nodes import (
 from mwparserfromhell.wikicode import Wikicode
 
 from pipeline.core.io import decompressing, exists, open_input, open_range, open_read
+from pipeline.formats.errors import try_open
 from pipeline.sources.base import DeadLetter, Formats, Skip, make_document
 
 SOURCE = "wikipedia"
@@ -873,10 +874,9 @@ def read(
     if span is not None:
         yield from _read_span(path, *span)
         return
-    try:
-        stream = open_input(path)
-    except (OSError, ValueError) as e:
-        yield DeadLetter(SOURCE, path, "file", f"cannot open: {type(e).__name__}: {e}")
+    stream = try_open(SOURCE, path, open_input)
+    if isinstance(stream, DeadLetter):
+        yield stream
         return
     with stream:
         yield from _read_stream(stream, path)

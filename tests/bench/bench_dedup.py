@@ -41,50 +41,41 @@ Crawl documents when present, plus the demo's Gutenberg paragraphs):
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import random
-import re
 import resource
 import statistics
 import struct
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tests.bench import record, size
-from tests.conftest import CACHE, SHARED_CORPUS
+from tests.conftest import CACHE, SHARED_CORPUS, book_paragraphs, json_texts
+from tests.near_dups import (
+    SOURCE,
+    dedup_config,
+    make_doc,
+    near_duplicate_set,
+    precision_recall,
+    run_dedup_job,
+    true_duplicates,
+    write_jsonl,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = "c4"  # the near-duplicate sets are labelled C4, a near-deduplicated source
 GOAL_QUALITY = 0.95
 GOAL_RSS_GROWTH = 1.2
-MIN_WORDS = 40  # paragraphs and documents shorter than this are not used
 PAIRS = size(900, 60)  # edited pairs (recall at the threshold)
 REPEATS = size(3, 1)
 
 
 # ---- real text ---------------------------------------------------------------------------
-
-
-def book_paragraphs(path: Path, min_words: int = MIN_WORDS) -> list[str]:
-    """Paragraphs (blank-line separated) of a plain-text book with >= min_words words."""
-    text = path.read_bytes().decode("latin-1").replace("\r\n", "\n")
-    return [p.strip() for p in re.split(r"\n\s*\n", text) if len(p.split()) >= min_words]
-
-
-def json_texts(path: Path, min_words: int = MIN_WORDS) -> list[str]:
-    """`text` of every JSON line (gzip) with >= min_words words."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        texts = [json.loads(line).get("text") or "" for line in f if line.strip()]
-    return [t for t in texts if len(t.split()) >= min_words]
 
 
 def real_texts(shared: Path | None = None) -> list[str]:
@@ -103,74 +94,6 @@ def real_texts(shared: Path | None = None) -> list[str]:
     for name in ("inputs/books/alice29.txt", "inputs/books/plrabn12.txt"):
         texts += book_paragraphs(demo[name])
     return list(dict.fromkeys(texts))
-
-
-def make_doc(source: str, native_id: str, text: str) -> dict[str, Any]:
-    """A Document dict (pipeline.core.schema fields) for a benchmark or test text."""
-    from pipeline.core.schema import doc_id
-
-    return {
-        "id": doc_id(source, native_id),
-        "source": source,
-        "text": text,
-        "url": "",
-        "lang": "en",
-        "lang_score": 1.0,
-        "meta": json.dumps({"native_id": native_id}),
-    }
-
-
-# ---- the near-duplicate set --------------------------------------------------------------
-
-
-def _reformat(word: str, rng: random.Random) -> str:
-    """The same word as another rendering of the page could write it: other case, or
-    punctuation added/removed around it (normalize_words absorbs both)."""
-    choice = rng.randrange(4)
-    if choice == 0:
-        return word.upper()
-    if choice == 1:
-        return word.capitalize() if not word[:1].isupper() else word.lower()
-    if choice == 2:
-        return word + rng.choice([",", ";", ".", "!", "\u2019"])
-    return word.strip(".,;:!?\"'`()") or word + ","
-
-
-def near_duplicate_set(
-    originals: list[str], seed: int, source: str = SOURCE
-) -> list[dict[str, Any]]:
-    """Documents: every original, plus seeded copies of two kinds.
-
-    - A third of the originals get a *near copy*: 5-10% of the words re-formatted
-      (case, adjacent punctuation), and one word in 200 replaced by a word from the
-      set's vocabulary (none under 200 words). True Jaccard about 0.95-1.0.
-    - Another third get an *edited copy*: 5-10% of the words replaced (by
-      vocabulary words). With 5-word shingles a replaced word breaks up to 5 shingles, so
-      these copies have true Jaccard about 0.35-0.65: below 0.8, they are hard
-      negatives that must survive.
-    - The last third have no copy.
-    Ground truth is never assumed from the construction: it is the true Jaccard.
-    """
-    rng = random.Random(seed)
-    vocab = sorted({w for t in originals for w in t.split()})
-    docs = [make_doc(source, f"original-{i}", t) for i, t in enumerate(originals)]
-    third = len(originals) // 3
-    for i, text in enumerate(originals[: 2 * third]):
-        words = text.split()
-        n = len(words)
-        k = max(1, round(rng.uniform(0.05, 0.10) * n))
-        if i < third:
-            for j in rng.sample(range(n), k):
-                words[j] = _reformat(words[j], rng)
-            for j in rng.sample(range(n), n // 200):
-                words[j] = rng.choice(vocab)
-            kind = "near"
-        else:
-            for j in rng.sample(range(n), k):
-                words[j] = rng.choice(vocab)
-            kind = "edited"
-        docs.append(make_doc(source, f"{kind}-copy-{i}", " ".join(words)))
-    return docs
 
 
 EDIT_RATES = (0.01, 0.03, 0.05)  # words replaced in the edited pairs' copies
@@ -204,7 +127,7 @@ def edited_pairs(
 
 def jaccard(a: str, b: str, ngram: int) -> float:
     """True Jaccard similarity of two texts' shingle sets (`shingles`)."""
-    from pipeline.filters.minhash import shingles
+    from pipeline.dedup.minhash import shingles
 
     x, y = set(shingles(a, ngram)), set(shingles(b, ngram))
     return len(x & y) / len(x | y) if x | y else 1.0
@@ -234,113 +157,6 @@ def pair_report(docs: list[dict[str, Any]], pairs: list[tuple[str, str]], surviv
             "precision": tp / (tp + fp) if tp + fp else 1.0, "duplicates": tp + fn}
 
 
-def true_duplicates(docs: list[dict[str, Any]], ngram: int, threshold: float) -> set[str]:
-    """Ids that exact dedup at `threshold` drops: documents that are not the lowest id
-    of their connected component in the graph "true Jaccard of shingle sets >=
-    threshold" (within a source). Exact: shared shingles are counted through an
-    inverted index, so only pairs with a common shingle are compared."""
-    from pipeline.filters.minhash import shingles
-
-    sets = [set(shingles(d["text"], ngram)) for d in docs]
-    postings: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, (d, s) in enumerate(zip(docs, sets)):
-        for sh in s:
-            postings[(d["source"], sh)].append(i)
-    shared: dict[tuple[int, int], int] = defaultdict(int)
-    for ids in postings.values():
-        for x in range(len(ids)):
-            for y in range(x + 1, len(ids)):
-                shared[(ids[x], ids[y])] += 1
-    parent = list(range(len(docs)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for (i, j), inter in shared.items():
-        if inter / (len(sets[i]) + len(sets[j]) - inter) >= threshold:
-            parent[find(i)] = find(j)
-    lowest: dict[int, str] = {}
-    for i, d in enumerate(docs):
-        if sets[i]:
-            root = find(i)
-            lowest[root] = min(lowest.get(root, d["id"]), d["id"])
-    return {d["id"] for i, d in enumerate(docs) if sets[i] and lowest[find(i)] != d["id"]}
-
-
-def precision_recall(dropped: set[str], truth: set[str]) -> tuple[float, float]:
-    """(precision, recall) of the dropped ids against the ids that should be dropped
-    (1.0 for an empty denominator)."""
-    hit = len(dropped & truth)
-    return (hit / len(dropped) if dropped else 1.0, hit / len(truth) if truth else 1.0)
-
-
-# ---- the Beam job ------------------------------------------------------------------------
-
-
-def dedup_config(*overrides: str):
-    """The demo config, run in one process by Beam's FnApiRunner, `overrides` applied.
-
-    FnApiRunner is what Beam 2.77's `DirectRunner` (SwitchingDirectRunner) runs a
-    batch pipeline on, after it has first tried PrismRunner, which downloads a
-    binary; naming it skips that attempt."""
-    from pipeline.core.config import load_config
-
-    return load_config(
-        ROOT / "configs" / "demo.yaml",
-        [
-            "beam.runner=FnApiRunner",
-            "beam.direct_running_mode=in_memory",
-            "beam.direct_num_workers=1",
-            *overrides,
-        ],
-    )
-
-
-def write_jsonl(docs: Iterable[dict[str, Any]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
-    return path
-
-
-def run_dedup_job(cfg, input_path: Path, out_dir: Path) -> tuple[list[dict[str, Any]], dict]:
-    """Read Documents (JSON lines) -> NearDedup -> JSON lines under out_dir.
-
-    Returns (surviving documents, {source: {counter: value}}).
-    """
-    import apache_beam as beam
-
-    from pipeline.beam_util import (
-        collect_counters,
-        pipeline_options,
-        quiet_beam_logging,
-    )
-    from pipeline.core.config import SOURCES
-    from pipeline.near_dedup import NearDedup
-
-    quiet_beam_logging()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    p = beam.Pipeline(options=pipeline_options(cfg))
-    (
-        p
-        | "Read" >> beam.io.ReadFromText(str(input_path))
-        | "Parse" >> beam.Map(json.loads)
-        | "NearDedup" >> NearDedup(cfg)
-        | "Dump" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
-        | "Write" >> beam.io.WriteToText(str(out_dir / "survivors"), file_name_suffix=".jsonl")
-    )
-    result = p.run()
-    result.wait_until_finish()
-    survivors = []
-    for path in sorted(out_dir.glob("survivors*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            survivors += [json.loads(line) for line in f if line.strip()]
-    return survivors, collect_counters(result, SOURCES)
-
-
 # ---- MinHash references ------------------------------------------------------------------
 
 
@@ -348,7 +164,7 @@ def numpy_reference(texts: list[str], num_perm: int, ngram: int, seed: int) -> n
     """A straightforward vectorised numpy MinHash, one document at a time: the
     shingle set hashed with datasketch's default sha1_hash32 (SHA-1, first 4
     bytes), fmix32, then `(h[:, None] * a + b).min(axis=0)` (datasketch "affine32")."""
-    from pipeline.filters.minhash import EMPTY_VALUE, fmix32, permutations, shingles
+    from pipeline.dedup.minhash import EMPTY_VALUE, fmix32, permutations, shingles
 
     a, b = permutations(num_perm, seed)
     out = np.full((len(texts), num_perm), EMPTY_VALUE, dtype=np.uint32)
@@ -369,7 +185,7 @@ def datasketch_update_loop(texts: list[str], num_perm: int, ngram: int, seed: in
     from datasketch import MinHash
     from datasketch.hashfunc import sha1_hash32
 
-    from pipeline.filters.minhash import SCHEME, shingles
+    from pipeline.dedup.minhash import SCHEME, shingles
 
     out = []
     for text in texts:
@@ -416,11 +232,11 @@ def _rss_job(docs: list[dict[str, Any]], work: Path, name: str) -> dict[str, Any
 def run() -> list[dict[str, Any]]:
     import tempfile
 
-    from pipeline.filters.minhash import signatures
-    from pipeline.near_dedup import NearDedup
+    from pipeline.dedup.minhash import signatures
+    from pipeline.dedup.near import NearDedup
 
     cfg = dedup_config()
-    mh = cfg.clean.minhash
+    mh = cfg.clean.near_dedup.web
     texts = real_texts()
     texts = random.Random(0).sample(texts, k=len(texts))  # sources mixed
     n_bytes = sum(len(t.encode()) for t in texts)
@@ -466,7 +282,7 @@ def run() -> list[dict[str, Any]]:
         docs, pairs = edited_pairs(long, seed=5)
         survivors, _ = run_dedup_job(cfg, write_jsonl(docs, work / "pairs.jsonl"), work / "pairs")
         report = pair_report(docs, pairs, {d["id"] for d in survivors}, mh.ngram, mh.threshold)
-        b, r = NearDedup(cfg).b, NearDedup(cfg).r
+        b, r = NearDedup(mh, []).b, NearDedup(mh, []).r
         print(f"edited pairs ({len(pairs)}, bands {b} x {r}), true Jaccard bin: merged/pairs "
               + ", ".join(f"{k}: {m}/{n}" for k, (n, m) in report["bins"].items() if n), file=sys.stderr)
         results.append(record("dedup.recall_j80", report["recall"], "fraction",

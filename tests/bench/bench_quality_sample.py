@@ -10,7 +10,7 @@ Each size runs `pipeline.quality_model.draw_sample` (the Beam job, MAX_EXAMPLES
 per class, on the demo config's local runner: two multi_processing workers) and
 the in-memory reference (every (hash, text) sorted on the launcher, what
 quality-train did before: `tests.test_quality_model._select_in_memory`), each in
-its own process measured by `tests.bench.proc_tree`. Both must pick the same
+its own process measured by `tests.proc_tree`. Both must pick the same
 lines (else the bench raises and records nothing).
 
 Figures: `quality_sample.rss_4x_vs_1x`: peak RSS of the largest process of the
@@ -47,7 +47,11 @@ def write_corpus(out: Path, docs: int) -> None:
     """`docs` documents per class as a committed clean output under `out`."""
     import pyarrow as pa
 
-    from pipeline.core.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, write_clean_output
+    from pipeline.core.schema import (
+        DOCUMENT_FIELDS,
+        DOCUMENT_SCHEMA,
+        write_clean_output,
+    )
     from pipeline.sources.base import make_document
     from tests.bench.bench_skew_lines import real_chunks
 
@@ -96,7 +100,7 @@ def run_job(out: str, kind: str) -> None:
 def measure(out: Path, kind: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Run one job under proc_tree; (its measurements, the digests it wrote)."""
     log = out / f"{kind}.log"
-    cmd = [sys.executable, "-m", "tests.bench.proc_tree", "--log", str(log), "--",
+    cmd = [sys.executable, "-m", "tests.proc_tree", "--log", str(log), "--",
            sys.executable, "-m", "tests.bench.bench_quality_sample", "--job", str(out), kind]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     m = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -3,7 +3,7 @@ it fits in the time budget) the demo input.
 
 Each size runs `python -m pipeline clean`, `python -m tokenizer train` and
 `python -m pipeline shards` with configs/demo.yaml, each stage its own process
-measured by `tests.bench.proc_tree` (wall and CPU seconds, peak RSS), into its
+measured by `tests.proc_tree` (wall and CPU seconds, peak RSS), into its
 own `out/bench/scaling/run-<N>x/` (`--set out_dir=... shards.out=...
 tokenizer.model_prefix=... trainer.out=...`).
 
@@ -72,14 +72,14 @@ input is there several times over: the grouping table, its re-encoded grouped
 copy, and the data-plane send queues (up to 2 x 100 MB per worker: the runner
 writes a bundle's whole input before it starts the bundle), plus the stage's
 output buffer; each worker gets half of it in one bundle. So the jobs keep
-bulk out of their PCollections on this runner (`pipeline.packed`):
+bulk out of their PCollections on this runner (`pipeline.beam.packed`):
 
 - Documents and token ids are packed (zstd: 3.2x and 2x smaller) and, on the
   local runner, spilled to an append-only file per worker; the PCollections
   carry (file, offset, length). `DocumentPart` unpacks one bounded record
   batch at a time, and the shard job reads clean files rather than mapping
   them (a mapped file's pages count in RSS until it is closed).
-- `pipeline.beam_util.bound_local_heap`: glibc malloc settings, and Arrow on
+- `pipeline.beam.runner.bound_local_heap`: glibc malloc settings, and Arrow on
   that heap instead of mimalloc (which kept 44 MB after one 17 MB part was
   written), so freed buffers do not stay resident.
 
@@ -167,12 +167,12 @@ def run_overrides(cfg, label: str, inputs: dict[str, list[Path]], scale: float) 
 
 
 def measure_stage(stage: str, overrides: list[str], log: Path) -> dict[str, Any]:
-    """Run one stage under `tests.bench.proc_tree`; its measurements.
+    """Run one stage under `tests.proc_tree`; its measurements.
 
     Raises:
         RuntimeError: the stage failed (the tail of its log attached).
     """
-    cmd = [sys.executable, "-m", "tests.bench.proc_tree", "--log", str(log), "--",
+    cmd = [sys.executable, "-m", "tests.proc_tree", "--log", str(log), "--",
            *stage_command(stage, overrides)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     m = json.loads(proc.stdout.strip().splitlines()[-1])

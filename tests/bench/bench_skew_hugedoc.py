@@ -11,7 +11,7 @@ and one line of 100 MB without a newline.
 
 Runs, each `python -m pipeline clean` with configs/demo.yaml (`--set out_dir=...
 sources.c4.inputs=[...]`, every other source's inputs `[]`,
-`sources.c4.max_doc_bytes=200000000`) measured by `tests.bench.proc_tree`:
+`sources.c4.max_doc_bytes=200000000`) measured by `tests.proc_tree`:
 the normal documents alone (the baseline), then with the huge document:
 `REPEATS` runs of the paragraph-shaped one, one of the one-line one.
 
@@ -50,9 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import beam_sets, out_dir, record, size
-from tests.bench.bench_dedup import book_paragraphs
 from tests.bench.bench_scaling import ROOT, _rel, measure_stage
-from tests.conftest import CACHE
+from tests.conftest import CACHE, book_paragraphs
 
 WORK = out_dir().relative_to(ROOT) / "skew_hugedoc"
 HUGE_BYTES = size(100_000_000, 1_000_000)

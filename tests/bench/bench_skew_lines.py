@@ -9,10 +9,10 @@ ALL_LINE inserted into every one and HOT_LINE (with varying numbers, which
 normalise alike) HOT_TOTAL times in total, HOT_TOTAL / DOCS per document, at
 seeded places.
 
-Each input runs `pipeline.line_dedup.LineDedup` (scope "run", Documents spilled
+Each input runs `pipeline.dedup.lines.LineDedup` (scope "run", Documents spilled
 as in the clean job on the local runner) in its own process: JSON lines ->
 LineDedup -> (id, SHA-1 of the text) lines, on Beam's FnApiRunner with two
-multi_processing workers, measured by `tests.bench.proc_tree`.
+multi_processing workers, measured by `tests.proc_tree`.
 
 Figure `skew.line_dedup_rss`: peak RSS of the largest Beam SDK worker on the
 skewed input over the same without the skewed lines; lower is better, so
@@ -126,10 +126,10 @@ def run_job(in_dir: str, out_dir: str) -> None:
     `[id, SHA-1 of text]`, on the demo config's local runner (two workers)."""
     import apache_beam as beam
 
-    from pipeline.beam_util import pipeline_options, quiet_beam_logging, run_pipeline
+    from pipeline.beam.runner import pipeline_options, quiet_beam_logging, run_pipeline
     from pipeline.core.config import load_config
-    from pipeline.line_dedup import LineDedup
-    from pipeline.packed import Packer
+    from pipeline.dedup.lines import LineDedup
+    from pipeline.beam.packed import Packer
 
     quiet_beam_logging()
     options = pipeline_options(load_config(ROOT / "configs" / "demo.yaml", beam_sets()))
@@ -149,7 +149,7 @@ def run_job(in_dir: str, out_dir: str) -> None:
 def measure(in_dir: Path, out_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Run the job under proc_tree; (its measurements, {id: text SHA-1} it wrote)."""
     log = out_dir.with_suffix(".log")
-    cmd = [sys.executable, "-m", "tests.bench.proc_tree", "--log", str(log), "--",
+    cmd = [sys.executable, "-m", "tests.proc_tree", "--log", str(log), "--",
            sys.executable, "-m", "tests.bench.bench_skew_lines", "--job", str(in_dir), str(out_dir)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     m = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ job; reading, grouping and assembling see all of them.
 Each size runs `python -m pipeline clean` with configs/demo.yaml (only this
 file as input: `--set sources.stackexchange.inputs=[file]`, the other sources'
 inputs [], no `corpus_dir`, its own `out_dir`), measured by
-`tests.bench.proc_tree.measure`. Its `peak_mb_by_role` is sampled from /proc
+`tests.proc_tree.measure`. Its `peak_mb_by_role` is sampled from /proc
 (RSS every 0.1 s), so it is per run even though the processes are children of
 this one.
 
@@ -59,8 +59,8 @@ from typing import Any
 
 from pipeline.core.io import atomic_write, open_input
 from tests.bench import BenchSkipped, beam_sets, out_dir, record, size
-from tests.bench.proc_tree import measure
 from tests.conftest import SHARED_CORPUS
+from tests.proc_tree import measure
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path("configs") / "demo.yaml"  # relative: the job runs in ROOT

@@ -9,7 +9,7 @@ of 100 pages (`tests.test_splits.build_multistream`): about 6200 pages (53 MB),
 over a minute of parsing for one worker.
 
 `python -m pipeline clean` (configs/demo.yaml, only `sources.wikipedia.inputs`
-set) runs three times, each its own process tree (`tests.bench.proc_tree`):
+set) runs three times, each its own process tree (`tests.proc_tree`):
 
 - unsplit (`clean.split_bytes` above the dump's size), 2 workers: the skewed
   job, where the dump is one element that one worker parses;
@@ -53,9 +53,9 @@ from typing import Any
 
 from tests.bench import out_dir, record, size
 from tests.bench.bench_scaling import stage_command
-from tests.bench.proc_tree import tree_sample
 from tests.bench.scaled_inputs import rewrite_wikipedia, thin_out
 from tests.conftest import CACHE, SHARED_CORPUS
+from tests.proc_tree import tree_sample
 from tests.test_splits import build_multistream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def build_dump(folder: Path) -> Path:
 
 
 def clean_run(label: str, dump: Path, split_bytes: int, workers: int) -> dict[str, Any]:
-    """One clean job on the dump alone, under `tests.bench.proc_tree`: its
+    """One clean job on the dump alone, under `tests.proc_tree`: its
     measurements, the CPU seconds of each Beam SDK worker (sampled here every
     half second) and {part file: sha256}."""
     from pipeline.core.config import SOURCES
@@ -105,7 +105,7 @@ def clean_run(label: str, dump: Path, split_bytes: int, workers: int) -> dict[st
     (ROOT / out).mkdir(parents=True)
     sets = [f"out_dir={out}", f"clean.split_bytes={split_bytes}", f"beam.direct_num_workers={workers}",
             *(f"sources.{s}.inputs={json.dumps([str(dump)] if s == 'wikipedia' else [])}" for s in SOURCES)]
-    cmd = [sys.executable, "-m", "tests.bench.proc_tree", "--log", str(out / "clean.log"), "--",
+    cmd = [sys.executable, "-m", "tests.proc_tree", "--log", str(out / "clean.log"), "--",
            *stage_command("clean", sets)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     worker_cpu: dict[int, float] = {}

@@ -33,7 +33,7 @@ The kept sets differ a little by design: we identify the language of the text
 the C4 rules left, DataTrove of the raw text; it counts sentences with spaCy's
 sentencizer, we with terminal punctuation.
 
-Each run is measured by `tests.bench.proc_tree` (its wrapper adopts orphans:
+Each run is measured by `tests.proc_tree` (its wrapper adopts orphans:
 DataTrove's forkserver outlives its pool and is counted). Start-up is a run on
 `STARTUP_DOCS` documents. Figures (`out/bench/results.json`, as `make bench`):
 - `e2e.vs_datatrove_wall` (goal 6), `e2e.vs_datatrove_cpu` (goal 7): median
@@ -85,17 +85,18 @@ OTHER_SOURCES = ("commoncrawl", "github", "wikipedia", "books", "arxiv", "stacke
 OUR_SETTINGS = [
     "corpus_dir=null",
     *(f"sources.{s}.inputs=[]" for s in OTHER_SOURCES),
-    "sources.c4.keep_langs=[en]",
+    "sources.c4.langs=[en]",
     "sources.c4.min_lang_score=0.65",
-    "clean.c4.sources=[c4]",
+    "sources.c4.c4_rules=true",
     "clean.c4.variant=fineweb",
     "clean.c4.badwords=null",  # DataTrove's C4QualityFilter has no bad-words rule
     "clean.min_chars=0",
-    "clean.line_dedup_sources=[]",
-    "clean.minhash.sources=[c4]",
-    "clean.minhash.num_perm=128",
-    "clean.minhash.ngram=5",
-    "clean.minhash.threshold=0.8",
+    "sources.commoncrawl.line_dedup=false",
+    "sources.c4.near_dedup=web",
+    "sources.commoncrawl.near_dedup=null",
+    "clean.near_dedup.web.num_perm=128",
+    "clean.near_dedup.web.ngram=5",
+    "clean.near_dedup.web.threshold=0.8",
     "beam.direct_num_workers=2",
 ]
 _TAGS = re.compile(r"<[^>]+>")
@@ -254,8 +255,8 @@ def startup_input(folder: Path, full: Path) -> Path:
 
 
 def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """`cmd` run under `tests.bench.proc_tree` (orphans adopted and counted)."""
-    wrapper = [sys.executable, "-m", "tests.bench.proc_tree", "--log", str(log), "--", *cmd]
+    """`cmd` run under `tests.proc_tree` (orphans adopted and counted)."""
+    wrapper = [sys.executable, "-m", "tests.proc_tree", "--log", str(log), "--", *cmd]
     proc = subprocess.run(wrapper, cwd=ROOT, capture_output=True, text=True, check=True,
                           env={**os.environ, **(env or {})})
     m = json.loads(proc.stdout.strip().splitlines()[-1])

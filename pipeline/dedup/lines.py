@@ -4,7 +4,7 @@ Every non-blank line of a document of the chosen sources is keyed by (shard
 group, 8-byte SHA-1 of its normalised form); the line is kept where it first
 occurs, the smallest (document id, line index) of its key, and removed
 everywhere else. The shard group is the whole run, one crawl or one input file
-(`clean.line_dedup_scope`, `pipeline.filters.ccnet.line_dedup_group`).
+(`clean.line_dedup_scope`, `pipeline.dedup.line_keys.line_dedup_group`).
 
 Memory per key is constant whatever the skew (a cookie banner on 10^8 pages):
 
@@ -39,9 +39,9 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.beam_util import DEAD, GuardedDoFn, RouteBySource, unpacked_or_id
-from pipeline.filters.ccnet import SCOPES, keep_first_lines, line_dedup_group, line_hash
-from pipeline.packed import INLINE, MergeDocuments, Packer
+from pipeline.beam.steps import DEAD, GuardedDoFn, RouteBySource, unpacked_or_id
+from pipeline.dedup.line_keys import SCOPES, keep_first_lines, line_dedup_group, line_hash
+from pipeline.beam.packed import INLINE, MergeDocuments, Packer
 
 Occurrence = tuple[str, int]  # (doc id, line index)
 DOCS = "docs"  # LineKeys' output of (doc id, packed doc)
@@ -130,7 +130,7 @@ class KeepFirstLines(GuardedDoFn):
 class LineDedup(beam.PTransform):
     """Documents -> documents, CCNet line dedup applied to those of `sources`
     within shard groups of `scope` ("run", "dump" or "file"; see
-    `pipeline.filters.ccnet.line_dedup_group`).
+    `pipeline.dedup.line_keys.line_dedup_group`).
 
     Attributes:
         dead_letters: once applied, the PCollection of its dead letters.

@@ -8,7 +8,7 @@ floor(k * n / 2^32), k being the first 32 bits of its key: the parts are
 contiguous key ranges of about T / n bytes each, between half the target and
 the target. Parts left empty (a group of a few large records) are left out and
 the others numbered 0..m-1 "of m", so no part number is missing. A part is
-written from sorted runs (`pipeline.extsort`): its writer holds a bounded
+written from sorted runs (`pipeline.beam.extsort`): its writer holds a bounded
 buffer, never the whole part, and computes the file's sha256 as it writes.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 
-from pipeline.beam_util import Counters
-from pipeline.extsort import sort_pairs
+from pipeline.beam.extsort import sort_pairs
+from pipeline.beam.steps import Counters
 
 
 class Sized(NamedTuple):

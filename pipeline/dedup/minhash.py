@@ -45,7 +45,7 @@ bounded memory. A repeated shingle is hashed and permuted again rather than
 deduplicated: the minimum over a multiset equals the minimum over its set.
 Memory is bounded by the group, not by the batch or the document: a batch is
 cut into groups of at most `_GROUP_CHARS` characters, and a longer document is
-streamed alone, a piece at a time (`pipeline.filters.dedup.text_chunks`), its
+streamed alone, a piece at a time (`pipeline.dedup.exact_keys.text_chunks`), its
 last n - 1 word hashes carried into the next piece.
 """
 
@@ -59,11 +59,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from pipeline.filters.dedup import text_chunks
+from pipeline.dedup.exact_keys import text_chunks
 
 SCHEME = "affine32"  # datasketch.MinHash(scheme=...): the scheme we reproduce
 # datasketch.MinHash(hashfunc=...): the hash we compute, vectorised (see the module docstring)
-HASHFUNC = "pipeline.filters.minhash.shingle_hash32"
+HASHFUNC = "pipeline.dedup.minhash.shingle_hash32"
 SIGNATURE_DTYPE = np.uint32  # datasketch's storage dtype for "affine32"
 EMPTY_VALUE = np.uint32(0xFFFFFFFF)  # datasketch's initial value: a MinHash of no shingle
 # datasketch.MinHashLSH(weights=...): (false positive, false negative). Its default

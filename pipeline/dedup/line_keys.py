@@ -4,7 +4,7 @@
 A line is normalised (lowercase, digits -> 0, punctuation and non-printing
 characters removed) and hashed with SHA-1 truncated to 8 bytes; within a shard
 group a line whose hash was already seen is removed. The grouping itself runs in
-Beam (pipeline/line_dedup.py); these are the pure pieces: the key of a line, the
+Beam (pipeline/dedup/lines.py); these are the pure pieces: the key of a line, the
 shard group of a document (`line_dedup_group`), and the text that survives.
 """
 

@@ -1,6 +1,6 @@
 """Run one command and measure its whole process tree (Linux): time and peak memory.
 
-`python -m tests.bench.proc_tree --log FILE -- CMD [ARG ...]` runs CMD with its
+`python -m tests.proc_tree --log FILE -- CMD [ARG ...]` runs CMD with its
 output to FILE and prints one JSON line:
 
 - `seconds`: wall seconds from start to exit (of CMD itself).

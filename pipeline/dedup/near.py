@@ -5,7 +5,7 @@ LLaMA (2023, Section 2.1) removes near-duplicate documents from CommonCrawl (and
 C4); the method here is chosen so that no machine needs the corpus in
 memory:
 
-1. **Signatures** (`pipeline.filters.minhash`): documents of the configured
+1. **Signatures** (`pipeline.dedup.minhash`): documents of the configured
    sources are batched (`beam.BatchElements`) and MinHashed with numpy, exactly
    as `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash32,
    scheme="affine32")` over word n-gram shingles (the manifest records the
@@ -15,7 +15,7 @@ memory:
    stage "near_dedup" (`GuardedBatchDoFn`), gathered in `NearDedup.dead_letters`.
 2. **LSH buckets**: each signature is cut into the `b` bands of `r` values that
    `datasketch.MinHashLSH(threshold, num_perm, weights)` would use (`lsh_params`:
-   weights that favour recall, `pipeline.filters.minhash.LSH_WEIGHTS`); each document emits
+   weights that favour recall, `pipeline.dedup.minhash.LSH_WEIGHTS`); each document emits
    `((source, band, band_hash), node)` and a `GroupByKey` forms the buckets.
    A bucket with k > 1 nodes gives k - 1 *star* edges from its smallest node to
    each other node (linear in k, and connected exactly as the bucket's clique).
@@ -26,7 +26,7 @@ memory:
    `parent < child`. When the rounds have converged, every component is a star
    around its minimum node.
 4. **Survivors**: a node survives iff no edge gives it a smaller parent; its
-   documents (packed, `pipeline.packed`) are joined back with a `CoGroupByKey`.
+   documents (packed, `pipeline.beam.packed`) are joined back with a `CoGroupByKey`.
    Every dropped document is counted under `<source>/drop.near_duplicate`.
 
 Nodes. A node is `node_key(doc) = (source, id, sha1(text))`, so within a source
@@ -34,7 +34,7 @@ the lowest id survives; two documents with the same id and the same text are one
 node (the copy whose sorted-keys JSON is smallest survives, the other copies are
 counted as near duplicates: their Jaccard similarity is 1), and two documents
 with the same id but different texts are two nodes, deduplicated like any other
-pair. `pipeline.clean.KeepOnePerId` normally removes repeated ids before this.
+pair. `pipeline.dedup.exact.KeepOnePerId` normally removes repeated ids before this.
 
 At the bound. The minimum node of a component never gets a parent, so whatever
 the number of rounds, every cluster keeps at least one document; rounds that
@@ -63,10 +63,10 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipeline.beam_util import DEAD, Counters, GuardedBatchDoFn, RouteBySource
-from pipeline.core.config import Config
-from pipeline.filters.minhash import band_hashes, lsh_params, signatures
-from pipeline.packed import INLINE, MergeDocuments, Packer
+from pipeline.beam.steps import DEAD, Counters, GuardedBatchDoFn, RouteBySource
+from pipeline.core.config import NearDedupConfig
+from pipeline.dedup.minhash import band_hashes, lsh_params, signatures
+from pipeline.beam.packed import INLINE, MergeDocuments, Packer
 
 BANDS = "bands"
 PASS = "pass"  # documents of sources not deduplicated here
@@ -219,11 +219,11 @@ class KeepSurvivors(beam.DoFn):
 
 
 class NearDedup(beam.PTransform):
-    """Documents -> Documents without near duplicates (config `clean.minhash`).
+    """Documents -> Documents without near duplicates, for one group of
+    `clean.near_dedup` (`Config.near_dedup_groups`).
 
-    Only documents of `clean.minhash.sources` are deduplicated, each source on
-    its own; the others pass through untouched, as does everything when
-    `clean.minhash.enabled` is false. Within a deduplicated source, documents
+    Only documents of `sources` are deduplicated, each source on its own; the
+    others pass through untouched. Within a deduplicated source, documents
     whose shingle sets collide in at least one LSH band (b, r from
     `lsh_params(threshold, num_perm)`) are linked, and each connected
     component keeps only its lowest `node_key` (the lowest id). Output order
@@ -231,9 +231,10 @@ class NearDedup(beam.PTransform):
     `<source>/drop.near_duplicate`, `<source>/near_dedup.unconverged_nodes`.
 
     Args:
-        cfg: the job config; reads `cfg.clean.minhash` (num_perm, ngram,
-            threshold, seed, components_rounds, sources, enabled).
-        packer: how Documents cross the join and the merge (`pipeline.packed`).
+        settings: the group's MinHash settings (num_perm, ngram, threshold,
+            seed, components_rounds).
+        sources: the sources deduplicated (those whose `near_dedup` names the group).
+        packer: how Documents cross the join and the merge (`pipeline.beam.packed`).
     Attributes:
         b, r: the LSH bands and rows per band in use (for the manifest).
         dead_letters: once applied, the PCollection of its dead letters.
@@ -242,16 +243,15 @@ class NearDedup(beam.PTransform):
             would pick fewer than two bands (see `lsh_params`).
     """
 
-    def __init__(self, cfg: Config, packer: Packer = INLINE):
+    def __init__(self, settings: NearDedupConfig, sources: Iterable[str], packer: Packer = INLINE):
         super().__init__()
         self.packer = packer
-        mh = cfg.clean.minhash
-        self.mh = mh.model_copy()
-        self.b, self.r = lsh_params(mh.threshold, mh.num_perm)
+        self.mh = settings.model_copy()
+        self.sources = frozenset(sources)
+        self.b, self.r = lsh_params(settings.threshold, settings.num_perm)
 
     def expand(self, docs):
-        mh = self.mh
-        sources = frozenset(mh.sources) if mh.enabled else frozenset()
+        mh, sources = self.mh, self.sources
         routed = docs | "Route" >> beam.ParDo(RouteBySource(sources, PASS)).with_outputs(PASS, main="todo")
         todo, passthrough = routed.todo, routed[PASS]
         signed = (

@@ -1,6 +1,7 @@
 """Data pipeline: Beam jobs that read, clean, language-identify and deduplicate
 the seven LLaMA sources into Document Arrow files, and tokenize them into
-mixture-weighted token shards."""
+mixture-weighted token shards. ARCHITECTURE.md maps its packages, the data
+contracts and where each source's rules are."""
 
 import logging as _logging
 

@@ -23,7 +23,9 @@ from pipeline.core.config import (
     load_config,
 )
 
-INTRO = "The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs them:"
+INTRO = ("The LLaMA data pipeline (Apache Beam). Commands, in the order `make demo` runs them "
+         "(`python -m tokenizer train` comes before shards, `python -m trainer` after), then `plan`, "
+         "which runs nothing:")
 OUTRO = """\
 Arguments after the command's own that this program does not know are passed to Beam
 (e.g. --runner=DataflowRunner --project=P --region=R), so the same job runs at scale.
@@ -234,7 +236,7 @@ def description() -> str:
     for c in COMMANDS:
         head = f"  {c.name:<8} " if len(c.name) <= 8 else f"  {c.name}\n" + " " * 11
         blocks.append(head + _fill(c.details, 11)[11:])
-    return "\n".join([INTRO, "", *blocks, "", OUTRO])
+    return "\n".join([textwrap.fill(INTRO, HELP_WIDTH), "", *blocks, "", OUTRO])
 
 
 def build_parser(clean_help: bool = False) -> argparse.ArgumentParser:

@@ -404,6 +404,49 @@ def trained_run(tmp_path_factory, alice, request) -> dict:
             "summary": summary, "texts": {"books": chapters, "poetry": pieces}}
 
 
+def retrained_tokenizer(trained_run, folder) -> dict:
+    """A checkpoint of `trained_run`'s model that records its tokenizer (path, sha256),
+    whose file at that path is then replaced by another of the same vocabulary size
+    trained on other text (Alice alone), as a second `python -m tokenizer train` does.
+    Returns {"checkpoint", "path", "recorded" and "now": the sha256s}."""
+    import hashlib
+    import io
+    import shutil
+
+    import sentencepiece as spm
+
+    from tokenizer.train import LLAMA_TRAINER_SPEC
+    from trainer.checkpoint import load_model as load_checkpoint_model
+    from trainer.checkpoint import save_checkpoint
+    from trainer.generate import load_model as load_inference_model
+
+    path = folder / "tokenizer" / "llama-demo.model"
+    path.parent.mkdir(parents=True)
+    shutil.copyfile(trained_run["model_path"], path)
+    recorded = hashlib.sha256(path.read_bytes()).hexdigest()
+    weights, state = load_checkpoint_model(trained_run["checkpoint"])
+    record = {"path": str(path), "sha256": recorded, "vocab_size": GENERATE_VOCAB, "bos_id": 1, "eos_id": 2}
+    checkpoint = str(save_checkpoint(folder / "step-000120.pt",
+                                     {**state, "model": weights, "tokenizer": record}))
+    assert load_inference_model(checkpoint)[1] == record
+
+    alice = [line for line in trained_run["texts"]["books"] for line in line.splitlines() if line.strip()]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(alice), model_writer=model, vocab_size=GENERATE_VOCAB,
+                                   character_coverage=1.0, num_threads=1, minloglevel=2,
+                                   **LLAMA_TRAINER_SPEC)
+    path.write_bytes(model.getvalue())
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert now != recorded and spm.SentencePieceProcessor(model_file=str(path)).get_piece_size() == GENERATE_VOCAB
+    return {"checkpoint": checkpoint, "path": path, "recorded": recorded, "now": now}
+
+
+def tokenizer_refusal(tok: dict) -> str:
+    """The start of the one line that refuses `retrained_tokenizer`'s pair."""
+    return (f"error: {tok['path']} (sha256 {tok['now'][:16]}) is not the tokenizer of the checkpoint "
+            f"{tok['checkpoint']}, which records {tok['path']} (sha256 {tok['recorded'][:16]}): ")
+
+
 # --- a cleaned corpus and a tokenizer trained on it ---------------------------------------
 
 BOOKS = ("inputs/books/alice29.txt", "inputs/books/plrabn12.txt")

@@ -13,6 +13,9 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGES = ("pipeline", "tokenizer", "trainer")
+# A package imports only packages before it here (ARCHITECTURE.md)
+LAYERS = ("pipeline.core", "pipeline.formats", "pipeline.filters", "pipeline.beam", "pipeline.dedup",
+          "pipeline.sources", "tokenizer", "trainer", "pipeline")
 
 
 def _modules() -> dict[str, Path]:
@@ -107,6 +110,9 @@ def test_no_import_cycle_between_packages():
                 packages[a].add(b)
     assert "pipeline.core" in packages["tokenizer"] and "pipeline.sources" in packages["pipeline"]
     assert cycles(packages) == []
+    assert set(packages) <= set(LAYERS)  # every package has its layer
+    downwards = {(a, b) for a, used in packages.items() for b in used if LAYERS.index(b) > LAYERS.index(a)}
+    assert downwards == set()
     for top in ("tokenizer", "trainer"):
         used = {p for p in packages[top] if p.startswith("pipeline")}
         assert used <= {"pipeline.core"}, f"{top} imports {used}"
@@ -114,8 +120,8 @@ def test_no_import_cycle_between_packages():
 
 NO_BEAM = """
 import importlib, pkgutil, sys, tempfile, os
-import tokenizer, trainer, pipeline.core
-for pkg in (tokenizer, trainer, pipeline.core):
+import tokenizer, trainer, pipeline.core, pipeline.formats, pipeline.sources, pipeline.filters
+for pkg in (tokenizer, trainer, pipeline.core, pipeline.formats, pipeline.sources, pipeline.filters):
     for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(info.name)
 from pipeline.core import io
@@ -132,7 +138,9 @@ print(len(beam), beam[:5])
 """
 
 
-def test_tokenizer_and_trainer_load_no_beam():
+def test_tokenizer_trainer_and_the_pure_pipeline_packages_load_no_beam():
+    """The readers, formats and filters run in Beam workers but are plain Python:
+    a notebook or the tokenizer can use them without Beam."""
     out = subprocess.run([sys.executable, "-c", NO_BEAM], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "0 []"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.core.config import ConfigError, load_config
 
@@ -26,11 +27,65 @@ def test_one_out_dir_moves_every_stage_output():
 def test_the_old_part_count_key_names_its_replacement():
     with pytest.raises(ConfigError, match="num_files_per_source was replaced by part_bytes"):
         load_config(DEMO, ["clean.num_files_per_source=4"])
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, ["clean.num_files_per_source=4"])
+    assert str(e.value) == (f"{DEMO}: clean.num_files_per_source was replaced by part_bytes (clean.part_bytes, "
+                            "bytes per output file; the number of files follows from the data)")
+
+
+def test_every_old_key_is_named_in_file_order_with_the_sources_it_listed(tmp_path):
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["sources"]["books"]["keep_langs"] = ["en"]
+    raw["clean"] = {"minhash": {"sources": ["commoncrawl", "c4"], "threshold": 0.8},
+                    "line_dedup_sources": ["commoncrawl"], "num_files_per_source": 4, "c4": {"sources": []}}
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError) as e:
+        load_config(old)
+    assert str(e.value).splitlines() == [
+        f"{old}: keys of an earlier config:",
+        "  sources.books.keep_langs was replaced by sources.books.langs",
+        ("  clean.minhash was replaced by clean.near_dedup.web, its sources by "
+         "sources.commoncrawl.near_dedup: web and sources.c4.near_dedup: web"),
+        "  clean.line_dedup_sources was replaced by sources.commoncrawl.line_dedup: true",
+        ("  clean.num_files_per_source was replaced by part_bytes (clean.part_bytes, bytes per output file; "
+         "the number of files follows from the data)"),
+        "  clean.c4.sources was replaced by sources.NAME.c4_rules: true",
+    ]
+
+
+def test_an_error_from_set_names_the_override_and_the_closest_key():
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, ["trainer.steps=5", "sources.commoncrawl.line_dedupp=true"])
+    assert str(e.value) == (
+        "--set sources.commoncrawl.line_dedupp=true: invalid config:\n"
+        "  sources.commoncrawl.line_dedupp: Extra inputs are not permitted; "
+        "did you mean sources.commoncrawl.line_dedup?")
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, ["clen.min_chars=3"])
+    assert str(e.value) == ("--set clen.min_chars=3: invalid config:\n"
+                            "  clen: Extra inputs are not permitted; did you mean clean?")
+
+
+def test_an_error_in_the_file_names_the_file_and_one_from_set_is_marked(tmp_path):
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["beam"]["runnr"] = "DirectRunner"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw, sort_keys=False))
+    file_error = "  beam.runnr: Extra inputs are not permitted; did you mean beam.runner?"
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert str(e.value) == f"{bad}: invalid config:\n{file_error}"
+    with pytest.raises(ConfigError) as e:
+        load_config(bad, ["trainer.steps=0"])
+    assert str(e.value) == (f"{bad} with --set trainer.steps=0: invalid config:\n{file_error}\n"
+                            "  trainer.steps: Input should be greater than 0 (--set)")
 
 
 @pytest.mark.parametrize(("old", "new"), [
     ("sources.books.keep_langs=[en]", "sources.books.keep_langs was replaced by sources.books.langs"),
-    ("clean.line_dedup_sources=[commoncrawl]", "clean.line_dedup_sources was replaced by sources.NAME.line_dedup: true"),
+    ("clean.line_dedup_sources=[commoncrawl]",
+     "clean.line_dedup_sources was replaced by sources.commoncrawl.line_dedup: true"),
     ("clean.minhash.threshold=0.7", "clean.minhash was replaced by clean.near_dedup.web"),
     ("clean.book_dedup.threshold=0.95", "clean.book_dedup was replaced by clean.near_dedup.books"),
     ("clean.c4.sources=[]", "clean.c4.sources was replaced by sources.NAME.c4_rules: true"),

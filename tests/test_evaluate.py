@@ -21,7 +21,7 @@ import torch
 
 from pipeline.core.config import load_config
 from pipeline.report import collect, render_markdown
-from tests.conftest import ROOT, read_log
+from tests.conftest import ROOT, read_log, retrained_tokenizer, tokenizer_refusal
 from trainer.__main__ import main
 from trainer.data import source_windows
 from trainer.evaluate import (
@@ -246,6 +246,22 @@ def test_eval_command_and_report(trained_run, task_file, shared_corpus, tmp_path
     assert f"| books | {report['val']['books']['loss']:.4f} | {report['val']['books']['bits_per_byte']:.4f} |" in text
     assert f"{paloma['perplexity']:.2f}" in text
     assert report["samples"][0]["completion"].strip().splitlines()[0] in text
+
+
+def test_eval_refuses_another_tokenizer_than_the_checkpoint_records(trained_run, tmp_path, capsys):
+    """A tokenizer retrained at the recorded path scores the model on the wrong ids
+    (wrong bits per byte): refused in one line, eval.json left as it was."""
+    tok = retrained_tokenizer(trained_run, tmp_path)
+    report = tmp_path / "train" / "eval.json"
+    report.parent.mkdir()
+    report.write_text('{"model": "before"}')
+    sets = [f"shards.out={trained_run['cfg'].shards.out}", f"trainer.out={report.parent}",
+            "trainer.seq_len=128", 'trainer.eval.prompts=["Alice was"]']
+    assert main(["eval", "--checkpoint", tok["checkpoint"]] + [x for o in sets for x in ("--set", o)]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.startswith(tokenizer_refusal(tok)) and printed.err.count("\n") == 1
+    assert report.read_text() == '{"model": "before"}'
+    assert sorted(p.name for p in report.parent.iterdir()) == ["eval.json"]
 
 
 def test_in_loop_evaluation_in_log_and_plot(trained_run, task_file, tmp_path):

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from tests.conftest import retrained_tokenizer, tokenizer_refusal
 from trainer.__main__ import main
 from trainer.generate import (
     completion_text,
@@ -137,3 +138,20 @@ def test_memory_of_13b_at_bf16_with_a_2048_token_cache(capsys):
     assert "one 80 GB GPU: fits" in printed and "one 40 GB GPU: fits" in printed
     assert main(["generate", "--memory", "65B"]) == 0
     assert "one 80 GB GPU: does NOT fit" in capsys.readouterr().out
+
+
+def test_generate_refuses_another_tokenizer_than_the_checkpoint_records(trained_run, tmp_path, capsys):
+    tok = retrained_tokenizer(trained_run, tmp_path)
+    out = tmp_path / "samples.json"
+    args = ["--prompt", PROMPTS[0], "--max-new-tokens", "8", "--out", str(out)]
+    assert main(["generate", "--checkpoint", tok["checkpoint"], *args]) == 1  # the recorded path
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.startswith(tokenizer_refusal(tok)) and printed.err.count("\n") == 1
+    assert main(["generate", "--checkpoint", tok["checkpoint"], "--tokenizer", str(tok["path"]), *args]) == 1
+    assert capsys.readouterr().err.startswith(tokenizer_refusal(tok))
+    assert not out.exists()
+
+    # the original checkpoint records no sha256 (the test shards' manifest has none): not checked
+    assert main(["generate", "--checkpoint", trained_run["checkpoint"], "--tokenizer", str(tok["path"]),
+                 *args]) == 0
+    assert len(json.loads(out.read_text())["samples"][0]["tokens"]) == 8

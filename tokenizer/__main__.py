@@ -219,8 +219,8 @@ def _add_decode(commands) -> None:
     decode.add_argument("--config", default=DEMO_CONFIG, help="YAML config (default: %(default)s)")
     add_override_argument(decode, "tokenizer.model_prefix=out/demo/tokenizer/llama-demo")
     decode.add_argument("ids", nargs="+", type=int,
-                        help="token ids, e.g. 1 461 373 1295 876 (BOS, then what `encode "
-                             "'Alice was beginning'` prints with the demo tokenizer)")
+                        help="token ids, as `encode` prints them (e.g. its \"ids\" list, "
+                             "without the brackets and commas)")
     decode.set_defaults(func=_decode)
 
 

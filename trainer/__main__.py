@@ -136,6 +136,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _print_summary(summary: dict, steps: int) -> None:
     """What a finished (or already complete) training run did, and where its files are."""
     if summary["steps"] == summary["start_step"]:  # nothing left to do: say so, not "trained"
@@ -147,7 +151,7 @@ def _print_summary(summary: dict, steps: int) -> None:
         resumed = (f" (steps {summary['start_step'] + 1}-{summary['steps']}, resumed)"
                    if summary["start_step"] else "")
         print(f"trained {summary['steps'] - summary['start_step']} steps{resumed}, "
-              f"{summary['tokens']:,} tokens; loss {summary['first_loss']} -> {summary['last_loss']}")
+              f"{summary['tokens']:,} tokens; loss {_loss(summary['first_loss'])} -> {_loss(summary['last_loss'])}")
     if summary["val_loss"]:
         print("val loss: " + ", ".join(f"{s} {v:.4f}" for s, v in summary["val_loss"].items()))
     print(f"checkpoint: {summary['checkpoint']}")
@@ -350,7 +354,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", metavar="MODEL",
                         help="the SentencePiece .model (default: the export folder's "
                              "tokenizer.model, else the one the checkpoint records, else the "
-                             "shard manifest's)")
+                             "shard manifest's); checked by sha256 against the model's record "
+                             "of its tokenizer, when it has one: a mismatch is refused")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                         help="weights and compute dtype (default: bfloat16 on a GPU, float32 "
@@ -359,7 +364,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_for_inference(args: argparse.Namespace, need_config: bool):
     """(model, SentencePiece processor, config or None, model source) of the options
-    `_add_model_arguments` adds; errors end the command with one line."""
+    `_add_model_arguments` adds; errors end the command with one line, and None comes
+    back after printing why the tokenizer is not the model's (exit status 1)."""
     import torch
 
     from trainer.devices import DeviceError, resolve_device
@@ -387,11 +393,24 @@ def _load_for_inference(args: argparse.Namespace, need_config: bool):
         args.parser.error(f"{source} records no tokenizer: give the one it was trained with "
                           "(--tokenizer MODEL)")
     import tokenizer
+    from tokenizer.hf import TokenizerMismatch, check_recorded
 
     try:
         sp = tokenizer.load(path)
     except (FileNotFoundError, ValueError) as e:
         args.parser.error(str(e))
+    # another file at the recorded path (a retrained tokenizer) decodes to the wrong text
+    where = f"{'Hugging Face folder' if args.hf else 'checkpoint'} {source}"
+    local = path
+    if is_remote(path):  # the copy `tokenizer.load` cached on this machine
+        from pipeline.core.io import local_copy
+
+        local = local_copy(path)
+    try:
+        check_recorded(local, [(where, record)])  # a record without a sha256: not checked
+    except TokenizerMismatch as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
     if sp.get_piece_size() != model.args.vocab_size:
         args.parser.error(f"{path} has {sp.get_piece_size()} pieces, the model's vocabulary is "
                           f"{model.args.vocab_size}: not the tokenizer it was trained with")
@@ -440,7 +459,10 @@ def _generate(args: argparse.Namespace) -> int:
 
     from trainer.generate import TextStream, completion_text, encode_prompt, generate
 
-    model, sp, cfg, source = _load_for_inference(args, need_config=False)
+    loaded = _load_for_inference(args, need_config=False)
+    if loaded is None:
+        return 1
+    model, sp, cfg, source = loaded
     texts = _prompts(args, cfg)
     device = model.output.weight.device
     generator = torch.Generator(device).manual_seed(args.seed)
@@ -545,7 +567,10 @@ def _eval(args: argparse.Namespace) -> int:
     from trainer.evaluate import format_report
     from trainer.storage import join
 
-    model, sp, cfg, source = _load_for_inference(args, need_config=True)
+    loaded = _load_for_inference(args, need_config=True)
+    if loaded is None:  # nothing written
+        return 1
+    model, sp, cfg, source = loaded
     seq_len = min(cfg.trainer.seq_len, model.args.max_seq_len)
     report = {"model": source, "device": str(model.output.weight.device),
               "dtype": str(model.output.weight.dtype).removeprefix("torch."), "seq_len": seq_len}

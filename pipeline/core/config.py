@@ -2,13 +2,15 @@
 
 `load_config(path, overrides)` reads `configs/*.yaml`, applies `key.sub=value`
 overrides from the command line (torchtitan style) and returns a `Config`.
-Unknown keys and wrong types raise `ConfigError` naming the file and the key.
+Unknown keys and wrong types raise `ConfigError` naming the key and where it came
+from: the file, or the `--set` override.
 What the clean job does to a source is one block, `sources.<name>` (SourceConfig;
 what it leaves out: SOURCE_DEFAULTS); what a rule shares across sources is in `clean`.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -213,14 +215,6 @@ class CleanConfig(_Strict):
     c4: C4RulesConfig = Field(default_factory=C4RulesConfig)
     quality: QualityModelConfig = Field(default_factory=QualityModelConfig)
     perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "num_files_per_source" in raw:
-            raise ValueError("num_files_per_source was replaced by part_bytes (bytes per output "
-                             "file; the number of files follows from the data)")
-        return raw
 
 
 class TokenizerConfig(_Strict):
@@ -448,6 +442,8 @@ def config_paths(cfg: Config) -> list[str]:
 # Keys of earlier configs -> where their setting is now (<name>: any source).
 RENAMED = {
     "sources.<name>.keep_langs": "sources.<name>.langs",
+    "clean.num_files_per_source": "part_bytes (clean.part_bytes, bytes per output file; the number "
+                                  "of files follows from the data)",
     "clean.line_dedup_sources": "sources.<name>.line_dedup: true",
     "clean.minhash": "clean.near_dedup.web, its sources by sources.<name>.near_dedup: web",
     "clean.book_dedup": "clean.near_dedup.books, its sources by sources.<name>.near_dedup: books",
@@ -456,20 +452,67 @@ RENAMED = {
     "clean.quality.sources": "sources.<name>.quality: true",
     "clean.github": "sources.github.licenses",
 }
-_ABSENT = object()
 
 
-def _renamed_key(raw: dict[str, Any]) -> str | None:
-    """One line naming the first key of an earlier config in `raw` and its new place, or None."""
-    sources = raw.get("sources") if isinstance(raw.get("sources"), dict) else {}
+def _key_paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path of a parsed YAML mapping, in file order (depth first)."""
+    if not isinstance(node, dict):
+        return []
+    return [p for k, v in node.items() for p in [(*prefix, str(k)), *_key_paths(v, (*prefix, str(k)))]]
+
+
+def _renamed_keys(raw: dict[str, Any]) -> list[str]:
+    """A line for each key of an earlier config in `raw`, in file order, naming its new
+    place; with the sources the old value listed where it listed them, else NAME."""
+    paths = _key_paths(raw)
+    found = []
     for old, new in RENAMED.items():
-        for name in (sources if "<name>" in old else [""]):
-            node: Any = raw
-            for part in old.replace("<name>", name).split("."):
-                node = node[part] if isinstance(node, dict) and part in node else _ABSENT
-            if node is not _ABSENT:
-                return f"{old.replace('<name>', name)} was replaced by {new.replace('<name>', name or 'NAME')}"
-    return None
+        for name in (raw["sources"] if "<name>" in old and isinstance(raw.get("sources"), dict) else [""]):
+            key = tuple(old.replace("<name>", str(name)).split("."))
+            if key not in paths:
+                continue
+            value: Any = raw
+            for part in key:
+                value = value[part]
+            if isinstance(value, dict):  # clean.minhash, clean.book_dedup: {sources: [...], ...}
+                value = value.get("sources")
+            listed = [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+            at = new.find("sources.<name>")
+            if not name and listed and at >= 0:
+                new_key = new[:at] + " and ".join(new[at:].replace("<name>", s) for s in listed)
+            else:
+                new_key = new.replace("<name>", name or "NAME")
+            found.append((paths.index(key), f"{'.'.join(key)} was replaced by {new_key}"))
+    return [line for _, line in sorted(found)]
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that validates the mapping at `loc` of a Config, or None."""
+    model: type[BaseModel] = Config
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if model is Config and part == "sources":
+            if not parts:
+                return None
+            model = SOURCE_MODELS.get(str(parts.pop(0)), SourceConfig)
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _error_line(err: Any) -> str:
+    """`  key: message`, an unknown key with the closest key its model has."""
+    key = ".".join(str(p) for p in err["loc"])
+    line = f"  {key}: {err['msg']}"
+    model = _model_at(err["loc"][:-1]) if err["type"] == "extra_forbidden" and err["loc"] else None
+    close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1) if model else []
+    if close:
+        line += f"; did you mean {'.'.join([*map(str, err['loc'][:-1]), close[0]])}?"
+    return line
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -504,9 +547,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         path: the YAML file.
         overrides: `section.key=value` strings; values are parsed as YAML.
     Raises:
-        ConfigError: the file is missing, is not YAML, holds a key of an earlier
-            config (one line naming it and its replacement, RENAMED), or does
-            not validate (the message names the file and every offending key).
+        ConfigError: the file is missing, is not YAML, holds keys of an earlier
+            config (a line each naming it and its replacement, RENAMED), or does
+            not validate (the message names every offending key, the closest
+            valid one for an unknown key, and whether the file or a `--set`
+            override holds it).
     """
     path = Path(path)
     try:
@@ -517,13 +562,31 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: a config must be a YAML mapping")
     for item in overrides or []:
         _apply_override(raw, item)
-    renamed = _renamed_key(raw)
+    renamed = _renamed_keys(raw)
+    if len(renamed) == 1:
+        raise ConfigError(f"{path}: {renamed[0]}")
     if renamed:
-        raise ConfigError(f"{path}: {renamed}")
+        raise ConfigError(f"{path}: keys of an earlier config:\n" + "\n".join(f"  {r}" for r in renamed))
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        lines = [
-            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        ]
-        raise ConfigError(f"{path}: invalid config:\n" + "\n".join(lines)) from None
+        raise ConfigError(_invalid(path, overrides or [], e.errors())) from None
+
+
+def _invalid(path: Path, overrides: list[str], errors: list[Any]) -> str:
+    """The message of a config that does not validate: each error blamed on the
+    `--set` override whose key it is under (or that is under it), else on the file."""
+    sets = [(tuple(item.split("=", 1)[0].split(".")), item) for item in overrides]
+    blamed, lines = [], []
+    for err in errors:
+        loc = tuple(str(p) for p in err["loc"])
+        item = next((item for key, item in reversed(sets)
+                     if loc and (loc[:len(key)] == key or key[:len(loc)] == loc)), None)
+        blamed.append(item)
+        lines.append(_error_line(err))
+    items = list(dict.fromkeys(f"--set {item}" for _, item in sets if item in blamed))
+    if all(blamed):  # the file alone validates
+        return f"{', '.join(items)}: invalid config:\n" + "\n".join(lines)
+    lines = [line + (" (--set)" if item else "") for line, item in zip(lines, blamed)]
+    where = f"{path} with {', '.join(items)}" if items else f"{path}"
+    return f"{where}: invalid config:\n" + "\n".join(lines)

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
+from pipeline.core.io import open_read
 from pipeline.formats.errors import DeadLetter, read_whole_on_error
 
 
@@ -32,7 +30,7 @@ def iter_parquet_rows(
 
     row_number = 0
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with open_read(path) as f:
             table = pq.ParquetFile(f)
             groups = None
             if span is not None:
@@ -53,7 +51,7 @@ def parquet_spans(path: str, split_bytes: int) -> list[tuple[int, int]]:
     the file's footer; [] when the file is one span."""
     import pyarrow.parquet as pq
 
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with open_read(path) as f:
         meta = pq.ParquetFile(f).metadata
     spans: list[tuple[int, int]] = []
     first, size = 0, 0

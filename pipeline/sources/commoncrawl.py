@@ -39,9 +39,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 # resiliparse for HTML: a C++ (lexbor) parser, fast and robust on broken markup,
 # with a main-content extractor; it is the extractor of the ChatNoir web search
 # pipeline and of FineWeb-style pipelines (DataTrove ships it).
@@ -60,7 +57,7 @@ from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.core.config import Config
-from pipeline.core.io import open_input, open_range
+from pipeline.core.io import open_input, open_range, open_read
 from pipeline.dedup.line_keys import crawl_id
 from pipeline.formats.decode import Undecodable, decode_counting, sniff_bom, sniff_wide
 from pipeline.formats.errors import STREAM_ERRORS, try_open
@@ -474,7 +471,7 @@ def read(
         with raw:
             yield from read_warc(path, GzipMembers(raw, base=span[0], stop=span[1]), as_source)
         return
-    raw = try_open(as_source, path, FileSystems.open, compression_type=CompressionTypes.UNCOMPRESSED)
+    raw = try_open(as_source, path, open_read)
     if isinstance(raw, DeadLetter):
         yield raw
         return

@@ -56,7 +56,7 @@ def _tokens(shard_dir: Path) -> np.ndarray:
 
 def _write_shards(tokens: np.ndarray, out: Path, docs: int = 4000) -> None:
     """The same tokens as token shards (via the test helper's writer)."""
-    from tests.test_data import write_shards
+    from tests.conftest import write_shards
 
     cuts = np.linspace(0, len(tokens), docs + 1, dtype=np.int64)
     rows = [("books", f"d{i}", tokens[a:b]) for i, (a, b) in enumerate(itertools.pairwise(cuts))]

@@ -34,7 +34,10 @@ class TokenizerMismatch(ValueError):
     """A tokenizer other than the one a checkpoint or the shards were made with."""
 
 
-def check_recorded(model_path: str | Path, records: list[tuple[str, dict | None]]) -> str:
+def check_recorded(model_path: str | Path, records: list[tuple[str, dict | None]],
+                   use: str = "exported together",
+                   remedy: str = "export the recorded tokenizer, or the checkpoint of a run trained on this one",
+                   ) -> str:
     """The sha256 of the model file, checked against what each record says it must be.
 
     A model paired with another tokenizer than its own turns ids into the wrong text,
@@ -46,6 +49,8 @@ def check_recorded(model_path: str | Path, records: list[tuple[str, dict | None]
         records: (where it is recorded, e.g. "checkpoint out/x/step-000300.pt", the
             record {"sha256", "path", ...} or None); a record without a sha256 is
             not checked.
+        use, remedy: what the pair was about to be used for, and what to do
+            instead (the message's end).
     Returns: the file's sha256 (hex).
     Raises:
         FileNotFoundError: no such file.
@@ -63,9 +68,8 @@ def check_recorded(model_path: str | Path, records: list[tuple[str, dict | None]
         if expected and expected != digest:
             raise TokenizerMismatch(
                 f"{path} (sha256 {digest[:16]}) is not the tokenizer of the {where}, which "
-                f"records {record.get('path')} (sha256 {expected[:16]}): exported together, "
-                "the model's ids would decode to the wrong text; export the recorded tokenizer, "
-                "or the checkpoint of a run trained on this one")
+                f"records {record.get('path')} (sha256 {expected[:16]}): {use}, "
+                f"the model's ids would decode to the wrong text; {remedy}")
     return digest
 
 

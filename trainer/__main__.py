@@ -407,7 +407,8 @@ def _load_for_inference(args: argparse.Namespace, need_config: bool):
 
         local = local_copy(path)
     try:
-        check_recorded(local, [(where, record)])  # a record without a sha256: not checked
+        check_recorded(local, [(where, record)], use="used together",  # a record without a sha256 passes
+                       remedy="give the tokenizer it was trained with (--tokenizer), or train on this one")
     except TokenizerMismatch as e:
         print(f"error: {e}", file=sys.stderr)
         return None

@@ -46,11 +46,16 @@ until it execs, so a role is never fixed at first sight):
   `python -c "...SdkHarness(...).run()"`, or its `--container_executable`,
   which boots and execs `sdk_worker_main`; by default (no process) a worker is
   a thread of the pool.
+- This project's local runner with forked workers (`pipeline.beam.forkserver`,
+  the default): the launcher starts `-m pipeline.beam.forkserver`, which
+  forks each worker as its child; the runner's `sh -c` starts
+  `forkclient.py`, which waits for its worker (a "shell": it does no work).
 
 So a process is a "worker" when its Python entry module is `sdk_worker_main`,
 or when its parent is a worker pool or a worker (what a worker starts is the
-worker's); a worker pool is "pool"; a `sh -c` not yet replaced by its command
-is "shell"; anything else (the runner, the launcher) is "main".
+worker's); a worker pool or fork server is "pool"; a `sh -c` not yet replaced
+by its command, or a fork client, is "shell"; anything else (the runner, the
+launcher) is "main".
 
 Why a wrapper process: `RUSAGE_CHILDREN` accumulates over all children of a
 process, so only a fresh parent per stage gives per-stage figures; and Linux
@@ -116,6 +121,8 @@ def tree_sample(root: int | list[int]) -> dict[int, tuple[int, float, str]]:
 
 SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"  # the SDK harness's entry module
 WORKER_POOL_MAIN = "apache_beam.runners.worker.worker_pool_main"
+FORK_SERVER_MAIN = "pipeline.beam.forkserver"  # the local runner's forked workers' parent
+FORK_CLIENT = "forkclient.py"  # what the local runner starts for each forked worker
 _SHELLS = {"sh", "bash", "dash"}
 _PYTHON = re.compile(r"python[0-9.]*\Z")
 _PYTHON_OPTION_ARGS = {"-W", "-X", "--check-hash-based-pycs"}  # options that take a value
@@ -151,8 +158,10 @@ def process_role(argv: list[str], parent_role: str = "main") -> str:
     entry = python_entry(argv)
     if entry == ("module", SDK_WORKER_MAIN):
         return "worker"
-    if entry == ("module", WORKER_POOL_MAIN):
+    if entry in (("module", WORKER_POOL_MAIN), ("module", FORK_SERVER_MAIN)):
         return "pool"
+    if entry and entry[0] == "script" and os.path.basename(entry[1]) == FORK_CLIENT:
+        return "shell"
     if len(argv) >= 2 and os.path.basename(argv[0]) in _SHELLS and argv[1] == "-c":
         return "shell"
     return "main"

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from pipeline.beam.runner import descendants
+from tests.proc_tree import tree_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -52,8 +53,8 @@ def test_ctrl_c_stops_a_beam_job_with_one_line(tmp_path, lid_model):
                    "--set", f"langid.model={lid_model}", "--set", "clean.c4.badwords=null",
                    "--set", f"sources.commoncrawl.inputs=[{web}]"])
 
-    def workers() -> list[int]:
-        return [p for p in descendants(proc.pid) if b"sdk_worker_main" in _cmdline(p)]
+    def workers() -> list[int]:  # forked by the fork server (the default), or Beam's own
+        return [p for p, (_, _, role) in tree_sample(proc.pid).items() if role == "worker"]
 
     _wait_for(proc, lambda: len(workers()) == 2, "two SDK workers")
     started = descendants(proc.pid)

@@ -44,6 +44,37 @@ def test_beam_workers_are_workers_and_the_launcher_is_main(tmp_path):
     assert m["cpu_by_role"]["worker"] > 0.5
 
 
+# The same on this project's runner (`run_pipeline`): the workers forked by its fork server
+FORKED_JOB = """
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from pipeline.beam.runner import run_pipeline
+
+def busy(x):
+    return x + sum(i * i for i in range(3_000_000)) % 2
+
+opts = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=2",
+                        "--direct_running_mode=multi_processing", "--local_workers=fork"])
+run_pipeline(opts, {tmp!r}, lambda p, _spill: p | beam.Create(range(8)) | beam.Reshuffle() | beam.Map(busy))
+"""
+
+
+def test_forked_workers_are_workers_and_their_server_a_pool(tmp_path):
+    probe = ("import json, sys; from tests.proc_tree import measure; "
+             f"print(json.dumps(measure([sys.executable, '-c', {FORKED_JOB.format(tmp=str(tmp_path))!r}], "
+             f"{str(tmp_path / 'log')!r})))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    m = json.loads(out.strip().splitlines()[-1])
+    assert m["returncode"] == 0, (tmp_path / "log").read_text()
+    assert m["processes_by_role"]["worker"] == 2
+    assert m["processes_by_role"]["pool"] == 1
+    assert m["processes_by_role"]["main"] == 2  # the launcher, and its Ctrl-C sentinel
+    assert m["processes_by_role"]["shell"] == 4  # each worker's `sh -c` and fork client
+    assert m["cpu_by_role"]["worker"] > 0.5  # the stage's work, not imports: the server did those
+    assert m["cpu_by_role"]["pool"] > 0.5
+
+
 def test_roles_of_the_commands_beam_starts_workers_with():
     # FnApiRunner (multi_processing): `sh -c "<python> -m ...sdk_worker_main"`
     command = f"{sys.executable} -m {SDK_WORKER_MAIN}"
@@ -58,6 +89,12 @@ def test_roles_of_the_commands_beam_starts_workers_with():
     assert process_role(["python", "-c", "from apache_beam.runners.worker.sdk_worker import SdkHarness"],
                         parent_role="pool") == "worker"
     assert process_role(["sort", "-u"], parent_role="worker") == "worker"  # what a worker starts
+    # this project's forked workers: the fork server, its children (with its command
+    # line), and the client the runner starts for each
+    server = [sys.executable, "-m", "pipeline.beam.forkserver", "/tmp/f/workers.sock", "pipeline.clean"]
+    assert role(server) == "pool"
+    assert process_role(server, parent_role="pool") == "worker"
+    assert role([sys.executable, "-I", "-S", "/src/pipeline/beam/forkclient.py", "/tmp/f/workers.sock"]) == "shell"
     # launchers, also when a path or an argument merely names the harness
     assert role([sys.executable, "-m", "pipeline", "clean", "--config", "configs/demo.yaml"]) == "main"
     assert role([sys.executable, "-m", "pipeline", "clean", "--set", f"out_dir=/x/{SDK_WORKER_MAIN}"]) == "main"

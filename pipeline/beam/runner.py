@@ -24,10 +24,15 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     PipelineOptions,
     StandardOptions,
     WorkerOptions,
 )
+from apache_beam.portability import python_urns
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from pipeline.beam import forkserver
 
 from pipeline.core import io
 from pipeline.core.config import Config
@@ -48,6 +53,7 @@ def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> Pipelin
         f"--runner={b.runner}",
         f"--direct_num_workers={b.direct_num_workers}",
         f"--direct_running_mode={b.direct_running_mode}",
+        f"--local_workers={b.local_workers}",
         "--default_sdk_harness_log_level=WARNING",
         *b.extra_args,
         *(beam_args or []),
@@ -106,16 +112,53 @@ def local_scratch(options: PipelineOptions, tmp_dir: str | Path) -> Iterator[str
         shutil.rmtree(own_dir or spill, ignore_errors=True)
 
 
+class LocalOptions(PipelineOptions):
+    """This project's option for Beam's local runner."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--local_workers", choices=("fork", "spawn"), default="fork",
+            help=("multi_processing SDK workers: forked from a process that has imported the job's modules "
+                  "(fork, pipeline.beam.forkserver), or each a new Python process (spawn, Beam's own)"))
+
+
+def forks_workers(options: PipelineOptions) -> bool:
+    """Whether the local runner's workers are forked (`pipeline.beam.forkserver`)."""
+    return (is_local(options) and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+            and options.view_as(LocalOptions).local_workers == "fork" and forkserver.available())
+
+
+class ForkedWorkersRunner(FnApiRunner):
+    """Beam's local runner, its SDK workers started by `command` (a fork
+    server's client) instead of a new `python -m ...sdk_worker_main`."""
+
+    def __init__(self, command: str):
+        super().__init__()
+        self.command = command
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        for env in pipeline_proto.components.environments.values():
+            if env.urn == python_urns.SUBPROCESS_SDK:
+                env.payload = self.command.encode("utf-8")
+        return super().run_via_runner_api(pipeline_proto, options)
+
+
 def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[beam.Pipeline, str | None], object]):
     """Build a job with `build(pipeline, spill_dir)` and run it to the end in
     `local_scratch(options, tmp)` (`tmp`: the run's folder, any filesystem);
     returns the PipelineResult. On a local runner, Ctrl-C raises
-    KeyboardInterrupt here alone (`ctrl_c_to_launcher`) and the workers'
-    start-up chatter is not shown (`quiet_worker_stderr`)."""
+    KeyboardInterrupt here alone (`ctrl_c_to_launcher`), the workers'
+    start-up chatter is not shown (`quiet_worker_stderr`), and the workers are
+    forked from a server that imports the module defining `build` while the
+    graph is built (`forks_workers`)."""
     local = is_local(options)
+    forks = forks_workers(options)
     with (ctrl_c_to_launcher() if local else contextlib.nullcontext(),
           quiet_worker_stderr() if local else contextlib.nullcontext(),
-          local_scratch(options, tmp) as spill, beam.Pipeline(options=options) as p):
+          local_scratch(options, tmp) as spill,
+          forkserver.fork_server((build.__module__,)) if forks else contextlib.nullcontext() as server,
+          beam.Pipeline(runner=ForkedWorkersRunner(server.command) if forks else None, options=options) as p):
         build(p, spill)
     return p.result
 
@@ -123,10 +166,12 @@ def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[bea
 # What an SDK worker of the local runner prints to the shared stderr before its
 # own log level applies, once an import-time warning (Beam's "apitools not found"
 # where the GCP client cannot load) has given its root logger a stderr handler:
-# that warning, then "INFO:__main__:Logging handler created." and the like.
+# that warning, then "INFO:__main__:Logging handler created." and the like (the
+# harness's module is `__main__` in a worker of its own, its name in a forked one).
 # This process logs "LEVEL name: message", never "LEVEL:", so no line of its own matches.
 WORKER_NOISE = re.compile(rb"^(?:WARNING:root:apitools not found|INFO:|DEBUG:|"
-                          rb"WARNING:__main__:No semi_persistent_directory found)")
+                          rb"WARNING:(?:__main__|apache_beam\.runners\.worker\.sdk_worker_main):"
+                          rb"No semi_persistent_directory found)")
 
 
 @contextlib.contextmanager
@@ -172,8 +217,8 @@ def ctrl_c_to_launcher() -> Iterator[None]:
     that waits for it then ends the workers (SIGTERM: no traceback; the runner
     would otherwise wait for the bundles they hold) and raises KeyboardInterrupt
     in the main thread (a SIGUSR1 handler, whose signal also ends a blocking
-    wait there); what the runner's threads raise as their workers vanish is
-    not shown. Outside the main thread of a POSIX process nothing changes."""
+    wait there); what the runner's threads raise or log as their workers
+    vanish is not shown. Outside the main thread of a POSIX process nothing changes."""
     if os.name != "posix" or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -182,11 +227,14 @@ def ctrl_c_to_launcher() -> Iterator[None]:
     sentinel = subprocess.Popen([sys.executable, "-S", "-c", _SENTINEL], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     main, done = threading.get_ident(), threading.Event()
+    beam_log = logging.getLogger("apache_beam")
+    log_level = beam_log.level
 
     def watch() -> None:
         sentinel.wait()
         if not done.is_set():
             interrupted.set()
+            beam_log.setLevel(logging.CRITICAL + 1)  # the runner's errors about the workers it loses
             for pid in descendants(os.getpid()):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
@@ -214,6 +262,7 @@ def ctrl_c_to_launcher() -> Iterator[None]:
         signal.signal(signal.SIGINT, before[0])
         signal.signal(signal.SIGUSR1, before[1])
         threading.excepthook = hook
+        beam_log.setLevel(log_level)
 
 
 def descendants(pid: int) -> list[int]:

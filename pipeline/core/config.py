@@ -51,6 +51,9 @@ class BeamConfig(_Strict):
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
         "multi_processing"
     )
+    # multi_processing workers: forked from a process that has imported the job's
+    # modules (fork), or each a new Python process (spawn, Beam's own)
+    local_workers: Literal["fork", "spawn"] = "fork"
     extra_args: list[str] = Field(default_factory=list)  # passed to PipelineOptions
 
 

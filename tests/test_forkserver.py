@@ -1,0 +1,70 @@
+"""The local runner's forked SDK workers (`pipeline.beam.forkserver`): a
+worker is the fork server's child running Beam's harness with its client's
+environment, streams and exit code; it dies with its client; the server ends
+with its lifeline; a job writes the same bytes as with Beam's own workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.beam.forkserver import CLIENT, fork_server
+from pipeline.clean import run_clean
+from tests.conftest import small_demo_config
+from tests.proc_tree import tree_sample
+
+
+def _client(socket_path: str, env: dict[str, str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), socket_path], env=env, **kw)
+
+
+def _workers(server_pid: int) -> list[int]:
+    return [p for p, (_, _, role) in tree_sample(server_pid).items() if role == "worker"]
+
+
+def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams():
+    # the server's environment has no control descriptor; the client's a bad one,
+    # which the harness rejects by name on the client's stderr
+    env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR="bogus_field: 1")
+    with fork_server() as server:
+        done = subprocess.run([sys.executable, "-I", "-S", str(CLIENT), server.socket], env=env,
+                              capture_output=True, text=True, timeout=120)
+        folder = Path(server.folder)
+    assert done.returncode == 1
+    assert 'has no field named "bogus_field"' in done.stderr
+    assert "sdk_worker_main.py" in done.stderr  # the harness ran in the worker
+    assert server.process.returncode == 0  # the lifeline closed: the server ended
+    assert not folder.exists()
+
+
+def test_a_worker_dies_with_its_client():
+    env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:1"')  # nothing there: it waits
+    with fork_server() as server:
+        client = _client(server.socket, env, stderr=subprocess.DEVNULL)
+        for _ in range(1200):
+            if workers := _workers(server.process.pid):
+                break
+            time.sleep(0.05)
+        assert len(workers) == 1
+        client.kill()
+        client.wait()
+        for _ in range(200):
+            if not Path(f"/proc/{workers[0]}").exists():  # killed and reaped by the server
+                break
+            time.sleep(0.05)
+        assert not Path(f"/proc/{workers[0]}").exists()
+        assert server.process.poll() is None  # the server goes on
+
+
+def test_forked_and_spawned_workers_write_the_same_bytes(tmp_path, small_demo_run):
+    cfg = small_demo_config(tmp_path, small_demo_run["cache"], "beam.local_workers=spawn")
+    spawned = run_clean(cfg)
+    forked = small_demo_run["clean"]  # the default: forked workers
+    assert small_demo_run["cfg"].beam.local_workers == "fork"
+    assert spawned["counters"] == forked["counters"]
+    assert [(f["file"].split("/", 1)[1], f["sha256"]) for f in spawned["files"]] == \
+        [(f["file"].split("/", 1)[1], f["sha256"]) for f in forked["files"]]
+    assert len(spawned["files"]) >= 4

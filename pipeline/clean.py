@@ -51,6 +51,7 @@ from pipeline.beam.steps import (
     GuardedBatchDoFn,
     GuardedDoFn,
     GuardedMap,
+    batches,
     dead_letter,
 )
 from pipeline.core import io
@@ -545,17 +546,23 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         | "GroupIds" >> beam.GroupByKey()
     )
     docs = guarded(grouped, "OnePerId", KeepOnePerId(packer))
-    line_dedup = LineDedup(cfg.sources_with("line_dedup"), packer, cfg.clean.line_dedup_scope)
-    docs = docs | "CCNetLineDedup" >> line_dedup
+    # a dedup step whose sources have no input is left out of the graph: its stages
+    # would only copy every other document through
+    read_sources = {source for source, _ in patterns}
+    if line_sources := [s for s in cfg.sources_with("line_dedup") if s in read_sources]:
+        line_dedup = LineDedup(line_sources, packer, cfg.clean.line_dedup_scope)
+        docs = docs | "CCNetLineDedup" >> line_dedup
+        dead.append(line_dedup.dead_letters)
     docs = guarded(docs, "C4Rules", C4Rules(cfg_json))
-    docs = docs | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
+    docs = docs | "Batch" >> batches(cfg.langid.batch_size)
     docs = guarded(docs, "LangId", IdentifyLanguage(cfg_json))
-    docs = docs | "BatchQuality" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.langid.batch_size)
+    docs = docs | "BatchQuality" >> batches(cfg.langid.batch_size)
     docs = guarded(docs, "Quality", QualityFilter(cfg_json))
     keyed = guarded(docs, "KeyByContent", GuardedMap(KeepFirstOfDuplicates.STAGE, key_by_content, packer))
     docs = guarded(keyed | "GroupDuplicates" >> beam.GroupByKey(), "ExactDedup", KeepFirstOfDuplicates(packer))
-    dead.append(line_dedup.dead_letters)
     for group, (settings, sources) in cfg.near_dedup_groups().items():
+        if not (sources := [s for s in sources if s in read_sources]):
+            continue
         near_dedup = NearDedup(settings, sources, packer)
         docs = docs | f"NearDedup_{group}" >> near_dedup
         dead.append(near_dedup.dead_letters)

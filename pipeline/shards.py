@@ -39,7 +39,7 @@ import pyarrow as pa
 from pipeline.core import io, lineage
 from pipeline.core.contracts import ShardError, shard_name
 from pipeline.beam.runner import pipeline_options, quiet_beam_logging, run_pipeline, warn_unshared
-from pipeline.beam.steps import Counters
+from pipeline.beam.steps import Counters, batches
 from pipeline.core.config import Config
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
@@ -320,7 +320,7 @@ def build_shards_pipeline(
         | "ListFiles" >> beam.Create(sorted(files))
         | "SpreadFiles" >> beam.Reshuffle()
         | "ReadDocs" >> beam.FlatMap(read_documents)
-        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=sc.batch_size)
+        | "Batch" >> batches(sc.batch_size)
         | "Encode"
         >> beam.ParDo(Encode(tokenizer_info["path"], sc.add_bos, sc.add_eos, sc.val_fraction, seed, packer))
     )

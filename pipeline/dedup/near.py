@@ -6,7 +6,7 @@ C4); the method here is chosen so that no machine needs the corpus in
 memory:
 
 1. **Signatures** (`pipeline.dedup.minhash`): documents of the configured
-   sources are batched (`beam.BatchElements`) and MinHashed with numpy, exactly
+   sources are batched (`pipeline.beam.steps.batches`) and MinHashed with numpy, exactly
    as `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash32,
    scheme="affine32")` over word n-gram shingles (the manifest records the
    scheme and hash function). A document with no word has no shingle and is
@@ -63,14 +63,14 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipeline.beam.steps import DEAD, Counters, GuardedBatchDoFn, RouteBySource
+from pipeline.beam.steps import DEAD, Counters, GuardedBatchDoFn, RouteBySource, batches
 from pipeline.core.config import NearDedupConfig
 from pipeline.dedup.minhash import band_hashes, lsh_params, signatures
 from pipeline.beam.packed import INLINE, MergeDocuments, Packer
 
 BANDS = "bands"
 PASS = "pass"  # documents of sources not deduplicated here
-BATCH_SIZE = 256  # documents per MinHash batch (BatchElements' maximum)
+BATCH_SIZE = 256  # documents per MinHash batch
 
 Node = tuple[str, str, str]  # (source, id, hex sha1 of the text)
 Edge = tuple[Node, Node]  # (child, parent), parent < child
@@ -256,7 +256,7 @@ class NearDedup(beam.PTransform):
         todo, passthrough = routed.todo, routed[PASS]
         signed = (
             todo
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_SIZE)
+            | "Batch" >> batches(BATCH_SIZE)
             | "MinHash" >> beam.ParDo(
                 MinHashBands(mh.num_perm, mh.ngram, mh.seed, self.b, self.r, self.packer)
             ).with_outputs(BANDS, DEAD, main="docs")

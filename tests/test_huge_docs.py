@@ -23,7 +23,7 @@ from pipeline.filters.langid import (
 )
 from pipeline.dedup.minhash import signatures
 from pipeline.filters.quality import too_large, utf8_size
-from pipeline.beam.packed import _CODEC, _HEAD, pack, unpack
+from pipeline.beam.packed import _CODEC, _HEAD, LZ4, pack, unpack
 from tests.conftest import book_paragraphs, datasketch_minhash, json_texts
 
 # Cut points that would break a naive split: NFC across a cut (a combining mark
@@ -193,6 +193,9 @@ def test_pack_of_a_long_document_round_trips(alice):
     packed = pack(doc)
     assert unpack(packed) == doc
     assert len(packed) < len(doc["text"]) / 2  # compressed, in several frames
+    spilled = pack(doc, LZ4)
+    assert unpack(spilled) == doc
+    assert len(spilled) < len(doc["text"]) / 1.5  # in several blocks, each with its sizes
     small = {**doc, "text": book}  # one frame: the layout of a single compressed block
     raw = b"".join(small[f].encode("utf-8", "surrogatepass") for f in ("id", "source", "text", "url", "lang", "meta"))
     head = _HEAD.pack(1, len(raw), 0.75, *(len(small[f].encode()) for f in ("id", "source", "text", "url", "lang", "meta")))

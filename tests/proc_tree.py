@@ -47,13 +47,14 @@ until it execs, so a role is never fixed at first sight):
   which boots and execs `sdk_worker_main`; by default (no process) a worker is
   a thread of the pool.
 - This project's local runner with forked workers (`pipeline.beam.forkserver`,
-  the default): the launcher starts `-m pipeline.beam.forkserver`, which
-  forks each worker as its child; the runner's `sh -c` starts
-  `forkclient.py`, which waits for its worker (a "shell": it does no work).
+  the default): the launcher forks a server named `beam-forkserver` (its
+  command line stays the launcher's), which forks each worker as its child;
+  the runner's `sh -c` starts `forkclient.py`, which waits for its worker (a
+  "shell": it does no work).
 
 So a process is a "worker" when its Python entry module is `sdk_worker_main`,
 or when its parent is a worker pool or a worker (what a worker starts is the
-worker's); a worker pool or fork server is "pool"; a `sh -c` not yet replaced
+worker's); a worker pool or fork server (by its name) is "pool"; a `sh -c` not yet replaced
 by its command, or a fork client, is "shell"; anything else (the runner, the
 launcher) is "main".
 
@@ -121,7 +122,7 @@ def tree_sample(root: int | list[int]) -> dict[int, tuple[int, float, str]]:
 
 SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"  # the SDK harness's entry module
 WORKER_POOL_MAIN = "apache_beam.runners.worker.worker_pool_main"
-FORK_SERVER_MAIN = "pipeline.beam.forkserver"  # the local runner's forked workers' parent
+FORK_SERVER_NAME = "beam-forkserver"  # process name of the local runner's forked workers' parent
 FORK_CLIENT = "forkclient.py"  # what the local runner starts for each forked worker
 _SHELLS = {"sh", "bash", "dash"}
 _PYTHON = re.compile(r"python[0-9.]*\Z")
@@ -150,15 +151,16 @@ def python_entry(argv: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def process_role(argv: list[str], parent_role: str = "main") -> str:
-    """The role of a process from its command line and its parent's role (see
-    the module doc): "worker", "pool", "shell" or "main"."""
+def process_role(argv: list[str], parent_role: str = "main", name: str = "") -> str:
+    """The role of a process from its command line, its parent's role and its
+    process name (`comm`; see the module doc): "worker", "pool", "shell" or
+    "main"."""
     if parent_role in ("worker", "pool"):
         return "worker"
     entry = python_entry(argv)
     if entry == ("module", SDK_WORKER_MAIN):
         return "worker"
-    if entry in (("module", WORKER_POOL_MAIN), ("module", FORK_SERVER_MAIN)):
+    if entry == ("module", WORKER_POOL_MAIN) or name == FORK_SERVER_NAME:
         return "pool"
     if entry and entry[0] == "script" and os.path.basename(entry[1]) == FORK_CLIENT:
         return "shell"
@@ -182,7 +184,7 @@ def tree_roles(root: int | list[int], children: dict[int, list[int]]) -> dict[in
         pid, parent_role = todo.pop()
         argv = _argv(pid)
         # no arguments: exiting (a zombie's are gone); "" = the role it had
-        out[pid] = process_role(argv, parent_role) if argv else ""
+        out[pid] = process_role(argv, parent_role, _name(pid)) if argv else ""
         todo.extend((child, out[pid]) for child in children.get(pid, ()))
     return out
 
@@ -194,6 +196,15 @@ def _argv(pid: int) -> list[str]:
             return f.read().decode(errors="replace").split("\0")[:-1]
     except OSError:
         return []
+
+
+def _name(pid: int) -> str:
+    """The process's name (`comm`; "" once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _cmdline(pid: int, limit: int | None = None) -> str:

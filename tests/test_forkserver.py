@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline.beam.forkserver import CLIENT, fork_server
 from pipeline.clean import run_clean
 from tests.conftest import small_demo_config
@@ -25,18 +27,20 @@ def _workers(server_pid: int) -> list[int]:
     return [p for p, (_, _, role) in tree_sample(server_pid).items() if role == "worker"]
 
 
-def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams():
+@pytest.mark.parametrize("fork_here", [True, False])  # forked from this process, or a new Python
+def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams(fork_here):
     # the server's environment has no control descriptor; the client's a bad one,
     # which the harness rejects by name on the client's stderr
     env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR="bogus_field: 1")
-    with fork_server() as server:
+    with fork_server(fork_here=fork_here) as server:
         done = subprocess.run([sys.executable, "-I", "-S", str(CLIENT), server.socket], env=env,
                               capture_output=True, text=True, timeout=120)
+        assert tree_sample(server.pid)[server.pid][2] == "pool"  # by its process name
         folder = Path(server.folder)
     assert done.returncode == 1
     assert 'has no field named "bogus_field"' in done.stderr
     assert "sdk_worker_main.py" in done.stderr  # the harness ran in the worker
-    assert server.process.returncode == 0  # the lifeline closed: the server ended
+    assert server.returncode == 0  # the lifeline closed: the server ended
     assert not folder.exists()
 
 
@@ -45,7 +49,7 @@ def test_a_worker_dies_with_its_client():
     with fork_server() as server:
         client = _client(server.socket, env, stderr=subprocess.DEVNULL)
         for _ in range(1200):
-            if workers := _workers(server.process.pid):
+            if workers := _workers(server.pid):
                 break
             time.sleep(0.05)
         assert len(workers) == 1
@@ -56,7 +60,7 @@ def test_a_worker_dies_with_its_client():
                 break
             time.sleep(0.05)
         assert not Path(f"/proc/{workers[0]}").exists()
-        assert server.process.poll() is None  # the server goes on
+        assert server.poll() is None  # the server goes on
 
 
 def test_forked_and_spawned_workers_write_the_same_bytes(tmp_path, small_demo_run):

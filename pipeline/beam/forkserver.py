@@ -1,27 +1,26 @@
-"""The local runner's SDK workers, forked from a process that has already
-imported Beam's SDK harness and the job's modules.
+"""The local runner's SDK workers, forked from the launcher's own imports.
 
 Beam's local runner (`multi_processing`) starts each SDK worker as a new
 `python -m apache_beam.runners.worker.sdk_worker_main`, which spends about two
 CPU-seconds importing Beam, pyarrow, numpy and fastText before it can run a
-bundle, every worker and every job. Here the launcher starts one fork server
-(`python -m pipeline.beam.forkserver SOCKET MODULE...`) while it builds the
-job's graph; the server imports those modules once, then listens on a Unix
-socket. The runner's worker command is `forkclient.py SOCKET`, a stdlib-only
-script: it hands the server its standard streams, environment, working folder
-and SIGINT disposition, and exits with the worker's exit code. For each
-client the server forks the worker (a copy of itself, modules already
-imported), reaps it and sends the client its exit code; a client that goes
-away (killed) takes its worker with it. So the runner sees what it always
-sees: a command whose process lives as long as the worker and fails when it
-fails.
+bundle, every worker and every job. Here the launcher, which has imported
+Beam and the job's modules already, forks one fork server before it builds
+the job's graph (no thread, no gRPC yet); the server adds Beam's SDK harness,
+then listens on a Unix socket. The runner's worker command is
+`forkclient.py SOCKET`, a stdlib-only script: it hands the server its
+standard streams, environment, working folder and SIGINT disposition, and
+exits with the worker's exit code. For each client the server forks the
+worker (a copy of itself, modules already imported), reaps it and sends the
+client its exit code; a client that goes away (killed) takes its worker with
+it. So the runner sees what it always sees: a command whose process lives as
+long as the worker and fails when it fails.
 
 The server is single-threaded and never touches gRPC before forking, so its
-children start clean. When its standard input (a pipe from the launcher)
-closes, at the end of the job or when the launcher dies, it takes no new
-client and exits once its workers have.
-This is the local runner's own optimisation: on any other runner the
-workers are the runner's.
+children start clean. When its lifeline (a pipe from the launcher) closes, at
+the end of the job or when the launcher dies, it takes no new client and
+exits once its workers have. Its process name is SERVER_NAME, a worker's
+WORKER_NAME (their command lines are the launcher's). This is the local
+runner's own optimisation: on any other runner the workers are the runner's.
 """
 
 from __future__ import annotations
@@ -30,15 +29,16 @@ import contextlib
 import gc
 import importlib
 import json
+import logging
 import os
 import select
 import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,47 +54,114 @@ def available() -> bool:
     return os.name == "posix" and hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds")
 
 
-class ForkServer:
-    """A running fork server (`serve`) and the worker command that uses it.
+SERVER_NAME = "beam-forkserver"  # the server's process name (Linux `comm`), its workers'
+WORKER_NAME = "beam-sdk-worker"
 
-    Started with the modules the job's workers need (`modules`); `command` is
-    the command line the runner runs for each SDK worker. `close()` ends the
-    server (workers already forked run to their end) and removes its socket.
+
+class ForkServer:
+    """A fork server (`serve`) forked from this process, and the worker
+    command that uses it.
+
+    Forked with what this process has imported (Beam, the job's modules); it
+    adds Beam's SDK harness and `modules`. Fork only before this process
+    starts threads or gRPC (`run_pipeline` does it first); else
+    `fork_here=False` starts it as a new Python. `command` is the command
+    line the runner runs for each SDK worker; `close()` ends the server
+    (workers already forked run to their end), reaps it and removes its
+    socket.
     """
 
-    def __init__(self, modules: tuple[str, ...] = ()):
+    def __init__(self, modules: tuple[str, ...] = (), fork_here: bool = True):
         self.folder = tempfile.mkdtemp(prefix="llama-forks-")
         self.socket = os.path.join(self.folder, "workers.sock")
-        root = str(Path(__file__).resolve().parents[2])  # where `pipeline` is importable from
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, self.socket, *modules], stdin=subprocess.PIPE, env=env)
         self.command = " ".join(shlex.quote(a) for a in (sys.executable, "-I", "-S", str(CLIENT), self.socket))
+        self.returncode: int | None = None
+        read, self._lifeline = os.pipe()
+        if fork_here:
+            for stream in (sys.stdout, sys.stderr):  # else the child holds a copy of what is buffered
+                stream.flush()
+            self.pid = os.fork()
+            if self.pid == 0:
+                os.close(self._lifeline)
+                _serve_forked(self.socket, modules, read)  # never returns
+        else:  # a new Python: where `pipeline` is importable from on its path
+            root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+            os.set_inheritable(read, True)
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __name__, self.socket, str(read),
+                                                       *modules], env)
+        os.close(read)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
     def close(self) -> None:
-        if self.process.stdin and not self.process.stdin.closed:
-            self.process.stdin.close()  # the server's lifeline
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self._lifeline is not None:
+            os.close(self._lifeline)  # the server takes no new worker and ends with the last one
+            self._lifeline = None
+        deadline = time.monotonic() + 10
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.01)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def fork_server(modules: tuple[str, ...] = ()) -> Iterator[ForkServer]:
-    server = ForkServer(modules)
+def fork_server(modules: tuple[str, ...] = (), fork_here: bool = True) -> Iterator[ForkServer]:
+    server = ForkServer(modules, fork_here)
     try:
         yield server
     finally:
         server.close()
 
 
-def serve(path: str, modules: list[str]) -> None:
+def _serve_forked(path: str, modules: tuple[str, ...], lifeline: int) -> None:
+    """The server's life: its own name, Ctrl-C ignored (the launcher ends
+    it), none of the launcher's descriptors but the standard streams (an
+    output's lock stays the launcher's), `serve`, then `os._exit`: forked,
+    the launcher's code never runs on in this process."""
+    code = 1
+    try:
+        _set_name(SERVER_NAME)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.closerange(3, lifeline)
+        os.closerange(lifeline + 1, max(lifeline + 2, _max_fd()))
+        serve(path, modules, lifeline)
+        code = 0
+    except BaseException:  # noqa: BLE001 - reported; the clients then fail the job
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _max_fd() -> int:
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
+    except (ValueError, OSError):
+        return 1 << 16
+
+
+def _set_name(name: str) -> None:
+    """This process's name as `ps` and /proc/<pid>/comm show it (Linux; its
+    command line stays the launcher's)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def serve(path: str, modules: tuple[str, ...], lifeline: int) -> None:
     """Listen on `path`, import Beam's SDK harness and `modules`, then fork a
-    worker for each client until standard input closes; send each client its
-    worker's exit code, and kill a worker whose client goes away (killed)."""
+    worker for each client until `lifeline` (a pipe's end) closes; send each
+    client its worker's exit code, and kill a worker whose client goes away
+    (killed)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)  # clients that come early wait here while the imports run
@@ -105,7 +172,6 @@ def serve(path: str, modules: list[str]) -> None:
             traceback.print_exc()
     gc.collect()
     gc.freeze()  # what is imported stays out of the children's collections: fewer pages copied
-    lifeline = sys.stdin.fileno()
     workers: dict[int, tuple[socket.socket, int | None]] = {}  # pid -> (its client, its pidfd)
     while lifeline is not None or workers:
         pidfds = [fd for _, fd in workers.values() if fd is not None]
@@ -117,7 +183,7 @@ def serve(path: str, modules: list[str]) -> None:
             listener.close()
         if listener in ready and lifeline is not None:
             conn, _ = listener.accept()
-            held = [listener.fileno(), *(c.fileno() for c, _ in workers.values()), *pidfds]
+            held = [listener.fileno(), lifeline, *(c.fileno() for c, _ in workers.values()), *pidfds]
             pid = _fork_worker(conn, held)
             if pid:
                 workers[pid] = (conn, _pidfd(pid))
@@ -182,9 +248,16 @@ def _worker(request: dict, fds: list[int]) -> None:
     (the server's exit handlers are not its own)."""
     code = 1
     try:
+        _set_name(WORKER_NAME)
+        for handler in logging.root.handlers[:]:  # the launcher's; the harness sets up its own
+            logging.root.removeHandler(handler)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
+        # the launcher's sys streams may not be its descriptors (a test runner's capture)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - for the life of the process
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
@@ -204,5 +277,5 @@ def _worker(request: dict, fds: list[int]) -> None:
         os._exit(code)
 
 
-if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2:])
+if __name__ == "__main__":  # ForkServer(fork_here=False): SOCKET LIFELINE_FD MODULE...
+    _serve_forked(sys.argv[1], tuple(sys.argv[3:]), int(sys.argv[2]))

@@ -144,20 +144,28 @@ class ForkedWorkersRunner(FnApiRunner):
         return super().run_via_runner_api(pipeline_proto, options)
 
 
+_RAN_A_JOB = False  # whether this process has run a Beam job (`run_pipeline`)
+
+
 def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[beam.Pipeline, str | None], object]):
     """Build a job with `build(pipeline, spill_dir)` and run it to the end in
     `local_scratch(options, tmp)` (`tmp`: the run's folder, any filesystem);
     returns the PipelineResult. On a local runner, Ctrl-C raises
     KeyboardInterrupt here alone (`ctrl_c_to_launcher`), the workers'
     start-up chatter is not shown (`quiet_worker_stderr`), and the workers are
-    forked from a server that imports the module defining `build` while the
-    graph is built (`forks_workers`)."""
+    forked from a server forked from this process, which has imported the
+    module defining `build` (`forks_workers`; from a new Python process when
+    this one has run a job before)."""
+    global _RAN_A_JOB
     local = is_local(options)
     forks = forks_workers(options)
-    with (ctrl_c_to_launcher() if local else contextlib.nullcontext(),
+    # the fork server first, forked from here before this process starts a thread,
+    # unless a job ran here before: its gRPC threads live on, and a fork is not safe
+    fork_here, _RAN_A_JOB = not _RAN_A_JOB, True
+    with (forkserver.fork_server((build.__module__,), fork_here) if forks else contextlib.nullcontext() as server,
+          ctrl_c_to_launcher() if local else contextlib.nullcontext(),
           quiet_worker_stderr() if local else contextlib.nullcontext(),
           local_scratch(options, tmp) as spill,
-          forkserver.fork_server((build.__module__,)) if forks else contextlib.nullcontext() as server,
           beam.Pipeline(runner=ForkedWorkersRunner(server.command) if forks else None, options=options) as p):
         build(p, spill)
     return p.result

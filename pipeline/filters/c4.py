@@ -29,6 +29,7 @@ POLICY_SUBSTRINGS = (  # TFDS _POLICY_SUBSTRINGS
     "use cookies",
 )
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")  # TFDS _CITATION_REGEX
+_POLICY = re.compile("|".join(map(re.escape, POLICY_SUBSTRINGS)))  # any of them: one search
 # TFDS counts sentences with NLTK's punkt model, which must be downloaded; a
 # terminal mark followed by a space or the end of the line is the offline stand-in.
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
@@ -55,7 +56,7 @@ C4_VARIANTS = {p.name: p for p in (C4_T5, C4_FINEWEB)}
 
 def count_sentences(line: str) -> int:
     """Sentences in a line: runs of terminal punctuation followed by whitespace or the end."""
-    return sum(1 for _ in _SENTENCE_END.finditer(line))
+    return len(_SENTENCE_END.findall(line))
 
 
 def iter_lines(text: str, size: int = LINES_CHUNK_CHARS) -> Iterator[str]:
@@ -161,7 +162,8 @@ def clean_c4_page(
         if long_word.search(line):
             reasons["line.too_long_word"] += 1
             continue
-        line = CITATION_RE.sub("", line)
+        if "[" in line:  # every citation marker starts so
+            line = CITATION_RE.sub("", line)
         if not line.endswith(END_MARKS) or line.endswith(ELLIPSIS):
             reasons["line.no_endmark"] += 1
             continue
@@ -178,10 +180,11 @@ def clean_c4_page(
         if "{" in line:
             reasons["curly_bracket"] += 1
             return None, reasons
-        if any(p in lower for p in POLICY_SUBSTRINGS):
+        if _POLICY.search(lower):
             reasons["line.policy"] += 1
             continue
-        sentences += count_sentences(line)
+        if sentences < params.min_sentences:  # enough is enough: the count is only compared
+            sentences += count_sentences(line)
         kept.append(line)
         kept_chars += len(line)
         if kept_chars >= LINES_CHUNK_CHARS:  # one string instead of thousands of lines

@@ -72,3 +72,32 @@ def test_forked_and_spawned_workers_write_the_same_bytes(tmp_path, small_demo_ru
     assert [(f["file"].split("/", 1)[1], f["sha256"]) for f in spawned["files"]] == \
         [(f["file"].split("/", 1)[1], f["sha256"]) for f in forked["files"]]
     assert len(spawned["files"]) >= 4
+
+
+def test_a_dead_server_takes_its_workers_and_fails_its_clients():
+    import signal
+
+    env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:1"')  # nothing there: it waits
+    with fork_server() as server:
+        client = _client(server.socket, env, stderr=subprocess.DEVNULL)
+        for _ in range(1200):
+            if workers := _workers(server.pid):
+                break
+            time.sleep(0.05)
+        os.kill(server.pid, signal.SIGKILL)
+        assert client.wait(timeout=30) == 1  # the runner sees its worker command fail
+
+        def ended() -> bool:  # gone, or a zombie until whoever adopted it reaps it
+            try:
+                return "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+            except OSError:
+                return True
+
+        for _ in range(200):
+            if ended():
+                break
+            time.sleep(0.05)
+        assert ended()  # killed with its server
+        late = subprocess.run([sys.executable, "-I", "-S", str(CLIENT), server.socket], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert late.returncode == 1 and "no fork server at" in late.stderr  # refused: not waited for 120 s

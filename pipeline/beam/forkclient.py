@@ -4,8 +4,8 @@
 Standard library only, so it starts in milliseconds. Hands the fork server
 this process's standard streams, environment, working folder and SIGINT
 disposition; exits with the forked worker's exit code (1 if the server does
-answer). The server may still be starting: the socket is waited for up to
-CONNECT_SECONDS."""
+answer or is gone). The server may still be starting: its socket is waited
+for up to CONNECT_SECONDS."""
 
 import json
 import os
@@ -15,18 +15,23 @@ import sys
 import time
 
 CONNECT_SECONDS = 120
+REFUSED_SECONDS = 2
 
 
 def connect(path: str) -> socket.socket:
-    deadline = time.monotonic() + CONNECT_SECONDS
+    """Connected to the server at `path`: waited for while its socket is not
+    there yet (a server still starting); refused for longer than a moment
+    (bound, listening any moment) means the server is gone."""
+    start = time.monotonic()
     while True:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(path)
             return conn
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, ConnectionRefusedError) as e:
             conn.close()
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - start
+            if waited > CONNECT_SECONDS or (isinstance(e, ConnectionRefusedError) and waited > REFUSED_SECONDS):
                 raise
             time.sleep(0.02)
 

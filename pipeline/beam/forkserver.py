@@ -147,6 +147,14 @@ def _max_fd() -> int:
         return 1 << 16
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (Linux; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _set_name(name: str) -> None:
     """This process's name as `ps` and /proc/<pid>/comm show it (Linux; its
     command line stays the launcher's)."""
@@ -249,6 +257,7 @@ def _worker(request: dict, fds: list[int]) -> None:
     code = 1
     try:
         _set_name(WORKER_NAME)
+        _die_with_parent()  # a server that dies takes its workers: their clients say so to the runner
         for handler in logging.root.handlers[:]:  # the launcher's; the harness sets up its own
             logging.root.removeHandler(handler)
         for target, fd in enumerate(fds):

@@ -27,7 +27,8 @@ def _workers(server_pid: int) -> list[int]:
     return [p for p, (_, _, role) in tree_sample(server_pid).items() if role == "worker"]
 
 
-@pytest.mark.parametrize("fork_here", [True, False])  # forked from this process, or a new Python
+# forked from this process (unless it has run a Beam job: then as a new Python), or a new Python
+@pytest.mark.parametrize("fork_here", [None, False])
 def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams(fork_here):
     # the server's environment has no control descriptor; the client's a bad one,
     # which the harness rejects by name on the client's stderr

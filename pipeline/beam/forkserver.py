@@ -63,15 +63,18 @@ class ForkServer:
     command that uses it.
 
     Forked with what this process has imported (Beam, the job's modules); it
-    adds Beam's SDK harness and `modules`. Fork only before this process
-    starts threads or gRPC (`run_pipeline` does it first); else
-    `fork_here=False` starts it as a new Python. `command` is the command
+    adds Beam's SDK harness and `modules`. Forked only before this process
+    starts threads or gRPC (`run_pipeline` does it first; `ran_grpc` notes
+    that it has: by default the server is then a new Python, as with
+    `fork_here=False`). `command` is the command
     line the runner runs for each SDK worker; `close()` ends the server
     (workers already forked run to their end), reaps it and removes its
     socket.
     """
 
-    def __init__(self, modules: tuple[str, ...] = (), fork_here: bool = True):
+    def __init__(self, modules: tuple[str, ...] = (), fork_here: bool | None = None):
+        if fork_here is None:
+            fork_here = not _RAN_GRPC
         self.folder = tempfile.mkdtemp(prefix="llama-forks-")
         self.socket = os.path.join(self.folder, "workers.sock")
         self.command = " ".join(shlex.quote(a) for a in (sys.executable, "-I", "-S", str(CLIENT), self.socket))
@@ -112,8 +115,18 @@ class ForkServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+_RAN_GRPC = False  # whether this process has run gRPC (a Beam job): its threads make a fork unsafe
+
+
+def ran_grpc() -> None:
+    """Note that this process runs gRPC from now on: later servers start as a
+    new Python, not forked from here."""
+    global _RAN_GRPC
+    _RAN_GRPC = True
+
+
 @contextlib.contextmanager
-def fork_server(modules: tuple[str, ...] = (), fork_here: bool = True) -> Iterator[ForkServer]:
+def fork_server(modules: tuple[str, ...] = (), fork_here: bool | None = None) -> Iterator[ForkServer]:
     server = ForkServer(modules, fork_here)
     try:
         yield server

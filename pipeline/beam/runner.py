@@ -144,9 +144,6 @@ class ForkedWorkersRunner(FnApiRunner):
         return super().run_via_runner_api(pipeline_proto, options)
 
 
-_RAN_A_JOB = False  # whether this process has run a Beam job (`run_pipeline`)
-
-
 def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[beam.Pipeline, str | None], object]):
     """Build a job with `build(pipeline, spill_dir)` and run it to the end in
     `local_scratch(options, tmp)` (`tmp`: the run's folder, any filesystem);
@@ -156,17 +153,16 @@ def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[bea
     forked from a server forked from this process, which has imported the
     module defining `build` (`forks_workers`; from a new Python process when
     this one has run a job before)."""
-    global _RAN_A_JOB
     local = is_local(options)
     forks = forks_workers(options)
-    # the fork server first, forked from here before this process starts a thread,
-    # unless a job ran here before: its gRPC threads live on, and a fork is not safe
-    fork_here, _RAN_A_JOB = not _RAN_A_JOB, True
-    with (forkserver.fork_server((build.__module__,), fork_here) if forks else contextlib.nullcontext() as server,
+    # the fork server first, forked from here before this process starts a thread
+    # (unless a job ran here before: its gRPC threads live on, a fork is not safe)
+    with (forkserver.fork_server((build.__module__,)) if forks else contextlib.nullcontext() as server,
           ctrl_c_to_launcher() if local else contextlib.nullcontext(),
           quiet_worker_stderr() if local else contextlib.nullcontext(),
           local_scratch(options, tmp) as spill,
           beam.Pipeline(runner=ForkedWorkersRunner(server.command) if forks else None, options=options) as p):
+        forkserver.ran_grpc()
         build(p, spill)
     return p.result
 

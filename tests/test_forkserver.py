@@ -27,6 +27,28 @@ def _workers(server_pid: int) -> list[int]:
     return [p for p, (_, _, role) in tree_sample(server_pid).items() if role == "worker"]
 
 
+# a control service where nothing listens: the worker's harness waits to connect
+WAITING = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:1"')
+
+
+def _waiting_worker(server) -> tuple[subprocess.Popen, int]:
+    """A client of `server` and its worker's pid, once forked."""
+    client = _client(server.socket, WAITING, stderr=subprocess.DEVNULL)
+    for _ in range(1200):
+        if workers := _workers(server.pid):
+            return client, workers[0]
+        time.sleep(0.05)
+    raise AssertionError("no worker forked in 60 s")
+
+
+def _wait_until(done, seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if done():
+            return True
+        time.sleep(0.05)
+    return done()
+
+
 # forked from this process (unless it has run a Beam job: then as a new Python), or a new Python
 @pytest.mark.parametrize("fork_here", [None, False])
 def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams(fork_here):
@@ -46,21 +68,11 @@ def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams(fork
 
 
 def test_a_worker_dies_with_its_client():
-    env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:1"')  # nothing there: it waits
     with fork_server() as server:
-        client = _client(server.socket, env, stderr=subprocess.DEVNULL)
-        for _ in range(1200):
-            if workers := _workers(server.pid):
-                break
-            time.sleep(0.05)
-        assert len(workers) == 1
+        client, worker = _waiting_worker(server)
         client.kill()
         client.wait()
-        for _ in range(200):
-            if not Path(f"/proc/{workers[0]}").exists():  # killed and reaped by the server
-                break
-            time.sleep(0.05)
-        assert not Path(f"/proc/{workers[0]}").exists()
+        assert _wait_until(lambda: not Path(f"/proc/{worker}").exists())  # killed and reaped by the server
         assert server.poll() is None  # the server goes on
 
 
@@ -78,27 +90,18 @@ def test_forked_and_spawned_workers_write_the_same_bytes(tmp_path, small_demo_ru
 def test_a_dead_server_takes_its_workers_and_fails_its_clients():
     import signal
 
-    env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:1"')  # nothing there: it waits
     with fork_server() as server:
-        client = _client(server.socket, env, stderr=subprocess.DEVNULL)
-        for _ in range(1200):
-            if workers := _workers(server.pid):
-                break
-            time.sleep(0.05)
+        client, worker = _waiting_worker(server)
         os.kill(server.pid, signal.SIGKILL)
         assert client.wait(timeout=30) == 1  # the runner sees its worker command fail
 
         def ended() -> bool:  # gone, or a zombie until whoever adopted it reaps it
             try:
-                return "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+                return "zombie" in Path(f"/proc/{worker}/status").read_text()
             except OSError:
                 return True
 
-        for _ in range(200):
-            if ended():
-                break
-            time.sleep(0.05)
-        assert ended()  # killed with its server
-        late = subprocess.run([sys.executable, "-I", "-S", str(CLIENT), server.socket], env=env,
+        assert _wait_until(ended)  # killed with its server
+        late = subprocess.run([sys.executable, "-I", "-S", str(CLIENT), server.socket], env=WAITING,
                               capture_output=True, text=True, timeout=60)
         assert late.returncode == 1 and "no fork server at" in late.stderr  # refused: not waited for 120 s

@@ -29,14 +29,19 @@ with beam.Pipeline(options=opts) as p:
 """
 
 
-def test_beam_workers_are_workers_and_the_launcher_is_main(tmp_path):
-    # the wrapper is a fresh small interpreter, as in the benches
+def _measured(job: str, tmp_path) -> dict:
+    """`measure` of `python -c job`, from a fresh small interpreter (as in the benches)."""
     probe = ("import json, sys; from tests.proc_tree import measure; "
-             f"print(json.dumps(measure([sys.executable, '-c', {JOB!r}], {str(tmp_path / 'log')!r})))")
+             f"print(json.dumps(measure([sys.executable, '-c', {job!r}], {str(tmp_path / 'log')!r})))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     m = json.loads(out.strip().splitlines()[-1])
     assert m["returncode"] == 0, (tmp_path / "log").read_text()
+    return m
+
+
+def test_beam_workers_are_workers_and_the_launcher_is_main(tmp_path):
+    m = _measured(JOB, tmp_path)
     assert m["processes_by_role"]["worker"] == 2
     assert m["processes_by_role"]["main"] == 1  # the launcher, which runs the runner
     assert set(m["processes_by_role"]) <= {"main", "worker", "shell"}
@@ -61,13 +66,7 @@ run_pipeline(opts, {tmp!r}, lambda p, _spill: p | beam.Create(range(8)) | beam.R
 
 
 def test_forked_workers_are_workers_and_their_server_a_pool(tmp_path):
-    probe = ("import json, sys; from tests.proc_tree import measure; "
-             f"print(json.dumps(measure([sys.executable, '-c', {FORKED_JOB.format(tmp=str(tmp_path))!r}], "
-             f"{str(tmp_path / 'log')!r})))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
-    m = json.loads(out.strip().splitlines()[-1])
-    assert m["returncode"] == 0, (tmp_path / "log").read_text()
+    m = _measured(FORKED_JOB.format(tmp=str(tmp_path)), tmp_path)
     assert m["processes_by_role"]["worker"] == 2
     assert m["processes_by_role"]["pool"] == 1
     assert m["processes_by_role"]["main"] == 2  # the launcher, and its Ctrl-C sentinel

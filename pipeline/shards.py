@@ -36,11 +36,28 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core import io, lineage
-from pipeline.core.contracts import ShardError, shard_name
-from pipeline.beam.runner import pipeline_options, quiet_beam_logging, run_pipeline, warn_unshared
+from pipeline.beam.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
+from pipeline.beam.runner import (
+    pipeline_options,
+    quiet_beam_logging,
+    run_pipeline,
+    warn_unshared,
+)
 from pipeline.beam.steps import Counters, batches
+from pipeline.core import io, lineage
 from pipeline.core.config import Config
+from pipeline.core.contracts import ShardError, shard_name
+from pipeline.core.schema import (
+    SHARDS_FORMAT,
+    ContractError,
+    check_listed,
+    clean_files,
+    load_clean_manifest,
+    load_manifest,
+    read_batches,
+    token_shard_schema,
+    write_arrow,
+)
 from pipeline.mixture import (
     MIXTURE_TOLERANCE,
     REPEAT_BUCKETS,
@@ -52,18 +69,6 @@ from pipeline.mixture import (
     hash_unit,
     repeat_key,
     share_error_bounds,
-)
-from pipeline.beam.packed import INLINE, Packed, Packer, pack_ids, unpack_ids
-from pipeline.core.schema import (
-    SHARDS_FORMAT,
-    ContractError,
-    check_listed,
-    clean_files,
-    load_clean_manifest,
-    load_manifest,
-    read_batches,
-    token_shard_schema,
-    write_arrow,
 )
 
 TRAIN, VAL = "train", "val"

@@ -11,19 +11,19 @@ import unicodedata
 import numpy as np
 import pytest
 
-from pipeline.filters import c4, quality
-from pipeline.dedup import minhash
+from pipeline.beam.packed import _CODEC, _HEAD, LZ4, pack, unpack
 from pipeline.dedup import exact_keys as dedup
-from pipeline.filters.c4 import C4_FINEWEB, C4_T5, clean_c4_page, iter_lines
+from pipeline.dedup import minhash
 from pipeline.dedup.exact_keys import content_hash, normalize_for_hash, text_chunks
+from pipeline.dedup.minhash import signatures
+from pipeline.filters import c4, quality
+from pipeline.filters.c4 import C4_FINEWEB, C4_T5, clean_c4_page, iter_lines
 from pipeline.filters.langid import (
     SAMPLE_CHARS,
     LanguageIdentifier,
     lid_sample,
 )
-from pipeline.dedup.minhash import signatures
 from pipeline.filters.quality import too_large, utf8_size
-from pipeline.beam.packed import _CODEC, _HEAD, LZ4, pack, unpack
 from tests.conftest import book_paragraphs, datasketch_minhash, json_texts
 
 # Cut points that would break a naive split: NFC across a cut (a combining mark

@@ -11,12 +11,6 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.clean import (
-    WRITE_BATCH_CHARS,
-    WRITE_BATCH_ROWS,
-    DocumentPart,
-    record_batches,
-)
 from pipeline.beam.extsort import sort_pairs
 from pipeline.beam.packed import (
     LZ4,
@@ -28,6 +22,12 @@ from pipeline.beam.packed import (
     pack_ids,
     unpack,
     unpack_ids,
+)
+from pipeline.clean import (
+    WRITE_BATCH_CHARS,
+    WRITE_BATCH_ROWS,
+    DocumentPart,
+    record_batches,
 )
 from pipeline.core.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA
 from pipeline.sources import wikipedia

@@ -7,9 +7,15 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
 from pipeline.beam.forkserver import SERVER_NAME, WORKER_NAME
-from tests.proc_tree import FORK_SERVER_NAME, SDK_WORKER_MAIN, process_role, python_entry, role
+from tests.conftest import ROOT
+from tests.proc_tree import (
+    FORK_SERVER_NAME,
+    SDK_WORKER_MAIN,
+    process_role,
+    python_entry,
+    role,
+)
 
 # Two SDK worker processes (FnApiRunner, multi_processing); the stage sleeps in
 # the workers long enough for several 0.1 s samples to see them

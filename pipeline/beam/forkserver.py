@@ -75,10 +75,20 @@ class ForkServer:
     def __init__(self, modules: tuple[str, ...] = (), fork_here: bool | None = None):
         if fork_here is None:
             fork_here = not _RAN_GRPC
-        self.folder = tempfile.mkdtemp(prefix="llama-forks-")
+        self.folder = _socket_folder()
         self.socket = os.path.join(self.folder, "workers.sock")
         self.command = " ".join(shlex.quote(a) for a in (sys.executable, "-I", "-S", str(CLIENT), self.socket))
         self.returncode: int | None = None
+        # listening before the server exists: a client never waits for it, and a
+        # socket that cannot be made fails here, in the launcher
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(self.socket)
+            listener.listen(64)  # clients that come early wait here while the server imports
+        except OSError:
+            listener.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         read, self._lifeline = os.pipe()
         if fork_here:
             for stream in (sys.stdout, sys.stderr):  # else the child holds a copy of what is buffered
@@ -86,13 +96,15 @@ class ForkServer:
             self.pid = os.fork()
             if self.pid == 0:
                 os.close(self._lifeline)
-                _serve_forked(self.socket, modules, read)  # never returns
+                _serve_forked(listener.fileno(), modules, read)  # never returns
         else:  # a new Python: where `pipeline` is importable from on its path
             root = str(Path(__file__).resolve().parents[2])
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-            os.set_inheritable(read, True)
-            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __name__, self.socket, str(read),
-                                                       *modules], env)
+            for fd in (read, listener.fileno()):
+                os.set_inheritable(fd, True)
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __name__, str(listener.fileno()),
+                                                       str(read), *modules], env)
+        listener.close()
         os.close(read)
 
     def poll(self) -> int | None:
@@ -134,7 +146,17 @@ def fork_server(modules: tuple[str, ...] = (), fork_here: bool | None = None) ->
         server.close()
 
 
-def _serve_forked(path: str, modules: tuple[str, ...], lifeline: int) -> None:
+def _socket_folder() -> str:
+    """A new private folder for the socket: under the temporary folder, or
+    /tmp where that path is too long for a Unix socket (about 100 bytes)."""
+    folder = tempfile.mkdtemp(prefix="llama-forks-")
+    if len(folder) > 80 and os.path.isdir("/tmp"):
+        os.rmdir(folder)
+        folder = tempfile.mkdtemp(prefix="llama-forks-", dir="/tmp")
+    return folder
+
+
+def _serve_forked(listener: int, modules: tuple[str, ...], lifeline: int) -> None:
     """The server's life: its own name, Ctrl-C ignored (the launcher ends
     it), none of the launcher's descriptors but the standard streams (an
     output's lock stays the launcher's), `serve`, then `os._exit`: forked,
@@ -143,9 +165,11 @@ def _serve_forked(path: str, modules: tuple[str, ...], lifeline: int) -> None:
     try:
         _set_name(SERVER_NAME)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        os.closerange(3, lifeline)
-        os.closerange(lifeline + 1, max(lifeline + 2, _max_fd()))
-        serve(path, modules, lifeline)
+        low, high = sorted((listener, lifeline))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, max(high + 2, _max_fd()))
+        serve(socket.socket(fileno=listener), modules, lifeline)
         code = 0
     except BaseException:  # noqa: BLE001 - reported; the clients then fail the job
         traceback.print_exc()
@@ -178,14 +202,11 @@ def _set_name(name: str) -> None:
         libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
-def serve(path: str, modules: tuple[str, ...], lifeline: int) -> None:
-    """Listen on `path`, import Beam's SDK harness and `modules`, then fork a
-    worker for each client until `lifeline` (a pipe's end) closes; send each
-    client its worker's exit code, and kill a worker whose client goes away
-    (killed)."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)  # clients that come early wait here while the imports run
+def serve(listener: socket.socket, modules: tuple[str, ...], lifeline: int) -> None:
+    """Import Beam's SDK harness and `modules`, then fork a worker for each
+    client of `listener` (a listening Unix socket) until `lifeline` (a pipe's
+    end) closes; send each client its worker's exit code, and kill a worker
+    whose client goes away (killed)."""
     for name in (SDK_WORKER_MAIN, *modules):
         try:
             importlib.import_module(name)
@@ -299,5 +320,5 @@ def _worker(request: dict, fds: list[int]) -> None:
         os._exit(code)
 
 
-if __name__ == "__main__":  # ForkServer(fork_here=False): SOCKET LIFELINE_FD MODULE...
-    _serve_forked(sys.argv[1], tuple(sys.argv[3:]), int(sys.argv[2]))
+if __name__ == "__main__":  # ForkServer(fork_here=False): LISTENER_FD LIFELINE_FD MODULE...
+    _serve_forked(int(sys.argv[1]), tuple(sys.argv[3:]), int(sys.argv[2]))

@@ -33,7 +33,6 @@ from apache_beam.portability import python_urns
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipeline.beam import forkserver
-
 from pipeline.core import io
 from pipeline.core.config import Config
 

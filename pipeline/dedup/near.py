@@ -63,10 +63,10 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from pipeline.beam.packed import INLINE, MergeDocuments, Packer
 from pipeline.beam.steps import DEAD, Counters, GuardedBatchDoFn, RouteBySource, batches
 from pipeline.core.config import NearDedupConfig
 from pipeline.dedup.minhash import band_hashes, lsh_params, signatures
-from pipeline.beam.packed import INLINE, MergeDocuments, Packer
 
 BANDS = "bands"
 PASS = "pass"  # documents of sources not deduplicated here

@@ -105,3 +105,24 @@ def test_a_dead_server_takes_its_workers_and_fails_its_clients():
         late = subprocess.run([sys.executable, "-I", "-S", str(CLIENT), server.socket], env=WAITING,
                               capture_output=True, text=True, timeout=60, check=False)
         assert late.returncode == 1 and "no fork server at" in late.stderr  # refused: not waited for 120 s
+
+
+def test_no_socket_means_beams_own_workers_with_a_warning(monkeypatch, caplog):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.beam import forkserver, runner
+
+    def no_room(*_):
+        raise OSError(28, "No space left on device")
+
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing"])
+    with runner._forked_workers(options, "pipeline.clean") as command:
+        assert command.endswith(".sock") and "forkclient.py" in command
+    monkeypatch.setattr(forkserver, "ForkServer", no_room)
+    with runner._forked_workers(options, "pipeline.clean") as command:
+        assert command is None
+    assert "not forked: no fork server socket ([Errno 28] No space left on device)" in caplog.text
+    spawn = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+                             "--local_workers=spawn"])
+    with runner._forked_workers(spawn, "pipeline.clean") as command:
+        assert command is None

@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -63,18 +64,18 @@ class ForkServer:
     command that uses it.
 
     Forked with what this process has imported (Beam, the job's modules); it
-    adds Beam's SDK harness and `modules`. Forked only before this process
-    starts threads or gRPC (`run_pipeline` does it first; `ran_grpc` notes
-    that it has: by default the server is then a new Python, as with
-    `fork_here=False`). `command` is the command
+    adds Beam's SDK harness and `modules`. Forked only while this process
+    has one thread and has not run gRPC (`run_pipeline` forks first; `ran_grpc`
+    notes a job): by default the server is otherwise a new Python, as with
+    `fork_here=False`. `command` is the command
     line the runner runs for each SDK worker; `close()` ends the server
     (workers already forked run to their end), reaps it and removes its
     socket.
     """
 
     def __init__(self, modules: tuple[str, ...] = (), fork_here: bool | None = None):
-        if fork_here is None:
-            fork_here = not _RAN_GRPC
+        if fork_here is None:  # only a process with one thread forks safely
+            fork_here = not _RAN_GRPC and threading.active_count() == 1
         self.folder = _socket_folder()
         self.socket = os.path.join(self.folder, "workers.sock")
         self.command = " ".join(shlex.quote(a) for a in (sys.executable, "-I", "-S", str(CLIENT), self.socket))

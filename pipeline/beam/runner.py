@@ -153,17 +153,36 @@ def run_pipeline(options: PipelineOptions, tmp: str | Path, build: Callable[[bea
     module defining `build` (`forks_workers`; from a new Python process when
     this one has run a job before)."""
     local = is_local(options)
-    forks = forks_workers(options)
     # the fork server first, forked from here before this process starts a thread
     # (unless a job ran here before: its gRPC threads live on, a fork is not safe)
-    with (forkserver.fork_server((build.__module__,)) if forks else contextlib.nullcontext() as server,
+    with (_forked_workers(options, build.__module__) as command,
           ctrl_c_to_launcher() if local else contextlib.nullcontext(),
           quiet_worker_stderr() if local else contextlib.nullcontext(),
           local_scratch(options, tmp) as spill,
-          beam.Pipeline(runner=ForkedWorkersRunner(server.command) if forks else None, options=options) as p):
+          beam.Pipeline(runner=ForkedWorkersRunner(command) if command else None, options=options) as p):
         forkserver.ran_grpc()
         build(p, spill)
     return p.result
+
+
+@contextlib.contextmanager
+def _forked_workers(options: PipelineOptions, module: str) -> Iterator[str | None]:
+    """Around a job: the worker command of a fork server that imports
+    `module`, or None (Beam's own workers) where `forks_workers` says no or
+    the server's socket cannot be made (a warning says why)."""
+    if not forks_workers(options):
+        yield None
+        return
+    try:
+        server = forkserver.ForkServer((module,))
+    except OSError as e:
+        _log.warning("local workers start as new processes, not forked: no fork server socket (%s)", e)
+        yield None
+        return
+    try:
+        yield server.command
+    finally:
+        server.close()
 
 
 # What an SDK worker of the local runner prints to the shared stderr before its

@@ -47,6 +47,7 @@ from pathlib import Path
 SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
 CLIENT = Path(__file__).with_name("forkclient.py")
 HEADER = 8  # bytes: the length of the request's JSON, big-endian
+FOLDER_PREFIX = "llama-forks-"  # the socket's folder
 
 
 def available() -> bool:
@@ -98,13 +99,13 @@ class ForkServer:
             if self.pid == 0:
                 os.close(self._lifeline)
                 _serve_forked(listener.fileno(), modules, read)  # never returns
-        else:  # a new Python: where `pipeline` is importable from on its path
+        else:  # a new Python running this very copy of the package (not one in its working folder)
             root = str(Path(__file__).resolve().parents[2])
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+            code = f"import sys; sys.path.insert(0, {root!r}); from {__name__} import main; main(sys.argv[1:])"
             for fd in (read, listener.fileno()):
                 os.set_inheritable(fd, True)
-            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __name__, str(listener.fileno()),
-                                                       str(read), *modules], env)
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code, str(listener.fileno()),
+                                                       str(read), *modules], os.environ)
         listener.close()
         os.close(read)
 
@@ -150,10 +151,10 @@ def fork_server(modules: tuple[str, ...] = (), fork_here: bool | None = None) ->
 def _socket_folder() -> str:
     """A new private folder for the socket: under the temporary folder, or
     /tmp where that path is too long for a Unix socket (about 100 bytes)."""
-    folder = tempfile.mkdtemp(prefix="llama-forks-")
+    folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
     if len(folder) > 80 and os.path.isdir("/tmp"):
         os.rmdir(folder)
-        folder = tempfile.mkdtemp(prefix="llama-forks-", dir="/tmp")
+        folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir="/tmp")
     return folder
 
 
@@ -208,6 +209,7 @@ def serve(listener: socket.socket, modules: tuple[str, ...], lifeline: int) -> N
     client of `listener` (a listening Unix socket) until `lifeline` (a pipe's
     end) closes; send each client its worker's exit code, and kill a worker
     whose client goes away (killed)."""
+    path = listener.getsockname()
     for name in (SDK_WORKER_MAIN, *modules):
         try:
             importlib.import_module(name)
@@ -242,6 +244,9 @@ def serve(listener: socket.socket, modules: tuple[str, ...], lifeline: int) -> N
                 if pidfd is not None:
                     os.close(pidfd)
                 del workers[pid]
+    folder = os.path.dirname(path)
+    if os.path.basename(folder).startswith(FOLDER_PREFIX):  # gone with the server, even if the launcher was killed
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _pidfd(pid: int) -> int | None:
@@ -321,5 +326,7 @@ def _worker(request: dict, fds: list[int]) -> None:
         os._exit(code)
 
 
-if __name__ == "__main__":  # ForkServer(fork_here=False): LISTENER_FD LIFELINE_FD MODULE...
-    _serve_forked(int(sys.argv[1]), tuple(sys.argv[3:]), int(sys.argv[2]))
+def main(argv: list[str]) -> None:
+    """The server as a new Python (`ForkServer(fork_here=False)`):
+    LISTENER_FD LIFELINE_FD MODULE..."""
+    _serve_forked(int(argv[0]), tuple(argv[2:]), int(argv[1]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.beam.forkserver import CLIENT, fork_server
+from pipeline.beam.forkserver import CLIENT, ForkServer
 from pipeline.clean import run_clean
 from tests.conftest import small_demo_config
 from tests.proc_tree import tree_sample
@@ -55,7 +55,7 @@ def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams(fork
     # the server's environment has no control descriptor; the client's a bad one,
     # which the harness rejects by name on the client's stderr
     env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR="bogus_field: 1")
-    with fork_server(fork_here=fork_here) as server:
+    with ForkServer(fork_here=fork_here) as server:
         done = subprocess.run([sys.executable, "-I", "-S", str(CLIENT), server.socket], env=env,
                               capture_output=True, text=True, timeout=120, check=False)
         assert tree_sample(server.pid)[server.pid][2] == "pool"  # by its process name
@@ -68,7 +68,7 @@ def test_a_worker_runs_the_harness_with_its_clients_environment_and_streams(fork
 
 
 def test_a_worker_dies_with_its_client():
-    with fork_server() as server:
+    with ForkServer() as server:
         client, worker = _waiting_worker(server)
         client.kill()
         client.wait()
@@ -90,7 +90,7 @@ def test_forked_and_spawned_workers_write_the_same_bytes(tmp_path, small_demo_ru
 def test_a_dead_server_takes_its_workers_and_fails_its_clients():
     import signal
 
-    with fork_server() as server:
+    with ForkServer() as server:
         client, worker = _waiting_worker(server)
         os.kill(server.pid, signal.SIGKILL)
         assert client.wait(timeout=30) == 1  # the runner sees its worker command fail

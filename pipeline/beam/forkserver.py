@@ -41,8 +41,8 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
 CLIENT = Path(__file__).with_name("forkclient.py")
@@ -68,7 +68,7 @@ class ForkServer:
     adds Beam's SDK harness and `modules`. Forked only while this process
     has one thread and has not run gRPC (`run_pipeline` forks first; `ran_grpc`
     notes a job): by default the server is otherwise a new Python, as with
-    `fork_here=False`. `command` is the command
+    `fork_here=False`. A context manager (closed at its end). `command` is the command
     line the runner runs for each SDK worker; `close()` ends the server
     (workers already forked run to their end), reaps it and removes its
     socket.
@@ -116,6 +116,12 @@ class ForkServer:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._lifeline is not None:
             os.close(self._lifeline)  # the server takes no new worker and ends with the last one
@@ -137,15 +143,6 @@ def ran_grpc() -> None:
     new Python, not forked from here."""
     global _RAN_GRPC
     _RAN_GRPC = True
-
-
-@contextlib.contextmanager
-def fork_server(modules: tuple[str, ...] = (), fork_here: bool | None = None) -> Iterator[ForkServer]:
-    server = ForkServer(modules, fork_here)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def _socket_folder() -> str:

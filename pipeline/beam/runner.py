@@ -179,10 +179,8 @@ def _forked_workers(options: PipelineOptions, module: str) -> Iterator[str | Non
         _log.warning("local workers start as new processes, not forked: no fork server socket (%s)", e)
         yield None
         return
-    try:
+    with server:
         yield server.command
-    finally:
-        server.close()
 
 
 # What an SDK worker of the local runner prints to the shared stderr before its

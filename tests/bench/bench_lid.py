@@ -55,6 +55,7 @@ def _beam_seconds(docs: list[dict], cfg) -> float:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from pipeline.beam.steps import batches
     from pipeline.clean import IdentifyLanguage
 
     opts = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
@@ -65,7 +66,7 @@ def _beam_seconds(docs: list[dict], cfg) -> float:
             p
             | beam.Create(list(range(-(-len(docs) // CHUNK))), reshuffle=False)
             | beam.FlatMap(_chunk)
-            | beam.BatchElements(min_batch_size=cfg.langid.batch_size, max_batch_size=cfg.langid.batch_size)
+            | batches(cfg.langid.batch_size)
             | beam.ParDo(IdentifyLanguage(cfg.model_dump_json()))
             | beam.combiners.Count.Globally()
         )

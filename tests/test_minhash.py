@@ -158,11 +158,17 @@ def test_signatures_do_not_depend_on_chunking(alice, monkeypatch):
     assert np.array_equal(chunked[1], datasketch_minhash(long_doc).hashvalues)
 
 
-@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.9])
-@pytest.mark.parametrize("num_perm", [128, 256])
-@pytest.mark.parametrize("weights", [LSH_WEIGHTS, (0.5, 0.5)])
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95])
+@pytest.mark.parametrize("num_perm", [32, 128, 256])
+@pytest.mark.parametrize("weights", [LSH_WEIGHTS, (0.5, 0.5), (0.1, 0.9)])
 def test_lsh_params_equal_datasketch(threshold, num_perm, weights):
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    except ValueError as e:  # fewer than two bands: refused by both
+        assert "b < 2" in str(e)
+        with pytest.raises(ValueError, match="b=1 < 2"):
+            lsh_params(threshold, num_perm, weights)
+        return
     assert lsh_params(threshold, num_perm, weights) == (lsh.b, lsh.r)
 
 
@@ -174,6 +180,8 @@ def test_lsh_params_values():
     assert lsh_params(0.8, 128, (0.5, 0.5)) == (9, 13)  # datasketch's default weights
     with pytest.raises(ValueError):
         lsh_params(1.5, 128)
+    with pytest.raises(ValueError, match="weights"):
+        lsh_params(0.8, 128, (0.0, 1.0))
 
 
 def test_bands_find_pairs_at_the_threshold():

@@ -35,7 +35,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from pipeline.beam.packed import INLINE, Packed, Packer
+from pipeline.beam.packed import INLINE, Carried, Packed, Packer
 from pipeline.beam.parts import Sized, WriteSizedParts, part_name
 from pipeline.beam.runner import (
     collect_counters,
@@ -52,6 +52,7 @@ from pipeline.beam.steps import (
     GuardedDoFn,
     GuardedMap,
     batches,
+    carried_documents,
     dead_letter,
 )
 from pipeline.core import io
@@ -437,10 +438,28 @@ def document_bytes(doc: dict[str, Any]) -> int:
     return sum(len(doc[f].encode("utf-8")) for f in DOCUMENT_FIELDS if f != "lang_score")
 
 
-def sized_document(doc: dict[str, Any], packer: Packer) -> Sized:
-    """A Document -> its `Sized` record (`pack` raises for a score that is
-    not a number; see also `document_bytes`)."""
-    return Sized(doc["source"], doc["id"], doc["id"], document_bytes(doc), packer.pack(doc))
+def sized_document(doc: dict[str, Any], packer: Packer, packed: Packed | None = None) -> Sized:
+    """A Document -> its `Sized` record, with `packed` as its bytes where it
+    came packed (`pack` raises for a score that is not a number; see also
+    `document_bytes`)."""
+    return Sized(doc["source"], doc["id"], doc["id"], document_bytes(doc),
+                 packer.pack(doc) if packed is None else packed)
+
+
+class SizeDocuments(GuardedDoFn):
+    """`Carried` Documents -> their `Sized` records, the bytes as they came."""
+
+    STAGE = "write"
+
+    def __init__(self, packer: Packer = INLINE):
+        self.packer = packer
+
+    def documents(self, item: Carried) -> Iterator[dict[str, Any]]:
+        return carried_documents(self.packer, [item])
+
+    def work(self, item: Carried) -> Iterator[Sized]:
+        _, packed = item
+        yield sized_document(self.packer.unpack(packed), self.packer, packed)
 
 
 def sized_dead_letter(record: dict[str, str]) -> Sized:
@@ -568,7 +587,7 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         dead.append(near_dedup.dead_letters)
     target = cfg.clean.part_bytes
     written = (
-        guarded(docs, "SizeDocs", GuardedMap("write", sized_document, packer))
+        guarded(docs, "SizeDocs", SizeDocuments(packer))
         | "WriteDocs" >> WriteSizedParts(target, DocumentPart(out_dir, packer), count_as="docs_kept")
     )
     dead = (

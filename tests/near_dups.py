@@ -167,6 +167,7 @@ def run_dedup_job(cfg, input_path: Path, out_dir: Path) -> tuple[list[dict[str, 
         pipeline_options,
         quiet_beam_logging,
     )
+    from pipeline.beam.packed import INLINE
     from pipeline.core.config import SOURCES
     from pipeline.dedup.near import NearDedup
 
@@ -176,9 +177,9 @@ def run_dedup_job(cfg, input_path: Path, out_dir: Path) -> tuple[list[dict[str, 
     (
         p
         | "Read" >> beam.io.ReadFromText(str(input_path))
-        | "Parse" >> beam.Map(json.loads)
+        | "Parse" >> beam.Map(lambda line: INLINE.carry(json.loads(line)))
         | "NearDedup" >> NearDedup(cfg.clean.near_dedup.web, cfg.sources_with("near_dedup", "web"))
-        | "Dump" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
+        | "Dump" >> beam.MapTuple(lambda _, packed: json.dumps(INLINE.unpack(packed), ensure_ascii=False))
         | "Write" >> beam.io.WriteToText(str(out_dir / "survivors"), file_name_suffix=".jsonl")
     )
     result = p.run()

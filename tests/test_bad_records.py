@@ -205,8 +205,19 @@ def _patch(monkeypatch, stage: str, target: dict[str, Any], read_text: str) -> N
     final = target["text"]
     if stage == "read":
         by_id(clean, "clean_document")
-    elif stage == "one_per_id":
-        by_id(exact, "_newest_first")
+    elif stage == "one_per_id":  # the first step to unpack what reading packed; it reads
+        from pipeline.beam.packed import Packer  # nothing else of a document whose id is unique
+
+        real_unpack, failed = Packer.unpack, []
+
+        def unpack(self, packed):
+            doc = real_unpack(self, packed)
+            if doc["id"] == target["id"] and not failed:  # once: its dead letter unpacks it again
+                failed.append(doc["id"])
+                raise Injected(f"unpack on {target['id']}")
+            return doc
+
+        monkeypatch.setattr(Packer, "unpack", unpack)
     elif stage == "line_dedup":
         by_id(line_dedup, "line_keys")
     elif stage == "c4_rules":

@@ -9,6 +9,7 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline.beam.packed import INLINE
 from pipeline.core.config import load_config
 from pipeline.dedup.near import NearDedup
 from pipeline.sources.base import make_document
@@ -31,5 +32,6 @@ def test_an_edited_copy_of_a_book_is_removed_an_other_book_kept(demo_inputs):
     settings, sources = load_config(ROOT / "configs" / "demo.yaml").near_dedup_groups()["books"]
     assert sources == ["books"] and settings.threshold == 0.9
     with BeamPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(docs) | NearDedup(settings, sources) | beam.Map(lambda d: d["id"])
+        carried = p | beam.Create(docs) | beam.Map(INLINE.carry)
+        out = carried | NearDedup(settings, sources) | beam.MapTuple(lambda _, packed: INLINE.unpack(packed)["id"])
         assert_that(out, equal_to([survivor, docs[2]["id"], docs[3]["id"]]))

@@ -265,7 +265,7 @@ def test_keep_survivors_counts_drops_and_unconverged_nodes():
 
     from pipeline.beam.runner import collect_counters
     from pipeline.dedup.near import KeepSurvivors
-    from pipeline.beam.packed import pack
+    from pipeline.beam.packed import pack, unpack
 
     a, b, c = (("c4", i, "h") for i in ("a", "b", "c"))
     doc = make_doc("c4", "x", "some text")
@@ -275,8 +275,8 @@ def test_keep_survivors_counts_drops_and_unconverged_nodes():
         (a, {"docs": [pack(dict(doc, url="z")), pack(doc)], "parents": [], "children": [2]}),  # a survivor
     ]
     p = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
-    out = p | beam.Create(groups) | beam.ParDo(KeepSurvivors())
-    assert_that(out, equal_to([doc]))
+    out = p | beam.Create(groups) | beam.ParDo(KeepSurvivors()) | beam.MapTuple(lambda s, packed: (s, unpack(packed)))
+    assert_that(out, equal_to([("c4", doc)]))
     result = p.run()
     result.wait_until_finish()
     assert collect_counters(result, ("c4",)) == {

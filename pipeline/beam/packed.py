@@ -155,6 +155,9 @@ def unpack_ids(data: bytes, dtype: np.dtype | type) -> np.ndarray:
 
 SpillRef = tuple[str, int, int]  # (file name in the spill folder, offset, length)
 Packed = Union[bytes, SpillRef]
+# A Document on its way through steps that only keep or drop it (the dedup steps, to
+# the writer): its source and its packed bytes, packed once, unpacked only where read
+Carried = tuple[str, Packed]
 
 
 class SpillError(RuntimeError):
@@ -263,6 +266,10 @@ class Packer:
     def unpack(self, packed: Packed) -> dict[str, Any]:
         """Either form `pack` gave -> the Document (SpillError as `get`)."""
         return unpack(self.get(packed))
+
+    def carry(self, doc: dict[str, Any]) -> Carried:
+        """A Document -> `(source, pack(doc))` (`Carried`)."""
+        return doc["source"], self.pack(doc)
 
 
 INLINE = Packer()

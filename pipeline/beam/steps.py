@@ -11,14 +11,15 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.beam.packed import Packed, Packer, SpillError
+from pipeline.beam.packed import Carried, Packed, Packer, SpillError
 from pipeline.formats.errors import DeadLetter
 
 _log = logging.getLogger("pipeline")
 
 
 class RouteBySource(beam.DoFn):
-    """Documents of `sources` on the main output, the others on tag `other`.
+    """Documents of `sources` on the main output, the others on tag `other`
+    (with `carried`, `Carried` Documents: `(source, packed)`).
 
     Not `beam.Partition`: Beam calls a DoFn given extra arguments (the
     partition function) through an invoker that keeps its last element
@@ -26,12 +27,14 @@ class RouteBySource(beam.DoFn):
     could stay in the worker's memory through the stages that follow.
     """
 
-    def __init__(self, sources: frozenset[str], other: str):
+    def __init__(self, sources: frozenset[str], other: str, carried: bool = False):
         self.sources = sources
         self.other = other
+        self.carried = carried
 
-    def process(self, doc: dict[str, Any]) -> Iterator[Any]:
-        yield doc if doc["source"] in self.sources else beam.pvalue.TaggedOutput(self.other, doc)
+    def process(self, doc: Any) -> Iterator[Any]:
+        source = doc[0] if self.carried else doc["source"]
+        yield doc if source in self.sources else beam.pvalue.TaggedOutput(self.other, doc)
 
 
 class Counters:
@@ -153,6 +156,16 @@ def unpacked_or_id(packer: Packer, packed: Iterable[Packed], doc_id: str) -> Ite
             yield packer.unpack(p)
         except Exception:  # noqa: BLE001 - named by its id instead
             yield {"id": doc_id}
+
+
+def carried_documents(packer: Packer, carried: Iterable[Carried]) -> Iterator[dict[str, Any]]:
+    """`Carried` Documents, for their dead letters (`GuardedDoFn.documents`);
+    {"source": source} for one that cannot be unpacked."""
+    for source, packed in carried:
+        try:
+            yield packer.unpack(packed)
+        except Exception:  # noqa: BLE001 - named by its source instead
+            yield {"source": source}
 
 
 def batches(size: int) -> beam.BatchElements:

@@ -41,8 +41,9 @@ class KeepOnePerId(GuardedDoFn):
 
     def work(self, item: tuple[str, Iterable[Packed]]):
         _, packed = item
-        docs = sorted(map(self.packer.unpack, packed), key=_newest_first)
-        if len(docs) > 1:
+        docs = list(map(self.packer.unpack, packed))
+        if len(docs) > 1:  # the sort key hashes the text: only when there is a choice
+            docs.sort(key=_newest_first)
             self.counters.inc(docs[0]["source"], "drop.duplicate_id", len(docs) - 1)
         yield docs[0]
 
@@ -53,8 +54,9 @@ def key_by_content(doc: dict[str, Any], packer: Packer) -> tuple[tuple[str, str]
 
 
 class KeepFirstOfDuplicates(GuardedDoFn):
-    """((source, hash), (id, packed doc)s) -> the document with the smallest id;
-    the rest counted."""
+    """((source, hash), (id, packed doc)s) -> the document with the smallest id,
+    still packed (`Carried`: the near-dedup steps and the writer unpack it
+    where they read it); the rest counted."""
 
     STAGE = "exact_dedup"
 
@@ -71,4 +73,4 @@ class KeepFirstOfDuplicates(GuardedDoFn):
         docs = sorted(docs, key=itemgetter(0))  # ids are unique here (KeepOnePerId)
         if len(docs) > 1:
             self.counters.inc(source, "drop.exact_duplicate", len(docs) - 1)
-        yield self.packer.unpack(docs[0][1])
+        yield source, docs[0][1]

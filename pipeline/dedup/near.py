@@ -26,8 +26,12 @@ memory:
    `parent < child`. When the rounds have converged, every component is a star
    around its minimum node.
 4. **Survivors**: a node survives iff no edge gives it a smaller parent; its
-   documents (packed, `pipeline.beam.packed`) are joined back with a `CoGroupByKey`.
+   documents are joined back with a `CoGroupByKey`.
    Every dropped document is counted under `<source>/drop.near_duplicate`.
+
+Documents come in and go out packed (`pipeline.beam.packed.Carried`): each is
+unpacked once, for its signature, and the bytes that came in are the bytes that
+go out; only copies of one node are unpacked again, to choose among them.
 
 Nodes. A node is `node_key(doc) = (source, id, sha1(text))`, so within a source
 the lowest id survives; two documents with the same id and the same text are one
@@ -63,8 +67,15 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipeline.beam.packed import INLINE, MergeDocuments, Packer
-from pipeline.beam.steps import DEAD, Counters, GuardedBatchDoFn, RouteBySource, batches
+from pipeline.beam.packed import INLINE, Carried, Packer
+from pipeline.beam.steps import (
+    DEAD,
+    Counters,
+    GuardedBatchDoFn,
+    RouteBySource,
+    batches,
+    carried_documents,
+)
 from pipeline.core.config import NearDedupConfig
 from pipeline.dedup.minhash import band_hashes, lsh_params, signatures
 
@@ -92,9 +103,9 @@ def copy_order(doc: dict[str, Any]) -> str:
 
 
 class MinHashBands(GuardedBatchDoFn):
-    """Batches of Documents -> (node, packed doc) on the main output and
-    ((source, band, band_hash), node) on `BANDS`; documents with no shingle
-    dropped and counted (`drop.no_shingles`)."""
+    """Batches of `Carried` Documents -> (node, packed doc) on the main output
+    (the packed bytes as they came) and ((source, band, band_hash), node) on
+    `BANDS`; documents with no shingle dropped and counted (`drop.no_shingles`)."""
 
     STAGE = "near_dedup"
 
@@ -102,19 +113,23 @@ class MinHashBands(GuardedBatchDoFn):
         self.num_perm, self.ngram, self.seed, self.b, self.r = num_perm, ngram, seed, b, r
         self.packer = packer
 
-    def work(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
+    def documents(self, batch: list[Carried]) -> Iterator[dict[str, Any]]:
+        return carried_documents(self.packer, batch)
+
+    def work(self, batch: list[Carried]) -> Iterator[Any]:
+        docs = [self.packer.unpack(packed) for _, packed in batch]
         sigs, has_shingles = signatures(
-            [d["text"] for d in batch], self.num_perm, self.ngram, self.seed
+            [d["text"] for d in docs], self.num_perm, self.ngram, self.seed
         )
         # int64 view: Beam's coder writes a varint for 64-bit ints, pickles larger ones
         keys = band_hashes(sigs[has_shingles], self.b, self.r).view(np.int64).tolist()
         rows = iter(keys)
-        for doc, ok in zip(batch, has_shingles.tolist()):
+        for doc, (_, packed), ok in zip(docs, batch, has_shingles.tolist()):
             if not ok:
                 self.counters.inc(doc["source"], "drop.no_shingles")
                 continue
             node = node_key(doc)
-            yield node, self.packer.pack(doc)
+            yield node, packed
             for band, band_hash in enumerate(next(rows)):
                 yield beam.pvalue.TaggedOutput(BANDS, ((doc["source"], band, band_hash), node))
 
@@ -185,7 +200,8 @@ class StarContraction(beam.PTransform):
 
 
 class KeepSurvivors(beam.DoFn):
-    """(node, {"docs": packed docs, "parents", "children"}) -> the node's surviving document.
+    """(node, {"docs": packed docs, "parents", "children"}) -> the node's
+    surviving document, still packed (`Carried`).
 
     A node with a parent is a near duplicate of a smaller node: all its documents
     are dropped. Otherwise one document survives (`copy_order`), the other copies
@@ -202,7 +218,7 @@ class KeepSurvivors(beam.DoFn):
     def process(self, item: tuple[Node, dict[str, Iterable[Any]]]) -> Iterator[dict[str, Any]]:
         node, groups = item
         source = node[0]
-        docs = list(map(self.packer.unpack, groups["docs"]))
+        docs = list(groups["docs"])
         parents = set(groups["parents"])
         has_children = any(n > 0 for n in groups["children"])
         if len(parents) > 1 or (parents and has_children):
@@ -213,13 +229,13 @@ class KeepSurvivors(beam.DoFn):
             self.counters.inc(source, "drop.near_duplicate", len(docs))
             return
         if len(docs) > 1:  # copy_order serialises a document: only when there is a choice
-            docs.sort(key=copy_order)
+            docs.sort(key=lambda packed: copy_order(self.packer.unpack(packed)))
             self.counters.inc(source, "drop.near_duplicate", len(docs) - 1)
-        yield docs[0]
+        yield source, docs[0]
 
 
 class NearDedup(beam.PTransform):
-    """Documents -> Documents without near duplicates, for one group of
+    """`Carried` Documents -> those without near duplicates, for one group of
     `clean.near_dedup` (`Config.near_dedup_groups`).
 
     Only documents of `sources` are deduplicated, each source on its own; the
@@ -234,7 +250,7 @@ class NearDedup(beam.PTransform):
         settings: the group's MinHash settings (num_perm, ngram, threshold,
             seed, components_rounds).
         sources: the sources deduplicated (those whose `near_dedup` names the group).
-        packer: how Documents cross the join and the merge (`pipeline.beam.packed`).
+        packer: how the Documents came packed (`pipeline.beam.packed`).
     Attributes:
         b, r: the LSH bands and rows per band in use (for the manifest).
         dead_letters: once applied, the PCollection of its dead letters.
@@ -252,7 +268,8 @@ class NearDedup(beam.PTransform):
 
     def expand(self, docs):
         mh, sources = self.mh, self.sources
-        routed = docs | "Route" >> beam.ParDo(RouteBySource(sources, PASS)).with_outputs(PASS, main="todo")
+        routed = docs | "Route" >> beam.ParDo(RouteBySource(sources, PASS, carried=True)).with_outputs(
+            PASS, main="todo")
         todo, passthrough = routed.todo, routed[PASS]
         signed = (
             todo
@@ -279,4 +296,4 @@ class NearDedup(beam.PTransform):
             | "JoinNodes" >> beam.CoGroupByKey()
             | "KeepSurvivors" >> beam.ParDo(KeepSurvivors(self.packer))
         )
-        return (survivors, passthrough) | "Merge" >> MergeDocuments(self.packer)
+        return (survivors, passthrough) | "Merge" >> beam.Flatten()

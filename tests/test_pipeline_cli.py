@@ -134,3 +134,27 @@ def test_the_plan_options_reach_the_config(tmp_path, monkeypatch):
     assert (seen[0].gpus, seen[0].mfu, seen[0].tokens_per_gpu_s) == (64, 0.4, None)
     cfg = load_config(DEMO, [])
     assert cfg.plan.gpus != 64
+
+
+def test_beam_is_imported_without_pandas_and_bigquery_which_stay_importable():
+    """The command line's first Beam import leaves out what no job uses; nothing is
+    lost: pandas, the BigQuery connector, pyarrow's pandas conversion and the
+    object-store filesystems all work afterwards."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from pipeline.__main__ import NOT_AT_BEAM_IMPORT, import_beam
+import_beam()
+print(sorted(m for m in NOT_AT_BEAM_IMPORT if m in sys.modules))
+from apache_beam.io.filesystems import FileSystems
+print([type(FileSystems.get_filesystem(p)).__name__ for p in ("gs://b/o", "s3://b/o", "/tmp/x")])
+import pyarrow as pa
+print(pa.table({"a": [1, 2]}).to_pandas()["a"].sum(), pa.int32().to_pandas_dtype().__name__)
+import apache_beam.io.gcp.bigquery as bq
+print(bq.__name__ in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "[]", "['GCSFileSystem', 'S3FileSystem', 'LocalFileSystem']", "3 int32", "True"]

@@ -45,6 +45,10 @@ from pathlib import Path
 from typing import Self
 
 SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
+# Imported by every worker, not by the launcher (`pipeline.__main__.import_beam`):
+# pyarrow imports pandas at a process's first `pa.array` of Python values, 0.3 s.
+# The server imports it while the launcher builds the graph, on the other core.
+WORKER_IMPORTS = ("pandas",)
 CLIENT = Path(__file__).with_name("forkclient.py")
 HEADER = 8  # bytes: the length of the request's JSON, big-endian
 FOLDER_PREFIX = "llama-forks-"  # the socket's folder
@@ -202,16 +206,17 @@ def _set_name(name: str) -> None:
 
 
 def serve(listener: socket.socket, modules: tuple[str, ...], lifeline: int) -> None:
-    """Import Beam's SDK harness and `modules`, then fork a worker for each
+    """Import Beam's SDK harness, `WORKER_IMPORTS` and `modules`, then fork a worker for each
     client of `listener` (a listening Unix socket) until `lifeline` (a pipe's
     end) closes; send each client its worker's exit code, and kill a worker
     whose client goes away (killed)."""
     path = listener.getsockname()
-    for name in (SDK_WORKER_MAIN, *modules):
+    for name in (SDK_WORKER_MAIN, *WORKER_IMPORTS, *modules):
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the worker imports it again and reports it there
-            traceback.print_exc()
+        except Exception as e:  # noqa: BLE001 - the worker imports it again and reports it there
+            if not (isinstance(e, ImportError) and name in WORKER_IMPORTS):
+                traceback.print_exc()
     gc.collect()
     gc.freeze()  # what is imported stays out of the children's collections: fewer pages copied
     workers: dict[int, tuple[socket.socket, int | None]] = {}  # pid -> (its client, its pidfd)

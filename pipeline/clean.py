@@ -427,6 +427,18 @@ class DeadLetterPart:
         return {"file": name, "rows": rows, "bytes": sink.bytes, "sha256": sink.sha256}
 
 
+class CleanPart:
+    """`pipeline.beam.parts.PartWriter` of the clean job: the dead letters' parts
+    (`DeadLetterPart`), every source's Documents (`DocumentPart`)."""
+
+    def __init__(self, out_dir: str, packer: Packer = INLINE):
+        self.documents = DocumentPart(out_dir, packer)
+        self.dead_letters = DeadLetterPart(out_dir)
+
+    def __call__(self, group: str, index: int, count: int, payloads: Iterator[Any]) -> dict[str, Any]:
+        return (self.dead_letters if group == DEAD else self.documents)(group, index, count, payloads)
+
+
 def document_bytes(doc: dict[str, Any]) -> int:
     """A Document's share of a part: the UTF-8 bytes of its strings.
 
@@ -585,20 +597,13 @@ def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str
         near_dedup = NearDedup(settings, sources, packer)
         docs = docs | f"NearDedup_{group}" >> near_dedup
         dead.append(near_dedup.dead_letters)
-    target = cfg.clean.part_bytes
-    written = (
-        guarded(docs, "SizeDocs", SizeDocuments(packer))
-        | "WriteDocs" >> WriteSizedParts(target, DocumentPart(out_dir, packer), count_as="docs_kept")
-    )
-    dead = (
-        dead
-        | "AllDead" >> beam.Flatten()
-        | "SizeDead" >> beam.Map(sized_dead_letter)
-        | "WriteDead" >> WriteSizedParts(target, DeadLetterPart(out_dir))
-    )
+    sized_docs = guarded(docs, "SizeDocs", SizeDocuments(packer))  # its dead letters join the others
+    sized_dead = dead | "AllDead" >> beam.Flatten() | "SizeDead" >> beam.Map(sized_dead_letter)
     return (
-        (written, dead)
-        | "AllParts" >> beam.Flatten()
+        (sized_docs, sized_dead)
+        | "AllSized" >> beam.Flatten()  # one writing step for both: its stages run once
+        | "WriteParts" >> WriteSizedParts(cfg.clean.part_bytes, CleanPart(out_dir, packer),
+                                          count_as="docs_kept", uncounted=[DEAD])
         | "PartsList" >> beam.combiners.ToList()
         | "WritePartsList" >> beam.Map(lambda files: io.write_json(
             io.join(out_dir, FILES_LIST), sorted(files, key=itemgetter("file"))))

@@ -51,8 +51,9 @@ def part_name(index: int, count: int) -> str:
 PartWriter = Callable[[str, int, int, Iterator[Any]], dict[str, Any]]
 
 
-def _numbering(present: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(group, part index) of every non-empty part -> (its number, how many the group has)."""
+def _numbering(present: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(group, part index) of every non-empty part, once each -> (its number, how many
+    the group has)."""
     by_group: dict[str, list[int]] = {}
     for group, index in present:
         by_group.setdefault(group, []).append(index)
@@ -60,9 +61,10 @@ def _numbering(present: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[in
 
 
 class _WritePart(beam.DoFn):
-    def __init__(self, write: PartWriter, count_as: str | None):
+    def __init__(self, write: PartWriter, count_as: str | None, uncounted: frozenset[str]):
         self.write = write
         self.count_as = count_as
+        self.uncounted = uncounted
 
     def setup(self) -> None:
         self.counters = Counters()
@@ -71,7 +73,7 @@ class _WritePart(beam.DoFn):
         (group, index), values = item
         number, count = numbering[(group, index)]
         entry = self.write(group, number, count, (payload for _, payload in sort_pairs(values)))
-        if self.count_as:
+        if self.count_as and group not in self.uncounted:
             self.counters.inc(group, self.count_as, entry["rows"])
         yield entry
 
@@ -83,14 +85,17 @@ class WriteSizedParts(beam.PTransform):
     Args:
         target_bytes: the bytes a part aims at.
         write: a picklable `PartWriter`.
-        count_as: a counter `<group>/<count_as>` incremented by each file's rows.
+        count_as: a counter `<group>/<count_as>` incremented by each file's rows,
+            but for the groups in `uncounted`.
     """
 
-    def __init__(self, target_bytes: int, write: PartWriter, count_as: str | None = None):
+    def __init__(self, target_bytes: int, write: PartWriter, count_as: str | None = None,
+                 uncounted: Iterable[str] = ()):
         super().__init__()
         self.target_bytes = target_bytes
         self.write = write
         self.count_as = count_as
+        self.uncounted = frozenset(uncounted)
 
     def expand(self, records):
         target = self.target_bytes
@@ -106,12 +111,12 @@ class WriteSizedParts(beam.PTransform):
         numbering = (
             keyed
             | "PartKeys" >> beam.Keys()
-            | "OncePerPart" >> beam.Distinct()
-            | "AllParts" >> beam.combiners.ToList()
+            | "AllParts" >> beam.combiners.ToSet()  # one combine: no Distinct's shuffle first
             | "Number" >> beam.Map(_numbering)
         )
         return (
             keyed
             | "GroupParts" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WritePart(self.write, self.count_as), beam.pvalue.AsSingleton(numbering))
+            | "Write" >> beam.ParDo(_WritePart(self.write, self.count_as, self.uncounted),
+                                    beam.pvalue.AsSingleton(numbering))
         )

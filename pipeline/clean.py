@@ -22,6 +22,8 @@ contiguous range of ids, written from sorted runs by the worker that hashes it.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import pickle
@@ -91,7 +93,6 @@ PIECES = "pieces"  # pieces of documents grouped by key before their source asse
 INPUTS = "inputs"  # counter namespace: files and bytes matched per source
 FILES_LIST = "_files.json"  # a run's written parts, for the launcher's manifest
 INPUTS_LIST = "_inputs.json"  # the run's input fingerprint and unread files, for the manifest
-UNREAD = "unread"  # files a pattern found that no reader takes (`pipeline.inputs`)
 MAX_UNREAD_LISTED = 1000  # unread files named in the manifest (all are counted)
 
 
@@ -99,46 +100,59 @@ def _dead(source: str, path: str, record: str, reason: str) -> dict[str, str]:
     return DeadLetter(source, path, record, reason)._asdict()
 
 
-class ExpandInputs(beam.DoFn):
+def expand_inputs(item: tuple[str, str]) -> Iterator[tuple[Any, ...]]:
     """(source, pattern) -> (source, path, bytes) for every record it matches,
-    listed on the worker (`pipeline.inputs.discover`); the files no reader
-    takes as (source, path, bytes, reason), tagged UNREAD."""
-
-    def process(self, item: tuple[str, str]) -> Iterator[Any]:
-        source, pattern = item
-        found = discover(source, pattern)
-        for path, nbytes in found.records:
-            yield source, path, nbytes
-        for path, nbytes, reason in found.unread:
-            yield beam.pvalue.TaggedOutput(UNREAD, (source, path, nbytes, reason))
+    listed on the worker (`pipeline.inputs.discover`), and (source, path,
+    bytes, reason) for every file no reader takes (an unread file)."""
+    source, pattern = item
+    found = discover(source, pattern)
+    for path, nbytes in found.records:
+        yield source, path, nbytes
+    for path, nbytes, reason in found.unread:
+        yield source, path, nbytes, reason
 
 
 class CountInputs(beam.DoFn):
-    """(source, path, bytes), each once -> (source, path); counted as
-    `inputs/<source>.files` and `inputs/<source>.bytes`."""
+    """`expand_inputs`' files, each once: records (source, path, bytes) counted as
+    `inputs/<source>.files` and `.bytes` and passed on; unread files counted as
+    `inputs/<source>.unread_files` and `.unread_bytes`."""
 
     def setup(self) -> None:
         self.counters = Counters()
 
-    def process(self, item: tuple[str, str, int]) -> Iterator[tuple[str, str, int]]:
-        source, path, nbytes = item
-        self.counters.inc(INPUTS, f"{source}.files")
-        self.counters.inc(INPUTS, f"{source}.bytes", nbytes)
-        yield source, path, nbytes
+    def process(self, item: tuple[Any, ...]) -> Iterator[tuple[str, str, int]]:
+        source, _, nbytes = item[:3]
+        what = "files" if len(item) == 3 else "unread_files"
+        self.counters.inc(INPUTS, f"{source}.{what}")
+        self.counters.inc(INPUTS, f"{source}.{what.removesuffix('files')}bytes", nbytes)
+        if len(item) == 3:
+            yield item
 
 
-class CountUnread(beam.DoFn):
-    """(source, path, bytes, reason), each once: counted as
-    `inputs/<source>.unread_files` and `inputs/<source>.unread_bytes`."""
+class InputsList(beam.CombineFn):
+    """`expand_inputs`' files, each once -> (`combine_keys` of their `file_key`s,
+    the first MAX_UNREAD_LISTED unread files in order): `write_inputs_list`'s
+    arguments, in one combine."""
 
-    def setup(self) -> None:
-        self.counters = Counters()
+    def create_accumulator(self) -> tuple[int, list[tuple[str, str, int, str]]]:
+        return 0, []
 
-    def process(self, item: tuple[str, str, int, str]) -> Iterator[tuple[str, str, int, str]]:
-        source, _, nbytes, _ = item
-        self.counters.inc(INPUTS, f"{source}.unread_files")
-        self.counters.inc(INPUTS, f"{source}.unread_bytes", nbytes)
-        yield item
+    def add_input(self, acc, item: tuple[Any, ...]):
+        key, unread = acc
+        if len(item) == 4:
+            unread.append(item)
+            if len(unread) > 2 * MAX_UNREAD_LISTED:
+                unread = heapq.nsmallest(MAX_UNREAD_LISTED, unread)
+        return combine_keys([key, file_key(*item[:3])]), unread
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        unread = heapq.nsmallest(MAX_UNREAD_LISTED, itertools.chain.from_iterable(u for _, u in accs))
+        return combine_keys(k for k, _ in accs), unread
+
+    def extract_output(self, acc):
+        key, unread = acc
+        return key, heapq.nsmallest(MAX_UNREAD_LISTED, unread)
 
 
 def write_inputs_list(out_dir: str, key: int, unread: list[tuple[str, str, int, str]]) -> None:
@@ -520,20 +534,18 @@ def list_inputs(p: beam.Pipeline, patterns: list[tuple[str, str]], out_dir: str)
     """The input files of (source, pattern) pairs, expanded on the workers, each
     once and counted; files no reader takes are counted apart, and the listing's
     fingerprint and first unread files written to `<out_dir>/_inputs.json`."""
-    found = p | "Patterns" >> beam.Create(patterns) | "ExpandPatterns" >> beam.ParDo(
-        ExpandInputs()).with_outputs(UNREAD, main="records")
-    files = found.records | "OncePerFile" >> beam.Distinct() | "CountInputs" >> beam.ParDo(CountInputs())
-    unread = found[UNREAD] | "OnceUnread" >> beam.Distinct() | "CountUnread" >> beam.ParDo(CountUnread())
-    _ = (
-        (files, unread | "UnreadFiles" >> beam.Map(lambda u: u[:3]))
-        | "AllInputFiles" >> beam.Flatten()
-        | "FileKeys" >> beam.MapTuple(file_key)
-        | "Fingerprint" >> beam.CombineGlobally(combine_keys)
-        | "WriteInputsList" >> beam.Map(
-            lambda key, listed: write_inputs_list(out_dir, key, listed),
-            listed=beam.pvalue.AsSingleton(unread | "ListUnread" >> beam.combiners.Top.Smallest(MAX_UNREAD_LISTED)))
+    listed = (
+        p
+        | "Patterns" >> beam.Create(patterns)
+        | "ExpandPatterns" >> beam.FlatMap(expand_inputs)
+        | "OncePerFile" >> beam.Distinct()  # patterns may overlap
     )
-    return files
+    _ = (
+        listed
+        | "InputsList" >> beam.CombineGlobally(InputsList())
+        | "WriteInputsList" >> beam.MapTuple(lambda key, unread: write_inputs_list(out_dir, key, unread))
+    )
+    return listed | "CountInputs" >> beam.ParDo(CountInputs())
 
 
 def build_clean_pipeline(p: beam.Pipeline, cfg: Config, patterns: list[tuple[str, str]], out_dir: str,

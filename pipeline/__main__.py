@@ -56,7 +56,8 @@ class Command:
 # Importing Beam's package also imports pandas (to register DataFrame batch types)
 # and the BigQuery and Pub/Sub connectors (for `apache_beam.io`'s names): 0.35 s of
 # every command's start, for what no job here uses. They are left out of that first
-# import only: whatever asks for them later imports them as usual.
+# import, so in this process `beam.io` has no BigQuery, Pub/Sub or `gcsio` names and
+# Beam no pandas batch types; the modules themselves import as usual when asked for.
 NOT_AT_BEAM_IMPORT = ("pandas", "apache_beam.io.gcp.bigquery")
 
 

@@ -16,6 +16,8 @@ the same listing. One rule for all three, here:
   read recursively (books/vol1/*.txt too): each file is a record or unread; a
   local sub-folder holding what `FORMATS.folders` names is one record; a
   hidden folder or a link to a folder is unread, not searched.
+- A local file whose name is not UTF-8 (Python holds it with lone surrogates,
+  which no Beam coder encodes) is unread, named with its bytes escaped.
 """
 
 from __future__ import annotations
@@ -84,6 +86,26 @@ def expand(source: str, pattern: str, limit: int | None = None) -> list[tuple[st
     return discover(source, pattern, limit).records
 
 
+NOT_UTF8 = "its name is not UTF-8: rename it to read it"
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(path: str) -> str:
+    """A path holding lone surrogates (bytes that were not UTF-8) -> the same
+    path with those bytes as \\xNN."""
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def discover(source: str, pattern: str, limit: int | None = None) -> Listing:
     """What a pattern names for `source` (module doc): files on any filesystem,
     local folders. `limit` stops once that many records are found (a check,
@@ -110,8 +132,10 @@ def discover(source: str, pattern: str, limit: int | None = None) -> Listing:
                         found.records[path] = _tree_bytes(path)
                     else:
                         found.search(path)
-    records = sorted(found.records.items())
-    unread = sorted(found.unread)
+    records = [r for r in sorted(found.records.items()) if _utf8(r[0])]
+    unread = sorted([(p, n, r) for p, n, r in found.unread if _utf8(p)] + [
+        (_escaped(p), n, NOT_UTF8) for p, n in [*found.records.items(), *((p, n) for p, n, _ in found.unread)]
+        if not _utf8(p)])
     if source == "wikipedia":  # the dump naming is the source's
         from pipeline.sources.wikipedia import select_dumps
 

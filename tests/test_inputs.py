@@ -5,6 +5,7 @@ folders, files no reader takes counted and named, JSON-lines books, the
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.core.config import SOURCES, ConfigError, load_config
+from pipeline import inputs
 from pipeline.inputs import (
     discover,
     formats_table,
@@ -182,3 +184,22 @@ def test_clean_job_reads_a_corpus_alone_and_names_what_it_did_not_read(corpus, t
     report = build_report(load_config(DEMO, sets))
     assert "Input files found but not read: 3 (github: 1, books: 2)" in report
     assert f"| books | `{corpus}/books/scan.pdf` | not a books input |" in report
+
+
+def test_a_file_name_that_is_not_utf8_is_unread_and_named(tmp_path):
+    """Such a name reaches Python with lone surrogates, which Beam's coders
+    refuse: the file is unread, with its reason, and everything listed encodes."""
+    from apache_beam.coders.coders import FastPrimitivesCoder
+
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "alice.txt").write_text("Alice was beginning to get very tired.", encoding="utf-8")
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "wb") as f:
+        f.write(b"Latin-1 name.")
+    found = discover("books", f"{folder}/")
+    assert [(Path(p).name, n) for p, n in found.records] == [("alice.txt", 38)]
+    assert [(Path(p).name, n, r) for p, n, r in found.unread] == [("caf\\xe9.txt", 13, inputs.NOT_UTF8)]
+    coder = FastPrimitivesCoder()
+    for item in [*found.records, *found.unread]:
+        assert coder.decode(coder.encode(("books", *item))) == ("books", *item)
+    assert discover("books", f"{folder}/*.txt").unread == found.unread  # a glob finds it the same way

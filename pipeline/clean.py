@@ -798,8 +798,8 @@ def unread_warning(manifest: dict[str, Any]) -> str | None:
         names = [posixpath.basename(e["path"].rstrip("/")) for e in listed if e["source"] == source][:3]
         per_source.append(f"{source}: {n} ({', '.join(names)}{', ...' if n > len(names) else ''})")
     total = sum(unread["files"].values())
-    return (f"{total} input file{'s' if total != 1 else ''} found but not read, no reader takes "
-            f"{'their' if total != 1 else 'its'} format: {'; '.join(per_source)}; each is named with the "
+    return (f"{total} input file{'s' if total != 1 else ''} found but not read (a format no reader takes, "
+            f"or a name that is not UTF-8): {'; '.join(per_source)}; each is named with the "
             "reason in the clean manifest (unread_inputs) and the report; `clean --help` lists the formats")
 
 

@@ -162,7 +162,8 @@ def test_clean_job_reads_a_corpus_alone_and_names_what_it_did_not_read(corpus, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if "not read" in line]
     loose = f"WARNING pipeline.clean: corpus_dir {corpus}: 1 file outside the source folders is not read: loose.txt"
-    unread = ("WARNING pipeline.clean: 3 input files found but not read, no reader takes their format: github: 1 "
+    unread = ("WARNING pipeline.clean: 3 input files found but not read (a format no reader takes, or a name that "
+              "is not UTF-8): github: 1 "
               "(README.md); books: 2 (at.warc.gz, scan.pdf); each is named with the reason in the clean manifest "
               "(unread_inputs) and the report; `clean --help` lists the formats")
     assert warnings == [loose, unread]

@@ -82,3 +82,17 @@ def test_all_caps_text_is_read_in_lower_case(lid, demo_inputs):
     assert case_view(paragraph) is paragraph
     assert case_view("NASA and the ESA launched it") == "NASA and the ESA launched it"
     assert case_view("THE TITLE\n" + paragraph).startswith("THE TITLE\n")
+
+
+def test_cased_letters_count_as_str_methods_do(demo_inputs):
+    """The ASCII shortcut counts exactly what testing each character does, on
+    real books and on letters whose case is not plain A-Z."""
+    from pipeline.filters.langid import cased_letters
+
+    texts = [demo_inputs[k].read_text(encoding="latin-1") for k in ("inputs/books/alice29.txt",
+                                                                    "inputs/books/plrabn12.txt")]
+    texts += ["ÀÉÎ abc", "Привет МИР", "ǅ titlecase", "ß straße", "lone \ud83d surrogate", "ΣΑΣ σας",
+              "ﬀ ligature", "ⅷ Ⅷ roman", "Ⓐ ⓐ", "", "1234 !?", "MY FRIEND IS A BIRD"]
+    for text in texts:
+        assert cased_letters(text) == (sum(map(str.isupper, text)), sum(map(str.islower, text)))
+    assert cased_letters("MY FRIEND IS A BIRD") == (15, 0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import string
 from pathlib import Path
 
 from pipeline.core.config import PipelineError
@@ -86,9 +87,23 @@ def case_view(text: str) -> str:
     lid.176 learnt mixed-case text and takes all-caps English for another
     language ("MY FRIEND IS A BIRD" -> mr 0.80); ordinary text, where capitals
     are a minority, is read as it is."""
-    probe = lid_sample(text, CASE_PROBE_CHARS)
-    upper = sum(map(str.isupper, probe))
-    return text.lower() if upper > sum(map(str.islower, probe)) else text
+    upper, lower = cased_letters(lid_sample(text, CASE_PROBE_CHARS))
+    return text.lower() if upper > lower else text
+
+
+_ASCII_UPPER, _ASCII_LOWER = string.ascii_uppercase.encode(), string.ascii_lowercase.encode()
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def cased_letters(text: str) -> tuple[int, int]:
+    """How many characters of `text` are upper case and how many lower case
+    (`str.isupper`, `str.islower`): the ASCII ones counted by `bytes.translate`,
+    5x faster than testing each character, the others one by one."""
+    ascii_part = text.encode("ascii", "ignore")
+    rest = "".join(_NOT_ASCII.findall(text)) if len(ascii_part) < len(text) else ""
+    n = len(ascii_part)
+    return (n - len(ascii_part.translate(None, _ASCII_UPPER)) + sum(map(str.isupper, rest)),
+            n - len(ascii_part.translate(None, _ASCII_LOWER)) + sum(map(str.islower, rest)))
 
 
 def lid_sample(text: str, max_chars: int = SAMPLE_CHARS, windows: int = SAMPLE_WINDOWS) -> str:

@@ -122,10 +122,11 @@ class CountInputs(beam.DoFn):
 
     def process(self, item: tuple[Any, ...]) -> Iterator[tuple[str, str, int]]:
         source, _, nbytes = item[:3]
-        what = "files" if len(item) == 3 else "unread_files"
-        self.counters.inc(INPUTS, f"{source}.{what}")
-        self.counters.inc(INPUTS, f"{source}.{what.removesuffix('files')}bytes", nbytes)
-        if len(item) == 3:
+        read = len(item) == 3
+        prefix = "" if read else "unread_"
+        self.counters.inc(INPUTS, f"{source}.{prefix}files")
+        self.counters.inc(INPUTS, f"{source}.{prefix}bytes", nbytes)
+        if read:
             yield item
 
 

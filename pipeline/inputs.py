@@ -132,10 +132,13 @@ def discover(source: str, pattern: str, limit: int | None = None) -> Listing:
                         found.records[path] = _tree_bytes(path)
                     else:
                         found.search(path)
-    records = [r for r in sorted(found.records.items()) if _utf8(r[0])]
-    unread = sorted([(p, n, r) for p, n, r in found.unread if _utf8(p)] + [
-        (_escaped(p), n, NOT_UTF8) for p, n in [*found.records.items(), *((p, n) for p, n, _ in found.unread)]
-        if not _utf8(p)])
+    records, unread = [], []
+    for path, nbytes in sorted(found.records.items()):
+        if _utf8(path):
+            records.append((path, nbytes))
+        else:
+            unread.append((_escaped(path), nbytes, NOT_UTF8))
+    unread = sorted(unread + [(p, n, r) if _utf8(p) else (_escaped(p), n, NOT_UTF8) for p, n, r in found.unread])
     if source == "wikipedia":  # the dump naming is the source's
         from pipeline.sources.wikipedia import select_dumps
 

@@ -187,22 +187,23 @@ def _max_fd() -> int:
         return 1 << 16
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this process when its parent dies (Linux; elsewhere nothing)."""
+def _prctl(option: int, arg: int | bytes) -> None:
+    """Linux's prctl(option, arg) on this process; elsewhere nothing."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(option, arg, 0, 0, 0)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent dies."""
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _set_name(name: str) -> None:
-    """This process's name as `ps` and /proc/<pid>/comm show it (Linux; its
-    command line stays the launcher's)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    """This process's name as `ps` and /proc/<pid>/comm show it (its command
+    line stays the launcher's)."""
+    _prctl(15, name.encode()[:15])  # PR_SET_NAME
 
 
 def serve(listener: socket.socket, modules: tuple[str, ...], lifeline: int) -> None:
